@@ -1,0 +1,55 @@
+# murmur: two commands set up a fresh Debian 12 machine: `make run` and `make test`.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+APT_PACKAGES := dnsutils dnsperf dnsmasq
+STAMP := $(VENV)/.installed
+
+.PHONY: run test test-full bench lint types unit e2e install apt clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q --upgrade pip >/dev/null
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# System packages the tests and benchmarks use (dig, dnsperf, dnsmasq). Needs root, as CI is.
+apt:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "missing system packages:$$missing (run as root, or: sudo apt-get install$$missing)"; fi; \
+	fi
+
+run: install
+	$(BIN)/murmur agent --dev --config-dir examples/dev
+
+lint: install
+	$(BIN)/ruff check .
+
+types: install
+	$(BIN)/mypy
+
+unit: install
+	$(BIN)/pytest -q tests/unit
+
+e2e: install
+	$(BIN)/pytest -q tests/e2e
+
+# Everything CI runs, each stage timed (budgets: docs/operations.md and the conventions page).
+test:
+	@bash .ci/stages.sh
+
+test-full: test
+	$(BIN)/pytest -q -m slow tests --runslow
+
+bench: install apt
+	$(BIN)/python -m bench all
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,1 @@
+"""The catalog: state store, commands, queries and DNS answers (pure core)."""

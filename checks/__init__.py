@@ -1,0 +1,1 @@
+"""Health checks: the pure status machine, definitions, and the async probes."""

@@ -1,0 +1,1 @@
+"""The command line: `murmur agent` and HTTP clients for the rest."""

@@ -1,0 +1,1 @@
+"""SWIM membership with Lifeguard (pure core). Filled in by the gossip issue."""

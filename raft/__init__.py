@@ -1,0 +1,1 @@
+"""Raft consensus (pure core). Filled in by the Raft issue."""
