@@ -1,0 +1,11 @@
+"""Benchmarks: murmur against a peer system, same workload, same run, alternating A/B.
+
+Run from the repo root: `python -m bench list`, `python -m bench NAME [--quick]`, `python -m bench all`.
+Each benchmark is one module in this package exposing NAME, DESCRIPTION, add_arguments(parser)
+and run(args) -> int (the process exit status).
+"""
+
+# name -> module (imported lazily so `list` and `--help` stay cheap)
+BENCHMARKS: dict[str, str] = {
+    "dns": "bench.dns",
+}
