@@ -1,0 +1,99 @@
+"""Runs the agent's checks: one trio task per probed or TTL check.
+
+A task owns nothing but its loop; results go into the check's StatusMachine (pure) and a change
+triggers anti-entropy. Reload keeps the task of an unchanged check running, so its status and
+thresholds carry over; a changed definition restarts it.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Awaitable, Callable
+
+import trio
+from murmur.checks.definitions import CheckDefinition
+from murmur.checks.probes import run_probe
+from murmur.checks.status import CRITICAL, TTLTimer
+
+from .local_state import LocalState
+
+log = logging.getLogger("murmur.checks")
+
+
+class CheckRunner:
+    def __init__(self, local: LocalState, on_change: Callable[[], Awaitable[None]], rng: random.Random) -> None:
+        self.local = local
+        self.on_change = on_change
+        self.rng = rng
+        self.nursery: trio.Nursery | None = None
+        self.running: dict[str, tuple[CheckDefinition, trio.CancelScope]] = {}
+        self.wakeups: dict[str, trio.Event] = {}
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self.nursery = nursery
+            task_status.started()
+            await trio.sleep_forever()
+
+    def reconcile(self) -> None:
+        """Start tasks for new or changed checks, stop those of removed checks."""
+        for cid in list(self.running):
+            defn, scope = self.running[cid]
+            check = self.local.checks.get(cid)
+            if check is None or check.defn != defn:
+                scope.cancel()
+                del self.running[cid]
+                self.wakeups.pop(cid, None)
+        for cid, check in self.local.checks.items():
+            if cid in self.running or check.defn.kind not in ("http", "tcp", "script", "ttl"):
+                continue
+            scope = trio.CancelScope()
+            self.running[cid] = (check.defn, scope)
+            assert self.nursery is not None, "CheckRunner.serve must be started first"
+            target = self._ttl_loop if check.defn.kind == "ttl" else self._probe_loop
+            self.nursery.start_soon(target, cid, check.defn, scope)
+
+    async def _probe_loop(self, cid: str, defn: CheckDefinition, scope: trio.CancelScope) -> None:
+        with scope:
+            # Stagger the first run so many checks do not fire together after a start or reload.
+            await trio.sleep(self.rng.uniform(0, min(defn.interval, 1.0)))
+            while True:
+                try:
+                    status, output = await run_probe(defn)
+                except Exception as exc:  # a probe bug must not kill the agent
+                    log.exception("check %s: probe failed", cid)
+                    status, output = CRITICAL, f"probe error: {exc}"
+                check = self.local.checks.get(cid)
+                if check is None or check.defn != defn:
+                    return
+                before = check.machine.status
+                if check.machine.record(status, output):
+                    if check.machine.status != before:
+                        log.info("check %s: %s -> %s", cid, before, check.machine.status)
+                    await self.on_change()
+                await trio.sleep(defn.interval)
+
+    def refreshed(self, cid: str) -> None:
+        """A TTL check got an update: wake its task so it re-arms at the new deadline."""
+        event = self.wakeups.get(cid)
+        if event is not None:
+            event.set()
+
+    async def _ttl_loop(self, cid: str, defn: CheckDefinition, scope: trio.CancelScope) -> None:
+        with scope:
+            while True:
+                check = self.local.checks.get(cid)
+                if check is None or check.ttl is None or check.defn != defn:
+                    return
+                timer: TTLTimer = check.ttl
+                event = self.wakeups[cid] = trio.Event()
+                if timer.expired(trio.current_time()):
+                    if check.machine.status != CRITICAL:
+                        log.info("check %s: TTL expired", cid)
+                        check.machine.force(CRITICAL, TTLTimer.expiry_output(timer.ttl))
+                        await self.on_change()
+                    await event.wait()
+                else:
+                    with trio.move_on_at(timer.deadline):
+                        await event.wait()

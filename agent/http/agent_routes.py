@@ -1,0 +1,178 @@
+"""`/v1/agent/...` routes: the agent's own view, and writes to its local state."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from typing import TYPE_CHECKING, Any
+
+from murmur import CONSUL_COMPAT_VERSION, __version__
+from murmur.catalog import queries
+from murmur.checks.definitions import DefinitionError, folded, from_api
+
+from ..definitions import parse_service
+from .server import HTTPError, Request, Response, Router
+
+if TYPE_CHECKING:
+    import re
+
+    from ..agent import Agent
+
+
+def member(agent: Agent) -> dict[str, Any]:
+    """This agent as a gossip member (`/v1/agent/members` shape)."""
+    n = agent.local.node
+    tags = {"role": "consul" if agent.cfg.server else "node", "dc": agent.cfg.datacenter, "id": n.id,
+            "port": str(agent.server_port), "vsn": "2", "vsn_min": "2", "vsn_max": "3",
+            "build": f"{CONSUL_COMPAT_VERSION}:murmur-{__version__}"}
+    if agent.cfg.server:
+        tags["expect"] = str(agent.cfg.bootstrap_expect or 1)
+    serf_port = agent.cfg.ports.serf_lan if agent.cfg.ports.serf_lan > 0 else 8301
+    return {"Name": n.name, "Addr": n.address, "Port": serf_port, "Tags": tags, "Status": 1,
+            "ProtocolMin": 1, "ProtocolMax": 5, "ProtocolCur": 2, "DelegateMin": 2, "DelegateMax": 5,
+            "DelegateCur": 4}
+
+
+def add_routes(router: Router, agent: Agent) -> None:
+    def allow_scripts() -> bool:  # script checks over HTTP need enable_script_checks
+        return bool(agent.cfg.enable_script_checks)
+
+    async def self_(req: Request, m: re.Match[str]) -> Response:
+        n = agent.local.node
+        leader = f"{n.address}:{agent.server_port}"
+        data = {
+            "Config": {"Datacenter": agent.cfg.datacenter, "NodeName": n.name, "NodeID": n.id,
+                       "Server": agent.cfg.server, "Revision": "murmur", "Version": CONSUL_COMPAT_VERSION,
+                       "PrimaryDatacenter": agent.cfg.datacenter, "BuildDate": "", "murmur": __version__},
+            "DebugConfig": {"Datacenter": agent.cfg.datacenter, "NodeName": n.name, "DNSDomain": agent.cfg.domain,
+                            "HTTPPort": agent.http_port, "DNSPort": agent.dns_port, "DevMode": agent.cfg.dev},
+            "Coord": None,
+            "Member": member(agent),
+            "Stats": {
+                "consul": {"leader_addr": leader, "server": str(agent.cfg.server).lower(), "leader": "true",
+                           "bootstrap": "true", "known_datacenters": "1"},
+                "raft": {"state": "Leader", "applied_index": str(agent.store.last_index),
+                         "commit_index": str(agent.store.last_index), "num_peers": "0"},
+                "serf_lan": {"members": "1", "failed": "0", "left": "0"},
+                "agent": {"services": str(len(agent.local.services)), "checks": str(len(agent.local.checks)),
+                          "check_monitors": "0", "check_ttls": "0"},
+                "runtime": {"os": platform.system().lower(), "arch": platform.machine(),
+                            "version": platform.python_version()},
+                "build": {"version": CONSUL_COMPAT_VERSION, "prerelease": "", "revision": "murmur"},
+                "dns": {k: str(v) for k, v in agent.stats.items()},
+            },
+            "Meta": dict(agent.local.node.meta),
+            "xDS": None,
+        }
+        return Response.json(data, pretty="pretty" in req.query)
+
+    async def members(req: Request, m: re.Match[str]) -> Response:
+        return Response.json([member(agent)], pretty="pretty" in req.query)
+
+    async def services(req: Request, m: re.Match[str]) -> Response:
+        data = {sid: queries.agent_service_json(None, spec, agent.cfg.datacenter)
+                for sid, spec in sorted(agent.local.services.items())}
+        return Response.json(data, pretty="pretty" in req.query)
+
+    async def service(req: Request, m: re.Match[str]) -> Response:
+        spec = agent.local.services.get(m["id"])
+        if spec is None:
+            raise HTTPError(404, f"unknown service ID: {m['id']}")
+        data = queries.agent_service_json(None, spec, agent.cfg.datacenter)
+        digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+        data["ContentHash"] = digest
+        return Response.json(data, headers=[("X-Consul-ContentHash", digest)], pretty="pretty" in req.query)
+
+    async def checks(req: Request, m: re.Match[str]) -> Response:
+        n = agent.local.node.name
+        out = {}
+        for cid in sorted(agent.local.checks):
+            chk = agent.local.checks[cid]
+            svc = agent.local.services.get(chk.defn.service_id)
+            spec = chk.spec()
+            out[cid] = {"Node": n, "CheckID": cid, "Name": spec.name, "Status": spec.status, "Notes": spec.notes,
+                        "Output": spec.output, "ServiceID": spec.service_id, "ServiceName": svc.name if svc else "",
+                        "ServiceTags": list(svc.tags) if svc else [], "Type": spec.type,
+                        "Interval": spec.interval, "Timeout": spec.timeout, "ExposedPort": 0,
+                        "Definition": {}, "CreateIndex": 0, "ModifyIndex": 0}
+        return Response.json(out, pretty="pretty" in req.query)
+
+    async def register_service(req: Request, m: re.Match[str]) -> Response:
+        body = req.json()
+        try:
+            sdef = parse_service(body, allow_scripts=allow_scripts())
+        except DefinitionError as exc:
+            raise HTTPError(400, f"Invalid service definition: {exc}") from exc
+        agent.add_service(sdef, "api", replace_existing_checks=req.flag("replace-existing-checks"))
+        await agent.sync()
+        return Response()
+
+    async def deregister_service(req: Request, m: re.Match[str]) -> Response:
+        if not agent.remove_service(m["id"]):
+            raise HTTPError(404, f"Unknown service ID {m['id']!r}")
+        await agent.sync()
+        return Response()
+
+    async def register_check(req: Request, m: re.Match[str]) -> Response:
+        body = req.json()
+        try:
+            defn = from_api(body, allow_scripts=allow_scripts())
+            agent.add_check(defn, "api")
+        except DefinitionError as exc:
+            raise HTTPError(400, f"Invalid check: {exc}") from exc
+        await agent.sync()
+        return Response()
+
+    async def deregister_check(req: Request, m: re.Match[str]) -> Response:
+        if not agent.remove_check(m["id"]):
+            raise HTTPError(404, f"Unknown check ID {m['id']!r}")
+        await agent.sync()
+        return Response()
+
+    async def ttl_update(req: Request, m: re.Match[str]) -> Response:
+        status = {"pass": "passing", "warn": "warning", "fail": "critical"}[m["verb"]]
+        if not agent.update_check(m["id"], status, req.arg("note", "") or ""):
+            raise HTTPError(404, f"Unknown check ID {m['id']!r}")
+        await agent.sync()
+        return Response()
+
+    async def check_update(req: Request, m: re.Match[str]) -> Response:
+        body = req.json()
+        if not isinstance(body, dict):
+            raise HTTPError(400, "Request body must be a JSON object with Status and Output")
+        d = folded(body)
+        status = d.get("status")
+        if status not in ("passing", "warning", "critical"):
+            raise HTTPError(400, f"Invalid check status: {status!r}")
+        output = d.get("output") or ""
+        if not isinstance(output, str):
+            raise HTTPError(400, "Output must be a string")
+        if not agent.update_check(m["id"], status, output):
+            raise HTTPError(404, f"Unknown check ID {m['id']!r}")
+        await agent.sync()
+        return Response()
+
+    async def reload(req: Request, m: re.Match[str]) -> Response:
+        try:
+            await agent.reload()
+        except Exception as exc:
+            raise HTTPError(500, f"Failed reloading config: {exc}") from exc
+        return Response()
+
+    async def token(req: Request, m: re.Match[str]) -> Response:
+        raise HTTPError(401, "ACL support disabled")
+
+    router.add("GET", r"/v1/agent/self", self_)
+    router.add("GET", r"/v1/agent/members", members)
+    router.add("GET", r"/v1/agent/services", services)
+    router.add("GET", r"/v1/agent/service/(?P<id>[^/]+)", service)
+    router.add("GET", r"/v1/agent/checks", checks)
+    router.add("PUT", r"/v1/agent/service/register", register_service)
+    router.add("PUT", r"/v1/agent/service/deregister/(?P<id>[^/]+)", deregister_service)
+    router.add("PUT", r"/v1/agent/check/register", register_check)
+    router.add("PUT", r"/v1/agent/check/deregister/(?P<id>.+)", deregister_check)
+    router.add("PUT", r"/v1/agent/check/(?P<verb>pass|warn|fail)/(?P<id>.+)", ttl_update)
+    router.add("PUT", r"/v1/agent/check/update/(?P<id>.+)", check_update)
+    router.add("PUT", r"/v1/agent/reload", reload)
+    router.add("PUT", r"/v1/agent/token/(?P<type>[^/]+)", token)

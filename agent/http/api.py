@@ -1,0 +1,25 @@
+"""The /v1 API: one router with every route module's routes."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from . import agent_routes, catalog_routes
+from .server import Request, Response, Router
+
+if TYPE_CHECKING:
+    import re
+
+    from ..agent import Agent
+
+
+def build_router(agent: Agent) -> Router:
+    router = Router()
+
+    async def root(req: Request, m: re.Match[str]) -> Response:
+        return Response.text("murmur agent\n")
+
+    router.add("GET", r"/", root)
+    agent_routes.add_routes(router, agent)
+    catalog_routes.add_routes(router, agent)
+    return router

@@ -1,0 +1,153 @@
+"""`/v1/status`, `/v1/catalog` and `/v1/health` routes."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from murmur.catalog import queries
+from murmur.catalog.commands import ApplyError, CheckSpec, Deregister, Register
+from murmur.checks.definitions import DefinitionError, folded
+
+from ..definitions import parse_service
+from .common import blocking, check_dc, json_read
+from .server import HTTPError, Request, Response, Router
+
+if TYPE_CHECKING:
+    import re
+
+    from ..agent import Agent
+
+NODE_TABLES = ("nodes",)
+SERVICE_TABLES = ("nodes", "services", "checks")
+
+
+def add_routes(router: Router, agent: Agent) -> None:
+    async def leader(req: Request, m: re.Match[str]) -> Response:
+        return Response.json(f"{agent.local.node.address}:{agent.server_port}")
+
+    async def peers(req: Request, m: re.Match[str]) -> Response:
+        return Response.json([f"{agent.local.node.address}:{agent.server_port}"])
+
+    async def datacenters(req: Request, m: re.Match[str]) -> Response:
+        return Response.json([agent.cfg.datacenter])
+
+    async def services(req: Request, m: re.Match[str]) -> Response:
+        index = await blocking(agent, req, ("services",))
+        return json_read(req, queries.catalog_services(agent.store), index)
+
+    async def service(req: Request, m: re.Match[str]) -> Response:
+        index = await blocking(agent, req, SERVICE_TABLES)
+        tags = req.query.get("tag")
+        return json_read(req, queries.catalog_service(agent.store, m["name"], tags), index)
+
+    async def nodes(req: Request, m: re.Match[str]) -> Response:
+        index = await blocking(agent, req, NODE_TABLES)
+        return json_read(req, queries.catalog_nodes(agent.store), index)
+
+    async def node(req: Request, m: re.Match[str]) -> Response:
+        index = await blocking(agent, req, ("nodes", "services"))
+        return json_read(req, queries.catalog_node(agent.store, m["node"]), index)
+
+    async def connect(req: Request, m: re.Match[str]) -> Response:
+        index = await blocking(agent, req, SERVICE_TABLES)
+        return json_read(req, [], index)
+
+    async def health_service(req: Request, m: re.Match[str]) -> Response:
+        index = await blocking(agent, req, SERVICE_TABLES)
+        data = queries.health_service(agent.store, m["name"], req.query.get("tag"), req.flag("passing"))
+        return json_read(req, data, index)
+
+    async def health_checks(req: Request, m: re.Match[str]) -> Response:
+        index = await blocking(agent, req, ("checks",))
+        return json_read(req, queries.health_checks(agent.store, m["name"]), index)
+
+    async def health_node(req: Request, m: re.Match[str]) -> Response:
+        index = await blocking(agent, req, ("checks",))
+        return json_read(req, queries.health_node(agent.store, m["node"]), index)
+
+    async def health_state(req: Request, m: re.Match[str]) -> Response:
+        check_dc(agent, req)
+        if m["state"] not in queries.STATES:
+            raise HTTPError(400, f"Unknown check state {m['state']!r}; want any, passing, warning or critical")
+        index = await blocking(agent, req, ("checks",))
+        return json_read(req, queries.health_state(agent.store, m["state"]), index)
+
+    async def register(req: Request, m: re.Match[str]) -> Response:
+        check_dc(agent, req)
+        cmd = parse_catalog_register(req.json())
+        result = await agent.writer.apply(cmd)
+        if isinstance(result, ApplyError):
+            raise HTTPError(400, result.message)
+        return Response.json(True)
+
+    async def deregister(req: Request, m: re.Match[str]) -> Response:
+        check_dc(agent, req)
+        body = req.json()
+        if not isinstance(body, dict):
+            raise HTTPError(400, "Request body must be a JSON object")
+        d = folded(body)
+        if not isinstance(d.get("node"), str) or not d["node"]:
+            raise HTTPError(400, "Must provide node")
+        result = await agent.writer.apply(Deregister(node=d["node"], service_id=str(d.get("serviceid") or ""),
+                                                     check_id=str(d.get("checkid") or "")))
+        if isinstance(result, ApplyError):
+            raise HTTPError(400, result.message)
+        return Response.json(True)
+
+    router.add("GET", r"/v1/status/leader", leader)
+    router.add("GET", r"/v1/status/peers", peers)
+    router.add("GET", r"/v1/catalog/datacenters", datacenters)
+    router.add("GET", r"/v1/catalog/services", services)
+    router.add("GET", r"/v1/catalog/service/(?P<name>[^/]+)", service)
+    router.add("GET", r"/v1/catalog/connect/(?P<name>[^/]+)", connect)
+    router.add("GET", r"/v1/catalog/nodes", nodes)
+    router.add("GET", r"/v1/catalog/node/(?P<node>[^/]+)", node)
+    router.add("PUT", r"/v1/catalog/register", register)
+    router.add("PUT", r"/v1/catalog/deregister", deregister)
+    router.add("GET", r"/v1/health/service/(?P<name>[^/]+)", health_service)
+    router.add("GET", r"/v1/health/connect/(?P<name>[^/]+)", connect)
+    router.add("GET", r"/v1/health/ingress/(?P<name>[^/]+)", connect)
+    router.add("GET", r"/v1/health/checks/(?P<name>[^/]+)", health_checks)
+    router.add("GET", r"/v1/health/node/(?P<node>[^/]+)", health_node)
+    router.add("GET", r"/v1/health/state/(?P<state>[^/]+)", health_state)
+
+
+def parse_catalog_register(body: Any) -> Register:
+    """`PUT /v1/catalog/register` body (Consul's RegisterRequest, any key casing)."""
+    if not isinstance(body, dict):
+        raise HTTPError(400, "Request body must be a JSON object")
+    d = folded(body)
+    node, address = d.get("node"), d.get("address")
+    if not isinstance(node, str) or not node:
+        raise HTTPError(400, "Must provide node")
+    if not isinstance(address, str) or not address:
+        raise HTTPError(400, "Must provide address")
+    try:
+        service = parse_service(d["service"]).spec if d.get("service") else None
+    except DefinitionError as exc:
+        raise HTTPError(400, f"Service: {exc}") from exc
+    raw_checks = ([d["check"]] if d.get("check") else []) + list(d.get("checks") or [])
+    checks = []
+    for c in raw_checks:
+        if not isinstance(c, dict):
+            raise HTTPError(400, "Check must be a JSON object")
+        cd = folded(c)
+        cid = str(cd.get("checkid") or cd.get("name") or "")
+        if not cid:
+            raise HTTPError(400, "Check needs a CheckID or Name")
+        status = str(cd.get("status") or "critical")
+        if status not in ("passing", "warning", "critical"):
+            raise HTTPError(400, f"Invalid check status {status!r}")
+        sid = str(cd.get("serviceid") or "")
+        checks.append(CheckSpec(check_id=cid, name=str(cd.get("name") or cid), status=status,
+                                notes=str(cd.get("notes") or ""), output=str(cd.get("output") or ""),
+                                service_id=sid))
+    meta = d.get("nodemeta") or {}
+    tagged = d.get("taggedaddresses") or {}
+    if not isinstance(meta, dict) or not isinstance(tagged, dict):
+        raise HTTPError(400, "NodeMeta and TaggedAddresses must be objects")
+    return Register(node=node, address=address, node_id=str(d.get("id") or ""),
+                    datacenter=str(d.get("datacenter") or ""),
+                    tagged_addresses=tuple(sorted((str(k), str(v)) for k, v in tagged.items())),
+                    node_meta=tuple(sorted((str(k), str(v)) for k, v in meta.items())),
+                    service=service, checks=tuple(checks), skip_node_update=bool(d.get("skipnodeupdate")))

@@ -1,0 +1,63 @@
+"""Helpers shared by the route modules: blocking reads, index headers, datacenter checks."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from murmur.checks.durations import parse_duration
+
+from .server import HTTPError, Request, Response
+
+if TYPE_CHECKING:
+    from ..agent import Agent
+
+MAX_WAIT = 600.0  # Consul caps a blocking query's wait at 10 minutes
+DEFAULT_WAIT = 300.0  # and waits 5 minutes when `wait` is not given
+_jitter = random.Random()
+
+
+def check_dc(agent: Agent, req: Request) -> None:
+    dc = req.arg("dc")
+    if dc and dc != agent.cfg.datacenter:
+        raise HTTPError(500, f"No path to datacenter {dc!r}")
+
+
+def read_headers(index: int) -> list[tuple[str, str]]:
+    return [("X-Consul-Index", str(index)), ("X-Consul-KnownLeader", "true"),
+            ("X-Consul-LastContact", "0"), ("X-Consul-Effective-Consistency", "leader")]
+
+
+async def blocking(agent: Agent, req: Request, tables: tuple[str, ...]) -> int:
+    """Honour `?index=&wait=`: return once the tables' index passes `index` or the wait ends.
+    Returns the index to report. Bad parameters are a 400."""
+    check_dc(agent, req)
+    raw_index = req.arg("index")
+    current: Callable[[], int] = lambda: agent.store.index_of(*tables)  # noqa: E731
+    if raw_index is None or raw_index == "":
+        return current()
+    try:
+        index = int(raw_index)
+    except ValueError as exc:
+        raise HTTPError(400, f"Invalid index {raw_index!r}") from exc
+    wait = DEFAULT_WAIT
+    raw_wait = req.arg("wait")
+    if raw_wait:
+        try:
+            wait = parse_duration(raw_wait if not raw_wait.isdigit() else raw_wait + "s")
+        except ValueError as exc:
+            raise HTTPError(400, f"Invalid wait time {raw_wait!r}: {exc}") from exc
+    wait = min(wait, MAX_WAIT)
+    wait += _jitter.uniform(0, wait / 16)
+    if index > 0 and current() <= index:
+        await agent.feed.wait_past(current, index, wait)
+    return current()
+
+
+def json_read(req: Request, data: Any, index: int, status: int = 200) -> Response:
+    return Response.json(data, status, read_headers(index), pretty="pretty" in req.query)
+
+
+def bool_arg(req: Request, name: str) -> bool:
+    return req.flag(name)

@@ -1,0 +1,131 @@
+"""The agent's own services and checks, and anti-entropy against the catalog.
+
+The agent is the source of truth for what runs on its node; the catalog is brought in line by
+`sync_commands`, which compares the two and returns the commands that close the gap. Syncing
+by difference rather than by event means a lost or reordered update heals on the next pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from murmur.catalog.commands import CheckSpec, Command, Deregister, Register, ServiceSpec
+from murmur.catalog.store import StateStore
+from murmur.checks.definitions import CheckDefinition
+from murmur.checks.status import StatusMachine, TTLTimer
+
+# Registrations the servers own on every node; anti-entropy never removes them.
+SYSTEM_CHECKS = frozenset({"serfHealth"})
+SYSTEM_SERVICES = frozenset({"consul"})
+
+
+@dataclass
+class LocalCheck:
+    defn: CheckDefinition
+    machine: StatusMachine
+    ttl: TTLTimer | None = None
+    source: str = "api"  # "config" checks are replaced on reload; "api" ones persist until deregistered
+
+    def spec(self, service_name: str = "") -> CheckSpec:
+        d = self.defn
+        return CheckSpec(check_id=d.id, name=d.name, status=self.machine.status, notes=d.notes,
+                         output=self.machine.output, service_id=d.service_id, type=d.kind,
+                         interval=d.interval_text, timeout=d.timeout_text,
+                         definition=tuple(sorted(d.display().items())))
+
+
+@dataclass
+class NodeInfo:
+    name: str
+    id: str
+    address: str
+    datacenter: str
+    meta: tuple[tuple[str, str], ...] = ()
+    tagged_addresses: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass
+class LocalState:
+    node: NodeInfo
+    services: dict[str, ServiceSpec] = field(default_factory=dict)
+    service_source: dict[str, str] = field(default_factory=dict)
+    checks: dict[str, LocalCheck] = field(default_factory=dict)
+
+    # ---- changes ------------------------------------------------------------------------------
+    def add_service(self, spec: ServiceSpec, source: str = "api") -> None:
+        self.services[spec.id] = spec
+        self.service_source[spec.id] = source
+
+    def remove_service(self, sid: str) -> list[str]:
+        """Drop a service and its checks; returns the IDs of the checks removed."""
+        self.services.pop(sid, None)
+        self.service_source.pop(sid, None)
+        gone = [cid for cid, c in self.checks.items() if c.defn.service_id == sid]
+        for cid in gone:
+            del self.checks[cid]
+        return gone
+
+    def add_check(self, defn: CheckDefinition, now: float, source: str = "api") -> LocalCheck:
+        """Add or replace a check. A check that already exists keeps its status and output, so
+        re-registering a service does not reset its health (Consul issue (d)3)."""
+        old = self.checks.get(defn.id)
+        machine = StatusMachine(status=defn.status, output="",
+                                success_before_passing=defn.success_before_passing,
+                                failures_before_warning=defn.failures_before_warning,
+                                failures_before_critical=defn.failures_before_critical,
+                                output_max_size=defn.output_max_size)
+        if old is not None:
+            machine.status, machine.output = old.machine.status, old.machine.output
+        ttl = None
+        if defn.kind == "ttl":
+            ttl = old.ttl if old is not None and old.ttl is not None and old.defn.ttl == defn.ttl else None
+            if ttl is None:
+                ttl = TTLTimer(defn.ttl, now + defn.ttl)
+        check = LocalCheck(defn, machine, ttl, source)
+        self.checks[defn.id] = check
+        return check
+
+    def remove_check(self, cid: str) -> bool:
+        return self.checks.pop(cid, None) is not None
+
+    # ---- anti-entropy -------------------------------------------------------------------------
+    def sync_commands(self, store: StateStore) -> list[Command]:
+        """What to write so the catalog matches this agent's node, services and checks."""
+        n = self.node
+        out: list[Command] = []
+        node_cmd = Register(node=n.name, address=n.address, node_id=n.id, datacenter=n.datacenter,
+                            tagged_addresses=n.tagged_addresses, node_meta=n.meta)
+        cur = store.nodes.get(n.name)
+        if cur is None or (cur.id, cur.address, cur.datacenter, cur.meta, cur.tagged_addresses) != (
+                n.id, n.address, n.datacenter, n.meta, n.tagged_addresses):
+            out.append(node_cmd)
+        have_services = store.services.get(n.name, {})
+        have_checks = store.checks.get(n.name, {})
+        for sid in sorted(self.services):
+            spec = self.services[sid]
+            checks = tuple(self.checks[c].spec(spec.name) for c in sorted(self.checks)
+                           if self.checks[c].defn.service_id == sid)
+            rec = have_services.get(sid)
+            stale = [c for c in checks if c.check_id not in have_checks or have_checks[c.check_id].spec != c]
+            if rec is None or rec.spec != spec or stale:
+                out.append(Register(node=n.name, address=n.address, node_id=n.id, datacenter=n.datacenter,
+                                    tagged_addresses=n.tagged_addresses, node_meta=n.meta, service=spec,
+                                    checks=checks, skip_node_update=True))
+        node_checks = tuple(self.checks[c].spec() for c in sorted(self.checks)
+                            if not self.checks[c].defn.service_id)
+        stale_node = tuple(c for c in node_checks
+                           if c.check_id not in have_checks or have_checks[c.check_id].spec != c)
+        if stale_node:
+            out.append(Register(node=n.name, address=n.address, node_id=n.id, datacenter=n.datacenter,
+                                checks=stale_node, skip_node_update=True))
+        for sid in sorted(have_services):
+            if sid not in self.services and sid not in SYSTEM_SERVICES:
+                out.append(Deregister(node=n.name, service_id=sid))
+        for cid in sorted(have_checks):
+            rec_c = have_checks[cid]
+            if cid in self.checks or cid in SYSTEM_CHECKS:
+                continue
+            if rec_c.spec.service_id and rec_c.spec.service_id not in self.services:
+                continue  # removed with its service above
+            out.append(Deregister(node=n.name, check_id=cid))
+        return out

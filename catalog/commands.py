@@ -1,0 +1,182 @@
+"""Catalog write commands and their codec.
+
+Every change to the catalog is one of these commands, applied in log order by
+`StateStore.apply(index, data)`. The encoding is one type byte followed by a msgpack map with
+short keys, so a Raft log entry is self-describing and decoders can ignore keys they do not know.
+
+Type bytes with the high bit set (IGNORE_FLAG) mark commands an older server may skip; an
+unknown type without the bit must stop the server rather than let replicas diverge.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any
+
+import msgpack
+
+IGNORE_FLAG = 0x80
+
+
+class CommandType(IntEnum):
+    """Append only: the numbers are on disk and on the wire."""
+
+    REGISTER = 0
+    DEREGISTER = 1
+
+
+class CommandError(ValueError):
+    """A command that cannot be decoded."""
+
+
+class UnknownCommand(CommandError):
+    """A command type this version does not know. `ignorable` says whether it may be skipped."""
+
+    def __init__(self, type_byte: int) -> None:
+        self.ignorable = bool(type_byte & IGNORE_FLAG)
+        super().__init__(f"unknown catalog command type {type_byte:#x}")
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSpec:
+    """A service instance as written into the catalog."""
+
+    id: str
+    name: str
+    tags: tuple[str, ...] = ()
+    address: str = ""
+    port: int = 0
+    meta: tuple[tuple[str, str], ...] = ()
+    weights: tuple[int, int] = (1, 1)  # (passing, warning)
+    enable_tag_override: bool = False
+    tagged_addresses: tuple[tuple[str, str, int], ...] = ()  # (name, address, port)
+    kind: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CheckSpec:
+    """A health check's catalog record: identity, status and how it is run (for display)."""
+
+    check_id: str
+    name: str
+    status: str = "critical"
+    notes: str = ""
+    output: str = ""
+    service_id: str = ""
+    type: str = ""
+    interval: str = ""
+    timeout: str = ""
+    definition: tuple[tuple[str, Any], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Register:
+    """Upsert a node and, optionally, one service and some checks on it (Consul's RegisterRequest)."""
+
+    node: str
+    address: str
+    node_id: str = ""
+    datacenter: str = ""
+    tagged_addresses: tuple[tuple[str, str], ...] = ()
+    node_meta: tuple[tuple[str, str], ...] = ()
+    service: ServiceSpec | None = None
+    checks: tuple[CheckSpec, ...] = ()
+    skip_node_update: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Deregister:
+    """Remove a whole node, or one service (with its checks), or one check."""
+
+    node: str
+    service_id: str = ""
+    check_id: str = ""
+
+
+Command = Register | Deregister
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyError:
+    """A command that decoded fine but cannot be applied (a client error, not corruption)."""
+
+    message: str
+    kinds: tuple[str, ...] = field(default=())
+
+
+def _service_to_map(s: ServiceSpec) -> dict[str, Any]:
+    return {"i": s.id, "n": s.name, "t": list(s.tags), "a": s.address, "p": s.port, "m": dict(s.meta),
+            "w": list(s.weights), "e": s.enable_tag_override, "ta": [list(t) for t in s.tagged_addresses],
+            "k": s.kind}
+
+
+def _service_from_map(m: dict[str, Any]) -> ServiceSpec:
+    return ServiceSpec(
+        id=str(m["i"]), name=str(m["n"]), tags=tuple(m.get("t", ())), address=str(m.get("a", "")),
+        port=int(m.get("p", 0)), meta=tuple(sorted(m.get("m", {}).items())),
+        weights=(int(m.get("w", (1, 1))[0]), int(m.get("w", (1, 1))[1])),
+        enable_tag_override=bool(m.get("e", False)),
+        tagged_addresses=tuple((str(a), str(b), int(c)) for a, b, c in m.get("ta", ())),
+        kind=str(m.get("k", "")),
+    )
+
+
+def _check_to_map(c: CheckSpec) -> dict[str, Any]:
+    return {"i": c.check_id, "n": c.name, "s": c.status, "no": c.notes, "o": c.output, "si": c.service_id,
+            "t": c.type, "iv": c.interval, "to": c.timeout, "d": dict(c.definition)}
+
+
+def _check_from_map(m: dict[str, Any]) -> CheckSpec:
+    return CheckSpec(
+        check_id=str(m["i"]), name=str(m.get("n", "")), status=str(m.get("s", "critical")),
+        notes=str(m.get("no", "")), output=str(m.get("o", "")), service_id=str(m.get("si", "")),
+        type=str(m.get("t", "")), interval=str(m.get("iv", "")), timeout=str(m.get("to", "")),
+        definition=tuple(sorted(m.get("d", {}).items())),
+    )
+
+
+def encode(cmd: Command) -> bytes:
+    """Type byte + msgpack body."""
+    if isinstance(cmd, Register):
+        body: dict[str, Any] = {
+            "n": cmd.node, "a": cmd.address, "id": cmd.node_id, "dc": cmd.datacenter,
+            "ta": dict(cmd.tagged_addresses), "m": dict(cmd.node_meta),
+            "c": [_check_to_map(c) for c in cmd.checks], "sk": cmd.skip_node_update,
+        }
+        if cmd.service is not None:
+            body["s"] = _service_to_map(cmd.service)
+        return bytes([CommandType.REGISTER]) + bytes(msgpack.packb(body))
+    return bytes([CommandType.DEREGISTER]) + bytes(msgpack.packb(
+        {"n": cmd.node, "si": cmd.service_id, "ci": cmd.check_id}))
+
+
+def decode(data: bytes) -> Command:
+    """Inverse of encode. Raises CommandError (or UnknownCommand) on bad input."""
+    if not data:
+        raise CommandError("empty command")
+    kind = data[0]
+    try:
+        body = msgpack.unpackb(data[1:], raw=False, strict_map_key=False)
+    except Exception as exc:  # msgpack raises several unrelated exception types
+        raise CommandError(f"undecodable command body: {exc}") from exc
+    if not isinstance(body, dict):
+        raise CommandError("command body is not a map")
+    try:
+        if kind == CommandType.REGISTER:
+            svc = body.get("s")
+            return Register(
+                node=str(body["n"]), address=str(body.get("a", "")), node_id=str(body.get("id", "")),
+                datacenter=str(body.get("dc", "")),
+                tagged_addresses=tuple(sorted(body.get("ta", {}).items())),
+                node_meta=tuple(sorted(body.get("m", {}).items())),
+                service=_service_from_map(svc) if svc else None,
+                checks=tuple(_check_from_map(c) for c in body.get("c", ())),
+                skip_node_update=bool(body.get("sk", False)),
+            )
+        if kind == CommandType.DEREGISTER:
+            return Deregister(node=str(body["n"]), service_id=str(body.get("si", "")),
+                              check_id=str(body.get("ci", "")))
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise CommandError(f"malformed {CommandType(kind).name} command: {exc!r}") from exc
+    raise UnknownCommand(kind)

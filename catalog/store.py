@@ -1,0 +1,201 @@
+"""The catalog state store: nodes, services and checks, changed only by `apply`.
+
+The store is the FSM behind the write path. It is deterministic: the same commands at the same
+indexes give the same state on every server. Each table remembers the index of its last change,
+so a blocking read knows whether its answer can have changed (Consul's per-table indexes).
+Records only get a new ModifyIndex when their content changes; an identical re-registration
+leaves them, and the readers blocked on them, alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+import msgpack
+
+from . import commands as cmds
+from .commands import ApplyError, CheckSpec, Deregister, Register, ServiceSpec
+
+TABLES = ("nodes", "services", "checks")
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRecord:
+    name: str
+    id: str
+    address: str
+    datacenter: str
+    tagged_addresses: tuple[tuple[str, str], ...]
+    meta: tuple[tuple[str, str], ...]
+    create_index: int
+    modify_index: int
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceRecord:
+    node: str
+    spec: ServiceSpec
+    create_index: int
+    modify_index: int
+
+
+@dataclass(frozen=True, slots=True)
+class CheckRecord:
+    node: str
+    spec: CheckSpec
+    service_name: str
+    service_tags: tuple[str, ...]
+    create_index: int
+    modify_index: int
+
+
+class StateStore:
+    """Tables of the catalog. Mutated only by `apply`; everything else reads."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[str, NodeRecord] = {}
+        self.services: dict[str, dict[str, ServiceRecord]] = {}  # node -> service id -> record
+        self.checks: dict[str, dict[str, CheckRecord]] = {}  # node -> check id -> record
+        self.table_index: dict[str, int] = dict.fromkeys(TABLES, 0)
+        self.last_index = 0
+
+    # ---- writes -------------------------------------------------------------------------------
+    def apply(self, index: int, data: bytes) -> Any:
+        """Apply one encoded command at log position `index`.
+
+        Returns the command's result: True, or an ApplyError for a command that is well formed
+        but refers to something missing. Raises commands.CommandError for undecodable input
+        (the log is corrupt or from a newer version): the caller decides whether to stop.
+        """
+        if index <= self.last_index:
+            raise ValueError(f"index {index} is not after the last applied index {self.last_index}")
+        cmd = cmds.decode(data)
+        self.last_index = index
+        if isinstance(cmd, Register):
+            return self._register(index, cmd)
+        return self._deregister(index, cmd)
+
+    def _touch(self, table: str, index: int) -> None:
+        self.table_index[table] = index
+
+    def _register(self, index: int, cmd: Register) -> Any:
+        if not cmd.node:
+            return ApplyError("Must provide node")
+        node = self.nodes.get(cmd.node)
+        services = self.services.get(cmd.node, {})
+        if cmd.service is not None and not cmd.service.id:
+            return ApplyError("Must provide service ID")
+        for chk in cmd.checks:
+            sid = chk.service_id
+            if sid and sid not in services and not (cmd.service and cmd.service.id == sid):
+                return ApplyError(f"Unknown service ID '{sid}' for check ID '{chk.check_id}'")
+        if node is None or not cmd.skip_node_update:
+            new_node = NodeRecord(
+                name=cmd.node, id=cmd.node_id or (node.id if node else ""), address=cmd.address,
+                datacenter=cmd.datacenter, tagged_addresses=cmd.tagged_addresses, meta=cmd.node_meta,
+                create_index=node.create_index if node else index, modify_index=index)
+            if node is None or replace(new_node, modify_index=node.modify_index) != node:
+                self.nodes[cmd.node] = new_node
+                self._touch("nodes", index)
+        if cmd.service is not None:
+            old = services.get(cmd.service.id)
+            if old is None or old.spec != cmd.service:
+                rec = ServiceRecord(cmd.node, cmd.service, old.create_index if old else index, index)
+                self.services.setdefault(cmd.node, {})[cmd.service.id] = rec
+                self._touch("services", index)
+                self._refresh_service_checks(index, cmd.node, cmd.service)
+        for chk in cmd.checks:
+            self._put_check(index, cmd.node, chk)
+        return True
+
+    def _put_check(self, index: int, node: str, chk: CheckSpec) -> None:
+        svc = self.services.get(node, {}).get(chk.service_id) if chk.service_id else None
+        name, tags = (svc.spec.name, svc.spec.tags) if svc else ("", ())
+        table = self.checks.setdefault(node, {})
+        old = table.get(chk.check_id)
+        if old is not None and old.spec == chk and old.service_name == name and old.service_tags == tags:
+            return
+        table[chk.check_id] = CheckRecord(node, chk, name, tags, old.create_index if old else index, index)
+        self._touch("checks", index)
+
+    def _refresh_service_checks(self, index: int, node: str, svc: ServiceSpec) -> None:
+        """Checks denormalise the service's name and tags; keep them in step with the service."""
+        for cid, rec in list(self.checks.get(node, {}).items()):
+            if rec.spec.service_id == svc.id and (rec.service_name, rec.service_tags) != (svc.name, svc.tags):
+                self.checks[node][cid] = replace(rec, service_name=svc.name, service_tags=svc.tags,
+                                                 modify_index=index)
+                self._touch("checks", index)
+
+    def _deregister(self, index: int, cmd: Deregister) -> Any:
+        if not cmd.node:
+            return ApplyError("Must provide node")
+        if cmd.service_id:
+            if self.services.get(cmd.node, {}).pop(cmd.service_id, None) is not None:
+                self._touch("services", index)
+            checks = self.checks.get(cmd.node, {})
+            for cid in [c for c, r in checks.items() if r.spec.service_id == cmd.service_id]:
+                del checks[cid]
+                self._touch("checks", index)
+        if cmd.check_id:
+            if self.checks.get(cmd.node, {}).pop(cmd.check_id, None) is not None:
+                self._touch("checks", index)
+        if not cmd.service_id and not cmd.check_id and self.nodes.pop(cmd.node, None) is not None:
+            self._touch("nodes", index)
+            if self.services.pop(cmd.node, None):
+                self._touch("services", index)
+            if self.checks.pop(cmd.node, None):
+                self._touch("checks", index)
+        return True
+
+    # ---- reads --------------------------------------------------------------------------------
+    def index_of(self, *tables: str) -> int:
+        """The index a read over these tables reports (X-Consul-Index): never below 1."""
+        return max(1, *(self.table_index[t] for t in tables))
+
+    def all_services(self) -> list[ServiceRecord]:
+        """Every service instance, ordered by node then service ID (the order clients observe)."""
+        return [self.services[n][s] for n in sorted(self.services) for s in sorted(self.services[n])]
+
+    def service_instances(self, name: str) -> list[ServiceRecord]:
+        return [r for r in self.all_services() if r.spec.name == name]
+
+    def node_checks(self, node: str) -> list[CheckRecord]:
+        """Checks of a node, sorted by check ID."""
+        table = self.checks.get(node, {})
+        return [table[c] for c in sorted(table)]
+
+    def all_checks(self) -> list[CheckRecord]:
+        return [rec for n in sorted(self.checks) for rec in self.node_checks(n)]
+
+    # ---- snapshots ----------------------------------------------------------------------------
+    def snapshot(self) -> bytes:
+        """All state as one msgpack document (what a Raft snapshot holds for the catalog)."""
+        body = {
+            "v": 1, "i": self.last_index, "ti": self.table_index,
+            "n": [[n.name, n.id, n.address, n.datacenter, dict(n.tagged_addresses), dict(n.meta),
+                   n.create_index, n.modify_index] for n in self.nodes.values()],
+            "s": [[r.node, cmds._service_to_map(r.spec), r.create_index, r.modify_index]
+                  for r in self.all_services()],
+            "c": [[r.node, cmds._check_to_map(r.spec), r.service_name, list(r.service_tags),
+                   r.create_index, r.modify_index] for r in self.all_checks()],
+        }
+        return bytes(msgpack.packb(body))
+
+    @classmethod
+    def restore(cls, data: bytes) -> StateStore:
+        body = msgpack.unpackb(data, raw=False, strict_map_key=False)
+        st = cls()
+        st.last_index = int(body["i"])
+        st.table_index.update(body["ti"])
+        for name, nid, addr, dc, ta, meta, ci, mi in body["n"]:
+            st.nodes[name] = NodeRecord(name, nid, addr, dc, tuple(sorted(ta.items())),
+                                        tuple(sorted(meta.items())), ci, mi)
+        for node, svc, ci, mi in body["s"]:
+            spec = cmds._service_from_map(svc)
+            st.services.setdefault(node, {})[spec.id] = ServiceRecord(node, spec, ci, mi)
+        for node, chk, sname, stags, ci, mi in body["c"]:
+            spec_c = cmds._check_from_map(chk)
+            st.checks.setdefault(node, {})[spec_c.check_id] = CheckRecord(node, spec_c, sname, tuple(stags),
+                                                                          ci, mi)
+        return st

@@ -1,0 +1,84 @@
+"""The async probes: one attempt at an HTTP, TCP or script check, as a (status, output) pair.
+
+This is the one module of checks/ that does I/O (the layering test exempts it). Each probe
+bounds its own time with the check's timeout and turns every failure into a critical result
+with an explanation; a probe never raises for a failing target.
+"""
+
+from __future__ import annotations
+
+import subprocess
+
+import httpx
+import trio
+
+from .definitions import CheckDefinition
+from .status import CRITICAL, PASSING, WARNING
+
+BODY_LIMIT = 4096  # bytes of response body kept as output
+
+
+async def http_probe(defn: CheckDefinition, client: httpx.AsyncClient | None = None) -> tuple[str, str]:
+    """2xx passing, 429 warning (Too Many Requests), anything else or no answer critical."""
+    headers = [(k, v) for k, vals in defn.header.items() for v in vals]
+    headers.append(("User-Agent", "murmur health check"))
+    own = client is None
+    if client is None:
+        client = httpx.AsyncClient(verify=not defn.tls_skip_verify, follow_redirects=not defn.disable_redirects)
+    try:
+        with trio.move_on_after(defn.timeout) as scope:
+            resp = await client.request(defn.method, defn.http, headers=headers,
+                                        content=defn.body.encode() if defn.body else None, timeout=defn.timeout)
+            body = resp.content[:BODY_LIMIT].decode("utf-8", "replace")
+        if scope.cancelled_caught:
+            return CRITICAL, f"{defn.method} {defn.http}: timed out after {defn.timeout:g}s"
+    except httpx.HTTPError as exc:
+        return CRITICAL, f"{defn.method} {defn.http}: {type(exc).__name__}: {exc}"
+    except OSError as exc:
+        return CRITICAL, f"{defn.method} {defn.http}: {exc}"
+    finally:
+        if own:
+            await client.aclose()
+    status = PASSING if 200 <= resp.status_code < 300 else WARNING if resp.status_code == 429 else CRITICAL
+    return status, f"HTTP {defn.method} {defn.http}: {resp.status_code} {resp.reason_phrase} Output: {body}"
+
+
+async def tcp_probe(defn: CheckDefinition) -> tuple[str, str]:
+    """Passing when a TCP connection opens within the timeout."""
+    host, _, port = defn.tcp.rpartition(":")
+    host = host.strip("[]")
+    try:
+        with trio.fail_after(defn.timeout):
+            stream = await trio.open_tcp_stream(host, int(port))
+        await stream.aclose()
+    except trio.TooSlowError:
+        return CRITICAL, f"TCP connect {defn.tcp}: timed out after {defn.timeout:g}s"
+    except (OSError, ValueError) as exc:
+        return CRITICAL, f"TCP connect {defn.tcp}: {exc}"
+    return PASSING, f"TCP connect {defn.tcp}: Success"
+
+
+async def script_probe(defn: CheckDefinition) -> tuple[str, str]:
+    """Exit 0 passing, 1 warning, anything else (or a timeout) critical, as Consul's script checks."""
+    try:
+        with trio.fail_after(defn.timeout):
+            proc = await trio.run_process(list(defn.args), capture_stdout=True, stderr=subprocess.STDOUT,
+                                          check=False, stdin=subprocess.DEVNULL)
+    except trio.TooSlowError:
+        return CRITICAL, f"Timed out ({defn.timeout:g}s) running check"
+    except OSError as exc:
+        return CRITICAL, f"could not run {defn.args[0]!r}: {exc}"
+    out = proc.stdout[:BODY_LIMIT].decode("utf-8", "replace")
+    status = PASSING if proc.returncode == 0 else WARNING if proc.returncode == 1 else CRITICAL
+    return status, out
+
+
+async def run_probe(defn: CheckDefinition) -> tuple[str, str]:
+    """Dispatch on the check's kind; kinds without a probe yet say so as critical output."""
+    if defn.kind == "http":
+        return await http_probe(defn)
+    if defn.kind == "tcp":
+        return await tcp_probe(defn)
+    if defn.kind == "script":
+        return await script_probe(defn)
+    return CRITICAL, f"{defn.kind} checks are not supported yet"

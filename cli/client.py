@@ -1,0 +1,51 @@
+"""The CLI's HTTP client: where the agent is and how to authenticate, from flags or environment."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import httpx
+
+DEFAULT_ADDR = "http://127.0.0.1:8500"
+
+
+def resolve_addr(flag: str | None) -> str:
+    """--http-addr, else MURMUR_HTTP_ADDR, else CONSUL_HTTP_ADDR, else the default; scheme optional."""
+    addr = flag or os.environ.get("MURMUR_HTTP_ADDR") or os.environ.get("CONSUL_HTTP_ADDR") or DEFAULT_ADDR
+    if "://" not in addr:
+        ssl = (os.environ.get("CONSUL_HTTP_SSL") or "").lower() in ("1", "true")
+        addr = ("https://" if ssl else "http://") + addr
+    return addr.rstrip("/")
+
+
+def resolve_token(flag: str | None) -> str:
+    return flag or os.environ.get("MURMUR_HTTP_TOKEN") or os.environ.get("CONSUL_HTTP_TOKEN") or ""
+
+
+class APIError(Exception):
+    pass
+
+
+class Client:
+    def __init__(self, addr: str | None = None, token: str | None = None, timeout: float = 30.0) -> None:
+        self.base = resolve_addr(addr)
+        headers = {}
+        tok = resolve_token(token)
+        if tok:
+            headers["X-Consul-Token"] = tok
+        self.http = httpx.Client(base_url=self.base, headers=headers, timeout=timeout)
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            resp = self.http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise APIError(f"cannot reach the agent at {self.base}: {exc}") from exc
+        if resp.status_code >= 400:
+            raise APIError(f"{method} {path}: {resp.status_code} {resp.text.strip()}")
+        if not resp.content:
+            return None
+        try:
+            return resp.json()
+        except ValueError:
+            return resp.text

@@ -1,0 +1,230 @@
+"""`murmur`: the agent, and commands that talk to an agent over HTTP."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from murmur import CONSUL_COMPAT_VERSION, __version__
+
+from .client import APIError, Client
+
+LOG_LEVELS = {"trace": logging.DEBUG, "debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
+              "warning": logging.WARNING, "error": logging.ERROR}
+
+
+def http_options(f: Any) -> Any:
+    f = click.option("--token", default=None, help="ACL token (else MURMUR_HTTP_TOKEN / CONSUL_HTTP_TOKEN).")(f)
+    f = click.option("--http-addr", default=None,
+                     help="Agent HTTP address (else MURMUR_HTTP_ADDR / CONSUL_HTTP_ADDR; default http://127.0.0.1:8500).")(f)
+    return f
+
+
+def fail(msg: str) -> None:
+    click.echo(f"Error: {msg}", err=True)
+    sys.exit(1)
+
+
+@click.group()
+@click.version_option(__version__, prog_name="murmur")
+def main() -> None:
+    """murmur: service discovery, health checking and a catalog for VM fleets (Consul-compatible)."""
+
+
+@main.command()
+def version() -> None:
+    """Print murmur's version and the Consul API version it speaks."""
+    click.echo(f"murmur v{__version__}\nConsul API compatibility: {CONSUL_COMPAT_VERSION}")
+
+
+# ---- agent ----------------------------------------------------------------------------------------
+@main.command()
+@click.option("--dev", is_flag=True, help="Single in-memory server for development.")
+@click.option("--server", is_flag=True, default=None, help="Run as a server (catalog, KV, Raft).")
+@click.option("--bootstrap-expect", type=int, default=None, help="Servers to wait for before bootstrapping Raft.")
+@click.option("--config-dir", multiple=True, type=click.Path(), help="Directory of *.toml / *.json config files.")
+@click.option("--config-file", multiple=True, type=click.Path(), help="A config file (TOML or JSON).")
+@click.option("--data-dir", default=None, help="Where state is kept.")
+@click.option("--node", "node_name", default=None, help="Node name (default: hostname).")
+@click.option("--datacenter", default=None, help="Datacenter (default dc1).")
+@click.option("--bind", "bind_addr", default=None, help="Address for cluster traffic (gossip, RPC).")
+@click.option("--advertise", "advertise_addr", default=None, help="Address other nodes use to reach us.")
+@click.option("--client", "client_addr", default=None, help="Address of the HTTP and DNS interfaces (default 127.0.0.1).")
+@click.option("--http-port", type=int, default=None, help="HTTP API port (default 8500; -1 disables).")
+@click.option("--dns-port", type=int, default=None, help="DNS port (default 8600; -1 disables).")
+@click.option("--serf-port", type=int, default=None, help="LAN gossip port (default 8301).")
+@click.option("--server-port", type=int, default=None, help="Server RPC port (default 8300).")
+@click.option("--join", multiple=True, help="Address of an agent to join at start (repeatable).")
+@click.option("--retry-join", multiple=True, help="Like --join, retried until it succeeds (repeatable).")
+@click.option("--encrypt", default=None, help="Gossip encryption key (base64, 32 bytes).")
+@click.option("--log-level", default=None, help="trace, debug, info, warn or error.")
+def agent(dev: bool, config_dir: tuple[str, ...], config_file: tuple[str, ...], join: tuple[str, ...],
+          retry_join: tuple[str, ...], **flags: Any) -> None:
+    """Run an agent."""
+    import trio
+    from murmur.agent import config as config_mod
+    from murmur.agent.agent import Agent
+
+    paths = [*config_dir, *config_file]
+    overrides: dict[str, Any] = {k: v for k, v in flags.items() if v is not None}
+    for key, port_key in (("http_port", "ports.http"), ("dns_port", "ports.dns"), ("serf_port", "ports.serf_lan"),
+                          ("server_port", "ports.server")):
+        if key in overrides:
+            overrides[port_key] = overrides.pop(key)
+    if join:
+        overrides["start_join"] = list(join)
+    if retry_join:
+        overrides["retry_join"] = list(retry_join)
+    try:
+        cfg = config_mod.load(paths, overrides=overrides, dev=dev)
+    except config_mod.ConfigError as exc:
+        fail(f"invalid configuration:\n{exc}")
+        return
+    level = LOG_LEVELS.get(cfg.log_level.lower(), logging.INFO)
+    logging.basicConfig(level=level, format="%(asctime)s [%(levelname)s] %(name)s: %(message)s", stream=sys.stderr)
+    log = logging.getLogger("murmur")
+    for w in cfg.warnings:
+        log.warning("%s", w)
+    try:
+        trio.run(Agent(cfg, paths, overrides).run)
+    except KeyboardInterrupt:
+        pass
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--quiet", is_flag=True, help="Print nothing on success.")
+def validate(paths: tuple[str, ...], quiet: bool) -> None:
+    """Check config files or directories without starting an agent."""
+    from murmur.agent import config as config_mod
+
+    missing = [p for p in paths if not Path(p).exists()]
+    if missing:
+        fail(f"no such file or directory: {', '.join(missing)}")
+    errors, warnings = config_mod.validate_paths(list(paths))
+    for w in warnings:
+        click.echo(f"warning: {w}", err=True)
+    if errors:
+        for e in errors:
+            click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    if not quiet:
+        click.echo("Configuration is valid!")
+
+
+# ---- catalog --------------------------------------------------------------------------------------
+@main.group()
+def catalog() -> None:
+    """Read the catalog."""
+
+
+@catalog.command("services")
+@click.option("--tags", is_flag=True, help="Show each service's tags.")
+@http_options
+def catalog_services(tags: bool, http_addr: str | None, token: str | None) -> None:
+    """List services."""
+    try:
+        data = Client(http_addr, token).call("GET", "/v1/catalog/services")
+    except APIError as exc:
+        fail(str(exc))
+    for name in sorted(data):
+        click.echo(f"{name:<30} {','.join(data[name])}" if tags else name)
+
+
+@catalog.command("nodes")
+@http_options
+def catalog_nodes(http_addr: str | None, token: str | None) -> None:
+    """List nodes."""
+    try:
+        data = Client(http_addr, token).call("GET", "/v1/catalog/nodes")
+    except APIError as exc:
+        fail(str(exc))
+    click.echo(f"{'Node':<24} {'ID':<10} {'Address':<16} DC")
+    for n in data:
+        click.echo(f"{n['Node']:<24} {n['ID'][:8]:<10} {n['Address']:<16} {n['Datacenter']}")
+
+
+# ---- services -------------------------------------------------------------------------------------
+@main.group()
+def services() -> None:
+    """Register and deregister services with the local agent."""
+
+
+@services.command("register")
+@click.argument("file", required=False, type=click.Path(exists=True))
+@click.option("--name", default=None, help="Service name (when no FILE is given).")
+@click.option("--id", "sid", default=None, help="Service ID (default: the name).")
+@click.option("--address", default=None)
+@click.option("--port", type=int, default=None)
+@click.option("--tag", multiple=True)
+@http_options
+def services_register(file: str | None, name: str | None, sid: str | None, address: str | None, port: int | None,
+                      tag: tuple[str, ...], http_addr: str | None, token: str | None) -> None:
+    """Register a service from FILE (JSON or TOML) or from flags."""
+    defs: list[dict[str, Any]] = []
+    if file:
+        from murmur.agent import config as config_mod
+
+        try:
+            cfg = config_mod.load([file])
+        except config_mod.ConfigError as exc:
+            fail(str(exc))
+        defs = list(cfg.services)
+        if not defs:
+            fail(f"{file}: no service definitions found")
+    elif name:
+        d: dict[str, Any] = {"Name": name}
+        if sid:
+            d["ID"] = sid
+        if address:
+            d["Address"] = address
+        if port is not None:
+            d["Port"] = port
+        if tag:
+            d["Tags"] = list(tag)
+        defs = [d]
+    else:
+        fail("give a FILE or --name")
+    client = Client(http_addr, token)
+    for d in defs:
+        try:
+            client.call("PUT", "/v1/agent/service/register", content=json.dumps(d))
+        except APIError as exc:
+            fail(str(exc))
+        click.echo(f"Registered service: {d.get('Name')}")
+
+
+@services.command("deregister")
+@click.argument("file", required=False, type=click.Path(exists=True))
+@click.option("--id", "sid", default=None, help="Service ID to deregister.")
+@http_options
+def services_deregister(file: str | None, sid: str | None, http_addr: str | None, token: str | None) -> None:
+    """Deregister a service by --id or by the services in FILE."""
+    ids: list[str] = []
+    if sid:
+        ids = [sid]
+    elif file:
+        from murmur.agent import config as config_mod
+
+        try:
+            cfg = config_mod.load([file])
+        except config_mod.ConfigError as exc:
+            fail(str(exc))
+        ids = [s.get("ID") or s["Name"] for s in cfg.services]
+    else:
+        fail("give a FILE or --id")
+    client = Client(http_addr, token)
+    for i in ids:
+        try:
+            client.call("PUT", f"/v1/agent/service/deregister/{i}")
+        except APIError as exc:
+            fail(str(exc))
+        click.echo(f"Deregistered service: {i}")
+
+
+if __name__ == "__main__":
+    main()
