@@ -33,7 +33,7 @@ async def http_probe(defn: CheckDefinition, client: httpx.AsyncClient | None = N
         if scope.cancelled_caught:
             return CRITICAL, f"{defn.method} {defn.http}: timed out after {defn.timeout:g}s"
     except httpx.HTTPError as exc:
-        return CRITICAL, f"{defn.method} {defn.http}: {type(exc).__name__}: {exc}"
+        return CRITICAL, f"{defn.method} {defn.http}: {type(exc).__name__}: {exc}{_root_cause(exc)}"
     except OSError as exc:
         return CRITICAL, f"{defn.method} {defn.http}: {exc}"
     finally:
@@ -41,6 +41,21 @@ async def http_probe(defn: CheckDefinition, client: httpx.AsyncClient | None = N
             await client.aclose()
     status = PASSING if 200 <= resp.status_code < 300 else WARNING if resp.status_code == 429 else CRITICAL
     return status, f"HTTP {defn.method} {defn.http}: {resp.status_code} {resp.reason_phrase} Output: {body}"
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The OS error underneath a client error ("Connection refused"), which says the most."""
+    seen = 0
+    cur: BaseException | None = exc
+    while cur is not None and seen < 10:
+        if isinstance(cur, OSError) and cur.strerror:
+            return f" ({cur.strerror})"
+        if isinstance(cur, BaseExceptionGroup) and cur.exceptions:
+            cur = cur.exceptions[0]
+        else:
+            cur = cur.__cause__ or cur.__context__
+        seen += 1
+    return ""
 
 
 async def tcp_probe(defn: CheckDefinition) -> tuple[str, str]:

@@ -1,0 +1,131 @@
+"""Real processes for end-to-end tests: murmur agents and backends on loopback, free ports, stopped by PID."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+MURMUR = [sys.executable, "-m", "murmur.cli.main"]
+START_TIMEOUT = 30.0  # seconds; a dev agent starts in well under 1 s, this is 10x+ slack
+
+
+def free_port() -> int:
+    """A port free for both TCP and UDP on 127.0.0.1 right now."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+            t.bind(("127.0.0.1", 0))
+            port = t.getsockname()[1]
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            try:
+                u.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port found")
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.05, what: str = "condition"):  # type: ignore[no-untyped-def]
+    """Poll `predicate` until it returns a truthy value; bounded in time and count."""
+    deadline = time.monotonic() + timeout
+    last = None
+    for _ in range(int(timeout / interval) + 1):
+        try:
+            last = predicate()
+        except Exception as exc:  # noqa: BLE001 - polled conditions may fail while starting
+            last = exc
+        else:
+            if last:
+                return last
+        if time.monotonic() > deadline:
+            break
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+
+
+class AgentProc:
+    def __init__(self, tmp: Path, config_dirs: list[Path], extra: list[str] | None = None) -> None:
+        self.http_port = free_port()
+        self.dns_port = free_port()
+        self.tmp = tmp
+        self.log_path = tmp / f"agent-{self.http_port}.log"
+        self.args = [*MURMUR, "agent", "--dev", "--node", "e2e", "--http-port", str(self.http_port),
+                     "--dns-port", str(self.dns_port), "--serf-port", str(free_port()),
+                     "--server-port", str(free_port()), "--log-level", "debug"]
+        for d in config_dirs:
+            self.args += ["--config-dir", str(d)]
+        self.args += extra or []
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = f"http://127.0.0.1:{self.http_port}"
+
+    def start(self) -> AgentProc:
+        self.log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(self.args, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
+        wait_for(self._ready, START_TIMEOUT, what=f"agent on {self.url} (log {self.log_path})")
+        return self
+
+    def _ready(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"agent exited with {self.proc.returncode}:\n{self.log_path.read_text()}")
+        r = httpx.get(self.url + "/v1/status/leader", timeout=1)
+        return r.status_code == 200 and bool(r.json())
+
+    def get(self, path: str, **kw):  # type: ignore[no-untyped-def]
+        return httpx.get(self.url + path, timeout=10, **kw)
+
+    def put(self, path: str, **kw):  # type: ignore[no-untyped-def]
+        return httpx.put(self.url + path, timeout=10, **kw)
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, sig)
+
+    def stop(self) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=15)
+        self.log.close()
+        return self.proc.returncode
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+class Backend:
+    """A real HTTP server process (python -m http.server) a check can probe, stopped by PID."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.port = free_port()
+        self.tmp = tmp
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "http.server", str(self.port), "--bind", "127.0.0.1"],
+                                     cwd=self.tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        def up() -> bool:
+            with socket.socket() as s:
+                s.settimeout(0.5)
+                return s.connect_ex(("127.0.0.1", self.port)) == 0
+
+        wait_for(up, 15, what="backend http server")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self.proc = None
