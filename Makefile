@@ -27,7 +27,7 @@ apt:
 	fi
 
 run: install
-	$(BIN)/murmur agent --dev --config-dir examples/dev
+	BIN=$(BIN) examples/run-dev.sh
 
 lint: install
 	$(BIN)/ruff check .

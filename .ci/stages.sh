@@ -12,5 +12,5 @@ stage() {
 stage install  make -s install apt
 stage lint     .venv/bin/ruff check .
 stage types    .venv/bin/mypy
-stage unit     .venv/bin/pytest -q -p no:cacheprovider tests/unit
+stage unit     .venv/bin/pytest -q -p no:cacheprovider tests/unit tests/test_layering.py
 stage e2e      .venv/bin/pytest -q -p no:cacheprovider tests/e2e
