@@ -719,8 +719,9 @@ def test_examples_dev_loads_clean() -> None:
     assert (web["Check"]["Interval"], web["Check"]["Timeout"]) == ("5s", "1s")
     assert db["Port"] == 15432 and db["Checks"][0]["TCP"] == "127.0.0.1:15432" and db["Checks"][0]["Interval"] == "10s"
     assert (redis["Port"], redis["Tags"], redis["Check"]["TCP"]) == (16379, ["cache"], "127.0.0.1:16379")
-    assert cfg.checks == [{"CheckID": "maintenance-window", "Name": "maintenance-window", "TTL": "30m",
-                           "Status": "passing", "Notes": "refresh with PUT /v1/agent/check/pass/maintenance-window"}]
+    assert cfg.checks == [{"CheckID": "agent-http", "Name": "agent HTTP port", "TCP": "127.0.0.1:8500",
+                           "Interval": "10s", "Timeout": "1s", "Status": "passing",
+                           "Notes": "the node's agent answers on 8500"}]
 
 
 def test_examples_dev_document_every_key() -> None:
