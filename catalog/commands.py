@@ -156,6 +156,8 @@ def decode(data: bytes) -> Command:
     if not data:
         raise CommandError("empty command")
     kind = data[0]
+    if kind not in (CommandType.REGISTER, CommandType.DEREGISTER):
+        raise UnknownCommand(kind)  # a newer command: its body may not be ours to parse
     try:
         body = msgpack.unpackb(data[1:], raw=False, strict_map_key=False)
     except Exception as exc:  # msgpack raises several unrelated exception types
@@ -177,6 +179,6 @@ def decode(data: bytes) -> Command:
         if kind == CommandType.DEREGISTER:
             return Deregister(node=str(body["n"]), service_id=str(body.get("si", "")),
                               check_id=str(body.get("ci", "")))
-    except (KeyError, TypeError, ValueError, IndexError) as exc:
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError) as exc:
         raise CommandError(f"malformed {CommandType(kind).name} command: {exc!r}") from exc
     raise UnknownCommand(kind)
