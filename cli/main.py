@@ -86,6 +86,8 @@ def agent(dev: bool, config_dir: tuple[str, ...], config_file: tuple[str, ...], 
         return
     level = LOG_LEVELS.get(cfg.log_level.lower(), logging.INFO)
     logging.basicConfig(level=level, format="%(asctime)s [%(levelname)s] %(name)s: %(message)s", stream=sys.stderr)
+    for noisy in ("httpx", "httpcore"):  # one line per health-check request is noise, not news
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     log = logging.getLogger("murmur")
     for w in cfg.warnings:
         log.warning("%s", w)
