@@ -1,0 +1,60 @@
+"""The piggyback queue: updates waiting to ride on outgoing packets, each a limited number of times.
+
+An update about a member supersedes every older queued update about the same member (a later
+`alive` makes an earlier `suspect` pointless), so the queue holds at most one item per member
+name. The least-sent items go first, and among equals the newest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class Broadcast:
+    key: str  # the member the update is about; "" for items that never supersede each other
+    msg: bytes  # one encoded message
+    transmits: int = 0
+    id: int = 0
+
+
+class BroadcastQueue:
+    def __init__(self) -> None:
+        self.items: dict[str, Broadcast] = {}
+        self.anonymous: list[Broadcast] = []
+        self._next_id = 0
+
+    def __len__(self) -> int:
+        return len(self.items) + len(self.anonymous)
+
+    def queue(self, key: str, msg: bytes) -> None:
+        self._next_id += 1
+        b = Broadcast(key, msg, 0, self._next_id)
+        if key:
+            self.items[key] = b  # replaces (invalidates) any older update about this member
+        else:
+            self.anonymous.append(b)
+
+    def get(self, budget: int, overhead: int, limit: int) -> list[bytes]:
+        """Messages fitting in `budget` bytes (each costing `overhead` extra), least-sent first.
+        Each returned item counts one transmit and is dropped once it reaches `limit`."""
+        out: list[bytes] = []
+        candidates = sorted([*self.items.values(), *self.anonymous], key=lambda b: (b.transmits, -b.id))
+        used = 0
+        for b in candidates:
+            cost = len(b.msg) + overhead
+            if used + cost > budget:
+                continue
+            used += cost
+            out.append(b.msg)
+            b.transmits += 1
+            if b.transmits >= limit:
+                if b.key and self.items.get(b.key) is b:
+                    del self.items[b.key]
+                elif not b.key:
+                    self.anonymous.remove(b)
+        return out
+
+    def drain_pending(self) -> bool:
+        """True while anything is still queued (a graceful leave waits for this to be False)."""
+        return bool(self.items or self.anonymous)

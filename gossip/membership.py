@@ -1,0 +1,627 @@
+"""SWIM membership with Lifeguard, as a sans-I/O state machine.
+
+The driver feeds it datagrams (`receive`), stream frames (`handle_stream`, `stream_result`) and
+the time (`handle_timer` at `next_deadline()`), and collects what it produced: datagrams to send
+(`packets_to_send`), TCP exchanges to make (`streams_to_open`) and member events (`events`).
+Nothing here reads a clock, a socket or the global random generator, so a simulation can run a
+thousand of these in virtual time and replay any run from its seed.
+
+The rules follow memberlist: incarnation numbers order updates about a member; a member that
+hears itself suspected or declared dead refutes with a higher incarnation; suspicion timeouts
+shrink with independent confirmations (Lifeguard); local health awareness scales our own probe
+interval and timeout when we are the slow one.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from enum import Enum
+
+from . import wire
+from .awareness import Awareness
+from .broadcast import BroadcastQueue
+from .clock import LamportClock
+from .config import GossipConfig
+from .suspicion import Suspicion
+from .wire import (
+    Ack,
+    Alive,
+    Dead,
+    IndirectPing,
+    MemberStateCode,
+    Message,
+    Nack,
+    Ping,
+    PushPull,
+    PushState,
+    Suspect,
+    Vsn,
+    WireError,
+)
+
+Address = tuple[str, int]
+State = MemberStateCode
+DEFAULT_VSN: Vsn = (1, 5, 2, 2, 5, 4)
+FAR = float("inf")
+
+
+@dataclass
+class Member:
+    name: str
+    addr: str
+    port: int
+    incarnation: int
+    state: State
+    state_change: float
+    tags: dict[str, str] = field(default_factory=dict)
+    vsn: Vsn = DEFAULT_VSN
+
+    @property
+    def address(self) -> Address:
+        return (self.addr, self.port)
+
+
+class EventKind(Enum):
+    JOIN = "join"
+    LEAVE = "leave"
+    FAILED = "failed"
+    UPDATE = "update"
+    REAP = "reap"
+
+
+@dataclass(frozen=True)
+class MemberEvent:
+    kind: EventKind
+    name: str
+    addr: str
+    port: int
+    tags: dict[str, str]
+    incarnation: int
+
+
+class StreamKind(Enum):
+    PUSH_PULL = "push_pull"
+    JOIN = "join"
+    PING = "ping"
+
+
+@dataclass(frozen=True)
+class StreamRequest:
+    """A TCP exchange for the driver: connect, send `payload` (a frame), read one frame back,
+    and report it with `stream_result(token, reply_payload or None, now)` before `deadline`."""
+
+    token: int
+    addr: Address
+    payload: bytes
+    kind: StreamKind
+    deadline: float
+
+
+@dataclass
+class _Probe:
+    seq: int
+    target: str
+    start: float
+    direct_deadline: float
+    end: float
+    indirect: bool = False
+    acked: bool = False
+    direct_ack: bool = False
+    expected_nacks: int = 0
+    nacks: int = 0
+    tcp_ok: bool = False
+
+
+@dataclass
+class _Relay:
+    origin: Address
+    origin_seq: int
+    nack: bool
+    deadline: float
+
+
+class Membership:
+    def __init__(self, config: GossipConfig, name: str, addr: str, port: int, rng: random.Random, now: float,
+                 tags: dict[str, str] | None = None, vsn: Vsn = DEFAULT_VSN) -> None:
+        config.validate()
+        self.config = config
+        self.name = name
+        self.rng = rng
+        self.me = Member(name, addr, port, 1, State.ALIVE, now, dict(tags or {}), vsn)
+        self.members: dict[str, Member] = {name: self.me}
+        self.awareness = Awareness(config.awareness_max_multiplier)
+        self.broadcasts = BroadcastQueue()
+        self.clock = LamportClock()
+        self.suspicions: dict[str, Suspicion] = {}
+        self.probe_order: list[str] = []
+        self.probe_index = 0
+        self.probe: _Probe | None = None
+        self.relays: dict[int, _Relay] = {}
+        self.streams: dict[int, StreamRequest] = {}
+        self.seq = 0
+        self.leaving = False
+        self._out: list[tuple[Address, bytes]] = []
+        self._streams_out: list[StreamRequest] = []
+        self._events: list[MemberEvent] = []
+        self.stats: dict[str, int] = {k: 0 for k in (
+            "packets_in", "packets_out", "bad_packets", "unknown_messages", "stale_acks", "misdirected_pings",
+            "refutes", "suspects_started", "deaths_declared", "indirect_probes", "tcp_fallback_ok", "nacks_sent",
+            "push_pulls", "bad_streams")}
+        # Spread the first timers so members started together do not tick in lockstep.
+        self.next_probe = now + rng.uniform(0, config.probe_interval)
+        self.next_gossip = now + rng.uniform(0, config.gossip_interval)
+        self.next_push_pull = now + rng.uniform(0.5, 1.5) * config.push_pull_interval if config.push_pull_interval > 0 else FAR
+        self.next_reconnect = now + config.reconnect_interval
+        self.next_reap = now + min(config.reconnect_interval, 60.0)
+        self._queue_alive(self.me)
+
+    # ---- outputs --------------------------------------------------------------------------------
+    def packets_to_send(self) -> list[tuple[Address, bytes]]:
+        out, self._out = self._out, []
+        return out
+
+    def streams_to_open(self) -> list[StreamRequest]:
+        out, self._streams_out = self._streams_out, []
+        return out
+
+    def events(self) -> list[MemberEvent]:
+        out, self._events = self._events, []
+        return out
+
+    # ---- queries --------------------------------------------------------------------------------
+    def live_count(self) -> int:
+        """Members believed alive or suspect, ourselves included: N in the timer formulas."""
+        return sum(1 for m in self.members.values() if m.state in (State.ALIVE, State.SUSPECT))
+
+    def next_deadline(self) -> float:
+        times = [self.next_probe, self.next_gossip, self.next_push_pull, self.next_reconnect, self.next_reap]
+        if self.probe is not None:
+            times.append(self.probe.end if self.probe.indirect else self.probe.direct_deadline)
+        times.extend(r.deadline for r in self.relays.values())
+        times.extend(s.deadline for s in self.suspicions.values())
+        times.extend(s.deadline for s in self.streams.values())
+        return min(times)
+
+    # ---- helpers --------------------------------------------------------------------------------
+    def _event(self, kind: EventKind, m: Member) -> None:
+        self._events.append(MemberEvent(kind, m.name, m.addr, m.port, dict(m.tags), m.incarnation))
+
+    def _next_seq(self) -> int:
+        self.seq += 1
+        return self.seq
+
+    def _send(self, addr: Address, msgs: list[bytes]) -> None:
+        """Queue a datagram of `msgs`, topped up with piggybacked broadcasts."""
+        budget = self.config.udp_buffer_size - 4 - sum(len(m) for m in msgs)
+        extra = self.broadcasts.get(budget, wire.COMPOUND_OVERHEAD, self.config.retransmit_limit(self.live_count()))
+        self._out.append((addr, wire.pack_packet(msgs + extra)))
+        self.stats["packets_out"] += 1
+
+    def _queue_alive(self, m: Member) -> None:
+        self.broadcasts.queue(m.name, wire.encode_message(Alive(m.incarnation, m.name, m.addr, m.port,
+                                                                 dict(m.tags), m.vsn)))
+
+    def _random_members(self, k: int, exclude: set[str], now: float, gossip: bool = False) -> list[Member]:
+        """Up to k random members, alive or suspect (for gossip also recently dead)."""
+        pool = []
+        for name in sorted(self.members):
+            m = self.members[name]
+            if name in exclude or name == self.name:
+                continue
+            if m.state in (State.ALIVE, State.SUSPECT) or (
+                    gossip and m.state == State.DEAD and now - m.state_change <= self.config.gossip_to_the_dead_time):
+                pool.append(m)
+        if len(pool) <= k:
+            self.rng.shuffle(pool)
+            return pool
+        return self.rng.sample(pool, k)
+
+    def _add_to_probe_order(self, name: str) -> None:
+        self.probe_order.insert(self.rng.randint(0, len(self.probe_order)), name)
+
+    # ---- API for the driver ---------------------------------------------------------------------
+    def join(self, addrs: list[Address], now: float) -> list[int]:
+        """Start a push-pull with each address; the tokens come back through stream_result."""
+        tokens = []
+        for addr in addrs:
+            tokens.append(self._open_push_pull(addr, now, join=True))
+        return tokens
+
+    def leave(self, now: float) -> None:
+        """Graceful leave: tell everyone we left (a dead message from ourselves about ourselves)."""
+        if self.leaving:
+            return
+        self.leaving = True
+        self.me.incarnation += 1
+        self.me.state = State.LEFT
+        self.me.state_change = now
+        self.clock.increment()
+        self.broadcasts.queue(self.name, wire.encode_message(Dead(self.me.incarnation, self.name, self.name)))
+
+    def leave_sent(self) -> bool:
+        """True once the leave message has been sent as often as a broadcast is (or nobody is left)."""
+        return not self.broadcasts.drain_pending() or self.live_count() <= 1 and all(
+            m.state != State.DEAD for m in self.members.values() if m.name != self.name)
+
+    def update_tags(self, tags: dict[str, str], now: float) -> None:
+        """Change our tags: a new incarnation tells everyone."""
+        self.me.tags = dict(tags)
+        self.me.incarnation += 1
+        self.clock.increment()
+        self._queue_alive(self.me)
+
+    def force_leave(self, name: str, now: float) -> bool:
+        """Mark a failed member as left (Serf's force-leave). False if unknown or not failed."""
+        m = self.members.get(name)
+        if m is None or name == self.name or m.state not in (State.DEAD, State.SUSPECT):
+            return False
+        self.suspicions.pop(name, None)
+        self._dead(Dead(m.incarnation, name, name), now)
+        return True
+
+    def prune(self, name: str) -> bool:
+        """Forget a left or failed member at once (force-leave -prune)."""
+        m = self.members.get(name)
+        if m is None or name == self.name or m.state in (State.ALIVE, State.SUSPECT):
+            return False
+        del self.members[name]
+        self._event(EventKind.REAP, m)
+        return True
+
+    # ---- inputs: datagrams ----------------------------------------------------------------------
+    def receive(self, data: bytes, src: Address, now: float) -> None:
+        """One datagram from `src`. Malformed input is counted and dropped, never raised."""
+        self.stats["packets_in"] += 1
+        try:
+            msgs, unknown = wire.decode_packet(data)
+        except WireError:
+            self.stats["bad_packets"] += 1
+            return
+        self.stats["unknown_messages"] += unknown
+        for msg in msgs:
+            self._handle(msg, src, now)
+
+    def _handle(self, msg: Message, src: Address, now: float) -> None:
+        if isinstance(msg, Ping):
+            self._on_ping(msg, src)
+        elif isinstance(msg, IndirectPing):
+            self._on_indirect_ping(msg, src, now)
+        elif isinstance(msg, Ack):
+            self._on_ack(msg.seq)
+        elif isinstance(msg, Nack):
+            if self.probe is not None and self.probe.seq == msg.seq:
+                self.probe.nacks += 1
+        elif isinstance(msg, Suspect):
+            self._suspect(msg, now)
+        elif isinstance(msg, Alive):
+            self._alive(msg, now)
+        elif isinstance(msg, Dead):
+            self._dead(msg, now)
+        # PushPull only travels over streams.
+
+    def _on_ping(self, msg: Ping, src: Address) -> None:
+        if msg.target and msg.target != self.name:
+            self.stats["misdirected_pings"] += 1  # meant for a member that used to be at this address
+            return
+        self._send(src, [wire.encode_message(Ack(msg.seq))])
+
+    def _on_indirect_ping(self, msg: IndirectPing, src: Address, now: float) -> None:
+        seq = self._next_seq()
+        self.relays[seq] = _Relay(src, msg.seq, msg.nack, now + self.config.probe_timeout)
+        self._send((msg.target_addr, msg.target_port),
+                   [wire.encode_message(Ping(seq, msg.target, self.name, self.me.addr, self.me.port))])
+
+    def _on_ack(self, seq: int) -> None:
+        probe = self.probe
+        if probe is not None and probe.seq == seq:
+            if not probe.acked:
+                probe.acked = True
+                probe.direct_ack = not probe.indirect
+            return
+        relay = self.relays.pop(seq, None)
+        if relay is not None:
+            self._send(relay.origin, [wire.encode_message(Ack(relay.origin_seq))])
+            return
+        self.stats["stale_acks"] += 1  # a late ack, or a paused member answering its backlog
+
+    # ---- inputs: streams ------------------------------------------------------------------------
+    def handle_stream(self, payload: bytes, src: Address, now: float) -> bytes | None:
+        """An incoming TCP frame; returns the reply frame, or None to close without one."""
+        try:
+            msg = wire.decode_frame_payload(payload)
+        except WireError:
+            self.stats["bad_streams"] += 1
+            return None
+        if isinstance(msg, PushPull):
+            self.stats["push_pulls"] += 1
+            reply = wire.frame(self._push_pull_msg(join=False))
+            self._merge(msg, now)
+            return reply
+        if isinstance(msg, Ping):
+            if msg.target and msg.target != self.name:
+                self.stats["misdirected_pings"] += 1
+                return None
+            return wire.frame(Ack(msg.seq))
+        self.stats["bad_streams"] += 1
+        return None
+
+    def stream_result(self, token: int, payload: bytes | None, now: float) -> bool:
+        """The outcome of a StreamRequest: the reply frame's payload, or None if it failed.
+        Returns True if the exchange succeeded."""
+        req = self.streams.pop(token, None)
+        if req is None or payload is None:
+            return False
+        try:
+            msg = wire.decode_frame_payload(payload)
+        except WireError:
+            self.stats["bad_streams"] += 1
+            return False
+        if req.kind in (StreamKind.PUSH_PULL, StreamKind.JOIN) and isinstance(msg, PushPull):
+            self._merge(msg, now)
+            return True
+        if req.kind == StreamKind.PING and isinstance(msg, Ack):
+            if self.probe is not None and self.probe.seq == msg.seq and now <= self.probe.end:
+                self.probe.tcp_ok = True
+                return True
+            self.stats["stale_acks"] += 1
+        return False
+
+    def _push_pull_msg(self, join: bool) -> PushPull:
+        states = tuple(PushState(m.name, m.addr, m.port, m.incarnation, m.state, dict(m.tags), m.vsn)
+                       for _, m in sorted(self.members.items()))
+        return PushPull(join, self.clock.time, states)
+
+    def _open_push_pull(self, addr: Address, now: float, join: bool) -> int:
+        token = self._next_seq()
+        req = StreamRequest(token, addr, wire.frame(self._push_pull_msg(join)),
+                            StreamKind.JOIN if join else StreamKind.PUSH_PULL, now + self.config.tcp_timeout)
+        self.streams[token] = req
+        self._streams_out.append(req)
+        return token
+
+    def _merge(self, msg: PushPull, now: float) -> None:
+        """Fold a remote member list into ours (memberlist's mergeState)."""
+        self.clock.witness(msg.ltime)
+        for s in msg.states:
+            if s.state == State.ALIVE:
+                self._alive(Alive(s.incarnation, s.name, s.addr, s.port, s.tags, s.vsn), now)
+            elif s.state == State.LEFT:
+                self._dead(Dead(s.incarnation, s.name, s.name), now)
+            else:
+                # A remote verdict of dead is taken as a suspicion: we give it the chance to refute.
+                self._suspect(Suspect(s.incarnation, s.name, self.name), now)
+
+    # ---- state transitions ----------------------------------------------------------------------
+    def _refute(self, accused: int) -> None:
+        self.me.incarnation = max(self.me.incarnation, accused) + 1
+        self.stats["refutes"] += 1
+        self.awareness.apply_delta(1)
+        self._queue_alive(self.me)
+
+    def _alive(self, a: Alive, now: float) -> None:
+        if a.node == self.name:
+            if self.leaving:
+                return
+            if a.incarnation < self.me.incarnation:
+                return
+            if (a.incarnation == self.me.incarnation and (a.addr, a.port) == (self.me.addr, self.me.port)
+                    and a.tags == self.me.tags):
+                return
+            self._refute(a.incarnation)  # someone holds a different story about us: ours wins
+            return
+        m = self.members.get(a.node)
+        if m is None:
+            m = Member(a.node, a.addr, a.port, a.incarnation, State.ALIVE, now, dict(a.tags), a.vsn)
+            self.members[a.node] = m
+            self._add_to_probe_order(a.node)
+            self.broadcasts.queue(a.node, wire.encode_message(a))
+            self._event(EventKind.JOIN, m)
+            return
+        if (a.addr, a.port) != (m.addr, m.port) and m.state in (State.ALIVE, State.SUSPECT):
+            self.stats.setdefault("name_conflicts", 0)
+            self.stats["name_conflicts"] += 1  # two live members claim one name: keep the one we know
+            return
+        if a.incarnation <= m.incarnation:
+            return  # old news (this also keeps a left member's tombstone from being revived by it)
+        self.suspicions.pop(a.node, None)
+        self.broadcasts.queue(a.node, wire.encode_message(a))
+        changed = a.tags != m.tags or (a.addr, a.port) != (m.addr, m.port)
+        was = m.state
+        m.incarnation, m.addr, m.port, m.tags, m.vsn = a.incarnation, a.addr, a.port, dict(a.tags), a.vsn
+        if was != State.ALIVE:
+            m.state = State.ALIVE
+            m.state_change = now
+            if was in (State.DEAD, State.LEFT):
+                if a.node not in self.probe_order:
+                    self._add_to_probe_order(a.node)
+                self._event(EventKind.JOIN, m)
+            elif changed:
+                self._event(EventKind.UPDATE, m)
+        elif changed:
+            self._event(EventKind.UPDATE, m)
+
+    def _suspect(self, s: Suspect, now: float) -> None:
+        m = self.members.get(s.node)
+        if m is None or s.incarnation < m.incarnation:
+            return
+        existing = self.suspicions.get(s.node)
+        if existing is not None:
+            if existing.confirm(s.sender):
+                self.broadcasts.queue(s.node, wire.encode_message(s))
+            return
+        if m.state != State.ALIVE:
+            return
+        if s.node == self.name:
+            if not self.leaving:
+                self._refute(s.incarnation)
+            return
+        self.broadcasts.queue(s.node, wire.encode_message(s))
+        m.incarnation = s.incarnation
+        m.state = State.SUSPECT
+        m.state_change = now
+        self.stats["suspects_started"] += 1
+        n = self.live_count()
+        k = self.config.suspicion_mult - 2
+        if n - 2 < k:
+            k = 0
+        self.suspicions[s.node] = Suspicion(s.sender, k, self.config.suspicion_min(n),
+                                            self.config.suspicion_max(n), now)
+
+    def _dead(self, d: Dead, now: float) -> None:
+        m = self.members.get(d.node)
+        if m is None or d.incarnation < m.incarnation:
+            return
+        self.suspicions.pop(d.node, None)
+        if m.state in (State.DEAD, State.LEFT):
+            return
+        if d.node == self.name:
+            if not self.leaving:
+                self._refute(d.incarnation)
+            return
+        self.broadcasts.queue(d.node, wire.encode_message(d))
+        m.incarnation = d.incarnation
+        m.state = State.LEFT if d.sender == d.node else State.DEAD
+        m.state_change = now
+        if m.state == State.DEAD:
+            self.stats["deaths_declared"] += 1
+        self._event(EventKind.LEAVE if m.state == State.LEFT else EventKind.FAILED, m)
+
+    # ---- timers ---------------------------------------------------------------------------------
+    def handle_timer(self, now: float) -> None:
+        """Run everything due at `now`. Call at (or after) next_deadline()."""
+        self._probe_timers(now)
+        for seq in [s for s, r in self.relays.items() if r.deadline <= now]:
+            relay = self.relays.pop(seq)
+            if relay.nack:
+                self._send(relay.origin, [wire.encode_message(Nack(relay.origin_seq))])
+                self.stats["nacks_sent"] += 1
+        for name in [n for n, s in self.suspicions.items() if s.deadline <= now]:
+            susp = self.suspicions.pop(name)
+            m = self.members.get(name)
+            if m is not None and m.state == State.SUSPECT and m.state_change == susp.start:
+                self._dead(Dead(m.incarnation, name, self.name), now)
+        for token in [t for t, s in self.streams.items() if s.deadline <= now]:
+            del self.streams[token]  # the driver never reported: treat as failed
+        if now >= self.next_gossip:
+            self.next_gossip = now + self.config.gossip_interval
+            self._gossip(now)
+        if now >= self.next_push_pull:
+            self.next_push_pull = now + self.config.push_pull_scaled(self.live_count())
+            peers = self._random_members(1, set(), now)
+            if peers and not self.leaving:
+                self._open_push_pull(peers[0].address, now, join=False)
+        if now >= self.next_reconnect:
+            self.next_reconnect = now + self.config.reconnect_interval
+            self._reconnect(now)
+        if now >= self.next_reap:
+            self.next_reap = now + min(self.config.reconnect_interval, 60.0)
+            self._reap(now)
+
+    def _gossip(self, now: float) -> None:
+        if not self.broadcasts.drain_pending():
+            return
+        limit = self.config.retransmit_limit(self.live_count())
+        for m in self._random_members(self.config.gossip_nodes, set(), now, gossip=True):
+            msgs = self.broadcasts.get(self.config.udp_buffer_size - 4, wire.COMPOUND_OVERHEAD, limit)
+            if not msgs:
+                return
+            self._out.append((m.address, wire.pack_packet(msgs)))
+            self.stats["packets_out"] += 1
+
+    def _reconnect(self, now: float) -> None:
+        """Serf's reconnect: now and then push-pull a failed member, so healed partitions merge."""
+        failed = [m for _, m in sorted(self.members.items()) if m.state == State.DEAD]
+        if not failed or self.leaving:
+            return
+        alive = max(1, self.live_count() - 1)
+        if self.rng.random() > len(failed) / alive:
+            return
+        self._open_push_pull(self.rng.choice(failed).address, now, join=False)
+
+    def _reap(self, now: float) -> None:
+        for name, m in sorted(self.members.items()):
+            if name == self.name:
+                continue
+            age = now - m.state_change
+            if (m.state == State.DEAD and age > self.config.reconnect_timeout) or (
+                    m.state == State.LEFT and age > self.config.tombstone_timeout):
+                del self.members[name]
+                self._event(EventKind.REAP, m)
+
+    # ---- probing --------------------------------------------------------------------------------
+    def _next_target(self) -> Member | None:
+        for _ in range(2):
+            while self.probe_index < len(self.probe_order):
+                name = self.probe_order[self.probe_index]
+                self.probe_index += 1
+                m = self.members.get(name)
+                if m is not None and m.state in (State.ALIVE, State.SUSPECT) and name != self.name:
+                    return m
+            # End of a pass: re-shuffle the current members, as SWIM's round-robin requires.
+            self.probe_order = [n for n in sorted(self.members) if n != self.name]
+            self.rng.shuffle(self.probe_order)
+            self.probe_index = 0
+        return None
+
+    def _probe_timers(self, now: float) -> None:
+        probe = self.probe
+        if probe is not None and not probe.indirect and not probe.acked and now >= probe.direct_deadline:
+            self._go_indirect(probe, now)
+        if probe is not None and (now >= probe.end or (probe.acked and now >= probe.direct_deadline)):
+            self._conclude(probe, now)
+            self.probe = None
+        if now >= self.next_probe and not self.leaving:
+            if self.probe is not None:  # should have concluded by now
+                self._conclude(self.probe, now)
+                self.probe = None
+            interval = self.awareness.scale(self.config.probe_interval)
+            self.next_probe = now + interval
+            target = self._next_target()
+            if target is not None:
+                self._start_probe(target, now, interval)
+
+    def _start_probe(self, target: Member, now: float, interval: float) -> None:
+        seq = self._next_seq()
+        timeout = self.awareness.scale(self.config.probe_timeout)
+        self.probe = _Probe(seq, target.name, now, now + timeout, now + interval)
+        msgs = [wire.encode_message(Ping(seq, target.name, self.name, self.me.addr, self.me.port))]
+        if target.state == State.SUSPECT:
+            # Tell a suspect it is suspected, so it can refute at once.
+            msgs.append(wire.encode_message(Suspect(target.incarnation, target.name, self.name)))
+        self._send(target.address, msgs)
+
+    def _go_indirect(self, probe: _Probe, now: float) -> None:
+        probe.indirect = True
+        target = self.members.get(probe.target)
+        if target is None:
+            return
+        helpers = self._random_members(self.config.indirect_checks, {probe.target}, now)
+        helpers = [h for h in helpers if h.state == State.ALIVE]
+        for h in helpers:
+            self._send(h.address, [wire.encode_message(IndirectPing(
+                probe.seq, target.name, target.addr, target.port, True, self.name, self.me.addr, self.me.port))])
+        probe.expected_nacks = len(helpers)
+        self.stats["indirect_probes"] += 1
+        if not self.config.disable_tcp_pings:
+            req = StreamRequest(probe.seq, target.address,
+                                wire.frame(Ping(probe.seq, target.name, self.name, self.me.addr, self.me.port)),
+                                StreamKind.PING, probe.end)
+            self.streams[probe.seq] = req
+            self._streams_out.append(req)
+
+    def _conclude(self, probe: _Probe, now: float) -> None:
+        if probe.acked:
+            if probe.direct_ack:
+                self.awareness.apply_delta(-1)
+            return
+        if probe.tcp_ok:
+            self.stats["tcp_fallback_ok"] += 1  # UDP is blocked somewhere, but the member is alive
+            return
+        if probe.expected_nacks > 0:
+            self.awareness.apply_delta(probe.expected_nacks - probe.nacks)
+        else:
+            self.awareness.apply_delta(1)
+        m = self.members.get(probe.target)
+        if m is not None:
+            self._suspect(Suspect(m.incarnation, m.name, self.name), now)

@@ -1,0 +1,296 @@
+"""A deterministic simulator that runs the real Membership cores in virtual time.
+
+One seeded random generator drives latency, loss and every member's own choices, so a run is
+replayed exactly from (seed, scenario). The network model: UDP datagrams with uniform latency and
+independent loss; TCP exchanges that are reliable with delay, fail fast against a killed member
+(connection refused), and hang until their deadline across a partition or against a paused
+member. A paused member (SIGSTOP) keeps its datagrams queued and answers the backlog when resumed.
+
+Invariants are checked as it runs: an observer never sees a member's incarnation go backwards.
+Every member event is recorded with its virtual time, which is what the tests and `murmur sim`
+measure detection and convergence from.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .config import GossipConfig
+from .membership import Address, EventKind, Member, Membership, State, StreamRequest
+
+BACKLOG_LIMIT = 2000  # datagrams a paused member's socket buffer holds before dropping
+
+
+class InvariantViolation(AssertionError):
+    pass
+
+
+@dataclass
+class NetworkModel:
+    latency_min: float = 0.0005  # one-way UDP latency, seconds, uniform in [min, max]
+    latency_max: float = 0.002
+    loss: float = 0.0  # probability a datagram is lost
+    tcp_latency: float = 0.002  # one-way delay of each TCP step
+
+
+@dataclass
+class SimNode:
+    name: str
+    address: Address
+    m: Membership
+    up: bool = True
+    paused: bool = False
+    backlog: list[tuple[bytes, Address]] = field(default_factory=list)
+    scheduled: float = float("inf")
+    generation: int = 0
+
+
+@dataclass(frozen=True)
+class Record:
+    time: float
+    observer: str
+    kind: EventKind
+    subject: str
+
+
+class Simulation:
+    def __init__(self, n: int, config: GossipConfig | None = None, seed: int = 0,
+                 net: NetworkModel | None = None, join: bool = True) -> None:
+        self.config = config or GossipConfig.lan()
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.net = net or NetworkModel()
+        self.now = 0.0
+        self.heap: list[tuple[float, int, str, tuple[Any, ...]]] = []
+        self._seq = 0
+        self.nodes: dict[str, SimNode] = {}
+        self.by_addr: dict[Address, SimNode] = {}
+        self.records: list[Record] = []
+        self.group: dict[str, int] = {}  # partition group per member; all 0 when whole
+        self.seen_inc: dict[tuple[str, str], int] = {}
+        self.packets = 0
+        self.packets_lost = 0
+        self.on_record: Callable[[Record], None] | None = None
+        for i in range(n):
+            self.add_node(self.name_of(i), join=join and i > 0, at=self.rng.uniform(0, 0.5) if join else 0.0)
+
+    @staticmethod
+    def name_of(i: int) -> str:
+        return f"node-{i:04d}"
+
+    # ---- scenario controls ----------------------------------------------------------------------
+    def add_node(self, name: str, join: bool = True, at: float | None = None, seed_node: str | None = None) -> SimNode:
+        """Start a member (or restart a killed one with fresh state) and join it through `seed_node`."""
+        i = len(self.by_addr)
+        old = self.nodes.get(name)
+        address = old.address if old else (f"127.{(i // 250) % 250}.{i % 250 + 1}.1", 7946)
+        m = Membership(self.config, name, address[0], address[1], random.Random(self.rng.random()), self.now)
+        node = SimNode(name, address, m, generation=(old.generation + 1 if old else 0))
+        self.nodes[name] = node
+        self.by_addr[address] = node
+        self.group.setdefault(name, 0)
+        for key in [k for k in self.seen_inc if k[0] == name]:
+            del self.seen_inc[key]
+        if join:
+            target = seed_node or next(iter(self.nodes))
+            if target != name:
+                t = self.now if at is None else at
+                self._push(t, "join", (name, node.generation, self.nodes[target].address))
+        self._schedule(node)
+        return node
+
+    def kill(self, name: str) -> None:
+        """kill -9: the member stops; datagrams to it vanish, TCP to it is refused."""
+        self.nodes[name].up = False
+
+    def pause(self, name: str) -> None:
+        """SIGSTOP: the member stops running but its sockets keep buffering."""
+        self.nodes[name].paused = True
+
+    def resume(self, name: str) -> None:
+        node = self.nodes[name]
+        node.paused = False
+        backlog, node.backlog = node.backlog, []
+        for data, src in backlog:
+            node.m.receive(data, src, self.now)
+        self._after_input(node)
+
+    def partition(self, groups: Iterable[Iterable[str]]) -> None:
+        """Split the members into groups that cannot reach each other."""
+        for gid, names in enumerate(groups, 1):
+            for name in names:
+                self.group[name] = gid
+
+    def heal(self) -> None:
+        for name in self.group:
+            self.group[name] = 0
+
+    def leave(self, name: str) -> None:
+        node = self.nodes[name]
+        node.m.leave(self.now)
+        self._after_input(node)
+
+    # ---- queries --------------------------------------------------------------------------------
+    def live_names(self) -> list[str]:
+        return sorted(n for n, node in self.nodes.items() if node.up)
+
+    def view(self, observer: str) -> dict[str, State]:
+        return {name: m.state for name, m in self.nodes[observer].m.members.items()}
+
+    def converged(self, names: list[str] | None = None) -> bool:
+        """Every listed (default: every up) member sees exactly the listed ones alive or suspect."""
+        names = names if names is not None else self.live_names()
+        want = set(names)
+        for obs in names:
+            live = {n for n, m in self.nodes[obs].m.members.items() if m.state in (State.ALIVE, State.SUSPECT)}
+            if live != want:
+                return False
+        return True
+
+    def first_record(self, kind: EventKind, subject: str, observer: str | None = None,
+                     after: float = 0.0) -> Record | None:
+        for r in self.records:
+            if r.kind == kind and r.subject == subject and r.time >= after and (observer is None or r.observer == observer):
+                return r
+        return None
+
+    # ---- the event loop -------------------------------------------------------------------------
+    def _push(self, t: float, kind: str, args: tuple[Any, ...]) -> None:
+        self._seq += 1
+        heapq.heappush(self.heap, (t, self._seq, kind, args))
+
+    def _schedule(self, node: SimNode) -> None:
+        t = node.m.next_deadline()
+        if t < node.scheduled:
+            node.scheduled = t
+            self._push(t, "timer", (node.name, node.generation, t))
+
+    def run_until(self, t_end: float) -> None:
+        heap = self.heap
+        while heap and heap[0][0] <= t_end:
+            t, _, kind, args = heapq.heappop(heap)
+            self.now = max(self.now, t)
+            getattr(self, "_do_" + kind)(*args)
+        self.now = max(self.now, t_end)
+
+    def run_while(self, cond: Callable[[], bool], limit: float, step: float = 0.1) -> float:
+        """Advance in `step`s while cond() holds, up to `limit` seconds from now; returns the time."""
+        end = self.now + limit
+        while cond() and self.now < end:
+            self.run_until(min(end, self.now + step))
+        return self.now
+
+    def _live(self, name: str, generation: int) -> SimNode | None:
+        node = self.nodes.get(name)
+        if node is None or node.generation != generation or not node.up:
+            return None
+        return node
+
+    def _do_timer(self, name: str, generation: int, t: float) -> None:
+        node = self._live(name, generation)
+        if node is None or node.scheduled != t:
+            return  # superseded
+        node.scheduled = float("inf")
+        if node.paused:
+            self._push(self.now + 0.05, "timer", (name, generation, self.now + 0.05))
+            node.scheduled = self.now + 0.05
+            return
+        node.m.handle_timer(self.now)
+        self._after_input(node)
+
+    def _do_join(self, name: str, generation: int, addr: Address) -> None:
+        node = self._live(name, generation)
+        if node is not None:
+            node.m.join([addr], self.now)
+            self._after_input(node)
+
+    def _do_packet(self, dst: Address, data: bytes, src: Address) -> None:
+        node = self.by_addr.get(dst)
+        if node is None or not node.up:
+            return
+        if node.paused:
+            if len(node.backlog) < BACKLOG_LIMIT:
+                node.backlog.append((data, src))
+            return
+        node.m.receive(data, src, self.now)
+        self._after_input(node)
+
+    def _reachable(self, a: SimNode, b: SimNode) -> bool:
+        return self.group.get(a.name, 0) == self.group.get(b.name, 0)
+
+    def _after_input(self, node: SimNode) -> None:
+        for dst, data in node.m.packets_to_send():
+            self.packets += 1
+            target = self.by_addr.get(dst)
+            if target is None or not self._reachable(node, target) or self.rng.random() < self.net.loss:
+                self.packets_lost += 1
+                continue
+            delay = self.rng.uniform(self.net.latency_min, self.net.latency_max)
+            self._push(self.now + delay, "packet", (dst, data, node.address))
+        for req in node.m.streams_to_open():
+            self._start_stream(node, req)
+        for ev in node.m.events():
+            rec = Record(self.now, node.name, ev.kind, ev.name)
+            self.records.append(rec)
+            if self.on_record is not None:
+                self.on_record(rec)
+        self._check(node)
+        self._schedule(node)
+
+    def _start_stream(self, node: SimNode, req: StreamRequest) -> None:
+        target = self.by_addr.get(req.addr)
+        lat = self.net.tcp_latency
+        if target is None or not target.up:
+            self._push(self.now + lat, "stream_done", (node.name, node.generation, req.token, None))
+        elif not self._reachable(node, target):
+            self._push(req.deadline, "stream_done", (node.name, node.generation, req.token, None))
+        else:
+            self._push(self.now + lat, "stream_serve", (node.name, node.generation, req, target.name, target.generation))
+
+    def _do_stream_serve(self, src: str, src_gen: int, req: StreamRequest, dst: str, dst_gen: int) -> None:
+        target = self._live(dst, dst_gen)
+        if target is None:
+            self._push(self.now, "stream_done", (src, src_gen, req.token, None))
+            return
+        if target.paused or self.now > req.deadline:
+            if self.now > req.deadline:
+                self._push(self.now, "stream_done", (src, src_gen, req.token, None))
+            else:  # connect succeeds (the kernel accepts), the answer waits for the process
+                self._push(min(req.deadline, self.now + 0.05), "stream_serve", (src, src_gen, req, dst, dst_gen))
+            return
+        payload = req.payload[4:]  # strip the frame length
+        reply = target.m.handle_stream(payload, self.nodes[src].address, self.now)
+        self._after_input(target)
+        self._push(self.now + self.net.tcp_latency, "stream_done",
+                   (src, src_gen, req.token, reply[4:] if reply else None))
+
+    def _do_stream_done(self, name: str, generation: int, token: int, payload: bytes | None) -> None:
+        node = self._live(name, generation)
+        if node is None:
+            return
+        if node.paused:
+            self._push(self.now + 0.05, "stream_done", (name, generation, token, payload))
+            return
+        node.m.stream_result(token, payload, self.now)
+        self._after_input(node)
+
+    def _check(self, node: SimNode) -> None:
+        for name, m in node.m.members.items():
+            key = (node.name, name)
+            before = self.seen_inc.get(key, 0)
+            if m.incarnation < before:
+                raise InvariantViolation(
+                    f"seed {self.seed}: {node.name} saw {name}'s incarnation go back {before} -> {m.incarnation} "
+                    f"at t={self.now:.3f}")
+            self.seen_inc[key] = m.incarnation
+
+
+def member_state_counts(members: dict[str, Member]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for m in members.values():
+        out[m.state.name.lower()] = out.get(m.state.name.lower(), 0) + 1
+    return out

@@ -1,0 +1,40 @@
+"""Lifeguard's dynamic suspicion timeout.
+
+A suspicion starts at `max` and shrinks toward `min` as independent members confirm it:
+    timeout(n) = max - (max - min) * log(n + 1) / log(k + 1),  never below min,
+for n confirmations out of k expected. One slow observer alone waits the long timeout; several
+agreeing observers reach a verdict almost as fast as plain SWIM.
+"""
+
+from __future__ import annotations
+
+import math
+
+
+def remaining_timeout(n: int, k: int, min_t: float, max_t: float) -> float:
+    if k < 1:
+        return min_t
+    frac = math.log(n + 1) / math.log(k + 1)
+    return max(min_t, max_t - (max_t - min_t) * frac)
+
+
+class Suspicion:
+    """One suspected member: who has confirmed, and when the suspicion becomes a death."""
+
+    def __init__(self, from_node: str, k: int, min_t: float, max_t: float, start: float) -> None:
+        self.k = k
+        self.min = min_t
+        self.max = max_t
+        self.start = start
+        self.confirmations: set[str] = {from_node}  # the first accuser does not count toward n
+        self.n = 0
+        self.deadline = start + (min_t if k < 1 else max_t)
+
+    def confirm(self, from_node: str) -> bool:
+        """Count an independent confirmation; True if it was new (then re-broadcast it)."""
+        if self.n >= self.k or from_node in self.confirmations:
+            return False
+        self.confirmations.add(from_node)
+        self.n += 1
+        self.deadline = self.start + remaining_timeout(self.n, self.k, self.min, self.max)
+        return True

@@ -1,0 +1,295 @@
+"""Gossip wire format (pure): versioned msgpack, compound packets, stream frames.
+
+A UDP datagram is one version byte followed by a msgpack array of messages, each
+`[type, body]` with `body` a positional array (three times smaller than maps, so more updates fit
+in one 1400-byte packet). Decoders ignore extra trailing fields and skip message types they do not
+know, so a newer member can add fields and types without breaking an older one. The version
+byte's high bit is reserved for encrypted packets (the next gossip issue); framing stays the same.
+
+TCP streams (push-pull, the fallback ping) carry one message per frame: a 4-byte big-endian
+length, then the same version byte and `[type, body]`.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any
+
+import msgpack
+
+VERSION = 1
+ENCRYPTED_FLAG = 0x80  # reserved: version byte of an encrypted packet
+MAX_FRAME = 16 * 1024 * 1024  # a stream frame larger than this is refused (a 10k-member push-pull is ~1 MB)
+COMPOUND_OVERHEAD = 3  # bytes msgpack adds per message inside the outer array (array header + type)
+
+
+class MessageType(IntEnum):
+    """Only append to this list: the numbers are on the wire."""
+
+    PING = 0
+    INDIRECT_PING = 1
+    ACK = 2
+    NACK = 3
+    SUSPECT = 4
+    ALIVE = 5
+    DEAD = 6
+    PUSH_PULL = 7
+    USER = 8  # reserved for user events and queries
+
+
+class WireError(ValueError):
+    """Bytes that are not a valid gossip message. Counted and dropped by the core."""
+
+
+class MemberStateCode(IntEnum):
+    """Member states as sent in push-pull. Only append."""
+
+    ALIVE = 0
+    SUSPECT = 1
+    DEAD = 2
+    LEFT = 3
+
+
+Vsn = tuple[int, int, int, int, int, int]  # protocol min, max, cur; delegate min, max, cur
+
+
+@dataclass(frozen=True)
+class Ping:
+    seq: int
+    target: str  # the name we think we are pinging: a restarted node on the same address won't ack it
+    src: str
+    src_addr: str
+    src_port: int
+
+
+@dataclass(frozen=True)
+class IndirectPing:
+    seq: int
+    target: str
+    target_addr: str
+    target_port: int
+    nack: bool
+    src: str
+    src_addr: str
+    src_port: int
+
+
+@dataclass(frozen=True)
+class Ack:
+    seq: int
+
+
+@dataclass(frozen=True)
+class Nack:
+    seq: int
+
+
+@dataclass(frozen=True)
+class Suspect:
+    incarnation: int
+    node: str
+    sender: str
+
+
+@dataclass(frozen=True)
+class Alive:
+    incarnation: int
+    node: str
+    addr: str
+    port: int
+    tags: dict[str, str] = field(default_factory=dict)
+    vsn: Vsn = (1, 5, 2, 2, 5, 4)
+
+
+@dataclass(frozen=True)
+class Dead:
+    incarnation: int
+    node: str
+    sender: str  # equal to `node` for a graceful leave
+
+
+@dataclass(frozen=True)
+class PushState:
+    name: str
+    addr: str
+    port: int
+    incarnation: int
+    state: MemberStateCode
+    tags: dict[str, str]
+    vsn: Vsn
+
+
+@dataclass(frozen=True)
+class PushPull:
+    join: bool
+    ltime: int
+    states: tuple[PushState, ...]
+
+
+Message = Ping | IndirectPing | Ack | Nack | Suspect | Alive | Dead | PushPull
+
+
+def _body(msg: Message) -> tuple[MessageType, list[Any]]:
+    if isinstance(msg, Ping):
+        return MessageType.PING, [msg.seq, msg.target, msg.src, msg.src_addr, msg.src_port]
+    if isinstance(msg, IndirectPing):
+        return MessageType.INDIRECT_PING, [msg.seq, msg.target, msg.target_addr, msg.target_port, msg.nack,
+                                           msg.src, msg.src_addr, msg.src_port]
+    if isinstance(msg, Ack):
+        return MessageType.ACK, [msg.seq]
+    if isinstance(msg, Nack):
+        return MessageType.NACK, [msg.seq]
+    if isinstance(msg, Suspect):
+        return MessageType.SUSPECT, [msg.incarnation, msg.node, msg.sender]
+    if isinstance(msg, Alive):
+        return MessageType.ALIVE, [msg.incarnation, msg.node, msg.addr, msg.port, msg.tags, list(msg.vsn)]
+    if isinstance(msg, Dead):
+        return MessageType.DEAD, [msg.incarnation, msg.node, msg.sender]
+    return MessageType.PUSH_PULL, [msg.join, msg.ltime, [
+        [s.name, s.addr, s.port, s.incarnation, int(s.state), s.tags, list(s.vsn)] for s in msg.states]]
+
+
+def encode_message(msg: Message) -> bytes:
+    """One message as `[type, body]` msgpack: the unit the broadcast queue stores."""
+    kind, body = _body(msg)
+    return bytes(msgpack.packb([int(kind), body]))
+
+
+def pack_packet(encoded: list[bytes]) -> bytes:
+    """A datagram from already-encoded messages (see encode_message)."""
+    n = len(encoded)
+    if n < 16:
+        header = bytes([0x90 | n])
+    elif n < 65536:
+        header = b"\xdc" + struct.pack("!H", n)
+    else:
+        raise ValueError("too many messages for one packet")
+    return bytes([VERSION]) + header + b"".join(encoded)
+
+
+def packet(*msgs: Message) -> bytes:
+    return pack_packet([encode_message(m) for m in msgs])
+
+
+def _str(v: Any) -> str:
+    if not isinstance(v, str):
+        raise WireError(f"expected a string, got {type(v).__name__}")
+    return v
+
+
+def _int(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise WireError(f"expected a non-negative integer, got {v!r}")
+    return v
+
+
+def _tags(v: Any) -> dict[str, str]:
+    if not isinstance(v, dict) or not all(isinstance(k, str) and isinstance(x, str) for k, x in v.items()):
+        raise WireError("tags must be a map of strings")
+    return dict(v)
+
+
+def _vsn(v: Any) -> Vsn:
+    if not isinstance(v, list) or len(v) < 6:
+        raise WireError("vsn must be a list of 6 integers")
+    a = [_int(x) for x in v[:6]]
+    return (a[0], a[1], a[2], a[3], a[4], a[5])
+
+
+def _decode_one(kind: int, b: list[Any]) -> Message | None:
+    """Decode a body; None for a type this version does not know."""
+    try:
+        if kind == MessageType.PING:
+            return Ping(_int(b[0]), _str(b[1]), _str(b[2]), _str(b[3]), _int(b[4]))
+        if kind == MessageType.INDIRECT_PING:
+            return IndirectPing(_int(b[0]), _str(b[1]), _str(b[2]), _int(b[3]), bool(b[4]), _str(b[5]),
+                                _str(b[6]), _int(b[7]))
+        if kind == MessageType.ACK:
+            return Ack(_int(b[0]))
+        if kind == MessageType.NACK:
+            return Nack(_int(b[0]))
+        if kind == MessageType.SUSPECT:
+            return Suspect(_int(b[0]), _str(b[1]), _str(b[2]))
+        if kind == MessageType.ALIVE:
+            return Alive(_int(b[0]), _str(b[1]), _str(b[2]), _int(b[3]), _tags(b[4]), _vsn(b[5]))
+        if kind == MessageType.DEAD:
+            return Dead(_int(b[0]), _str(b[1]), _str(b[2]))
+        if kind == MessageType.PUSH_PULL:
+            states = []
+            if not isinstance(b[2], list):
+                raise WireError("push-pull states must be a list")
+            for s in b[2]:
+                if not isinstance(s, list) or len(s) < 7:
+                    raise WireError("push-pull state must be a list of 7 fields")
+                code = _int(s[4])
+                if code > max(MemberStateCode):
+                    raise WireError(f"unknown member state {code}")
+                states.append(PushState(_str(s[0]), _str(s[1]), _int(s[2]), _int(s[3]), MemberStateCode(code),
+                                        _tags(s[5]), _vsn(s[6])))
+            return PushPull(bool(b[0]), _int(b[1]), tuple(states))
+    except IndexError as exc:
+        raise WireError(f"{MessageType(kind).name}: missing fields") from exc
+    return None
+
+
+def decode_packet(data: bytes) -> tuple[list[Message], int]:
+    """Messages in a datagram, and how many were of unknown types (skipped).
+    Raises WireError for anything malformed: the caller drops the whole packet."""
+    if not data:
+        raise WireError("empty packet")
+    if data[0] & ENCRYPTED_FLAG:
+        raise WireError("encrypted packet, but gossip encryption is not configured")
+    if data[0] != VERSION:
+        raise WireError(f"unsupported gossip version {data[0]}")
+    try:
+        items = msgpack.unpackb(data[1:], raw=False, strict_map_key=True, max_array_len=4096,
+                                max_map_len=1024, max_str_len=65536, max_bin_len=65536)
+    except Exception as exc:  # msgpack raises a zoo of types on hostile input
+        raise WireError(f"undecodable packet: {type(exc).__name__}") from exc
+    if not isinstance(items, list):
+        raise WireError("packet is not a list of messages")
+    out: list[Message] = []
+    unknown = 0
+    for item in items:
+        if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], int)
+                and isinstance(item[1], list)):
+            raise WireError("message is not [type, body]")
+        msg = _decode_one(item[0], item[1])
+        if msg is None:
+            unknown += 1
+        else:
+            out.append(msg)
+    return out, unknown
+
+
+# ---- streams ----------------------------------------------------------------------------------
+def frame(msg: Message) -> bytes:
+    """A stream frame: length, version byte, `[type, body]`."""
+    payload = bytes([VERSION]) + encode_message(msg)
+    return struct.pack("!I", len(payload)) + payload
+
+
+def frame_length(header: bytes) -> int:
+    """The payload length announced by a 4-byte frame header. Raises WireError if too large."""
+    n: int = struct.unpack("!I", header)[0]
+    if n > MAX_FRAME or n < 2:
+        raise WireError(f"stream frame of {n} bytes is outside 2..{MAX_FRAME}")
+    return n
+
+
+def decode_frame_payload(payload: bytes) -> Message:
+    """The message of one frame's payload (without the length). Raises WireError."""
+    if not payload or payload[0] != VERSION:
+        raise WireError("bad stream frame version")
+    try:
+        item = msgpack.unpackb(payload[1:], raw=False, strict_map_key=True)
+    except Exception as exc:
+        raise WireError(f"undecodable stream frame: {type(exc).__name__}") from exc
+    if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], int) and isinstance(item[1], list)):
+        raise WireError("stream frame is not [type, body]")
+    msg = _decode_one(item[0], item[1])
+    if msg is None:
+        raise WireError(f"unknown stream message type {item[0]}")
+    return msg
