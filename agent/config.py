@@ -108,6 +108,11 @@ def _duration(value: str) -> str:
     return value
 
 
+def _duration_or_unset(value: str) -> str:
+    """A duration, or "" for "use the preset's value"."""
+    return value if value == "" else _duration(value)
+
+
 def _port(value: int) -> int:
     # 0 is not Consul's: it lets the OS pick a free port, which tests on loopback use.
     if -1 <= value <= 65535:
@@ -387,6 +392,28 @@ class TLSConfig:
 
 
 @dataclass
+class GossipLAN:
+    """LAN gossip tuning: Consul's gossip_lan keys, plus murmur's `preset` they refine.
+    An unset key ("" or 0) takes the preset's value."""
+
+    # memberlist's presets: "lan" (1 s probes, the default), "wan" (5 s probes, slow links) or
+    # "local" (200 ms probe timeout, fast suspicion: loopback and test rigs only).
+    preset: str = _opt("lan", check=_one_of("lan", "wan", "local"))
+    # Members gossiped to per round. More spreads news faster, at more packets per round.
+    gossip_nodes: int = _opt(0, check=_at_least(0))
+    # Time between gossip rounds. Shorter spreads news faster, at more packets per second.
+    gossip_interval: str = _opt("", check=_duration_or_unset)
+    # Time between failure probes. Shorter detects failures sooner, at more packets.
+    probe_interval: str = _opt("", check=_duration_or_unset)
+    # Wait for a direct ack before probing indirectly; keep above the network's p99 RTT.
+    probe_timeout: str = _opt("", check=_duration_or_unset)
+    # Retransmits of each broadcast, times log10(N+1). Higher survives more loss.
+    retransmit_mult: int = _opt(0, check=_at_least(0))
+    # Suspicion timeout multiplier. Higher tolerates longer pauses before declaring death.
+    suspicion_mult: int = _opt(0, check=_at_least(0))
+
+
+@dataclass
 class Limits:
     # Concurrent HTTP connections from one client IP. 200 (Consul's) stops one client starving
     # the rest; raise it for proxies that multiplex many users through one address.
@@ -456,6 +483,10 @@ class RuntimeConfig:
     acl: ACLConfig = _opt(factory=ACLConfig)
     tls: TLSConfig = _opt(factory=TLSConfig)
     limits: Limits = _opt(factory=Limits)
+    gossip_lan: GossipLAN = _opt(factory=GossipLAN)
+    # Forget a failed member after this long (Consul's 72h). Shorter cleans up after VMs that
+    # are gone for good sooner; a member that comes back later simply joins again.
+    reconnect_timeout: str = _opt("72h", check=_duration)
     # TRACE, DEBUG, INFO, WARN or ERROR (files may use any case; stored upper-case).
     log_level: str = _opt("INFO", check=_one_of("trace", "debug", "info", "warn", "error", upper=True))
     # --dev: a single in-memory server. Set by load(dev=True), not by files.
@@ -478,10 +509,6 @@ DEV_DEFAULTS: dict[str, Any] = {"server": True, "bind_addr": "127.0.0.1"}
 # A key here covers everything below it. Shrink this as features land.
 NOT_YET_WORKING: dict[str, str] = {
     "bootstrap_expect": "multi-server bootstrap",
-    "retry_join": "joining at start",
-    "start_join": "joining at start",
-    "retry_interval": "joining at start",
-    "retry_max": "joining at start",
     "encrypt": "gossip encryption",
     "encrypt_verify_incoming": "gossip encryption",
     "encrypt_verify_outgoing": "gossip encryption",
@@ -490,7 +517,6 @@ NOT_YET_WORKING: dict[str, str] = {
     "alt_domain": "the alternate DNS domain",
     "acl": "ACL enforcement",
     "tls": "TLS",
-    "limits": "connection limiting",
     "ports.https": "HTTPS",
     "ports.grpc": "the gRPC API",
     "ports.serf_wan": "WAN gossip",
@@ -512,7 +538,7 @@ UNIMPLEMENTED_CONSUL_KEYS: frozenset[str] = frozenset({
     "log_rotate_max_files", "max_query_time", "non_voting_server", "partition", "peering", "performance",
     "pid_file", "primary_datacenter", "primary_gateways", "primary_gateways_retry_interval", "protocol",
     "raft_boltdb", "raft_logstore", "raft_protocol", "raft_snapshot_interval", "raft_snapshot_threshold",
-    "raft_trailing_logs", "read_replica", "reconnect_timeout", "reconnect_timeout_wan",
+    "raft_trailing_logs", "read_replica", "reconnect_timeout_wan",
     "rejoin_after_leave", "reporting", "retry_interval_wan", "retry_join_wan", "retry_max_wan", "rpc",
     "segment", "segments", "serf_lan", "serf_lan_allowed_cidrs", "serf_wan", "serf_wan_allowed_cidrs",
     "server_name", "server_rejoin_age_max", "session_ttl_min", "snapshot_agent", "start_join_wan",

@@ -630,9 +630,9 @@ https = 8501
 serf_wan = -1
 """)
     cfg = load([f])
-    expect = {"bootstrap_expect": "multi-server bootstrap", "retry_join": "joining at start",
+    expect = {"bootstrap_expect": "multi-server bootstrap",
               "encrypt": "gossip encryption", "recursors": "DNS recursion", "alt_domain": "the alternate DNS domain",
-              "acl": "ACL enforcement", "tls": "TLS", "limits": "connection limiting", "ports.https": "HTTPS"}
+              "acl": "ACL enforcement", "tls": "TLS", "ports.https": "HTTPS"}
     for k, feature in expect.items():
         assert any(w.endswith(f": {k}: accepted; {feature} does not work yet") for w in cfg.warnings), (k, cfg.warnings)
     assert len(cfg.warnings) == len(expect)  # ports.serf_wan = -1 disables: nothing to warn about
