@@ -13,7 +13,7 @@ a 127.0.x.y address (addresses are only data in the answers; 127/8 so nothing el
 Load: `dnsperf -s 127.0.0.1 -p PORT -d QUERYFILE -l SECONDS -q Q -c 1 -T 1` for Q = 16 and 100,
 alternating murmur, dnsmasq, murmur, dnsmasq, ... Only NOERROR replies count: throughput =
 NOERROR replies / dnsperf's run time. CPU per answer = server CPU time delta (/proc/<pid>/stat,
-utime+stime, all threads) / NOERROR replies. Before and after every run, 10 sampled names are
+utime+stime, all threads and any child processes) / NOERROR replies. Before and after every run, 10 sampled names are
 queried with dnspython on that side and must return exactly the expected A record; a side whose
 answers are wrong scores 0 for that run, and the run says why.
 """
@@ -53,6 +53,8 @@ LABELS = {"ours": "murmur", "peer": "dnsmasq"}
 METRICS = [
     h.Metric("qps", "NOERROR answers/s", "{:,.0f}"),
     h.Metric("cpu_us", "server CPU µs/answer", "{:.1f}"),
+    h.Metric("cpu_user_us", "server CPU µs/answer, user", "{:.1f}"),
+    h.Metric("cpu_sys_us", "server CPU µs/answer, system", "{:.1f}"),
     h.Metric("mean_ms", "mean latency ms (dnsperf)", "{:.3f}"),
     h.Metric("lost", "queries lost", "{:,.0f}"),
     h.Metric("other_rcodes", "non-NOERROR replies", "{:,.0f}"),
@@ -250,7 +252,13 @@ def murmur_version(binary: str) -> str:
                              capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.TimeoutExpired):
         rev = ""
-    return f"murmur git {rev or '?'}"
+    try:
+        dirty = subprocess.run(["git", "-C", str(h.REPO_ROOT), "status", "--porcelain", "--", "agent", "catalog",
+                                "checks", "cli", "gossip", "raft"], capture_output=True, text=True,
+                               timeout=10).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        dirty = ""
+    return f"murmur git {rev or '?'}" + (" + uncommitted changes in the work tree" if dirty else "")
 
 
 def start_dnsmasq(pg: h.ProcessGroup, tmp: Path, hosts: Path) -> Server:
@@ -301,7 +309,7 @@ def start_murmur(pg: h.ProcessGroup, tmp: Path, confdir: Path, n: int, binary: s
     data.mkdir()
     argv = [binary, "agent", "--dev", "--config-dir", str(confdir), "--data-dir", str(data),
             "--http-port", str(http_port), "--dns-port", str(dns_port), "--serf-port", str(serf_port),
-            "--server-port", str(server_port), "--log-level", "warn"]
+            "--server-port", str(server_port), "--bind", h.HOST, "--client", h.HOST, "--log-level", "warn"]
     srv.proc = pg.start(argv, log_path=srv.log, cwd=tmp)
     stage = {"catalog": False}
 
@@ -361,14 +369,15 @@ def measure(pg: h.ProcessGroup, srv: Server, qfile: Path, n: int, window: int, s
     assert srv.proc is not None
     idx = sample_indices(n, rnd, window)
     pre, _ = check_answers(srv.port, idx)
-    c0 = h.cpu_seconds(srv.proc.pid)
+    u0, s0 = h.cpu_times_tree(srv.proc.pid)
     g0 = h.children_cpu_seconds()
     text, wall = run_dnsperf(pg, srv.port, qfile, window, seconds)
     g1 = h.children_cpu_seconds()
     try:
-        c1 = h.cpu_seconds(srv.proc.pid)
+        u1, s1 = h.cpu_times_tree(srv.proc.pid)
     except OSError:
-        c1 = c0
+        u1, s1 = u0, s0
+    c0, c1 = u0 + s0, u1 + s1
     alive = srv.alive()
     post, _ = check_answers(srv.port, idx) if alive else ([f"{srv.label} died during the run"], [])
     parsed = parse_dnsperf(text)
@@ -388,7 +397,9 @@ def measure(pg: h.ProcessGroup, srv: Server, qfile: Path, n: int, window: int, s
     if problems:
         r.update(valid=False, qps=0.0, cpu_us=None, problems=problems[:5], raw_qps=qps)
     else:
-        r.update(valid=True, qps=qps, cpu_us=(1e6 * (c1 - c0) / noerror) if noerror else None)
+        r.update(valid=True, qps=qps, cpu_us=(1e6 * (c1 - c0) / noerror) if noerror else None,
+                 cpu_user_us=(1e6 * (u1 - u0) / noerror) if noerror else None,
+                 cpu_sys_us=(1e6 * (s1 - s0) / noerror) if noerror else None)
     if not alive:
         srv.error = (f"{srv.label} died during a run ({srv.proc.returncode}): {srv.last_log_line()}\n"
                      f"log tail:\n{srv.log_tail()}")
@@ -402,6 +413,7 @@ def describe_run(r: dict[str, Any]) -> str:
     rc = ", ".join(f"{k} {v}" for k, v in sorted(r.get("rcodes", {}).items())) or "none"
     line = (f"{head} {r['qps']:9,.0f} NOERROR/s  mean {h.fmt(r.get('mean_ms'), '{:.3f}')} ms  "
             f"lost {r.get('lost')}  rcodes [{rc}]  server {h.fmt(r.get('cpu_us'), '{:.1f}')} µs/answer "
+            f"[user {h.fmt(r.get('cpu_user_us'), '{:.1f}')} + sys {h.fmt(r.get('cpu_sys_us'), '{:.1f}')}] "
             f"({h.fmt(r.get('server_cpu_pct'), '{:.0f}')}% core)  dnsperf {h.fmt(r.get('gen_cpu_pct'), '{:.0f}')}% core")
     if not r["valid"]:
         line += f"\n    WRONG ANSWERS -> scored 0 (unscored rate {r.get('raw_qps', 0):,.0f}/s): " + \

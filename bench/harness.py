@@ -194,10 +194,63 @@ def parse_proc_stat_cpu(stat_text: str) -> int:
     return int(fields[11]) + int(fields[12])
 
 
+def parse_proc_stat_times(stat_text: str) -> tuple[int, int]:
+    """(utime, stime) clock ticks from the text of /proc/<pid>/stat."""
+    fields = stat_text.rsplit(")", 1)[1].split()
+    return int(fields[11]), int(fields[12])
+
+
+def cpu_times(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds a process (all its threads) has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        u, s = parse_proc_stat_times(f.read())
+    return u / CLK_TCK, s / CLK_TCK
+
+
 def cpu_seconds(pid: int) -> float:
     """User+system CPU seconds a process (all its threads) has used so far."""
+    return sum(cpu_times(pid))
+
+
+def _stat_fields(pid: int | str) -> list[str]:
     with open(f"/proc/{pid}/stat") as f:
-        return parse_proc_stat_cpu(f.read()) / CLK_TCK
+        return f.read().rsplit(")", 1)[1].split()
+
+
+def descendants(pid: int) -> list[int]:
+    """PIDs of every live descendant of pid (children, grandchildren, ...), from /proc/*/stat."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            ppid = int(_stat_fields(entry)[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    out: list[int] = []
+    todo = list(children.get(pid, []))
+    while todo and len(out) < 10_000:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def cpu_times_tree(pid: int) -> tuple[float, float]:
+    """cpu_times of pid plus its live descendants (a server that forks workers is counted whole)."""
+    user, system = cpu_times(pid)
+    for child in descendants(pid):
+        try:
+            u, s = cpu_times(child)
+        except OSError:
+            continue
+        user, system = user + u, system + s
+    return user, system
+
+
+def cpu_seconds_tree(pid: int) -> float:
+    return sum(cpu_times_tree(pid))
 
 
 def children_cpu_seconds() -> float:

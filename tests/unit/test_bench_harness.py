@@ -3,6 +3,7 @@ the A/B order, the workload files and the docs/benchmarks.md updater."""
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
 import tomllib
@@ -163,6 +164,7 @@ def test_proc_stat_cpu_with_odd_comm() -> None:
     # comm may contain spaces and ')'; utime/stime are fields 14/15 of the line
     line = "1234 (a b) c) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 40 0 0 20 0 3 0 77 0 0\n"
     assert h.parse_proc_stat_cpu(line) == 290
+    assert h.parse_proc_stat_times(line) == (250, 40)
 
 
 def test_free_ports_are_distinct_and_bindable() -> None:
@@ -220,3 +222,10 @@ def test_the_repo_doc_has_the_markers() -> None:
 def test_cpu_model() -> None:
     assert h.cpu_model("processor\t: 0\nmodel name\t: AMD EPYC 7B13\nflags\t: x\n") == "AMD EPYC 7B13"
     assert h.cpu_model("processor\t: 0\n") == "unknown"
+
+
+def test_cpu_seconds_of_ourselves() -> None:
+    own = h.cpu_seconds(os.getpid())
+    assert own > 0
+    assert h.cpu_seconds_tree(os.getpid()) >= own  # read after: CPU time only grows
+    assert os.getpid() in h.descendants(os.getppid())
