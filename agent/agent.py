@@ -19,14 +19,18 @@ from typing import Any
 import trio
 from murmur import CONSUL_COMPAT_VERSION, __version__
 from murmur.catalog import commands
-from murmur.catalog.commands import CheckSpec, Register, ServiceSpec
+from murmur.catalog.commands import CheckSpec, Deregister, Register, ServiceSpec
 from murmur.catalog.store import StateStore
 from murmur.checks.definitions import CheckDefinition, DefinitionError, from_api
+from murmur.checks.durations import parse_duration
+from murmur.gossip.config import GossipConfig
+from murmur.gossip.membership import EventKind, MemberEvent, Membership
 
 from . import config as config_mod
 from .checks_runner import CheckRunner
 from .config import RuntimeConfig
 from .definitions import ServiceDefinition, parse_service
+from .drivers.gossip import GossipDriver
 from .local_state import LocalState, NodeInfo
 from .watch import ChangeFeed
 from .writer import LocalSequencer
@@ -66,6 +70,28 @@ def pick_address(cfg: RuntimeConfig) -> str:
         return "127.0.0.1"
 
 
+PROTOCOL_TAGS = {"vsn": "2", "vsn_min": "2", "vsn_max": "3"}
+LEAVE_TIMEOUT = 5.0  # seconds a graceful leave waits for its broadcast to go out
+
+
+def gossip_config_from(cfg: RuntimeConfig) -> GossipConfig:
+    """The preset named by gossip_lan.preset, refined by Consul's gossip_lan keys."""
+    g = cfg.gossip_lan
+    base = {"lan": GossipConfig.lan, "wan": GossipConfig.wan, "local": GossipConfig.local}[g.preset]()
+    changes: dict[str, Any] = {"reconnect_timeout": parse_duration(cfg.reconnect_timeout)}
+    for key in ("gossip_interval", "probe_interval", "probe_timeout"):
+        if getattr(g, key):
+            changes[key] = parse_duration(getattr(g, key))
+    for key in ("gossip_nodes", "retransmit_mult", "suspicion_mult"):
+        if getattr(g, key):
+            changes[key] = getattr(g, key)
+    from dataclasses import replace
+
+    out = replace(base, **changes)
+    out.validate()
+    return out
+
+
 class Agent:
     def __init__(self, cfg: RuntimeConfig, config_paths: list[str] | None = None,
                  overrides: dict[str, Any] | None = None, rng: random.Random | None = None) -> None:
@@ -86,6 +112,10 @@ class Agent:
         self.started_at = 0.0
         self.shutdown = trio.Event()
         self.stats: dict[str, int] = {"dns_dropped": 0, "dns_formerr": 0, "sync_errors": 0}
+        self.gossip_config = gossip_config_from(cfg)
+        self.gossip: GossipDriver | None = None
+        self.membership: Membership | None = None
+        self.leaving = False
 
     # ---- write path ----------------------------------------------------------------------------
     async def sync(self) -> None:
@@ -198,6 +228,8 @@ class Agent:
             await self.register_server_node()
             self.load_config_registrations(self.cfg)
             await self.sync()
+            if self.cfg.ports.serf_lan >= 0:
+                await self._start_gossip(nursery)
             http_host = self.cfg.addresses.http or self.cfg.client_addr
             if self.cfg.ports.http > 0 or self.cfg.ports.http == 0:
                 server = HTTPServer(build_router(self), self.cfg.limits.http_max_conns_per_client)
@@ -215,6 +247,97 @@ class Agent:
             nursery.cancel_scope.cancel()
         log.info("agent stopped")
 
+    # ---- gossip ---------------------------------------------------------------------------------
+    def member_tags(self) -> dict[str, str]:
+        n = self.local.node
+        tags = {"role": "consul" if self.cfg.server else "node", "dc": self.cfg.datacenter, "id": n.id,
+                "port": str(self.server_port), "build": f"{CONSUL_COMPAT_VERSION}:murmur-{__version__}",
+                **PROTOCOL_TAGS}
+        if self.cfg.server:
+            tags["expect"] = str(self.cfg.bootstrap_expect or 1)
+        return tags
+
+    async def _start_gossip(self, nursery: trio.Nursery) -> None:
+        bind = self.cfg.bind_addr
+        n = self.local.node
+        port = self.cfg.ports.serf_lan
+        self.gossip = GossipDriver(bind, port)
+        # Bind first: with port 0 the advertised port is the one the OS picked.
+        bound = self.gossip.bind()
+        membership = Membership(self.gossip_config, n.name, n.address, bound, self.rng, trio.current_time(),
+                                tags=self.member_tags())
+        self.gossip.attach(membership)
+        self.membership = membership
+        self.gossip.on_event = self._on_member_event
+        self._member_events, receive = trio.open_memory_channel[MemberEvent](4096)
+        await nursery.start(self.gossip.serve)
+        log.info("gossip on %s:%d (udp+tcp), advertising %s:%d", bind, bound, n.address, bound)
+        nursery.start_soon(self._reconcile_members, receive)
+        if self.cfg.start_join:
+            ok, errors = await self.gossip.join(self.cfg.start_join, 8301)
+            if not ok:
+                raise SystemExit(f"could not join any of {', '.join(self.cfg.start_join)}: {'; '.join(errors)}")
+            log.info("joined %d of %d start_join addresses", ok, len(self.cfg.start_join))
+        if self.cfg.retry_join:
+            nursery.start_soon(self._retry_join)
+
+    async def _retry_join(self) -> None:
+        assert self.gossip is not None
+        interval = parse_duration(self.cfg.retry_interval)
+        attempt = 0
+        while True:
+            attempt += 1
+            ok, errors = await self.gossip.join(self.cfg.retry_join, 8301)
+            if ok:
+                log.info("retry_join: joined %d of %d addresses", ok, len(self.cfg.retry_join))
+                return
+            log.warning("retry_join: attempt %d failed: %s", attempt, "; ".join(errors))
+            if self.cfg.retry_max and attempt >= self.cfg.retry_max:
+                log.error("retry_join: giving up after %d attempts", attempt)
+                return
+            await trio.sleep(interval)
+
+    def _on_member_event(self, ev: MemberEvent) -> None:
+        if self.cfg.server:
+            try:
+                self._member_events.send_nowait(ev)
+            except trio.WouldBlock:
+                self.stats["sync_errors"] += 1  # the next event about this member repairs it
+
+    async def _reconcile_members(self, events: trio.MemoryReceiveChannel[MemberEvent]) -> None:
+        """What a Consul server leader does with gossip: members become catalog nodes whose
+        serfHealth check follows their gossip state; members that left are deregistered."""
+        async for ev in events:
+            if ev.name == self.local.node.name:
+                continue
+            if ev.kind in (EventKind.LEAVE, EventKind.REAP):
+                await self.writer.apply(Deregister(node=ev.name))
+                continue
+            alive = ev.kind in (EventKind.JOIN, EventKind.UPDATE)
+            check = CheckSpec(check_id="serfHealth", name="Serf Health Status",
+                              status="passing" if alive else "critical",
+                              output="Agent alive and reachable" if alive else "Agent not live or unreachable")
+            await self.writer.apply(Register(node=ev.name, address=ev.addr, node_id=ev.tags.get("id", ""),
+                                             datacenter=ev.tags.get("dc", self.cfg.datacenter),
+                                             checks=(check,), skip_node_update=not alive))
+
+    def exit_soon(self, delay: float = 0.2) -> None:
+        """Stop the process shortly (after `PUT /v1/agent/leave` has been answered)."""
+        async def later() -> None:
+            await trio.sleep(delay)
+            self.shutdown.set()
+
+        trio.lowlevel.spawn_system_task(later)
+
+    async def leave(self) -> None:
+        """Graceful leave: tell the cluster, wait (bounded) for the news to go out."""
+        if self.leaving:
+            return
+        self.leaving = True
+        if self.gossip is not None:
+            log.info("leaving the cluster")
+            await self.gossip.leave(LEAVE_TIMEOUT)
+
     async def _signals(self, scope: trio.CancelScope) -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
             async for sig in signals:
@@ -225,4 +348,15 @@ class Agent:
                         pass
                 else:
                     log.info("caught %s, shutting down", signal.Signals(sig).name)
+                    if self._leave_on(sig):
+                        await self.leave()
                     self.shutdown.set()
+
+    def _leave_on(self, sig: int) -> bool:
+        """Consul's rules: SIGTERM leaves if leave_on_terminate (default: clients yes, servers no);
+        SIGINT leaves unless skip_leave_on_interrupt (default: servers skip, clients leave)."""
+        if sig == signal.SIGTERM:
+            lot = self.cfg.leave_on_terminate
+            return (not self.cfg.server) if lot is None else lot
+        skip = self.cfg.skip_leave_on_interrupt
+        return not (self.cfg.server if skip is None else skip)

@@ -118,6 +118,84 @@ def validate(paths: tuple[str, ...], quiet: bool) -> None:
         click.echo("Configuration is valid!")
 
 
+# ---- membership -----------------------------------------------------------------------------------
+STATUS_NAMES = {1: "alive", 2: "leaving", 3: "left", 4: "failed"}
+
+
+@main.command()
+@click.option("--detailed", is_flag=True, help="Show every tag of each member.")
+@click.option("--status", "status_re", default=None, help="Only members whose status matches this regex.")
+@http_options
+def members(detailed: bool, status_re: str | None, http_addr: str | None, token: str | None) -> None:
+    """List the members of the cluster as this agent sees them."""
+    import re
+
+    try:
+        data = Client(http_addr, token).call("GET", "/v1/agent/members")
+        pattern = re.compile(status_re) if status_re else None
+    except (APIError, re.error) as exc:
+        fail(str(exc))
+    rows: list[tuple[str, ...]] = []
+    for m in sorted(data, key=lambda m: m["Name"]):
+        status = STATUS_NAMES.get(m["Status"], "none")
+        if pattern is not None and not pattern.search(status):
+            continue
+        tags = m.get("Tags") or {}
+        addr = f"{m['Addr']}:{m['Port']}"
+        if detailed:
+            rows.append((m["Name"], addr, status, ",".join(f"{k}={v}" for k, v in sorted(tags.items()))))
+        else:
+            kind = "server" if tags.get("role") == "consul" else "client"
+            build = tags.get("build", "").split(":")[0]
+            rows.append((m["Name"], addr, status, kind, build, tags.get("vsn", ""), tags.get("dc", "")))
+    header: tuple[str, ...] = ("Node", "Address", "Status", "Tags") if detailed else (
+        "Node", "Address", "Status", "Type", "Build", "Protocol", "DC")
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for r in [header, *rows]:
+        click.echo("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+
+
+@main.command()
+@click.argument("addresses", nargs=-1, required=True)
+@http_options
+def join(addresses: tuple[str, ...], http_addr: str | None, token: str | None) -> None:
+    """Tell the local agent to join the cluster through ADDRESSES."""
+    client = Client(http_addr, token)
+    joined = 0
+    for addr in addresses:
+        try:
+            client.call("PUT", f"/v1/agent/join/{addr}")
+            joined += 1
+        except APIError as exc:
+            click.echo(f"Error joining {addr}: {exc}", err=True)
+    if not joined:
+        sys.exit(1)
+    click.echo(f"Successfully joined cluster by contacting {joined} nodes.")
+
+
+@main.command()
+@http_options
+def leave(http_addr: str | None, token: str | None) -> None:
+    """Make the local agent leave the cluster gracefully and exit."""
+    try:
+        Client(http_addr, token).call("PUT", "/v1/agent/leave")
+    except APIError as exc:
+        fail(str(exc))
+    click.echo("Graceful leave complete")
+
+
+@main.command("force-leave")
+@click.argument("node")
+@click.option("--prune", is_flag=True, help="Forget the member at once instead of keeping it as left.")
+@http_options
+def force_leave(node: str, prune: bool, http_addr: str | None, token: str | None) -> None:
+    """Mark a failed member as left (and with --prune, forget it)."""
+    try:
+        Client(http_addr, token).call("PUT", f"/v1/agent/force-leave/{node}", params={"prune": "1"} if prune else None)
+    except APIError as exc:
+        fail(str(exc))
+
+
 # ---- catalog --------------------------------------------------------------------------------------
 @main.group()
 def catalog() -> None:

@@ -7,9 +7,11 @@ import json
 import platform
 from typing import TYPE_CHECKING, Any
 
+import trio
 from murmur import CONSUL_COMPAT_VERSION, __version__
 from murmur.catalog import queries
 from murmur.checks.definitions import DefinitionError, folded, from_api
+from murmur.gossip.membership import Member, State
 
 from ..definitions import parse_service
 from .server import HTTPError, Request, Response, Router
@@ -20,18 +22,48 @@ if TYPE_CHECKING:
     from ..agent import Agent
 
 
-def member(agent: Agent) -> dict[str, Any]:
-    """This agent as a gossip member (`/v1/agent/members` shape)."""
-    n = agent.local.node
-    tags = {"role": "consul" if agent.cfg.server else "node", "dc": agent.cfg.datacenter, "id": n.id,
-            "port": str(agent.server_port), "vsn": "2", "vsn_min": "2", "vsn_max": "3",
-            "build": f"{CONSUL_COMPAT_VERSION}:murmur-{__version__}"}
-    if agent.cfg.server:
-        tags["expect"] = str(agent.cfg.bootstrap_expect or 1)
-    serf_port = agent.cfg.ports.serf_lan if agent.cfg.ports.serf_lan > 0 else 8301
-    return {"Name": n.name, "Addr": n.address, "Port": serf_port, "Tags": tags, "Status": 1,
-            "ProtocolMin": 1, "ProtocolMax": 5, "ProtocolCur": 2, "DelegateMin": 2, "DelegateMax": 5,
-            "DelegateCur": 4}
+# Serf's member status codes, as /v1/agent/members reports them.
+STATUS_ALIVE, STATUS_LEAVING, STATUS_LEFT, STATUS_FAILED = 1, 2, 3, 4
+
+
+def member_json(agent: Agent, m: Member) -> dict[str, Any]:
+    """One gossip member in Consul's `/v1/agent/members` shape (suspects still count as alive)."""
+    if m.name == agent.local.node.name and agent.leaving:
+        status = STATUS_LEAVING
+    else:
+        status = {State.ALIVE: STATUS_ALIVE, State.SUSPECT: STATUS_ALIVE, State.LEFT: STATUS_LEFT,
+                  State.DEAD: STATUS_FAILED}[m.state]
+    pmin, pmax, pcur, dmin, dmax, dcur = m.vsn
+    return {"Name": m.name, "Addr": m.addr, "Port": m.port, "Tags": dict(m.tags), "Status": status,
+            "ProtocolMin": pmin, "ProtocolMax": pmax, "ProtocolCur": pcur, "DelegateMin": dmin,
+            "DelegateMax": dmax, "DelegateCur": dcur}
+
+
+def members_json(agent: Agent) -> list[dict[str, Any]]:
+    if agent.membership is None:  # gossip disabled (ports.serf_lan = -1): just ourselves
+        n = agent.local.node
+        me = Member(n.name, n.address, 0, 1, State.ALIVE, 0.0, agent.member_tags())
+        return [member_json(agent, me)]
+    return [member_json(agent, m) for _, m in sorted(agent.membership.members.items())]
+
+
+def self_member(agent: Agent) -> dict[str, Any]:
+    name = agent.local.node.name
+    return next(m for m in members_json(agent) if m["Name"] == name)
+
+
+def serf_stats(agent: Agent) -> dict[str, str]:
+    ms = agent.membership
+    if ms is None:
+        return {"members": "1", "failed": "0", "left": "0", "health_score": "0"}
+    states = [m.state for m in ms.members.values()]
+    out = {"members": str(len(states)), "failed": str(states.count(State.DEAD)),
+           "left": str(states.count(State.LEFT)), "health_score": str(ms.awareness.score),
+           "event_time": str(ms.clock.time), "member_time": str(ms.clock.time)}
+    out.update({k: str(v) for k, v in ms.stats.items()})
+    if agent.gossip is not None:
+        out.update({k: str(v) for k, v in agent.gossip.stats.items()})
+    return out
 
 
 def add_routes(router: Router, agent: Agent) -> None:
@@ -48,13 +80,13 @@ def add_routes(router: Router, agent: Agent) -> None:
             "DebugConfig": {"Datacenter": agent.cfg.datacenter, "NodeName": n.name, "DNSDomain": agent.cfg.domain,
                             "HTTPPort": agent.http_port, "DNSPort": agent.dns_port, "DevMode": agent.cfg.dev},
             "Coord": None,
-            "Member": member(agent),
+            "Member": self_member(agent),
             "Stats": {
                 "consul": {"leader_addr": leader, "server": str(agent.cfg.server).lower(), "leader": "true",
                            "bootstrap": "true", "known_datacenters": "1"},
                 "raft": {"state": "Leader", "applied_index": str(agent.store.last_index),
                          "commit_index": str(agent.store.last_index), "num_peers": "0"},
-                "serf_lan": {"members": "1", "failed": "0", "left": "0"},
+                "serf_lan": serf_stats(agent),
                 "agent": {"services": str(len(agent.local.services)), "checks": str(len(agent.local.checks)),
                           "check_monitors": "0", "check_ttls": "0"},
                 "runtime": {"os": platform.system().lower(), "arch": platform.machine(),
@@ -68,7 +100,41 @@ def add_routes(router: Router, agent: Agent) -> None:
         return Response.json(data, pretty="pretty" in req.query)
 
     async def members(req: Request, m: re.Match[str]) -> Response:
-        return Response.json([member(agent)], pretty="pretty" in req.query)
+        if req.flag("wan"):
+            return Response.json([], pretty="pretty" in req.query)  # no WAN pool yet
+        return Response.json(members_json(agent), pretty="pretty" in req.query)
+
+    async def join(req: Request, m: re.Match[str]) -> Response:
+        if agent.gossip is None:
+            raise HTTPError(500, "gossip is disabled on this agent (ports.serf_lan = -1)")
+        if req.flag("wan"):
+            raise HTTPError(500, "WAN gossip is not supported yet")
+        ok, errors = await agent.gossip.join([m["addr"]], 8301)
+        if not ok:
+            raise HTTPError(500, f"Failed to join {m['addr']}: {'; '.join(errors)}")
+        return Response()
+
+    async def leave(req: Request, m: re.Match[str]) -> Response:
+        await agent.leave()
+        agent.exit_soon()
+        return Response()
+
+    async def force_leave(req: Request, m: re.Match[str]) -> Response:
+        ms = agent.membership
+        name = m["node"]
+        if ms is None or name not in ms.members:
+            raise HTTPError(500, f"agent: No node found with name '{name}'")
+        now = trio.current_time()
+        if req.flag("prune"):
+            ms.force_leave(name, now)
+            done = ms.prune(name)
+        else:
+            done = ms.force_leave(name, now) or ms.members[name].state == State.LEFT
+        if not done:
+            raise HTTPError(500, f"node '{name}' is alive; force-leave only removes failed members")
+        assert agent.gossip is not None
+        agent.gossip.flush()
+        return Response()
 
     async def services(req: Request, m: re.Match[str]) -> Response:
         data = {sid: queries.agent_service_json(None, spec, agent.cfg.datacenter)
@@ -165,6 +231,9 @@ def add_routes(router: Router, agent: Agent) -> None:
 
     router.add("GET", r"/v1/agent/self", self_)
     router.add("GET", r"/v1/agent/members", members)
+    router.add("PUT", r"/v1/agent/join/(?P<addr>.+)", join)
+    router.add("PUT", r"/v1/agent/leave", leave)
+    router.add("PUT", r"/v1/agent/force-leave/(?P<node>[^/]+)", force_leave)
     router.add("GET", r"/v1/agent/services", services)
     router.add("GET", r"/v1/agent/service/(?P<id>[^/]+)", service)
     router.add("GET", r"/v1/agent/checks", checks)

@@ -51,13 +51,17 @@ def wait_for(predicate, timeout: float, interval: float = 0.05, what: str = "con
 
 
 class AgentProc:
-    def __init__(self, tmp: Path, config_dirs: list[Path], extra: list[str] | None = None) -> None:
+    def __init__(self, tmp: Path, config_dirs: list[Path], extra: list[str] | None = None, node: str = "e2e",
+                 dev: bool = True) -> None:
+        self.node = node
         self.http_port = free_port()
         self.dns_port = free_port()
+        self.serf_port = free_port()
         self.tmp = tmp
-        self.log_path = tmp / f"agent-{self.http_port}.log"
-        self.args = [*MURMUR, "agent", "--dev", "--node", "e2e", "--http-port", str(self.http_port),
-                     "--dns-port", str(self.dns_port), "--serf-port", str(free_port()),
+        self.log_path = tmp / f"agent-{node}-{self.http_port}.log"
+        self.args = [*MURMUR, "agent", *(["--dev"] if dev else ["--data-dir", str(tmp / f"data-{node}")]),
+                     "--node", node, "--bind", "127.0.0.1", "--http-port", str(self.http_port),
+                     "--dns-port", str(self.dns_port), "--serf-port", str(self.serf_port),
                      "--server-port", str(free_port()), "--log-level", "debug"]
         for d in config_dirs:
             self.args += ["--config-dir", str(d)]

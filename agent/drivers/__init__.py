@@ -1,0 +1,1 @@
+"""Trio drivers: each owns one pure core and connects it to sockets and the clock."""

@@ -1,0 +1,247 @@
+"""The gossip driver: owns a Membership core and connects it to UDP, TCP and trio's clock.
+
+One task receives datagrams (draining the socket per wake-up), one runs the core's timers, and
+TCP exchanges run as short tasks with the core's deadline. After every input the driver flushes
+the core's outputs: datagrams are sent at once (a send error such as EPERM or ECONNREFUSED is
+packet loss, never a crash), streams are started, and member events go to subscribers through
+bounded channels: a slow subscriber loses events (counted), it never stalls the protocol.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+from collections.abc import Callable
+
+import trio
+from murmur.gossip import wire
+from murmur.gossip.membership import Address, MemberEvent, Membership, StreamKind, StreamRequest
+
+log = logging.getLogger("murmur.gossip")
+
+EVENT_BUFFER = 1024  # events a subscriber may fall behind before it starts losing them
+RECV_BURST = 256  # datagrams handled per wake-up before yielding to other tasks
+SEND_ERRORS = (errno.EPERM, errno.ENETUNREACH, errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.EAGAIN,
+               errno.ENOBUFS, errno.EINVAL, errno.EACCES, errno.EADDRNOTAVAIL)
+
+
+class GossipDriver:
+    def __init__(self, bind_host: str, bind_port: int) -> None:
+        self._m: Membership | None = None
+        self.bind_host = bind_host
+        self.bind_port = bind_port
+        self.port = 0
+        self.sock: socket.socket | None = None
+        self.nursery: trio.Nursery | None = None
+        self.wakeup = trio.Event()
+        self.subscribers: list[trio.MemorySendChannel[MemberEvent]] = []
+        self.results: dict[int, tuple[trio.Event, list[bool]]] = {}
+        self.stats: dict[str, int] = {"send_errors": 0, "events_dropped": 0, "stream_errors": 0}
+        self.on_event: Callable[[MemberEvent], None] | None = None
+
+    # ---- life cycle -----------------------------------------------------------------------------
+    @property
+    def m(self) -> Membership:
+        assert self._m is not None, "attach() a Membership first"
+        return self._m
+
+    def bind(self) -> int:
+        """Bind the UDP socket now, so the core can advertise the port (port 0 picks one)."""
+        family = socket.AF_INET6 if ":" in self.bind_host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        sock.setblocking(False)
+        sock.bind((self.bind_host, self.bind_port))
+        self.port = sock.getsockname()[1]
+        self.sock = sock
+        return self.port
+
+    def attach(self, m: Membership) -> None:
+        self._m = m
+
+    async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        sock = self.sock
+        assert sock is not None, "bind() first"
+        listeners = await trio.open_tcp_listeners(self.port, host=self.bind_host)
+        try:
+            async with trio.open_nursery() as nursery:
+                self.nursery = nursery
+                nursery.start_soon(self._udp_loop, sock)
+                nursery.start_soon(self._timer_loop)
+                nursery.start_soon(trio.serve_listeners, self._tcp_conn, listeners)
+                task_status.started(self.port)
+        finally:
+            sock.close()
+
+    def subscribe(self) -> trio.MemoryReceiveChannel[MemberEvent]:
+        send, recv = trio.open_memory_channel[MemberEvent](EVENT_BUFFER)
+        self.subscribers.append(send)
+        return recv
+
+    # ---- flushing the core's outputs ------------------------------------------------------------
+    def flush(self) -> None:
+        assert self.sock is not None
+        for addr, data in self.m.packets_to_send():
+            try:
+                self.sock.sendto(data, addr)
+            except BlockingIOError:
+                self.stats["send_errors"] += 1
+            except OSError as exc:
+                self.stats["send_errors"] += 1
+                if exc.errno not in SEND_ERRORS:
+                    log.debug("gossip: sendto %s: %s", addr, exc)
+        for req in self.m.streams_to_open():
+            assert self.nursery is not None
+            self.nursery.start_soon(self._stream, req)
+        for ev in self.m.events():
+            log.info("member %s: %s (%s:%d)", ev.kind.value, ev.name, ev.addr, ev.port)
+            if self.on_event is not None:
+                self.on_event(ev)
+            for ch in self.subscribers:
+                try:
+                    ch.send_nowait(ev)
+                except trio.WouldBlock:
+                    self.stats["events_dropped"] += 1
+                except trio.BrokenResourceError:
+                    self.subscribers.remove(ch)
+        self.wakeup.set()
+
+    # ---- loops ----------------------------------------------------------------------------------
+    async def _udp_loop(self, sock: socket.socket) -> None:
+        while True:
+            await trio.lowlevel.wait_readable(sock)
+            got = False
+            for _ in range(RECV_BURST):
+                try:
+                    data, src = sock.recvfrom(65536)
+                except BlockingIOError:
+                    break
+                except OSError:  # ICMP errors surface here on some kernels; they are loss
+                    continue
+                self.m.receive(data, (src[0], src[1]), trio.current_time())
+                got = True
+            if got:
+                self.flush()
+            await trio.lowlevel.checkpoint()
+
+    async def _timer_loop(self) -> None:
+        while True:
+            self.wakeup = trio.Event()
+            deadline = self.m.next_deadline()
+            if deadline > trio.current_time():
+                with trio.move_on_at(deadline):
+                    await self.wakeup.wait()
+                    continue  # an input changed things: recompute the deadline
+            self.m.handle_timer(trio.current_time())
+            self.flush()
+            await trio.lowlevel.checkpoint()
+
+    async def _read_frame(self, stream: trio.abc.ReceiveStream) -> bytes | None:
+        buf = b""
+        need = 4
+        length: int | None = None
+        while len(buf) < need:
+            chunk = await stream.receive_some(max(4096, need - len(buf)))
+            if not chunk:
+                return None
+            buf += chunk
+            if length is None and len(buf) >= 4:
+                length = wire.frame_length(buf[:4])
+                need = 4 + length
+        return buf[4:need]
+
+    async def _tcp_conn(self, stream: trio.SocketStream) -> None:
+        try:
+            peer = stream.socket.getpeername()
+            with trio.move_on_after(self.m.config.tcp_timeout):
+                payload = await self._read_frame(stream)
+                if payload is None:
+                    return
+                reply = self.m.handle_stream(payload, (peer[0], peer[1]), trio.current_time())
+                self.flush()
+                if reply is not None:
+                    await stream.send_all(reply)
+        except (wire.WireError, OSError, trio.BrokenResourceError, trio.ClosedResourceError):
+            self.stats["stream_errors"] += 1
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(1):
+                await stream.aclose()
+
+    async def _stream(self, req: StreamRequest) -> None:
+        reply: bytes | None = None
+        try:
+            with trio.move_on_at(req.deadline):
+                stream = await trio.open_tcp_stream(req.addr[0], req.addr[1])
+                try:
+                    await stream.send_all(req.payload)
+                    reply = await self._read_frame(stream)
+                finally:
+                    await stream.aclose()
+        except (OSError, wire.WireError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            if req.kind != StreamKind.PING:
+                log.debug("gossip: %s with %s:%d failed: %s", req.kind.value, req.addr[0], req.addr[1], exc)
+            self.stats["stream_errors"] += 1
+        ok = self.m.stream_result(req.token, reply, trio.current_time())
+        self.flush()
+        waiter = self.results.get(req.token)
+        if waiter is not None:
+            waiter[1].append(ok)
+            waiter[0].set()
+
+    # ---- operations -----------------------------------------------------------------------------
+    async def join(self, addrs: list[str], default_port: int) -> tuple[int, list[str]]:
+        """Push-pull with each address (host, host:port, [v6]:port, or a DNS name).
+        Returns (how many answered, errors)."""
+        errors: list[str] = []
+        targets: list[Address] = []
+        for text in addrs:
+            try:
+                host, port = split_host_port(text, default_port)
+                infos = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            except (OSError, ValueError) as exc:
+                errors.append(f"{text}: {exc}")
+                continue
+            for info in infos[:1]:
+                targets.append((str(info[4][0]), int(info[4][1])))
+        if not targets:
+            return 0, errors
+        tokens = self.m.join(targets, trio.current_time())
+        waiters: dict[int, tuple[trio.Event, list[bool]]] = {t: (trio.Event(), []) for t in tokens}
+        self.results.update(waiters)
+        self.flush()
+        ok = 0
+        try:
+            for token, (event, result) in waiters.items():
+                await event.wait()
+                if result and result[0]:
+                    ok += 1
+                else:
+                    errors.append(f"no answer from {targets[tokens.index(token)][0]}:{targets[tokens.index(token)][1]}")
+        finally:
+            for t in tokens:
+                self.results.pop(t, None)
+        return ok, errors
+
+    async def leave(self, timeout: float) -> None:
+        """Broadcast our leave and wait (bounded) until it has been sent around."""
+        self.m.leave(trio.current_time())
+        self.flush()
+        with trio.move_on_after(timeout):
+            for _ in range(int(timeout / 0.05) + 1):
+                if self.m.leave_sent():
+                    return
+                await trio.sleep(0.05)
+
+
+def split_host_port(text: str, default_port: int) -> tuple[str, int]:
+    """"host", "host:port", "[v6]:port" or a bare IPv6 address."""
+    text = text.strip()
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        return host, int(rest[1:]) if rest.startswith(":") else default_port
+    if text.count(":") == 1:
+        host, port = text.split(":")
+        return host, int(port)
+    return text, default_port
+
+

@@ -1,0 +1,122 @@
+"""Five real agents gossiping on loopback with the local() preset: join, kill -9, leave, SIGSTOP."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from murmur.gossip.config import GossipConfig
+from support.procs import MURMUR, ROOT, AgentProc, wait_for
+
+pytestmark = pytest.mark.e2e
+
+LOCAL = GossipConfig.local()
+N = 5
+ALIVE, LEFT, FAILED = 1, 3, 4
+SLACK = 10  # wall-clock bounds on real processes carry 10x slack (conventions)
+
+
+def statuses(agent: AgentProc) -> dict[str, int]:
+    r = httpx.get(agent.url + "/v1/agent/members", timeout=5)
+    r.raise_for_status()
+    return {m["Name"]: m["Status"] for m in r.json()}
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, start_agent) -> list[AgentProc]:  # type: ignore[no-untyped-def]
+    conf = tmp_path / "gossip"
+    conf.mkdir()
+    (conf / "gossip.toml").write_text('[gossip_lan]\npreset = "local"\n')
+    agents = [start_agent(conf, node="n0", dev=False)]
+    seed = f"127.0.0.1:{agents[0].serf_port}"
+    for i in range(1, N):
+        agents.append(start_agent(conf, node=f"n{i}", dev=False, extra=["--join", seed]))
+    names = {a.node for a in agents}
+    wait_for(lambda: all(statuses(a) == dict.fromkeys(names, ALIVE) for a in agents), 30,
+             what="all 5 agents list 5 alive members")
+    return agents
+
+
+def others(agents: list[AgentProc], victim: AgentProc) -> list[AgentProc]:
+    return [a for a in agents if a is not victim]
+
+
+def test_kill9_is_listed_failed_by_every_other_agent(cluster: list[AgentProc]) -> None:
+    victim = cluster[4]
+    assert victim.proc is not None
+    victim.proc.kill()
+    victim.proc.wait(timeout=10)
+    t0 = time.monotonic()
+    # Expected: about one probe interval plus suspicion_min (3 s for 5 members); bound with slack.
+    bound = SLACK * (LOCAL.suspicion_min(N) + 2 * LOCAL.probe_interval)
+    wait_for(lambda: all(statuses(a)[victim.node] == FAILED for a in others(cluster, victim)), bound,
+             what="victim listed failed everywhere")
+    elapsed = time.monotonic() - t0
+    assert elapsed < bound
+    # Nobody else was harmed.
+    for a in others(cluster, victim):
+        assert [n for n, s in statuses(a).items() if s != ALIVE] == [victim.node]
+
+
+def test_leave_shows_left_not_failed(cluster: list[AgentProc]) -> None:
+    victim = cluster[3]
+    out = subprocess.run([*MURMUR, "leave", "--http-addr", victim.url], capture_output=True, text=True,
+                         timeout=60, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert victim.proc is not None
+    victim.proc.wait(timeout=30)  # the process exits once it has left
+    seen: set[int] = set()
+
+    def all_left() -> bool:
+        views = [statuses(a)[victim.node] for a in others(cluster, victim)]
+        seen.update(views)
+        return all(v == LEFT for v in views)
+
+    wait_for(all_left, 30, what="victim listed left everywhere")
+    assert FAILED not in seen
+    time.sleep(2 * LOCAL.suspicion_min(N))  # and it stays left, never failed
+    assert all(statuses(a)[victim.node] == LEFT for a in others(cluster, victim))
+
+
+def pause(agent: AgentProc, seconds: float, watchers: list[AgentProc]) -> set[int]:
+    """SIGSTOP `agent` for `seconds`, polling the others' view of it meanwhile."""
+    assert agent.proc is not None
+    seen: set[int] = set()
+    os.kill(agent.proc.pid, signal.SIGSTOP)
+    try:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            seen.update(statuses(a)[agent.node] for a in watchers)
+            time.sleep(0.1)
+    finally:
+        os.kill(agent.proc.pid, signal.SIGCONT)
+    return seen
+
+
+def test_short_sigstop_is_never_declared_dead(cluster: list[AgentProc]) -> None:
+    victim = cluster[2]
+    watchers = others(cluster, victim)
+    seen = pause(victim, 0.5 * LOCAL.suspicion_min(N), watchers)
+    end = time.monotonic() + 2 * LOCAL.suspicion_max(N)  # keep watching: a late verdict counts too
+    while time.monotonic() < end:
+        seen.update(statuses(a)[victim.node] for a in watchers)
+        time.sleep(0.2)
+    assert seen == {ALIVE}
+
+
+def test_long_sigstop_is_dead_then_alive_soon_after_sigcont(cluster: list[AgentProc]) -> None:
+    victim = cluster[1]
+    watchers = others(cluster, victim)
+    seen = pause(victim, 2 * LOCAL.suspicion_max(N), watchers)
+    assert FAILED in seen  # declared dead during the pause (positive control for the test above)
+    t0 = time.monotonic()
+    wait_for(lambda: all(statuses(a)[victim.node] == ALIVE for a in watchers), 2 * SLACK,
+             interval=0.05, what="victim alive again everywhere")
+    back = time.monotonic() - t0
+    print(f"alive everywhere {back:.2f}s after SIGCONT")
+    assert back < 2.0
