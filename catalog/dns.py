@@ -112,6 +112,12 @@ class Answerer:
             resp.set_rcode(dns.rcode.REFUSED)
             return resp
         labels = [lb.decode("ascii", "replace").lower() for lb in qname.relativize(self.origin).labels]
+        if not labels:  # the zone apex exists: its SOA, and NOERROR for anything else
+            if q.rdtype in (SOA, ANY):
+                resp.answer.append(self._soa(serial))
+            else:
+                resp.authority.append(self._soa(serial))
+            return resp
         found = self._lookup(resp, qname, q.rdtype, labels, store)
         if found is None:
             resp.set_rcode(dns.rcode.NXDOMAIN)
@@ -131,6 +137,9 @@ class Answerer:
         elif len(labels) >= 2 and labels[-1] not in ("node", "service", "addr") and labels[-2] in (
                 "node", "service", "addr"):
             dc = labels.pop()
+        elif (len(labels) == 3 and labels[0].startswith("_") and labels[1].startswith("_")
+              and labels[2] != "service"):
+            dc = labels.pop()  # _<service>._<tag>.<dc>.<domain>
         else:
             dc = self.settings.datacenter
         if dc != self.settings.datacenter.lower() or not labels:

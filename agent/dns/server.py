@@ -107,10 +107,12 @@ class DNSServer:
             self.stats["dns_dropped"] += 1
             return None
         resp = self.answerer.answer(query, store, int(time.time()))
+        if resp.rcode() == dns.rcode.FORMERR:
+            self.stats["dns_formerr"] += 1
         if udp:
             wire = self._udp_wire(query, resp)
         else:
-            wire = resp.to_wire(max_size=65535, prefer_truncation=True)
+            wire = resp.to_wire(max_size=65535, prefer_truncation=True, want_shuffle=False)
         records = sum(len(rrset) for rrset in resp.answer)
         entry = self.cache.setdefault(key, [])
         entry.append(wire[2:])
@@ -136,7 +138,7 @@ class DNSServer:
             if trimmed:
                 names = {rd.target for r in resp.answer for rd in r if hasattr(rd, "target")}
                 resp.additional = [r for r in resp.additional if r.name in names]
-        wire = resp.to_wire(max_size=max_size, prefer_truncation=True)
+        wire = resp.to_wire(max_size=max_size, prefer_truncation=True, want_shuffle=False)
         if trimmed and self.enable_truncate:
             flags = struct.unpack("!H", wire[2:4])[0] | int(dns.flags.TC)
             wire = wire[:2] + struct.pack("!H", flags) + wire[4:]

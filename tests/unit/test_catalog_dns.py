@@ -176,16 +176,18 @@ def test_existing_name_without_data_of_the_type_is_noerror_with_soa(world: World
     assert rdatas(ask(world, "n2.node.murmur", "A")) == ["10.0.0.2"]
 
 
-@pytest.mark.xfail(strict=True, reason="gap: the zone apex answers NXDOMAIN; it exists (SOA/NS are served)")
 def test_apex_exists(world: World) -> None:
     resp = ask(world, "murmur", "SOA")
     assert resp.rcode() == dns.rcode.NOERROR
     assert [r.rdtype for r in resp.answer] == [dns.rdatatype.SOA]
+    other = ask(world, "murmur", "A")  # exists, no data of that type: NOERROR + SOA in authority
+    assert other.rcode() == dns.rcode.NOERROR and not other.answer
+    assert [r.rdtype for r in other.authority] == [dns.rdatatype.SOA]
 
 
-@pytest.mark.xfail(strict=True, reason="gap: RFC 2782 form with a datacenter but no `service` label")
 def test_rfc2782_with_datacenter_without_service_label(world: World) -> None:
     assert rdatas(ask(world, "_web._v1.dc1.murmur", "SRV")) == ["1 1 8080 n1.node.dc1.murmur."]
+    assert ask(world, "_web._v1.dc2.murmur", "SRV").rcode() == dns.rcode.NXDOMAIN  # another datacenter
 
 
 def test_ipv6_service_address(world: World) -> None:
