@@ -51,17 +51,13 @@ class StatusMachine:
             raise ValueError(f"invalid status {result!r}")
         before = (self.status, self.output)
         output = truncate_output(output, self.output_max_size)
-        if result == PASSING:
+        if result in (PASSING, WARNING):
+            # As Consul: a warning result counts as a success for the thresholds (the service
+            # answers, just unhappily), and is reported as warning once enough arrive.
             self.successes += 1
             self.failures = 0
             if self.successes >= self.success_before_passing:
-                self.status = PASSING
-            self.output = output
-        elif result == WARNING:
-            self.successes = 0
-            self.failures = 0
-            self.status = WARNING
-            self.output = output
+                self.status = result
         else:
             self.successes = 0
             self.failures += 1
@@ -69,7 +65,7 @@ class StatusMachine:
                 self.status = CRITICAL
             elif self.failures >= self.failures_before_warning:
                 self.status = WARNING
-            self.output = output
+        self.output = output
         return (self.status, self.output) != before
 
     def force(self, status: str, output: str) -> bool:

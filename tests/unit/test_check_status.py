@@ -222,3 +222,19 @@ def test_exactly_one_kind() -> None:
     # alias checks: both alias keys are one kind
     d = from_api({"name": "a", "AliasService": "web", "alias_node": "n1"})
     assert (d.kind, d.alias_service, d.alias_node) == ("alias", "web", "n1")
+
+
+def test_warning_results_count_as_successes_for_the_thresholds() -> None:
+    """Consul's rule: warning counts toward success_before_passing and resets the failure count."""
+    sm = StatusMachine(status="critical", success_before_passing=2, failures_before_critical=2)
+    assert not sm.record("warning", "slow") or sm.status == "critical"
+    assert sm.status == "critical"  # one success is not enough
+    sm.record("warning", "slow")
+    assert sm.status == "warning"
+    sm.record("critical", "down")  # one failure below the threshold: status holds
+    assert sm.status == "warning" and sm.output == "down"
+    sm.record("warning", "slow")  # resets the failure count
+    sm.record("critical", "down")
+    assert sm.status == "warning"
+    sm.record("critical", "down")
+    assert sm.status == "critical"
