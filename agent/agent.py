@@ -13,6 +13,8 @@ import random
 import signal
 import socket
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +92,19 @@ def gossip_config_from(cfg: RuntimeConfig) -> GossipConfig:
     out = replace(base, **changes)
     out.validate()
     return out
+
+
+class StartError(Exception):
+    """The agent cannot start (a port is taken, no join target answered): a message, no traceback."""
+
+
+@contextmanager
+def listening(what: str, host: str, port: int) -> Iterator[None]:
+    """Turn a failed bind into a StartError that names the listener, address and reason."""
+    try:
+        yield
+    except OSError as exc:
+        raise StartError(f"cannot listen for {what} on {host}:{port}: {exc.strerror or exc}") from exc
 
 
 class Agent:
@@ -233,12 +248,14 @@ class Agent:
             http_host = self.cfg.addresses.http or self.cfg.client_addr
             if self.cfg.ports.http > 0 or self.cfg.ports.http == 0:
                 server = HTTPServer(build_router(self), self.cfg.limits.http_max_conns_per_client)
-                self.http_port = await nursery.start(server.serve, http_host, self.cfg.ports.http)
+                with listening("HTTP", http_host, self.cfg.ports.http):
+                    self.http_port = await nursery.start(server.serve, http_host, self.cfg.ports.http)
                 log.info("HTTP API on %s:%d", http_host, self.http_port)
             if self.cfg.ports.dns >= 0:
                 dns_host = self.cfg.addresses.dns or self.cfg.client_addr
                 self.dns = DNSServer(self)
-                self.dns_port = await nursery.start(self.dns.serve, dns_host, self.cfg.ports.dns)
+                with listening("DNS", dns_host, self.cfg.ports.dns):
+                    self.dns_port = await nursery.start(self.dns.serve, dns_host, self.cfg.ports.dns)
                 log.info("DNS on %s:%d (udp+tcp), domain %s.", dns_host, self.dns_port, self.cfg.domain)
             log.info("agent %s (%s) started: node %s, datacenter %s", __version__, CONSUL_COMPAT_VERSION,
                      self.local.node.name, self.cfg.datacenter)
@@ -263,7 +280,8 @@ class Agent:
         port = self.cfg.ports.serf_lan
         self.gossip = GossipDriver(bind, port)
         # Bind first: with port 0 the advertised port is the one the OS picked.
-        bound = self.gossip.bind()
+        with listening("gossip", bind, port):
+            bound = self.gossip.bind()
         membership = Membership(self.gossip_config, n.name, n.address, bound, self.rng, trio.current_time(),
                                 tags=self.member_tags())
         self.gossip.attach(membership)
@@ -276,7 +294,7 @@ class Agent:
         if self.cfg.start_join:
             ok, errors = await self.gossip.join(self.cfg.start_join, 8301)
             if not ok:
-                raise SystemExit(f"could not join any of {', '.join(self.cfg.start_join)}: {'; '.join(errors)}")
+                raise StartError(f"could not join any of {', '.join(self.cfg.start_join)}: {'; '.join(errors)}")
             log.info("joined %d of %d start_join addresses", ok, len(self.cfg.start_join))
         if self.cfg.retry_join:
             nursery.start_soon(self._retry_join)

@@ -91,10 +91,19 @@ def agent(dev: bool, config_dir: tuple[str, ...], config_file: tuple[str, ...], 
     log = logging.getLogger("murmur")
     for w in cfg.warnings:
         log.warning("%s", w)
+    from murmur.agent.agent import StartError
+
     try:
         trio.run(Agent(cfg, paths, overrides).run)
     except KeyboardInterrupt:
         pass
+    except StartError as exc:
+        fail(str(exc))
+    except BaseExceptionGroup as group:
+        start_errors = group.subgroup(StartError)
+        if start_errors is None:
+            raise
+        fail("; ".join(str(e) for e in start_errors.exceptions))
 
 
 @main.command()
