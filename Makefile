@@ -4,9 +4,11 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 APT_PACKAGES := dnsutils dnsperf dnsmasq
+# Peers the benchmarks compare against (not needed by `make test`).
+BENCH_APT_PACKAGES := serf
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-full bench lint types unit e2e install apt clean
+.PHONY: run test test-full bench lint types unit e2e install apt apt-bench apt-install clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -20,7 +22,13 @@ install: $(STAMP)
 
 # System packages the tests and benchmarks use (dig, dnsperf, dnsmasq). Needs root, as CI is.
 apt:
-	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@$(MAKE) -s apt-install PKGS="$(APT_PACKAGES)"
+
+apt-bench:
+	@$(MAKE) -s apt-install PKGS="$(APT_PACKAGES) $(BENCH_APT_PACKAGES)"
+
+apt-install:
+	@missing=""; for p in $(PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	  else echo "missing system packages:$$missing (run as root, or: sudo apt-get install$$missing)"; fi; \
@@ -48,7 +56,7 @@ test:
 test-full: test
 	$(BIN)/pytest -q -m slow tests --runslow
 
-bench: install apt
+bench: install apt-bench
 	$(BIN)/python -m bench all
 
 clean:
