@@ -54,7 +54,7 @@ test:
 	@bash .ci/stages.sh
 
 test-full: test
-	$(BIN)/pytest -q -m slow tests --runslow
+	$(BIN)/pytest -q -m slow --runslow tests
 
 bench: install apt-bench
 	$(BIN)/python -m bench all

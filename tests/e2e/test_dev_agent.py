@@ -254,3 +254,14 @@ def test_cli_commands_against_the_agent(start_agent, tmp_path) -> None:  # type:
     dead = cli("catalog", "services", "--http-addr", f"127.0.0.1:{free_port()}")
     assert dead.returncode != 0 and "cannot reach the agent" in dead.stderr
     assert "murmur v" in cli("version").stdout
+
+
+def test_taken_port_is_a_clear_error(start_agent) -> None:  # type: ignore[no-untyped-def]
+    agent = start_agent()
+    run = subprocess.run([*MURMUR, "agent", "--dev", "--http-port", str(agent.http_port), "--dns-port",
+                          str(free_port()), "--serf-port", str(free_port())],
+                         capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert run.returncode != 0
+    assert f"cannot listen for HTTP on 127.0.0.1:{agent.http_port}" in run.stderr
+    assert "Traceback" not in run.stderr
+    assert agent.get("/v1/status/leader").status_code == 200  # the first agent is untouched
