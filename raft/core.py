@@ -1,0 +1,407 @@
+"""The Raft state machine (after etcd-io/raft's raft.go), pure and single-threaded.
+
+Messages and ticks go in through `step` and `tick`; messages to send accumulate in `msgs`, log
+changes in `log`. `RawNode` (rawnode.py) packages the outputs into Ready batches. Every rule here
+is from the Raft paper, with etcd's pre-vote, check-quorum and flow control; node IDs are
+positive integers, 0 is "none".
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+from .config import RaftConfig
+from .log import RaftLog
+from .messages import (
+    NONE,
+    Entry,
+    EntryType,
+    HardState,
+    Message,
+    MessageType,
+    ReadState,
+    Role,
+    SnapshotMeta,
+    SoftState,
+)
+from .progress import Progress, ProgressState
+
+MT = MessageType
+
+
+class ProposalDropped(Exception):
+    """This node cannot take the proposal now (not the leader, or the leader is stepping down)."""
+
+
+class Raft:
+    def __init__(self, config: RaftConfig, voters: Sequence[int], rng: random.Random,
+                 hard_state: HardState | None = None, entries: Sequence[Entry] = (),
+                 snapshot: SnapshotMeta | None = None, applied: int = 0) -> None:
+        config.validate()
+        self.config = config
+        self.id = config.id
+        self.rng = rng
+        hs = hard_state or HardState()
+        self.log = RaftLog(snapshot, entries, hs.commit, applied)
+        self.voters: set[int] = set(snapshot.voters if snapshot and snapshot.voters else voters)
+        if not self.voters:
+            raise ValueError("a raft group needs at least one voter")
+        self.term = hs.term
+        self.vote = hs.vote
+        self.lead = NONE
+        self.role = Role.FOLLOWER
+        self.votes: dict[int, bool] = {}
+        self.msgs: list[Message] = []
+        self.prs: dict[int, Progress] = {}
+        self.election_elapsed = 0
+        self.heartbeat_elapsed = 0
+        self.randomized_timeout = config.election_tick
+        self.read_states: list[ReadState] = []
+        self.pending_reads: dict[bytes, tuple[int, set[int]]] = {}
+        self.read_order: list[bytes] = []
+        self._pending_read_origin: dict[bytes, int] = {}
+        self.dropped: dict[str, int] = {"stale_term": 0, "unknown_peer": 0, "local_from_network": 0}
+        self.become_follower(self.term, NONE)
+
+    # ---- state ----------------------------------------------------------------------------------
+    def quorum(self) -> int:
+        return len(self.voters) // 2 + 1
+
+    def hard_state(self) -> HardState:
+        return HardState(self.term, self.vote, self.log.committed)
+
+    def soft_state(self) -> SoftState:
+        return SoftState(self.lead, self.role)
+
+    def promotable(self) -> bool:
+        return self.id in self.voters
+
+    def _reset(self, term: int) -> None:
+        if term != self.term:
+            self.term = term
+            self.vote = NONE
+        self.lead = NONE
+        self.election_elapsed = 0
+        self.heartbeat_elapsed = 0
+        self.randomized_timeout = self.config.election_tick + self.rng.randrange(self.config.election_tick)
+        self.votes = {}
+        last = self.log.last_index()
+        self.prs = {v: Progress(last + 1, self.config.max_inflight_msgs) for v in sorted(self.voters)}
+        if self.id in self.prs:
+            self.prs[self.id].match = last
+        self.pending_reads.clear()
+        self.read_order.clear()
+        self._pending_read_origin.clear()
+
+    def become_follower(self, term: int, lead: int) -> None:
+        self._reset(term)
+        self.lead = lead
+        self.role = Role.FOLLOWER
+
+    def _become_candidate(self) -> None:
+        self._reset(self.term + 1)
+        self.vote = self.id
+        self.role = Role.CANDIDATE
+
+    def _become_pre_candidate(self) -> None:
+        # Neither the term nor the vote changes: a pre-vote that fails leaves no trace.
+        self.votes = {}
+        self.lead = NONE
+        self.role = Role.PRE_CANDIDATE
+
+    def _become_leader(self) -> None:
+        self._reset(self.term)
+        self.lead = self.id
+        self.role = Role.LEADER
+        self.prs[self.id].become_replicate()
+        # A no-op in the new term lets the leader commit (and learn the commit of) earlier entries.
+        self._append([Entry(0, 0, EntryType.NOOP)])
+
+    # ---- sending --------------------------------------------------------------------------------
+    def _send(self, m: Message) -> None:
+        self.msgs.append(m)
+
+    def _send_append(self, to: int, send_if_empty: bool = True) -> bool:
+        pr = self.prs[to]
+        if pr.is_paused():
+            return False
+        prev = pr.next - 1
+        prev_term = self.log.term(prev)
+        if prev_term is None:
+            return False  # compacted away: needs a snapshot (snapshot transfer comes with compaction)
+        last = self.log.last_index()
+        ents = self.log.slice(pr.next, last + 1, self.config.max_size_per_msg) if pr.next <= last else []
+        if not ents and not send_if_empty:
+            return False
+        self._send(Message(MT.APP, to=to, frm=self.id, term=self.term, log_term=prev_term, index=prev,
+                           entries=tuple(ents), commit=self.log.committed))
+        pr.sent(ents[-1].index if ents else 0)
+        return True
+
+    def _bcast_append(self) -> None:
+        for v in self.prs:
+            if v != self.id:
+                self._send_append(v)
+
+    def _bcast_heartbeat(self, context: bytes = b"") -> None:
+        for v, pr in self.prs.items():
+            if v != self.id:
+                self._send(Message(MT.HEARTBEAT, to=v, frm=self.id, term=self.term,
+                                   commit=min(pr.match, self.log.committed), context=context))
+
+    # ---- log ------------------------------------------------------------------------------------
+    def _append(self, entries: Sequence[Entry]) -> None:
+        last = self.log.last_index()
+        stamped = [Entry(self.term, last + 1 + i, e.type, e.data) for i, e in enumerate(entries)]
+        self.log.append(stamped)
+        self.prs[self.id].maybe_update(self.log.last_index())
+        self._maybe_commit()
+
+    def _maybe_commit(self) -> bool:
+        matches = sorted((self.prs[v].match for v in self.voters if v in self.prs), reverse=True)
+        if len(matches) < self.quorum():
+            return False
+        candidate = matches[self.quorum() - 1]
+        # Raft §5.4.2: only entries of the current term are committed by counting replicas.
+        if candidate > self.log.committed and self.log.term(candidate) == self.term:
+            self.log.commit_to(candidate)
+            return True
+        return False
+
+    # ---- time -----------------------------------------------------------------------------------
+    def tick(self) -> None:
+        if self.role == Role.LEADER:
+            self.heartbeat_elapsed += 1
+            self.election_elapsed += 1
+            if self.election_elapsed >= self.config.election_tick:
+                self.election_elapsed = 0
+                if self.config.check_quorum and not self._quorum_active():
+                    self.become_follower(self.term, NONE)  # cut off from a quorum: stop leading
+                    return
+            if self.heartbeat_elapsed >= self.config.heartbeat_tick:
+                self.heartbeat_elapsed = 0
+                self._bcast_heartbeat()
+            return
+        self.election_elapsed += 1
+        if self.promotable() and self.election_elapsed >= self.randomized_timeout:
+            self.election_elapsed = 0
+            self.step(Message(MT.HUP, frm=self.id))
+
+    def _quorum_active(self) -> bool:
+        active = 0
+        for v, pr in self.prs.items():
+            if v == self.id or pr.recent_active:
+                active += 1 if v in self.voters else 0
+            pr.recent_active = False
+        return active >= self.quorum()
+
+    # ---- elections ------------------------------------------------------------------------------
+    def campaign(self, pre_vote: bool) -> None:
+        if pre_vote:
+            self._become_pre_candidate()
+            vote_type, term = MT.PRE_VOTE, self.term + 1
+        else:
+            self._become_candidate()
+            vote_type, term = MT.VOTE, self.term
+        if self._poll(self.id, vote_type, granted=True) >= self.quorum():
+            if pre_vote:
+                self.campaign(False)
+            else:
+                self._become_leader()
+            return
+        for v in sorted(self.voters):
+            if v != self.id:
+                self._send(Message(vote_type, to=v, frm=self.id, term=term, index=self.log.last_index(),
+                                   log_term=self.log.last_term()))
+
+    def _poll(self, frm: int, _kind: MessageType, granted: bool) -> int:
+        self.votes.setdefault(frm, granted)
+        return sum(1 for v, g in self.votes.items() if g and v in self.voters)
+
+    def _rejections(self) -> int:
+        return sum(1 for v, g in self.votes.items() if not g and v in self.voters)
+
+    # ---- the step function ----------------------------------------------------------------------
+    def step(self, m: Message) -> None:
+        if m.term == 0 and m.type not in (MT.HUP, MT.BEAT, MT.PROP, MT.READ_INDEX):
+            self.dropped["stale_term"] += 1
+            return
+        if m.term > self.term:
+            if m.type in (MT.VOTE, MT.PRE_VOTE):
+                in_lease = (self.config.check_quorum and self.lead != NONE
+                            and self.election_elapsed < self.config.election_tick)
+                if in_lease:
+                    return  # we heard from a live leader recently: do not help depose it
+            if m.type == MT.PRE_VOTE or (m.type == MT.PRE_VOTE_RESP and not m.reject):
+                pass  # pre-votes never move our term
+            elif m.type in (MT.APP, MT.HEARTBEAT, MT.SNAP):
+                self.become_follower(m.term, m.frm)
+            else:
+                self.become_follower(m.term, NONE)
+        elif 0 < m.term < self.term:
+            self.dropped["stale_term"] += 1
+            if (self.config.check_quorum or self.config.pre_vote) and m.type in (MT.HEARTBEAT, MT.APP):
+                # A stale leader: our higher term in the reply makes it step down.
+                self._send(Message(MT.APP_RESP, to=m.frm, frm=self.id, term=self.term))
+            elif m.type == MT.PRE_VOTE:
+                self._send(Message(MT.PRE_VOTE_RESP, to=m.frm, frm=self.id, term=self.term, reject=True))
+            return
+
+        if m.type == MT.HUP:
+            if self.role != Role.LEADER and self.promotable():
+                self.campaign(self.config.pre_vote)
+            return
+        if m.type in (MT.VOTE, MT.PRE_VOTE):
+            self._handle_vote(m)
+            return
+        if self.role == Role.LEADER:
+            self._step_leader(m)
+        elif self.role in (Role.CANDIDATE, Role.PRE_CANDIDATE):
+            self._step_candidate(m)
+        else:
+            self._step_follower(m)
+
+    def _handle_vote(self, m: Message) -> None:
+        resp = MT.VOTE_RESP if m.type == MT.VOTE else MT.PRE_VOTE_RESP
+        can_vote = (self.vote == m.frm or (self.vote == NONE and self.lead == NONE)
+                    or (m.type == MT.PRE_VOTE and m.term > self.term))
+        if can_vote and self.log.is_up_to_date(m.index, m.log_term):
+            self._send(Message(resp, to=m.frm, frm=self.id, term=m.term))
+            if m.type == MT.VOTE:
+                self.election_elapsed = 0
+                self.vote = m.frm
+        else:
+            self._send(Message(resp, to=m.frm, frm=self.id, term=self.term, reject=True))
+
+    def _step_leader(self, m: Message) -> None:
+        if m.type == MT.BEAT:
+            self._bcast_heartbeat()
+            return
+        if m.type == MT.PROP:
+            if not m.entries:
+                raise ProposalDropped("empty proposal")
+            if self.id not in self.voters:
+                raise ProposalDropped("this node was removed from the group")
+            self._append(m.entries)
+            self._bcast_append()
+            return
+        if m.type == MT.READ_INDEX:
+            self._leader_read_index(m)
+            return
+        pr = self.prs.get(m.frm)
+        if pr is None:
+            self.dropped["unknown_peer"] += 1
+            return
+        if m.type == MT.APP_RESP:
+            pr.recent_active = True
+            if m.reject:
+                if pr.maybe_decrease(m.index, m.reject_hint):
+                    if pr.state == ProgressState.REPLICATE:
+                        pr.become_probe()
+                    self._send_append(m.frm)
+                return
+            was_paused = pr.is_paused()
+            if pr.maybe_update(m.index):
+                if pr.state == ProgressState.PROBE:
+                    pr.become_replicate()
+                if self._maybe_commit():
+                    self._bcast_append()
+                elif was_paused:
+                    self._send_append(m.frm)
+                for _ in range(self.config.max_inflight_msgs):  # keep the pipeline full
+                    if not self._send_append(m.frm, send_if_empty=False):
+                        break
+        elif m.type == MT.HEARTBEAT_RESP:
+            pr.recent_active = True
+            pr.probe_sent = False
+            if pr.match < self.log.last_index():
+                self._send_append(m.frm)
+            if m.context:
+                self._ack_read(m.context, m.frm)
+
+    def _step_candidate(self, m: Message) -> None:
+        my_resp = MT.PRE_VOTE_RESP if self.role == Role.PRE_CANDIDATE else MT.VOTE_RESP
+        if m.type == MT.PROP:
+            raise ProposalDropped("no leader (election in progress)")
+        if m.type in (MT.APP, MT.HEARTBEAT, MT.SNAP):
+            self.become_follower(m.term, m.frm)
+            self._step_follower(m)
+        elif m.type == my_resp:
+            granted = self._poll(m.frm, m.type, not m.reject)
+            if granted >= self.quorum():
+                if self.role == Role.PRE_CANDIDATE:
+                    self.campaign(False)
+                else:
+                    self._become_leader()
+                    self._bcast_append()
+            elif self._rejections() >= self.quorum():
+                self.become_follower(self.term, NONE)
+
+    def _step_follower(self, m: Message) -> None:
+        if m.type == MT.PROP:
+            raise ProposalDropped(f"not the leader (leader is {self.lead or 'unknown'})")
+        if m.type == MT.APP:
+            self.election_elapsed = 0
+            self.lead = m.frm
+            self._handle_append(m)
+        elif m.type == MT.HEARTBEAT:
+            self.election_elapsed = 0
+            self.lead = m.frm
+            self.log.commit_to(min(m.commit, self.log.last_index()))
+            self._send(Message(MT.HEARTBEAT_RESP, to=m.frm, frm=self.id, term=self.term, context=m.context))
+        elif m.type == MT.TIMEOUT_NOW:
+            if self.promotable():
+                self.campaign(False)  # a transfer: skip the pre-vote, the leader asked for this
+        elif m.type == MT.READ_INDEX:
+            if self.lead == NONE:
+                raise ProposalDropped("no leader to serve a read index")
+            self._send(Message(MT.READ_INDEX, to=self.lead, frm=self.id, term=self.term, context=m.context))
+        elif m.type == MT.READ_INDEX_RESP:
+            self.read_states.append(ReadState(m.index, m.context))
+
+    def _handle_append(self, m: Message) -> None:
+        if m.index < self.log.committed:
+            self._send(Message(MT.APP_RESP, to=m.frm, frm=self.id, term=self.term, index=self.log.committed))
+            return
+        last_new = self.log.maybe_append(m.index, m.log_term, m.commit, m.entries)
+        if last_new is not None:
+            self._send(Message(MT.APP_RESP, to=m.frm, frm=self.id, term=self.term, index=last_new))
+        else:
+            self._send(Message(MT.APP_RESP, to=m.frm, frm=self.id, term=self.term, index=m.index, reject=True,
+                               reject_hint=min(m.index, self.log.last_index())))
+
+    # ---- linearizable reads (ReadIndex, Raft thesis §6.4) ------------------------------------------
+    def _leader_read_index(self, m: Message) -> None:
+        if self.log.term(self.log.committed) != self.term:
+            raise ProposalDropped("the leader has not committed an entry in its term yet")
+        index = self.log.committed
+        if len(self.voters) == 1:
+            self._deliver_read(m, index)
+            return
+        self.pending_reads[m.context] = (index, {self.id})
+        self.read_order.append(m.context)
+        self._pending_read_origin[m.context] = m.frm
+        self._bcast_heartbeat(m.context)
+
+    def _deliver_read(self, m: Message, index: int) -> None:
+        if m.frm in (NONE, self.id):
+            self.read_states.append(ReadState(index, m.context))
+        else:
+            self._send(Message(MT.READ_INDEX_RESP, to=m.frm, frm=self.id, term=self.term, index=index,
+                               context=m.context))
+
+    def _ack_read(self, context: bytes, frm: int) -> None:
+        entry = self.pending_reads.get(context)
+        if entry is None:
+            return
+        entry[1].add(frm)
+        if len(entry[1] & self.voters) < self.quorum():
+            return
+        # A quorum confirmed our leadership after this read arrived: it and every earlier one may go.
+        pos = self.read_order.index(context)
+        for ctx in self.read_order[: pos + 1]:
+            index, _ = self.pending_reads.pop(ctx)
+            origin = self._pending_read_origin.pop(ctx, NONE)
+            self._deliver_read(Message(MT.READ_INDEX, frm=origin, context=ctx), index)
+        del self.read_order[: pos + 1]

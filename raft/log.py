@@ -1,0 +1,129 @@
+"""The Raft log as the core sees it: what is durable, what is not yet, what is committed and applied.
+
+Indexes start at 1. Entries up to `offset` have been compacted into a snapshot, whose last term
+is kept so the log-matching check still works at the boundary. `stabled` is the last index the
+driver has made durable; everything after it is handed out in the next Ready.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .messages import Entry, SnapshotMeta
+
+
+class LogError(Exception):
+    """A request the log cannot satisfy: a protocol bug, never bad input from the network."""
+
+
+class RaftLog:
+    def __init__(self, snapshot: SnapshotMeta | None = None, entries: Sequence[Entry] = (),
+                 committed: int = 0, applied: int = 0) -> None:
+        snap = snapshot or SnapshotMeta()
+        self.offset = snap.index
+        self.offset_term = snap.term
+        self.entries: list[Entry] = list(entries)
+        for i, e in enumerate(self.entries):
+            if e.index != self.offset + 1 + i:
+                raise LogError(f"entry {i} has index {e.index}, want {self.offset + 1 + i}")
+        self.stabled = self.last_index()
+        self.committed = max(committed, self.offset)
+        self.applied = max(applied, self.offset)
+
+    # ---- reads ----------------------------------------------------------------------------------
+    def last_index(self) -> int:
+        return self.offset + len(self.entries)
+
+    def last_term(self) -> int:
+        return self.entries[-1].term if self.entries else self.offset_term
+
+    def term(self, index: int) -> int | None:
+        """The term of the entry at `index`; None if compacted away or beyond the end."""
+        if index == self.offset:
+            return self.offset_term
+        if index < self.offset or index > self.last_index():
+            return None
+        return self.entries[index - self.offset - 1].term
+
+    def match_term(self, index: int, term: int) -> bool:
+        return self.term(index) == term
+
+    def is_up_to_date(self, last_index: int, last_term: int) -> bool:
+        """Raft §5.4.1: a candidate's log is at least as up to date as ours."""
+        return last_term > self.last_term() or (last_term == self.last_term() and last_index >= self.last_index())
+
+    def slice(self, lo: int, hi: int, max_bytes: int = 0) -> list[Entry]:
+        """Entries [lo, hi), at least one, at most about max_bytes of data (0: no limit)."""
+        if lo <= self.offset:
+            raise LogError(f"entries before {lo} are compacted (offset {self.offset})")
+        out = self.entries[lo - self.offset - 1: hi - self.offset - 1]
+        if max_bytes and out:
+            size = 0
+            for n, e in enumerate(out):
+                size += len(e.data) + 16
+                if size > max_bytes and n > 0:
+                    return out[:n]
+        return out
+
+    def unstable_entries(self) -> list[Entry]:
+        return self.entries[self.stabled - self.offset:] if self.stabled >= self.offset else list(self.entries)
+
+    def next_committed(self) -> list[Entry]:
+        if self.committed <= self.applied:
+            return []
+        return self.slice(self.applied + 1, self.committed + 1)
+
+    # ---- writes ---------------------------------------------------------------------------------
+    def find_conflict(self, entries: Sequence[Entry]) -> int:
+        """The index of the first entry that is new or disagrees with ours; 0 if all match."""
+        for e in entries:
+            if not self.match_term(e.index, e.term):
+                return e.index
+        return 0
+
+    def append(self, entries: Sequence[Entry]) -> int:
+        """Append, truncating any conflicting suffix first. Returns the new last index."""
+        if not entries:
+            return self.last_index()
+        first = entries[0].index
+        if first <= self.committed:
+            raise LogError(f"would overwrite committed entry {first} (committed {self.committed})")
+        if first > self.last_index() + 1:
+            raise LogError(f"gap: appending {first} after {self.last_index()}")
+        del self.entries[first - self.offset - 1:]
+        self.entries.extend(entries)
+        self.stabled = min(self.stabled, first - 1)
+        return self.last_index()
+
+    def maybe_append(self, index: int, log_term: int, committed: int, entries: Sequence[Entry]) -> int | None:
+        """A follower's AppendEntries: None if our log does not contain (index, log_term)."""
+        if not self.match_term(index, log_term):
+            return None
+        last_new = index + len(entries)
+        conflict = self.find_conflict(entries)
+        if conflict:
+            self.append(entries[conflict - index - 1:])
+        self.commit_to(min(committed, last_new))
+        return last_new
+
+    def commit_to(self, index: int) -> None:
+        if index > self.committed:
+            if index > self.last_index():
+                raise LogError(f"commit {index} beyond the last index {self.last_index()}")
+            self.committed = index
+
+    def applied_to(self, index: int) -> None:
+        if index > self.committed or index < self.applied:
+            raise LogError(f"applied {index} outside [{self.applied}, {self.committed}]")
+        self.applied = index
+
+    def stable_to(self, index: int, term: int) -> None:
+        """The driver made entries up to (index, term) durable."""
+        if self.match_term(index, term) and index > self.stabled:
+            self.stabled = index
+
+    def restore(self, meta: SnapshotMeta) -> None:
+        """Replace the log by a snapshot's position (the state machine restores its data)."""
+        self.offset, self.offset_term = meta.index, meta.term
+        self.entries = []
+        self.committed = self.applied = self.stabled = meta.index

@@ -1,0 +1,129 @@
+"""Raft's vocabulary: entries, messages, hard state, and the Ready bundle.
+
+Entries and messages are plain frozen dataclasses; `codec.py` turns them into bytes. Message and
+entry types are append-only enums: their numbers travel on the wire and sit in the log on disk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+
+class EntryType(IntEnum):
+    """Only append."""
+
+    NORMAL = 0  # a command for the state machine
+    CONF_CHANGE = 1  # a change of the voter set
+    NOOP = 2  # the empty entry a new leader appends to commit its term
+
+
+class MessageType(IntEnum):
+    """Only append. HUP and BEAT are local: they never cross the network."""
+
+    HUP = 0  # start an election (local)
+    BEAT = 1  # leader: send heartbeats now (local)
+    PROP = 2  # propose entries (local, or forwarded)
+    APP = 3  # append entries
+    APP_RESP = 4
+    VOTE = 5
+    VOTE_RESP = 6
+    PRE_VOTE = 7
+    PRE_VOTE_RESP = 8
+    HEARTBEAT = 9
+    HEARTBEAT_RESP = 10
+    SNAP = 11  # install a snapshot
+    TIMEOUT_NOW = 12  # leadership transfer: campaign at once
+    READ_INDEX = 13
+    READ_INDEX_RESP = 14
+
+
+LOCAL_MESSAGES = frozenset({MessageType.HUP, MessageType.BEAT})
+
+
+class Role(IntEnum):
+    FOLLOWER = 0
+    PRE_CANDIDATE = 1
+    CANDIDATE = 2
+    LEADER = 3
+
+
+NONE = 0  # "no node": node IDs are positive integers
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    term: int
+    index: int
+    type: EntryType = EntryType.NORMAL
+    data: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotMeta:
+    index: int = 0
+    term: int = 0
+    voters: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    meta: SnapshotMeta = field(default_factory=SnapshotMeta)
+    data: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    type: MessageType
+    to: int = NONE
+    frm: int = NONE
+    term: int = 0
+    log_term: int = 0
+    index: int = 0
+    entries: tuple[Entry, ...] = ()
+    commit: int = 0
+    reject: bool = False
+    reject_hint: int = 0
+    context: bytes = b""
+    snapshot: Snapshot | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HardState:
+    """What must be durable before any message that depends on it is sent."""
+
+    term: int = 0
+    vote: int = NONE
+    commit: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SoftState:
+    lead: int
+    role: Role
+
+
+@dataclass(frozen=True, slots=True)
+class ReadState:
+    """A linearizable read may be served once the applied index reaches `index`."""
+
+    index: int
+    context: bytes
+
+
+@dataclass
+class Ready:
+    """Everything the driver must do, in order: persist `hard_state`, `snapshot` and `entries`
+    (durably), then send `messages`, then apply `committed_entries`; then call advance()."""
+
+    soft_state: SoftState | None = None
+    hard_state: HardState | None = None
+    entries: list[Entry] = field(default_factory=list)
+    snapshot: Snapshot | None = None
+    committed_entries: list[Entry] = field(default_factory=list)
+    messages: list[Message] = field(default_factory=list)
+    read_states: list[ReadState] = field(default_factory=list)
+
+    def empty(self) -> bool:
+        return not (self.soft_state or self.hard_state or self.entries or self.snapshot
+                    or self.committed_entries or self.messages or self.read_states)

@@ -1,0 +1,112 @@
+"""RawNode: the driver's handle on the Raft core, handing out work as Ready batches.
+
+The contract (etcd-io/raft's): take `ready()`; durably persist its hard state and entries; only
+then send its messages; apply its committed entries; call `advance(ready)`. Persisting before
+sending is what makes a vote or an ack a promise that survives kill -9.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+from .config import RaftConfig
+from .core import ProposalDropped, Raft
+from .messages import (
+    LOCAL_MESSAGES,
+    Entry,
+    EntryType,
+    HardState,
+    Message,
+    MessageType,
+    Ready,
+    Role,
+    SnapshotMeta,
+    SoftState,
+)
+
+__all__ = ["ProposalDropped", "RawNode"]
+
+
+class RawNode:
+    def __init__(self, config: RaftConfig, voters: Sequence[int], rng: random.Random,
+                 hard_state: HardState | None = None, entries: Sequence[Entry] = (),
+                 snapshot: SnapshotMeta | None = None, applied: int = 0) -> None:
+        self.raft = Raft(config, voters, rng, hard_state, entries, snapshot, applied)
+        self.prev_hard = self.raft.hard_state()
+        self.prev_soft = self.raft.soft_state()
+
+    # ---- inputs ---------------------------------------------------------------------------------
+    def tick(self) -> None:
+        self.raft.tick()
+
+    def campaign(self) -> None:
+        self.raft.step(Message(MessageType.HUP, frm=self.raft.id))
+
+    def propose(self, data: bytes, kind: EntryType = EntryType.NORMAL) -> None:
+        """Propose one entry. Raises ProposalDropped unless this node leads."""
+        if self.raft.role != Role.LEADER:
+            raise ProposalDropped(f"not the leader (leader is {self.raft.lead or 'unknown'})")
+        self.raft.step(Message(MessageType.PROP, frm=self.raft.id, entries=(Entry(0, 0, kind, data),)))
+
+    def read_index(self, context: bytes) -> None:
+        """Ask for a linearizable read point; it comes back as a ReadState in a later Ready."""
+        self.raft.step(Message(MessageType.READ_INDEX, frm=self.raft.id, context=context))
+
+    def step(self, m: Message) -> bool:
+        """A message from the network. Local-only types and unknown senders are dropped (False)."""
+        if m.type in LOCAL_MESSAGES or m.type == MessageType.PROP:
+            self.raft.dropped["local_from_network"] += 1
+            return False
+        if m.frm not in self.raft.voters and m.frm not in self.raft.prs:
+            self.raft.dropped["unknown_peer"] += 1
+            return False
+        self.raft.step(m)
+        return True
+
+    # ---- outputs --------------------------------------------------------------------------------
+    def has_ready(self) -> bool:
+        r = self.raft
+        return bool(r.msgs or r.read_states or r.soft_state() != self.prev_soft
+                    or r.hard_state() != self.prev_hard or r.log.unstable_entries()
+                    or r.log.committed > r.log.applied)
+
+    def ready(self) -> Ready:
+        r = self.raft
+        rd = Ready(entries=r.log.unstable_entries(), committed_entries=r.log.next_committed(),
+                   messages=r.msgs, read_states=r.read_states)
+        soft = r.soft_state()
+        if soft != self.prev_soft:
+            rd.soft_state = soft
+        hard = r.hard_state()
+        if hard != self.prev_hard:
+            rd.hard_state = hard
+        r.msgs = []
+        r.read_states = []
+        return rd
+
+    def advance(self, rd: Ready) -> None:
+        r = self.raft
+        if rd.soft_state is not None:
+            self.prev_soft = rd.soft_state
+        if rd.hard_state is not None:
+            self.prev_hard = rd.hard_state
+        if rd.entries:
+            last = rd.entries[-1]
+            r.log.stable_to(last.index, last.term)
+        if rd.committed_entries:
+            r.log.applied_to(rd.committed_entries[-1].index)
+
+    # ---- status ---------------------------------------------------------------------------------
+    @property
+    def is_leader(self) -> bool:
+        return self.raft.role == Role.LEADER
+
+    def status(self) -> dict[str, object]:
+        r = self.raft
+        return {"id": r.id, "term": r.term, "vote": r.vote, "lead": r.lead, "role": r.role.name,
+                "commit": r.log.committed, "applied": r.log.applied, "last_index": r.log.last_index(),
+                "voters": sorted(r.voters)}
+
+    def soft_state(self) -> SoftState:
+        return self.raft.soft_state()
