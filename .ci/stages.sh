@@ -11,6 +11,6 @@ stage() {
 }
 stage install  make -s install apt
 stage lint     .venv/bin/ruff check .
-stage types    .venv/bin/mypy
+stage types    make -s types
 stage unit     .venv/bin/pytest -q -p no:cacheprovider tests/unit tests/test_layering.py
 stage e2e      .venv/bin/pytest -q -p no:cacheprovider tests/e2e
