@@ -24,6 +24,7 @@ class CommandType(IntEnum):
 
     REGISTER = 0
     DEREGISTER = 1
+    KV = 2
 
 
 class CommandError(ValueError):
@@ -94,7 +95,26 @@ class Deregister:
     check_id: str = ""
 
 
-Command = Register | Deregister
+class KVOp(IntEnum):
+    """Only append: KV verbs inside a KV command."""
+
+    SET = 0  # write the value
+    CAS = 1  # write only if the key's ModifyIndex equals `index` (0: only if absent)
+    DELETE = 2
+    DELETE_CAS = 3  # delete only if ModifyIndex equals `index`
+    DELETE_TREE = 4  # delete every key with this prefix
+
+
+@dataclass(frozen=True, slots=True)
+class KV:
+    op: KVOp
+    key: str
+    value: bytes = b""
+    flags: int = 0
+    index: int = 0
+
+
+Command = Register | Deregister | KV
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +167,9 @@ def encode(cmd: Command) -> bytes:
         if cmd.service is not None:
             body["s"] = _service_to_map(cmd.service)
         return bytes([CommandType.REGISTER]) + bytes(msgpack.packb(body))
+    if isinstance(cmd, KV):
+        return bytes([CommandType.KV]) + bytes(msgpack.packb(
+            {"o": int(cmd.op), "k": cmd.key, "v": cmd.value, "f": cmd.flags, "i": cmd.index}))
     return bytes([CommandType.DEREGISTER]) + bytes(msgpack.packb(
         {"n": cmd.node, "si": cmd.service_id, "ci": cmd.check_id}))
 
@@ -156,7 +179,7 @@ def decode(data: bytes) -> Command:
     if not data:
         raise CommandError("empty command")
     kind = data[0]
-    if kind not in (CommandType.REGISTER, CommandType.DEREGISTER):
+    if kind not in (CommandType.REGISTER, CommandType.DEREGISTER, CommandType.KV):
         raise UnknownCommand(kind)  # a newer command: its body may not be ours to parse
     try:
         body = msgpack.unpackb(data[1:], raw=False, strict_map_key=False)
@@ -179,6 +202,14 @@ def decode(data: bytes) -> Command:
         if kind == CommandType.DEREGISTER:
             return Deregister(node=str(body["n"]), service_id=str(body.get("si", "")),
                               check_id=str(body.get("ci", "")))
+        if kind == CommandType.KV:
+            value = body.get("v", b"")
+            if not isinstance(value, bytes) or not isinstance(body["k"], str):
+                raise TypeError("KV key must be a string and value bytes")
+            flags, index = int(body.get("f", 0)), int(body.get("i", 0))
+            if not (0 <= flags < 1 << 64 and 0 <= index < 1 << 63):
+                raise ValueError("KV flags or index out of range")
+            return KV(op=KVOp(body["o"]), key=body["k"], value=value, flags=flags, index=index)
     except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError) as exc:
         raise CommandError(f"malformed {CommandType(kind).name} command: {exc!r}") from exc
     raise UnknownCommand(kind)

@@ -6,9 +6,10 @@ observe: nodes by name, instances by node then service ID, checks by check ID.
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
-from .store import CheckRecord, NodeRecord, ServiceRecord, StateStore
+from .store import CheckRecord, KVRecord, NodeRecord, ServiceRecord, StateStore
 
 PASSING, WARNING, CRITICAL = "passing", "warning", "critical"
 STATES = ("any", PASSING, WARNING, CRITICAL)
@@ -179,4 +180,34 @@ def healthy_instances(store: StateStore, name: str, tag: str | None,
         if node is None or not is_healthy(instance_checks(store, r), only_passing):
             continue
         out.append((node, r))
+    return out
+
+
+# ---- KV --------------------------------------------------------------------------------------------
+def kv_json(r: KVRecord) -> dict[str, Any]:
+    out: dict[str, Any] = {"LockIndex": r.lock_index, "Key": r.key, "Flags": r.flags,
+                           "Value": base64.b64encode(r.value).decode() if r.value else None,
+                           "CreateIndex": r.create_index, "ModifyIndex": r.modify_index}
+    if r.session:
+        out["Session"] = r.session
+    return out
+
+
+def kv_list(store: StateStore, prefix: str) -> list[KVRecord]:
+    """Keys under `prefix`, sorted by key (the order clients observe)."""
+    return [store.kvs[k] for k in sorted(store.kvs) if k.startswith(prefix)]
+
+
+def kv_keys(store: StateStore, prefix: str, separator: str = "") -> list[str]:
+    """Key names under `prefix`; with a separator, rolled up to the next separator (`?keys&separator=/`)."""
+    out: list[str] = []
+    for k in sorted(store.kvs):
+        if not k.startswith(prefix):
+            continue
+        if separator:
+            cut = k.find(separator, len(prefix))
+            if cut >= 0:
+                k = k[: cut + len(separator)]
+        if not out or out[-1] != k:
+            out.append(k)
     return out

@@ -15,9 +15,9 @@ from typing import Any
 import msgpack
 
 from . import commands as cmds
-from .commands import ApplyError, CheckSpec, Deregister, Register, ServiceSpec
+from .commands import KV, ApplyError, CheckSpec, Deregister, KVOp, Register, ServiceSpec
 
-TABLES = ("nodes", "services", "checks")
+TABLES = ("nodes", "services", "checks", "kvs")
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +50,17 @@ class CheckRecord:
     modify_index: int
 
 
+@dataclass(frozen=True, slots=True)
+class KVRecord:
+    key: str
+    value: bytes
+    flags: int
+    create_index: int
+    modify_index: int
+    lock_index: int = 0
+    session: str = ""
+
+
 class StateStore:
     """Tables of the catalog. Mutated only by `apply`; everything else reads."""
 
@@ -57,6 +68,7 @@ class StateStore:
         self.nodes: dict[str, NodeRecord] = {}
         self.services: dict[str, dict[str, ServiceRecord]] = {}  # node -> service id -> record
         self.checks: dict[str, dict[str, CheckRecord]] = {}  # node -> check id -> record
+        self.kvs: dict[str, KVRecord] = {}
         self.table_index: dict[str, int] = dict.fromkeys(TABLES, 0)
         self.last_index = 0
 
@@ -74,6 +86,8 @@ class StateStore:
         self.last_index = index
         if isinstance(cmd, Register):
             return self._register(index, cmd)
+        if isinstance(cmd, KV):
+            return self._kv(index, cmd)
         return self._deregister(index, cmd)
 
     def _touch(self, table: str, index: int) -> None:
@@ -148,6 +162,29 @@ class StateStore:
                 self._touch("checks", index)
         return True
 
+    def _kv(self, index: int, cmd: KV) -> bool:
+        """KV writes; the result is Consul's boolean: False for a CAS that did not match."""
+        old = self.kvs.get(cmd.key)
+        if cmd.op in (KVOp.SET, KVOp.CAS):
+            if cmd.op == KVOp.CAS and (old.modify_index if old else 0) != cmd.index:
+                return False
+            self.kvs[cmd.key] = KVRecord(cmd.key, cmd.value, cmd.flags, old.create_index if old else index, index,
+                                         old.lock_index if old else 0, old.session if old else "")
+        elif cmd.op in (KVOp.DELETE, KVOp.DELETE_CAS):
+            if cmd.op == KVOp.DELETE_CAS and (old is None or old.modify_index != cmd.index):
+                return False
+            if old is None:
+                return True
+            del self.kvs[cmd.key]
+        else:
+            doomed = [k for k in self.kvs if k.startswith(cmd.key)]
+            if not doomed:
+                return True
+            for k in doomed:
+                del self.kvs[k]
+        self._touch("kvs", index)
+        return True
+
     # ---- reads --------------------------------------------------------------------------------
     def index_of(self, *tables: str) -> int:
         """The index a read over these tables reports (X-Consul-Index): never below 1."""
@@ -179,6 +216,8 @@ class StateStore:
                   for r in self.all_services()],
             "c": [[r.node, cmds._check_to_map(r.spec), r.service_name, list(r.service_tags),
                    r.create_index, r.modify_index] for r in self.all_checks()],
+            "kv": [[r.key, r.value, r.flags, r.create_index, r.modify_index, r.lock_index, r.session]
+                   for _, r in sorted(self.kvs.items())],
         }
         return bytes(msgpack.packb(body))
 
@@ -198,4 +237,6 @@ class StateStore:
             spec_c = cmds._check_from_map(chk)
             st.checks.setdefault(node, {})[spec_c.check_id] = CheckRecord(node, spec_c, sname, tuple(stags),
                                                                           ci, mi)
+        for key, value, flags, ci, mi, li, sess in body.get("kv", []):
+            st.kvs[key] = KVRecord(key, value, flags, ci, mi, li, sess)
         return st

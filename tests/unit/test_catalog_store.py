@@ -151,7 +151,7 @@ def test_decode_empty_and_truncated() -> None:
         cmds.decode(good + b"\x00")
 
 
-@pytest.mark.parametrize("type_byte", [2, 3, 0x7F, 0x80, 0x81, 0xFF])
+@pytest.mark.parametrize("type_byte", [0x3F, 0x7E, 0x7F, 0x80, 0x81, 0xFF])
 def test_unknown_type_byte(type_byte: int) -> None:
     with pytest.raises(UnknownCommand) as info:
         cmds.decode(bytes([type_byte]) + msgpack.packb({"n": "x"}))
@@ -161,7 +161,7 @@ def test_unknown_type_byte(type_byte: int) -> None:
     assert cmds.decode(bytes([CommandType.DEREGISTER]) + msgpack.packb({"n": "x"})) == Deregister("x")
 
 
-@given(st.integers(2, 255), st.binary(max_size=16))
+@given(st.integers(max(CommandType) + 1, 255), st.binary(max_size=16))
 def test_unknown_type_byte_whatever_the_body(type_byte: int, body: bytes) -> None:
     """A newer command's body format is unknown to us: the type byte alone decides skip or stop."""
     with pytest.raises(UnknownCommand) as info:
@@ -197,7 +197,7 @@ def test_register_node_service_and_checks() -> None:
     node = log.store.nodes["n1"]
     assert (node.id, node.address, node.datacenter, node.meta) == ("id-1", "10.0.0.1", "dc1", (("rack", "a"),))
     assert node.create_index == node.modify_index == 1
-    assert log.store.table_index == {"nodes": 1, "services": 0, "checks": 0}
+    assert log.store.table_index == {**{"nodes": 1, "services": 0, "checks": 0}, "kvs": 0}
 
     chk = CheckSpec(check_id="service:web1", name="web check", status="passing", service_id="web1")
     node_chk = CheckSpec(check_id="serfHealth", name="Serf", status="passing")
@@ -208,7 +208,7 @@ def test_register_node_service_and_checks() -> None:
     rec = log.store.checks["n1"]["service:web1"]
     assert (rec.service_name, rec.service_tags) == ("web", ("v1",))
     assert log.store.checks["n1"]["serfHealth"].service_name == ""
-    assert log.store.table_index == {"nodes": 1, "services": 2, "checks": 2}
+    assert log.store.table_index == {**{"nodes": 1, "services": 2, "checks": 2}, "kvs": 0}
     assert log.store.index_of("nodes", "services", "checks") == 2
 
 
@@ -231,7 +231,7 @@ def test_identical_reregister_moves_nothing() -> None:
                          node_meta=(("k", "v"),))) is True
     svc = log.store.services["n1"]["web1"]
     assert (svc.create_index, svc.modify_index) == (1, 5)
-    assert log.store.table_index == {"nodes": 1, "services": 5, "checks": 1}
+    assert log.store.table_index == {**{"nodes": 1, "services": 5, "checks": 1}, "kvs": 0}
     assert log.store.nodes["n1"].modify_index == 1
     assert log.store.checks["n1"]["service:web1"].modify_index == 1
 
@@ -242,7 +242,7 @@ def test_check_status_change_moves_only_checks_table() -> None:
     log.apply(reg(WEB, (CheckSpec("service:web1", "c", "critical", output="boom", service_id="web1"),)))
     rec = log.store.checks["n1"]["service:web1"]
     assert (rec.spec.status, rec.spec.output, rec.create_index, rec.modify_index) == ("critical", "boom", 1, 2)
-    assert log.store.table_index == {"nodes": 1, "services": 1, "checks": 2}
+    assert log.store.table_index == {**{"nodes": 1, "services": 1, "checks": 2}, "kvs": 0}
 
 
 def test_node_change_moves_only_nodes_table() -> None:
@@ -251,7 +251,7 @@ def test_node_change_moves_only_nodes_table() -> None:
     log.apply(reg(address="10.0.0.9"))
     assert log.store.nodes["n1"].address == "10.0.0.9"
     assert (log.store.nodes["n1"].create_index, log.store.nodes["n1"].modify_index) == (1, 2)
-    assert log.store.table_index == {"nodes": 2, "services": 1, "checks": 0}
+    assert log.store.table_index == {**{"nodes": 2, "services": 1, "checks": 0}, "kvs": 0}
     # skip_node_update leaves an existing node alone
     log.apply(reg(address="10.9.9.9", skip_node_update=True))
     assert log.store.nodes["n1"].address == "10.0.0.9"
@@ -299,10 +299,10 @@ def test_deregister_service_removes_its_checks() -> None:
     assert log.apply(Deregister(node="n1", service_id="web1")) is True
     assert set(log.store.services["n1"]) == {"api1"}
     assert set(log.store.checks["n1"]) == {"service:api1", "serfHealth"}
-    assert log.store.table_index == {"nodes": 1, "services": 3, "checks": 3}
+    assert log.store.table_index == {**{"nodes": 1, "services": 3, "checks": 3}, "kvs": 0}
     # deregistering what is already gone changes nothing
     assert log.apply(Deregister(node="n1", service_id="web1")) is True
-    assert log.store.table_index == {"nodes": 1, "services": 3, "checks": 3}
+    assert log.store.table_index == {**{"nodes": 1, "services": 3, "checks": 3}, "kvs": 0}
 
 
 def test_deregister_one_check() -> None:
@@ -311,7 +311,7 @@ def test_deregister_one_check() -> None:
     assert log.apply(Deregister(node="n1", check_id="a")) is True
     assert set(log.store.checks["n1"]) == {"b"}
     assert "web1" in log.store.services["n1"]
-    assert log.store.table_index == {"nodes": 1, "services": 1, "checks": 2}
+    assert log.store.table_index == {**{"nodes": 1, "services": 1, "checks": 2}, "kvs": 0}
 
 
 def test_deregister_node_removes_everything_of_that_node() -> None:
@@ -323,10 +323,10 @@ def test_deregister_node_removes_everything_of_that_node() -> None:
     assert "n1" not in log.store.services and "n1" not in log.store.checks
     assert [r.spec.id for r in log.store.all_services()] == ["api1"]
     assert [r.spec.check_id for r in log.store.all_checks()] == ["service:api1"]
-    assert log.store.table_index == {"nodes": 3, "services": 3, "checks": 3}
+    assert log.store.table_index == {**{"nodes": 3, "services": 3, "checks": 3}, "kvs": 0}
     # an unknown node: nothing moves
     assert log.apply(Deregister(node="ghost")) is True
-    assert log.store.table_index == {"nodes": 3, "services": 3, "checks": 3}
+    assert log.store.table_index == {**{"nodes": 3, "services": 3, "checks": 3}, "kvs": 0}
 
 
 def test_index_must_increase() -> None:
@@ -403,3 +403,20 @@ def test_snapshot_restore_after_any_history(history: list[Register | Deregister]
     assert all(0 <= i <= log.store.last_index for i in log.store.table_index.values())
     for rec in log.store.all_services():
         assert 1 <= rec.create_index <= rec.modify_index <= log.store.last_index
+
+
+def test_kv_set_cas_delete_and_indexes() -> None:
+    st_ = StateStore()
+    enc = cmds.encode
+    assert st_.apply(1, enc(cmds.KV(cmds.KVOp.CAS, "a", b"1", index=0))) is True  # cas=0: create only
+    assert st_.apply(2, enc(cmds.KV(cmds.KVOp.CAS, "a", b"2", index=0))) is False  # exists now
+    assert st_.kvs["a"].value == b"1" and st_.table_index["kvs"] == 1  # a failed CAS leaves the index
+    assert st_.apply(3, enc(cmds.KV(cmds.KVOp.CAS, "a", b"3", index=1))) is True
+    assert (st_.kvs["a"].create_index, st_.kvs["a"].modify_index) == (1, 3)
+    st_.apply(4, enc(cmds.KV(cmds.KVOp.SET, "a/b", b"x", flags=42)))
+    st_.apply(5, enc(cmds.KV(cmds.KVOp.SET, "ab", b"y")))
+    assert st_.apply(6, enc(cmds.KV(cmds.KVOp.DELETE_CAS, "ab", index=4))) is False
+    assert st_.apply(7, enc(cmds.KV(cmds.KVOp.DELETE_TREE, "a/"))) is True
+    assert sorted(st_.kvs) == ["a", "ab"]
+    restored = StateStore.restore(st_.snapshot())
+    assert restored.kvs == st_.kvs and restored.table_index == st_.table_index
