@@ -21,12 +21,11 @@ from typing import Any
 import trio
 from murmur import CONSUL_COMPAT_VERSION, __version__
 from murmur.catalog import commands
-from murmur.catalog.commands import CheckSpec, Deregister, Register, ServiceSpec
 from murmur.catalog.store import StateStore
 from murmur.checks.definitions import CheckDefinition, DefinitionError, from_api
 from murmur.checks.durations import parse_duration
 from murmur.gossip.config import GossipConfig
-from murmur.gossip.membership import EventKind, MemberEvent, Membership
+from murmur.gossip.membership import Membership, State
 
 from . import config as config_mod
 from .checks_runner import CheckRunner
@@ -34,8 +33,10 @@ from .config import RuntimeConfig
 from .definitions import ServiceDefinition, parse_service
 from .drivers.gossip import GossipDriver
 from .local_state import LocalState, NodeInfo
+from .reconcile import MemberView, reconcile_commands
+from .server import ServerRuntime
 from .watch import ChangeFeed
-from .writer import LocalSequencer
+from .writer import LocalSequencer, ServerWriter, WriteFailed, Writer
 
 log = logging.getLogger("murmur.agent")
 
@@ -74,6 +75,8 @@ def pick_address(cfg: RuntimeConfig) -> str:
 
 PROTOCOL_TAGS = {"vsn": "2", "vsn_min": "2", "vsn_max": "3"}
 LEAVE_TIMEOUT = 5.0  # seconds a graceful leave waits for its broadcast to go out
+ANTI_ENTROPY_INTERVAL = 1.0  # seconds between anti-entropy passes (a diff; writes only on change)
+RECONCILE_INTERVAL = 1.0  # seconds between the leader's member-list reconcile passes
 
 
 def gossip_config_from(cfg: RuntimeConfig) -> GossipConfig:
@@ -116,11 +119,12 @@ class Agent:
         self.rng = rng or random.Random()
         self.store = StateStore()
         self.feed = ChangeFeed()
-        self.writer = LocalSequencer(self.store, self.feed)
         node = NodeInfo(name=cfg.node_name or socket.gethostname(), id=cfg.node_id or node_id_for(cfg.data_dir),
                         address=pick_address(cfg), datacenter=cfg.datacenter,
                         meta=tuple(sorted(cfg.node_meta.items())))
         self.local = LocalState(node)
+        self.server: ServerRuntime | None = ServerRuntime(self) if cfg.server else None
+        self.writer: Writer = ServerWriter(self.server) if self.server else LocalSequencer(self.store, self.feed)
         self.checks = CheckRunner(self.local, self.sync, self.rng)
         self.http_port = 0
         self.dns_port = 0
@@ -131,27 +135,64 @@ class Agent:
         self.gossip: GossipDriver | None = None
         self.membership: Membership | None = None
         self.leaving = False
+        self.server_port_bound = 0
 
     # ---- write path ----------------------------------------------------------------------------
-    async def sync(self) -> None:
-        """Anti-entropy: write whatever the catalog lacks of this agent's state."""
-        for cmd in self.local.sync_commands(self.store):
-            result = await self.writer.apply(cmd)
-            if isinstance(result, commands.ApplyError):
-                self.stats["sync_errors"] += 1
-                log.warning("sync: %s", result.message)
+    async def sync(self) -> bool:
+        """Anti-entropy: write whatever the catalog lacks of this agent's state. False if a write
+        could not be made now (no leader yet, say); the periodic pass retries."""
+        try:
+            for cmd in self.local.sync_commands(self.store):
+                result = await self.writer.apply(cmd)
+                if isinstance(result, commands.ApplyError):
+                    self.stats["sync_errors"] += 1
+                    log.warning("sync: %s", result.message)
+        except WriteFailed as exc:
+            self.stats["sync_errors"] += 1
+            log.debug("sync deferred: %s", exc)
+            return False
+        return True
 
-    async def register_server_node(self) -> None:
-        """What a Consul server records for itself: its node, serfHealth and the `consul` service."""
+    async def _anti_entropy(self) -> None:
+        """Keep syncing: cheap when nothing changed (a diff, no writes)."""
+        while True:
+            await trio.sleep(ANTI_ENTROPY_INTERVAL)
+            await self.sync()
+
+    async def _reconcile_loop(self) -> None:
+        """On the Raft leader (or a client's own store): make the catalog follow the member list."""
+        while True:
+            if self.server is None or (self.server.driver is not None and self.server.driver.is_leader):
+                try:
+                    for cmd in reconcile_commands(self.store, self.member_views(), self.cfg.datacenter):
+                        await self.writer.apply(cmd)
+                except WriteFailed as exc:
+                    log.debug("reconcile deferred: %s", exc)
+            await trio.sleep(RECONCILE_INTERVAL)
+
+    def member_views(self) -> list[MemberView]:
+        """Gossip members as reconcile sees them (only ourselves when gossip is off; a client
+        agent's own store tracks only itself)."""
         n = self.local.node
-        await self.writer.apply(Register(
-            node=n.name, address=n.address, node_id=n.id, datacenter=n.datacenter, node_meta=n.meta,
-            service=ServiceSpec(id="consul", name="consul", port=self.server_port),
-            checks=(CheckSpec(check_id="serfHealth", name="Serf Health Status", status="passing",
-                              output="Agent alive and reachable", type=""),)))
+        me = MemberView(n.name, n.address, n.id, self.cfg.datacenter, True, False,
+                        self.server_port if self.cfg.server else 0)
+        if self.membership is None or self.server is None:
+            return [me]
+        out = []
+        for m in self.membership.members.values():
+            if m.name == n.name:
+                out.append(me)
+                continue
+            is_server = m.tags.get("role") == "consul"
+            port = int(m.tags.get("port", "0") or 0) if is_server else 0
+            out.append(MemberView(m.name, m.addr, m.tags.get("id", ""), m.tags.get("dc", ""),
+                                  m.state in (State.ALIVE, State.SUSPECT), m.state == State.LEFT, port))
+        return out
 
     @property
     def server_port(self) -> int:
+        if self.server_port_bound:
+            return self.server_port_bound
         return self.cfg.ports.server if self.cfg.ports.server > 0 else 8300
 
     # ---- local registrations ------------------------------------------------------------------
@@ -240,13 +281,20 @@ class Agent:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._signals, nursery.cancel_scope)
             await nursery.start(self.checks.serve)
-            await self.register_server_node()
-            self.load_config_registrations(self.cfg)
-            await self.sync()
+            if self.server is not None:
+                with listening("server RPC", self.cfg.bind_addr, self.cfg.ports.server):
+                    self.server_port_bound = await nursery.start(self.server.serve)
             if self.cfg.ports.serf_lan >= 0:
                 await self._start_gossip(nursery)
+            self.load_config_registrations(self.cfg)
+            if self.cfg.dev and self.server is not None:
+                await self._await_dev_leader()
+            nursery.start_soon(self._reconcile_loop)
+            nursery.start_soon(self._anti_entropy)
+            if self.server is None or self.cfg.dev:
+                await self._first_sync()
             http_host = self.cfg.addresses.http or self.cfg.client_addr
-            if self.cfg.ports.http > 0 or self.cfg.ports.http == 0:
+            if self.cfg.ports.http >= 0:
                 server = HTTPServer(build_router(self), self.cfg.limits.http_max_conns_per_client)
                 with listening("HTTP", http_host, self.cfg.ports.http):
                     self.http_port = await nursery.start(server.serve, http_host, self.cfg.ports.http)
@@ -263,6 +311,26 @@ class Agent:
             await self.shutdown.wait()
             nursery.cancel_scope.cancel()
         log.info("agent stopped")
+
+    async def _await_dev_leader(self) -> None:
+        """--dev is its own single-voter Raft: it leads within a moment of starting."""
+        assert self.server is not None
+        with trio.move_on_after(10):
+            await self.server.ready.wait()
+            driver = self.server.driver
+            assert driver is not None
+            while not driver.is_leader:
+                await driver.leader_changed.wait()
+
+    async def _first_sync(self) -> None:
+        """Register ourselves and our services before the API opens, so a client that finds the
+        port open also finds the catalog filled in."""
+        try:
+            for cmd in reconcile_commands(self.store, self.member_views(), self.cfg.datacenter):
+                await self.writer.apply(cmd)
+        except WriteFailed as exc:
+            log.debug("first reconcile deferred: %s", exc)
+        await self.sync()
 
     # ---- gossip ---------------------------------------------------------------------------------
     def member_tags(self) -> dict[str, str]:
@@ -286,11 +354,8 @@ class Agent:
                                 tags=self.member_tags())
         self.gossip.attach(membership)
         self.membership = membership
-        self.gossip.on_event = self._on_member_event
-        self._member_events, receive = trio.open_memory_channel[MemberEvent](4096)
         await nursery.start(self.gossip.serve)
         log.info("gossip on %s:%d (udp+tcp), advertising %s:%d", bind, bound, n.address, bound)
-        nursery.start_soon(self._reconcile_members, receive)
         if self.cfg.start_join:
             ok, errors = await self.gossip.join(self.cfg.start_join, 8301)
             if not ok:
@@ -314,30 +379,6 @@ class Agent:
                 log.error("retry_join: giving up after %d attempts", attempt)
                 return
             await trio.sleep(interval)
-
-    def _on_member_event(self, ev: MemberEvent) -> None:
-        if self.cfg.server:
-            try:
-                self._member_events.send_nowait(ev)
-            except trio.WouldBlock:
-                self.stats["sync_errors"] += 1  # the next event about this member repairs it
-
-    async def _reconcile_members(self, events: trio.MemoryReceiveChannel[MemberEvent]) -> None:
-        """What a Consul server leader does with gossip: members become catalog nodes whose
-        serfHealth check follows their gossip state; members that left are deregistered."""
-        async for ev in events:
-            if ev.name == self.local.node.name:
-                continue
-            if ev.kind in (EventKind.LEAVE, EventKind.REAP):
-                await self.writer.apply(Deregister(node=ev.name))
-                continue
-            alive = ev.kind in (EventKind.JOIN, EventKind.UPDATE)
-            check = CheckSpec(check_id="serfHealth", name="Serf Health Status",
-                              status="passing" if alive else "critical",
-                              output="Agent alive and reachable" if alive else "Agent not live or unreachable")
-            await self.writer.apply(Register(node=ev.name, address=ev.addr, node_id=ev.tags.get("id", ""),
-                                             datacenter=ev.tags.get("dc", self.cfg.datacenter),
-                                             checks=(check,), skip_node_update=not alive))
 
     def exit_soon(self, delay: float = 0.2) -> None:
         """Stop the process shortly (after `PUT /v1/agent/leave` has been answered)."""

@@ -22,7 +22,7 @@ log = logging.getLogger("murmur.checks")
 
 
 class CheckRunner:
-    def __init__(self, local: LocalState, on_change: Callable[[], Awaitable[None]], rng: random.Random) -> None:
+    def __init__(self, local: LocalState, on_change: Callable[[], Awaitable[object]], rng: random.Random) -> None:
         self.local = local
         self.on_change = on_change
         self.rng = rng

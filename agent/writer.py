@@ -7,12 +7,20 @@ stand-in for Raft in `--dev`, behind the interface a Raft-backed writer fills la
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from murmur.catalog import commands
 from murmur.catalog.store import StateStore
 
 from .watch import ChangeFeed
+
+if TYPE_CHECKING:
+    from .server import ServerRuntime
+
+
+class WriteFailed(Exception):
+    """A write could not be made: no leader, forwarding failed, or the outcome is unknown.
+    HTTP answers 500 with this message, as Consul does ("No cluster leader")."""
 
 
 class Writer(Protocol):
@@ -32,3 +40,28 @@ class LocalSequencer:
     @property
     def leader(self) -> bool:
         return True
+
+
+class ServerWriter:
+    """Writes through Raft (followers forward to the leader). Failures become WriteFailed."""
+
+    def __init__(self, server: ServerRuntime) -> None:
+        self.server = server
+
+    async def apply(self, cmd: commands.Command) -> Any:
+        from murmur.raft.core import ProposalDropped
+
+        from .drivers.raft import NotLeader, OutcomeUnknown
+        from .rpc.protocol import RPCError
+        from .server import NoLeader
+
+        try:
+            return await self.server.apply(cmd)
+        except (NoLeader, NotLeader) as exc:
+            raise WriteFailed("No cluster leader") from exc
+        except OutcomeUnknown as exc:
+            raise WriteFailed(f"leadership lost while writing; the write may or may not be applied: {exc}") from exc
+        except ProposalDropped as exc:
+            raise WriteFailed(f"write dropped: {exc}") from exc
+        except RPCError as exc:
+            raise WriteFailed("No cluster leader" if exc.kind == "not_leader" else str(exc)) from exc

@@ -23,10 +23,16 @@ SERVICE_TABLES = ("nodes", "services", "checks")
 
 def add_routes(router: Router, agent: Agent) -> None:
     async def leader(req: Request, m: re.Match[str]) -> Response:
-        return Response.json(f"{agent.local.node.address}:{agent.server_port}")
+        if agent.server is None:
+            return Response.json(f"{agent.local.node.address}:{agent.server_port}")  # a lone client: itself
+        addr = agent.server.leader_address()
+        return Response.json(f"{addr[0]}:{addr[1]}" if addr else "")
 
     async def peers(req: Request, m: re.Match[str]) -> Response:
-        return Response.json([f"{agent.local.node.address}:{agent.server_port}"])
+        if agent.server is None:
+            return Response.json([f"{agent.local.node.address}:{agent.server_port}"])
+        srv = agent.server
+        return Response.json([f"{srv.addresses[v][0]}:{srv.addresses[v][1]}" for v in srv.voters if v in srv.addresses])
 
     async def datacenters(req: Request, m: re.Match[str]) -> Response:
         return Response.json([agent.cfg.datacenter])

@@ -24,6 +24,19 @@ def check_dc(agent: Agent, req: Request) -> None:
         raise HTTPError(500, f"No path to datacenter {dc!r}")
 
 
+async def read_barrier(agent: Agent, req: Request) -> None:
+    """Default and ?consistent reads on a server are linearizable (ReadIndex); ?stale reads and
+    client agents read what they have."""
+    if agent.server is None or req.flag("stale"):
+        return
+    from ..server import NoLeader
+
+    try:
+        await agent.server.read_barrier()
+    except NoLeader as exc:
+        raise HTTPError(500, "No cluster leader") from exc
+
+
 def read_headers(index: int) -> list[tuple[str, str]]:
     return [("X-Consul-Index", str(index)), ("X-Consul-KnownLeader", "true"),
             ("X-Consul-LastContact", "0"), ("X-Consul-Effective-Consistency", "leader")]
@@ -33,6 +46,7 @@ async def blocking(agent: Agent, req: Request, tables: tuple[str, ...]) -> int:
     """Honour `?index=&wait=`: return once the tables' index passes `index` or the wait ends.
     Returns the index to report. Bad parameters are a 400."""
     check_dc(agent, req)
+    await read_barrier(agent, req)
     raw_index = req.arg("index")
     current: Callable[[], int] = lambda: agent.store.index_of(*tables)  # noqa: E731
     if raw_index is None or raw_index == "":

@@ -20,6 +20,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import h11
 import trio
 
+from ..writer import WriteFailed
+
 log = logging.getLogger("murmur.http")
 
 MAX_HEADER_BYTES = 64 * 1024  # a request head larger than this is refused (431)
@@ -250,6 +252,8 @@ class HTTPServer:
                 resp = Response.text(exc.message, exc.status)
                 resp.headers.extend(exc.headers)
                 result.append(resp)
+            except WriteFailed as exc:  # no leader, forwarding failed: Consul's 500 with the reason
+                result.append(Response.text(str(exc), 500))
             except Exception:
                 log.exception("handler failed: %s %s", req.method, req.path)
                 result.append(Response.text("internal error; see the agent log", 500))

@@ -1,0 +1,234 @@
+"""A server agent's replicated core: Raft over the server port, the catalog as its state machine.
+
+Bootstrap follows Consul's bootstrap_expect: a server waits until gossip shows that many servers
+of its datacenter, then all of them start Raft with the same voter set (sorted Raft IDs derived
+from their node IDs), which is written down so a restart needs no gossip. In --dev the voter set
+is this node alone and the log lives in memory: the same code path, nothing on disk.
+
+Writes on a follower are forwarded to the leader over server RPC. Reads that must be
+linearizable wait on a ReadIndex (answered by the leader, also for followers) and then read the
+local store.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import msgpack
+import trio
+from murmur.catalog import commands
+from murmur.catalog.store import StateStore
+from murmur.raft.config import RaftConfig
+from murmur.raft.core import ProposalDropped
+from murmur.raft.rawnode import RawNode
+
+from .drivers.raft import MemoryStorage, NotLeader, OutcomeUnknown, RaftDriver
+from .drivers.raft_transport import TCPTransport
+from .rpc.mux import RAFT, RPC, FramedStream, ServerPort
+from .rpc.protocol import RPCError, call_apply, decode_result, encode_result
+from .storage.raft_log import RaftStorage
+
+if TYPE_CHECKING:
+    from .agent import Agent
+
+log = logging.getLogger("murmur.server")
+
+TICK_INTERVAL = 0.1  # seconds per Raft tick: heartbeats every tick, elections after 10-20 ticks
+BOOTSTRAP_POLL = 0.25
+
+
+def raft_id(node_id: str) -> int:
+    """A positive 60-bit Raft ID from a node's UUID (stable across restarts and addresses)."""
+    return int(uuid.UUID(node_id).hex[:15], 16) or 1
+
+
+class NoLeader(Exception):
+    pass
+
+
+class CatalogFSM:
+    """The catalog store as Raft's state machine; unknown commands stop or skip as the byte says."""
+
+    def __init__(self, store: StateStore) -> None:
+        self.store = store
+
+    def apply(self, index: int, data: bytes) -> Any:
+        try:
+            return self.store.apply(index, data)
+        except commands.UnknownCommand as exc:
+            if exc.ignorable:
+                self.store.last_index = index
+                log.warning("skipping an ignorable command this version does not know (index %d)", index)
+                return None
+            raise
+
+
+class ServerRuntime:
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+        self.id = raft_id(agent.local.node.id)
+        self.port = ServerPort()
+        self.transport = TCPTransport(self._deliver)
+        self.driver: RaftDriver | None = None
+        self.storage: RaftStorage | MemoryStorage | None = None
+        self.voters: list[int] = []
+        self.addresses: dict[int, tuple[str, int]] = {}  # raft id -> server port address
+        self.ready = trio.Event()
+        self.nursery: trio.Nursery | None = None
+
+    # ---- wiring ---------------------------------------------------------------------------------
+    def _deliver(self, m: Any) -> None:
+        if self.driver is not None:
+            self.driver.receive(m)
+
+    async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        cfg = self.agent.cfg
+        host = cfg.bind_addr
+        async with trio.open_nursery() as nursery:
+            self.nursery = nursery
+            await nursery.start(self.transport.serve)
+            self.port.register(RAFT, self.transport.handle_incoming)
+            self.port.register(RPC, self._handle_rpc)
+            bound = await nursery.start(self.port.serve, host, cfg.ports.server)
+            self.addresses[self.id] = (self.agent.local.node.address, bound)
+            task_status.started(bound)
+            if cfg.dev:
+                self.storage = MemoryStorage()
+                await self._start_raft([self.id], self.storage)
+            else:
+                path = Path(cfg.data_dir) / "raft"
+                path.mkdir(parents=True, exist_ok=True)
+                storage = RaftStorage(path / "raft.db")
+                self.storage = storage
+                voters = storage_voters(storage)
+                if not voters:
+                    voters = await self._await_bootstrap()
+                    set_storage_voters(storage, voters)
+                await self._start_raft(voters, storage)
+            await trio.sleep_forever()
+
+    async def _await_bootstrap(self) -> list[int]:
+        expect = self.agent.cfg.bootstrap_expect
+        if expect <= 0:
+            log.warning("no bootstrap_expect and no existing raft state: waiting for a manual bootstrap")
+        log.info("waiting for %d servers to bootstrap the raft cluster", expect)
+        while True:
+            servers = self.known_servers()
+            if expect > 0 and len(servers) >= expect:
+                voters = sorted(servers)[:expect] if len(servers) == expect else sorted(servers)
+                log.info("bootstrapping raft with %d voters: %s", len(voters), voters)
+                return voters
+            await trio.sleep(BOOTSTRAP_POLL)
+
+    def known_servers(self) -> dict[int, tuple[str, int]]:
+        """Alive servers of our datacenter seen by gossip: raft id -> server port address."""
+        out = {self.id: self.addresses[self.id]}
+        ms = self.agent.membership
+        if ms is None:
+            return out
+        from murmur.gossip.membership import State
+
+        for m in ms.members.values():
+            tags = m.tags
+            if m.state != State.ALIVE or tags.get("role") != "consul" or tags.get("dc") != self.agent.cfg.datacenter:
+                continue
+            try:
+                rid = raft_id(tags["id"])
+                out[rid] = (m.addr, int(tags["port"]))
+            except (KeyError, ValueError):
+                continue
+        return out
+
+    def update_peers(self) -> None:
+        """Point the transport at every voter's current address (from gossip)."""
+        for rid, addr in self.known_servers().items():
+            self.addresses[rid] = addr
+            if rid != self.id and rid in self.voters:
+                self.transport.set_peer(rid, addr)
+
+    async def _start_raft(self, voters: list[int], storage: RaftStorage | MemoryStorage) -> None:
+        hard, entries = (storage.load() if isinstance(storage, RaftStorage) else (None, []))
+        self.voters = voters
+        node = RawNode(RaftConfig(id=self.id), voters, random.Random(self.agent.rng.random()), hard, entries)
+        self.driver = RaftDriver(node, storage, CatalogFSM(self.agent.store), self.transport, TICK_INTERVAL,
+                                 on_apply=self.agent.feed.notify)
+        self.update_peers()
+        assert self.nursery is not None
+        await self.nursery.start(self.driver.serve)
+        self.nursery.start_soon(self._peer_refresher)
+        if len(voters) == 1:
+            self.driver.node.campaign()  # a single voter need not wait out an election timeout
+            self.driver.kick.set()
+        self.ready.set()
+
+    async def _peer_refresher(self) -> None:
+        while True:
+            self.update_peers()
+            await trio.sleep(1.0)
+
+    # ---- leader and writes ----------------------------------------------------------------------
+    def leader_address(self) -> tuple[str, int] | None:
+        if self.driver is None or not self.driver.leader:
+            return None
+        return self.addresses.get(self.driver.leader)
+
+    async def apply(self, cmd: commands.Command) -> Any:
+        """Replicate a command and return its result, from any server (followers forward)."""
+        data = commands.encode(cmd)
+        if self.driver is None:
+            raise NoLeader("No cluster leader (raft is not bootstrapped yet)")
+        if self.driver.is_leader:
+            return await self.driver.propose(data)
+        addr = self.leader_address()
+        if addr is None:
+            raise NoLeader("No cluster leader")
+        return await call_apply(addr, data)
+
+    async def read_barrier(self) -> None:
+        """Wait until a linearizable read of the local store is safe (ReadIndex)."""
+        if self.driver is None:
+            raise NoLeader("No cluster leader (raft is not bootstrapped yet)")
+        try:
+            await self.driver.read_index()
+        except NotLeader as exc:
+            raise NoLeader("No cluster leader") from exc
+
+    async def _handle_rpc(self, framed: FramedStream, peer: tuple[str, int]) -> None:
+        while True:
+            payload = await framed.read()
+            if payload is None:
+                return
+            try:
+                req = msgpack.unpackb(payload, raw=False)
+                if not isinstance(req, dict) or req.get("op") != "apply" or not isinstance(req.get("d"), bytes):
+                    raise RPCError("bad_request", "unknown RPC request")
+                if self.driver is None or not self.driver.is_leader:
+                    raise RPCError("not_leader", "not the leader")
+                reply = encode_result(await self.driver.propose(req["d"]))
+            except RPCError as exc:
+                reply = {"err": str(exc), "kind": exc.kind}
+            except (NotLeader, ProposalDropped) as exc:
+                reply = {"err": str(exc), "kind": "not_leader"}
+            except OutcomeUnknown as exc:
+                reply = {"err": str(exc), "kind": "unknown_outcome"}
+            except Exception as exc:  # malformed msgpack and the like
+                reply = {"err": f"bad request: {type(exc).__name__}", "kind": "bad_request"}
+            await framed.write(bytes(msgpack.packb(reply)))
+
+
+def storage_voters(storage: RaftStorage) -> list[int]:
+    row = storage.db.execute("SELECT value FROM meta WHERE key = 'voters'").fetchone()
+    return list(msgpack.unpackb(row[0])) if row else []
+
+
+def set_storage_voters(storage: RaftStorage, voters: list[int]) -> None:
+    storage.db.execute("BEGIN IMMEDIATE")
+    storage.db.execute("INSERT OR REPLACE INTO meta VALUES ('voters', ?)", (bytes(msgpack.packb(voters)),))
+    storage.db.execute("COMMIT")
+
+
+__all__ = ["NoLeader", "ServerRuntime", "decode_result", "raft_id"]
