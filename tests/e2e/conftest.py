@@ -13,8 +13,11 @@ from support.procs import AgentProc, Backend
 def start_agent(tmp_path: Path) -> Iterator[Callable[..., AgentProc]]:
     started: list[AgentProc] = []
 
-    def start(*config_dirs: Path, extra: list[str] | None = None, node: str = "e2e", dev: bool = True) -> AgentProc:
+    def start(*config_dirs: Path, extra: list[str] | None = None, node: str = "e2e", dev: bool = True,
+              wait_leader: bool = True, env: dict[str, str] | None = None) -> AgentProc:
         a = AgentProc(tmp_path, list(config_dirs), extra, node=node, dev=dev)
+        a.wait_leader = wait_leader
+        a.env = env
         started.append(a)
         return a.start()
 

@@ -68,10 +68,13 @@ class AgentProc:
         self.args += extra or []
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = f"http://127.0.0.1:{self.http_port}"
+        self.wait_leader = True  # start() waits for a known leader; servers still bootstrapping cannot
+        self.env: dict[str, str] | None = None
 
     def start(self) -> AgentProc:
-        self.log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(self.args, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
+        self.log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop(); appends across restarts
+        env = {**os.environ, **self.env} if self.env else None
+        self.proc = subprocess.Popen(self.args, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
         wait_for(self._ready, START_TIMEOUT, what=f"agent on {self.url} (log {self.log_path})")
         return self
 
@@ -80,7 +83,19 @@ class AgentProc:
         if self.proc.poll() is not None:
             raise AssertionError(f"agent exited with {self.proc.returncode}:\n{self.log_path.read_text()}")
         r = httpx.get(self.url + "/v1/status/leader", timeout=1)
-        return r.status_code == 200 and bool(r.json())
+        return r.status_code == 200 and (bool(r.json()) or not self.wait_leader)
+
+    def restart(self) -> AgentProc:
+        """Start again with the same ports, data dir and flags (after stop() or a kill)."""
+        if self.proc is not None and self.proc.poll() is None:
+            raise RuntimeError("still running")
+        self.log.close()
+        return self.start()
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(timeout=10)
 
     def get(self, path: str, **kw):  # type: ignore[no-untyped-def]
         return httpx.get(self.url + path, timeout=10, **kw)
