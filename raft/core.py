@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from .config import RaftConfig
 from .log import RaftLog
@@ -32,6 +33,20 @@ MT = MessageType
 
 class ProposalDropped(Exception):
     """This node cannot take the proposal now (not the leader, or the leader is stepping down)."""
+
+
+@dataclass
+class PendingRead:
+    """A ReadIndex request waiting for a quorum to confirm the leadership it was taken under.
+
+    `seq` names it in the heartbeat round (the leader's own counter, so contexts chosen by
+    different requesters never collide); `origin` is the node that asked (this one: NONE)."""
+
+    seq: int
+    index: int
+    origin: int
+    context: bytes
+    acks: set[int] = field(default_factory=set)
 
 
 class Raft:
@@ -58,10 +73,10 @@ class Raft:
         self.heartbeat_elapsed = 0
         self.randomized_timeout = config.election_tick
         self.read_states: list[ReadState] = []
-        self.pending_reads: dict[bytes, tuple[int, set[int]]] = {}
-        self.read_order: list[bytes] = []
-        self._pending_read_origin: dict[bytes, int] = {}
-        self.dropped: dict[str, int] = {"stale_term": 0, "unknown_peer": 0, "local_from_network": 0}
+        self.pending_reads: list[PendingRead] = []  # in arrival order
+        self.read_seq = 0  # never reset: a late heartbeat response cannot confirm a newer read
+        self.dropped: dict[str, int] = {"stale_term": 0, "unknown_peer": 0, "local_from_network": 0,
+                                        "read_index_not_leader": 0}
         self.become_follower(self.term, NONE)
 
     # ---- state ----------------------------------------------------------------------------------
@@ -91,8 +106,6 @@ class Raft:
         if self.id in self.prs:
             self.prs[self.id].match = last
         self.pending_reads.clear()
-        self.read_order.clear()
-        self._pending_read_origin.clear()
 
     def become_follower(self, term: int, lead: int) -> None:
         self._reset(term)
@@ -322,7 +335,7 @@ class Raft:
 
     def _step_candidate(self, m: Message) -> None:
         my_resp = MT.PRE_VOTE_RESP if self.role == Role.PRE_CANDIDATE else MT.VOTE_RESP
-        if m.type == MT.PROP:
+        if m.type == MT.PROP or (m.type == MT.READ_INDEX and m.frm in (NONE, self.id)):
             raise ProposalDropped("no leader (election in progress)")
         if m.type in (MT.APP, MT.HEARTBEAT, MT.SNAP):
             self.become_follower(m.term, m.frm)
@@ -354,9 +367,13 @@ class Raft:
             if self.promotable():
                 self.campaign(False)  # a transfer: skip the pre-vote, the leader asked for this
         elif m.type == MT.READ_INDEX:
-            if self.lead == NONE:
+            if m.frm not in (NONE, self.id):
+                # Forwarded to us while we led, arriving after we stopped: the asker retries.
+                self.dropped["read_index_not_leader"] += 1
+            elif self.lead == NONE:
                 raise ProposalDropped("no leader to serve a read index")
-            self._send(Message(MT.READ_INDEX, to=self.lead, frm=self.id, term=self.term, context=m.context))
+            else:
+                self._send(Message(MT.READ_INDEX, to=self.lead, frm=self.id, term=self.term, context=m.context))
         elif m.type == MT.READ_INDEX_RESP:
             self.read_states.append(ReadState(m.index, m.context))
 
@@ -373,35 +390,41 @@ class Raft:
 
     # ---- linearizable reads (ReadIndex, Raft thesis §6.4) ------------------------------------------
     def _leader_read_index(self, m: Message) -> None:
+        local = m.frm in (NONE, self.id)
         if self.log.term(self.log.committed) != self.term:
-            raise ProposalDropped("the leader has not committed an entry in its term yet")
+            # Until an entry of our term commits we do not know the cluster's commit index.
+            if local:
+                raise ProposalDropped("the leader has not committed an entry in its term yet")
+            self.dropped["read_index_not_leader"] += 1  # the follower retries
+            return
         index = self.log.committed
         if len(self.voters) == 1:
-            self._deliver_read(m, index)
+            self._deliver_read(m.frm, m.context, index)
             return
-        self.pending_reads[m.context] = (index, {self.id})
-        self.read_order.append(m.context)
-        self._pending_read_origin[m.context] = m.frm
-        self._bcast_heartbeat(m.context)
+        self.read_seq += 1
+        self.pending_reads.append(PendingRead(self.read_seq, index, NONE if local else m.frm, m.context,
+                                              {self.id}))
+        self._bcast_heartbeat(self.read_seq.to_bytes(8, "big"))
 
-    def _deliver_read(self, m: Message, index: int) -> None:
-        if m.frm in (NONE, self.id):
-            self.read_states.append(ReadState(index, m.context))
+    def _deliver_read(self, origin: int, context: bytes, index: int) -> None:
+        if origin in (NONE, self.id):
+            self.read_states.append(ReadState(index, context))
         else:
-            self._send(Message(MT.READ_INDEX_RESP, to=m.frm, frm=self.id, term=self.term, index=index,
-                               context=m.context))
+            self._send(Message(MT.READ_INDEX_RESP, to=origin, frm=self.id, term=self.term, index=index,
+                               context=context))
 
     def _ack_read(self, context: bytes, frm: int) -> None:
-        entry = self.pending_reads.get(context)
-        if entry is None:
+        if len(context) != 8:
             return
-        entry[1].add(frm)
-        if len(entry[1] & self.voters) < self.quorum():
+        seq = int.from_bytes(context, "big")
+        pos = next((k for k, p in enumerate(self.pending_reads) if p.seq == seq), None)
+        if pos is None:
+            return  # already served, or from before we became leader
+        pending = self.pending_reads[pos]
+        pending.acks.add(frm)
+        if len(pending.acks & self.voters) < self.quorum():
             return
         # A quorum confirmed our leadership after this read arrived: it and every earlier one may go.
-        pos = self.read_order.index(context)
-        for ctx in self.read_order[: pos + 1]:
-            index, _ = self.pending_reads.pop(ctx)
-            origin = self._pending_read_origin.pop(ctx, NONE)
-            self._deliver_read(Message(MT.READ_INDEX, frm=origin, context=ctx), index)
-        del self.read_order[: pos + 1]
+        done, self.pending_reads = self.pending_reads[: pos + 1], self.pending_reads[pos + 1:]
+        for p in done:
+            self._deliver_read(p.origin, p.context, p.index)
