@@ -188,10 +188,10 @@ class Raft:
             self.heartbeat_elapsed += 1
             self.election_elapsed += 1
             if self.election_elapsed >= self.config.election_tick:
-                self.election_elapsed = 0
-                if self.config.check_quorum and not self._quorum_active():
-                    self.become_follower(self.term, NONE)  # cut off from a quorum: stop leading
-                    return
+                self.election_elapsed = 0  # a leader's lease never runs out while it leads
+            if self.config.check_quorum and not self._quorum_active():
+                self.become_follower(self.term, NONE)  # cut off from a quorum: stop leading
+                return
             if self.heartbeat_elapsed >= self.config.heartbeat_tick:
                 self.heartbeat_elapsed = 0
                 self._bcast_heartbeat()
@@ -202,11 +202,17 @@ class Raft:
             self.step(Message(MT.HUP, frm=self.id))
 
     def _quorum_active(self) -> bool:
+        """Count one more tick of silence from each follower. True while a quorum (this node
+        included) has answered within the last election_tick ticks: a leader cut off from the
+        quorum steps down one election timeout after the last answer, about when the others'
+        leases run out and they can elect a new leader."""
         active = 0
         for v, pr in self.prs.items():
-            if v == self.id or pr.recent_active:
-                active += 1 if v in self.voters else 0
-            pr.recent_active = False
+            if v != self.id:
+                pr.inactive_ticks += 1
+                pr.recent_active = pr.inactive_ticks < self.config.election_tick
+            if v in self.voters and (v == self.id or pr.recent_active):
+                active += 1
         return active >= self.quorum()
 
     # ---- elections ------------------------------------------------------------------------------
@@ -307,7 +313,7 @@ class Raft:
             self.dropped["unknown_peer"] += 1
             return
         if m.type == MT.APP_RESP:
-            pr.recent_active = True
+            pr.heard_from()
             if m.reject:
                 if pr.maybe_decrease(m.index, m.reject_hint):
                     if pr.state == ProgressState.REPLICATE:
@@ -326,7 +332,7 @@ class Raft:
                     if not self._send_append(m.frm, send_if_empty=False):
                         break
         elif m.type == MT.HEARTBEAT_RESP:
-            pr.recent_active = True
+            pr.heard_from()
             pr.probe_sent = False
             if pr.match < self.log.last_index():
                 self._send_append(m.frm)

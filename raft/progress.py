@@ -25,11 +25,18 @@ class Progress:
         self.probe_sent = False
         self.inflights: deque[int] = deque()
         self.max_inflight = max_inflight
-        self.recent_active = False
+        # Check-quorum: leader ticks since this follower last answered, and whether that is less
+        # than an election timeout (a fresh leader gives every follower a full timeout).
+        self.inactive_ticks = 0
+        self.recent_active = True
         self.pending_snapshot = 0
 
     def __repr__(self) -> str:
         return f"Progress(match={self.match}, next={self.next}, state={self.state.name})"
+
+    def heard_from(self) -> None:
+        self.inactive_ticks = 0
+        self.recent_active = True
 
     def become_probe(self) -> None:
         if self.state == ProgressState.SNAPSHOT:
