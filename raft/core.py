@@ -334,6 +334,11 @@ class Raft:
         elif m.type == MT.HEARTBEAT_RESP:
             pr.heard_from()
             pr.probe_sent = False
+            if pr.state == ProgressState.REPLICATE and pr.is_paused():
+                # The window is full, yet the follower is alive: appends may have been lost, and
+                # their acks will never come. Free one slot; if the follower did miss entries, it
+                # rejects the next append and drops back to probing.
+                pr.inflights.popleft()
             if pr.match < self.log.last_index():
                 self._send_append(m.frm)
             if m.context:
