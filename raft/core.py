@@ -76,7 +76,7 @@ class Raft:
         self.pending_reads: list[PendingRead] = []  # in arrival order
         self.read_seq = 0  # never reset: a late heartbeat response cannot confirm a newer read
         self.dropped: dict[str, int] = {"stale_term": 0, "unknown_peer": 0, "local_from_network": 0,
-                                        "read_index_not_leader": 0}
+                                        "read_index_not_leader": 0, "malformed": 0}
         self.become_follower(self.term, NONE)
 
     # ---- state ----------------------------------------------------------------------------------
@@ -313,6 +313,9 @@ class Raft:
             self.dropped["unknown_peer"] += 1
             return
         if m.type == MT.APP_RESP:
+            if not m.reject and m.index > self.log.last_index():
+                self.dropped["malformed"] += 1  # acks entries we never sent: not from a correct peer
+                return
             pr.heard_from()
             if m.reject:
                 if pr.maybe_decrease(m.index, m.reject_hint):

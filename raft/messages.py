@@ -88,6 +88,37 @@ class Message:
     snapshot: Snapshot | None = None
 
 
+def malformed(m: Message) -> str | None:
+    """Why a message from the network cannot be right, or None. Raft trusts its peers' logic, not
+    the bytes: a message that no correct peer sends (negative numbers, entries that are not the
+    run index+1, index+2, ... of terms between log_term and the message's term) is dropped, since
+    stepping it could corrupt the log or raise."""
+    if not isinstance(m.type, MessageType):
+        return "unknown message type"
+    ints = (m.to, m.frm, m.term, m.log_term, m.index, m.commit, m.reject_hint)
+    if any(type(x) is not int or x < 0 for x in ints):
+        return "a negative or non-integer field"
+    if not isinstance(m.context, bytes) or not isinstance(m.reject, bool) or not isinstance(m.entries, tuple):
+        return "a field of the wrong type"
+    if m.snapshot is not None and not isinstance(m.snapshot, Snapshot):
+        return "a snapshot of the wrong type"
+    if m.entries and m.type != MessageType.APP:
+        return "entries on a message that carries none"
+    if m.type == MessageType.APP:
+        if m.log_term > m.term:
+            return "log_term above the message term"
+        prev_term = m.log_term
+        for k, e in enumerate(m.entries):
+            if not isinstance(e, Entry) or not isinstance(e.type, EntryType) or not isinstance(e.data, bytes):
+                return "an entry of the wrong shape"
+            if e.index != m.index + 1 + k:
+                return "entries out of sequence"
+            if type(e.term) is not int or not prev_term <= e.term <= m.term:
+                return "entry terms out of order"
+            prev_term = e.term
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class HardState:
     """What must be durable before any message that depends on it is sent."""

@@ -23,6 +23,7 @@ from .messages import (
     Role,
     SnapshotMeta,
     SoftState,
+    malformed,
 )
 
 __all__ = ["ProposalDropped", "RawNode"]
@@ -54,11 +55,15 @@ class RawNode:
         self.raft.step(Message(MessageType.READ_INDEX, frm=self.raft.id, context=context))
 
     def step(self, m: Message) -> bool:
-        """A message from the network. Local-only types and unknown senders are dropped (False)."""
+        """A message from the network. Local-only types, unknown senders and malformed messages
+        are counted in `raft.dropped` and dropped (False); nothing from the network raises."""
+        if malformed(m) is not None or m.to != self.raft.id:
+            self.raft.dropped["malformed"] += 1
+            return False
         if m.type in LOCAL_MESSAGES or m.type == MessageType.PROP:
             self.raft.dropped["local_from_network"] += 1
             return False
-        if m.frm not in self.raft.voters and m.frm not in self.raft.prs:
+        if m.frm == self.raft.id or (m.frm not in self.raft.voters and m.frm not in self.raft.prs):
             self.raft.dropped["unknown_peer"] += 1
             return False
         self.raft.step(m)
