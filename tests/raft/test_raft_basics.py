@@ -1,8 +1,7 @@
 from __future__ import annotations
 
-from support.raftnet import Net
-
 from murmur.raft.messages import Role
+from support.raftnet import Net
 
 
 def test_three_nodes_elect_and_replicate() -> None:
