@@ -10,6 +10,8 @@ from types import ModuleType
 
 from bench import BENCHMARKS
 
+BENCHMARKS.setdefault("gossip", "bench.gossip")  # membership vs serf (bench/gossip.py)
+
 
 def _load(name: str) -> ModuleType:
     return importlib.import_module(BENCHMARKS[name])
