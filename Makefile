@@ -58,6 +58,7 @@ test-full: test
 	$(BIN)/pytest -q -m slow --runslow tests
 
 bench: install apt-bench
+	$(BIN)/pip install -q -e '.[test,bench]'
 	$(BIN)/python -m bench all
 
 clean:
