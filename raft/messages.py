@@ -95,9 +95,9 @@ def malformed(m: Message) -> str | None:
     stepping it could corrupt the log or raise."""
     if not isinstance(m.type, MessageType):
         return "unknown message type"
-    ints = (m.to, m.frm, m.term, m.log_term, m.index, m.commit, m.reject_hint)
-    if any(type(x) is not int or x < 0 for x in ints):
-        return "a negative or non-integer field"
+    for x in (m.to, m.frm, m.term, m.log_term, m.index, m.commit, m.reject_hint):
+        if type(x) is not int or x < 0:  # bool is not an int here
+            return "a negative or non-integer field"
     if not isinstance(m.context, bytes) or not isinstance(m.reject, bool) or not isinstance(m.entries, tuple):
         return "a field of the wrong type"
     if m.snapshot is not None and not isinstance(m.snapshot, Snapshot):
@@ -111,7 +111,7 @@ def malformed(m: Message) -> str | None:
         for k, e in enumerate(m.entries):
             if not isinstance(e, Entry) or not isinstance(e.type, EntryType) or not isinstance(e.data, bytes):
                 return "an entry of the wrong shape"
-            if e.index != m.index + 1 + k:
+            if type(e.index) is not int or e.index != m.index + 1 + k:
                 return "entries out of sequence"
             if type(e.term) is not int or not prev_term <= e.term <= m.term:
                 return "entry terms out of order"
