@@ -54,8 +54,11 @@ e2e: install
 test:
 	@bash .ci/stages.sh
 
+# CI's stages, then the long runs: slow-marked tests (soaks, long simulations) and every Raft
+# failpoint hit 20 times instead of 3.
 test-full: test
 	$(BIN)/pytest -q -m slow --runslow tests
+	MURMUR_FAILPOINT_REPEATS=20 $(BIN)/pytest -q tests/e2e/test_raft_cluster.py -k failpoints
 
 bench: install apt-bench
 	$(BIN)/pip install -q -e '.[test,bench]'
