@@ -57,7 +57,7 @@ test:
 # CI's stages, then the long runs: slow-marked tests (soaks, long simulations) and every Raft
 # failpoint hit 20 times instead of 3.
 test-full: test
-	$(BIN)/pytest -q -m slow --runslow tests
+	$(BIN)/pytest -q -m slow --runslow tests || [ $$? -eq 5 ]  # 5: no slow tests collected
 	MURMUR_FAILPOINT_REPEATS=20 $(BIN)/pytest -q tests/e2e/test_raft_cluster.py -k failpoints
 
 bench: install apt-bench
