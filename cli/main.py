@@ -92,18 +92,27 @@ def agent(dev: bool, config_dir: tuple[str, ...], config_file: tuple[str, ...], 
     for w in cfg.warnings:
         log.warning("%s", w)
     from murmur.agent.agent import StartError
+    from murmur.agent.storage.raft_log import StorageError
 
+    fatal = (StartError, StorageError)  # reported as one line and a non-zero exit, not a traceback
     try:
         trio.run(Agent(cfg, paths, overrides).run)
     except KeyboardInterrupt:
         pass
-    except StartError as exc:
+    except fatal as exc:
         fail(str(exc))
     except BaseExceptionGroup as group:
-        start_errors = group.subgroup(StartError)
-        if start_errors is None:
+        known = group.subgroup(fatal)
+        if known is None:
             raise
-        fail("; ".join(str(e) for e in start_errors.exceptions))
+        fail("; ".join(str(e) for e in _leaves(known)))
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for e in group.exceptions:
+        out.extend(_leaves(e) if isinstance(e, BaseExceptionGroup) else [e])
+    return out
 
 
 @main.command()
