@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The stages of `make test`, each timed. Exits non-zero on the first failing stage.
+# The stages of `make test`, each timed (budgets: docs/operations.md, from the conventions page).
+# Exits non-zero on the first failing stage.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 stage() {
@@ -9,8 +10,10 @@ stage() {
   "$@"
   echo "=== stage: $name took $((SECONDS - t0)) s"
 }
-stage install  make -s install apt
-stage lint     .venv/bin/ruff check .
-stage types    make -s types
-stage unit     .venv/bin/pytest -q -p no:cacheprovider tests/unit tests/test_layering.py
-stage e2e      .venv/bin/pytest -q -p no:cacheprovider tests/e2e
+PYTEST=(.venv/bin/pytest -q -p no:cacheprovider)
+stage install      make -s install apt
+stage lint         .venv/bin/ruff check .
+stage types        make -s types
+stage unit         "${PYTEST[@]}" tests/unit tests/raft tests/test_layering.py
+stage simulations  "${PYTEST[@]}" tests/sim
+stage e2e          "${PYTEST[@]}" tests/e2e
