@@ -66,13 +66,35 @@ def serf_stats(agent: Agent) -> dict[str, str]:
     return out
 
 
+def leader_addr(agent: Agent) -> str:
+    """What /v1/status/leader says: the leader's server address, "" when there is none."""
+    if agent.server is None:
+        return f"{agent.local.node.address}:{agent.server_port}"  # a lone client answers for itself
+    addr = agent.server.leader_address()
+    return f"{addr[0]}:{addr[1]}" if addr else ""
+
+
+def server_stats(agent: Agent) -> dict[str, dict[str, str]]:
+    """Stats.consul and Stats.raft of /v1/agent/self (leader_addr equals /v1/status/leader)."""
+    consul = {"leader_addr": leader_addr(agent), "server": str(agent.cfg.server).lower(), "known_datacenters": "1"}
+    srv = agent.server
+    if srv is None or srv.driver is None:
+        consul.update(leader="false", bootstrap="false")
+        return {"consul": consul, "raft": {"state": "none"}}
+    st = srv.driver.node.status()
+    consul.update(leader=str(srv.driver.is_leader).lower(), bootstrap=str(len(srv.voters) == 1).lower())
+    raft = {"state": str(st["role"]).title(), "term": str(st["term"]), "commit_index": str(st["commit"]),
+            "applied_index": str(st["applied"]), "last_log_index": str(st["last_index"]),
+            "num_peers": str(len(srv.voters) - 1), **{k: str(v) for k, v in srv.driver.stats.items()}}
+    return {"consul": consul, "raft": raft}
+
+
 def add_routes(router: Router, agent: Agent) -> None:
     def allow_scripts() -> bool:  # script checks over HTTP need enable_script_checks
         return bool(agent.cfg.enable_script_checks)
 
     async def self_(req: Request, m: re.Match[str]) -> Response:
         n = agent.local.node
-        leader = f"{n.address}:{agent.server_port}"
         data = {
             "Config": {"Datacenter": agent.cfg.datacenter, "NodeName": n.name, "NodeID": n.id,
                        "Server": agent.cfg.server, "Revision": "murmur", "Version": CONSUL_COMPAT_VERSION,
@@ -82,10 +104,7 @@ def add_routes(router: Router, agent: Agent) -> None:
             "Coord": None,
             "Member": self_member(agent),
             "Stats": {
-                "consul": {"leader_addr": leader, "server": str(agent.cfg.server).lower(), "leader": "true",
-                           "bootstrap": "true", "known_datacenters": "1"},
-                "raft": {"state": "Leader", "applied_index": str(agent.store.last_index),
-                         "commit_index": str(agent.store.last_index), "num_peers": "0"},
+                **server_stats(agent),
                 "serf_lan": serf_stats(agent),
                 "agent": {"services": str(len(agent.local.services)), "checks": str(len(agent.local.checks)),
                           "check_monitors": "0", "check_ttls": "0"},

@@ -9,6 +9,7 @@ from murmur.catalog.commands import ApplyError, CheckSpec, Deregister, Register
 from murmur.checks.definitions import DefinitionError, folded
 
 from ..definitions import parse_service
+from .agent_routes import leader_addr
 from .common import blocking, check_dc, json_read
 from .server import HTTPError, Request, Response, Router
 
@@ -23,10 +24,7 @@ SERVICE_TABLES = ("nodes", "services", "checks")
 
 def add_routes(router: Router, agent: Agent) -> None:
     async def leader(req: Request, m: re.Match[str]) -> Response:
-        if agent.server is None:
-            return Response.json(f"{agent.local.node.address}:{agent.server_port}")  # a lone client: itself
-        addr = agent.server.leader_address()
-        return Response.json(f"{addr[0]}:{addr[1]}" if addr else "")
+        return Response.json(leader_addr(agent))
 
     async def peers(req: Request, m: re.Match[str]) -> Response:
         if agent.server is None:
@@ -100,6 +98,31 @@ def add_routes(router: Router, agent: Agent) -> None:
             raise HTTPError(400, result.message)
         return Response.json(True)
 
+    async def raft_configuration(req: Request, m: re.Match[str]) -> Response:
+        srv = agent.server
+        if srv is None or srv.driver is None:
+            raise HTTPError(500, "No cluster leader")
+        names = {}
+        if agent.membership is not None:
+            from ..server import raft_id
+
+            for mem in agent.membership.members.values():
+                if "id" in mem.tags:
+                    try:
+                        names[raft_id(mem.tags["id"])] = (mem.name, mem.tags["id"])
+                    except ValueError:
+                        continue
+        names[srv.id] = (agent.local.node.name, agent.local.node.id)
+        servers = []
+        for v in srv.voters:
+            addr = srv.addresses.get(v)
+            name, nid = names.get(v, (str(v), str(v)))
+            servers.append({"ID": nid, "Node": name, "Address": f"{addr[0]}:{addr[1]}" if addr else "",
+                            "Leader": v == srv.driver.leader, "Voter": True, "ProtocolVersion": "3",
+                            "LastIndex": srv.driver.node.raft.log.last_index() if v == srv.id else 0})
+        return Response.json({"Servers": servers, "Index": 0}, pretty="pretty" in req.query)
+
+    router.add("GET", r"/v1/operator/raft/configuration", raft_configuration)
     router.add("GET", r"/v1/status/leader", leader)
     router.add("GET", r"/v1/status/peers", peers)
     router.add("GET", r"/v1/catalog/datacenters", datacenters)

@@ -37,9 +37,17 @@ async def read_barrier(agent: Agent, req: Request) -> None:
         raise HTTPError(500, "No cluster leader") from exc
 
 
-def read_headers(index: int) -> list[tuple[str, str]]:
-    return [("X-Consul-Index", str(index)), ("X-Consul-KnownLeader", "true"),
-            ("X-Consul-LastContact", "0"), ("X-Consul-Effective-Consistency", "leader")]
+def read_headers(index: int, agent: Agent | None = None) -> list[tuple[str, str]]:
+    """X-Consul-Index, plus whether a leader is known and (on a follower) how many ms ago it spoke."""
+    known, contact = "true", "0"
+    srv = agent.server if agent is not None else None
+    if srv is not None and srv.driver is not None:
+        known = str(bool(srv.driver.leader)).lower()
+        if not srv.driver.is_leader and srv.driver.last_contact:
+            import trio
+
+            contact = str(int(max(0.0, trio.current_time() - srv.driver.last_contact) * 1000))
+    return [("X-Consul-Index", str(index)), ("X-Consul-KnownLeader", known), ("X-Consul-LastContact", contact)]
 
 
 async def blocking(agent: Agent, req: Request, tables: tuple[str, ...]) -> int:
@@ -69,8 +77,8 @@ async def blocking(agent: Agent, req: Request, tables: tuple[str, ...]) -> int:
     return current()
 
 
-def json_read(req: Request, data: Any, index: int, status: int = 200) -> Response:
-    return Response.json(data, status, read_headers(index), pretty="pretty" in req.query)
+def json_read(req: Request, data: Any, index: int, status: int = 200, agent: Agent | None = None) -> Response:
+    return Response.json(data, status, read_headers(index, agent), pretty="pretty" in req.query)
 
 
 def bool_arg(req: Request, name: str) -> bool:

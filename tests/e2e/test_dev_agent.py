@@ -265,3 +265,20 @@ def test_taken_port_is_a_clear_error(start_agent) -> None:  # type: ignore[no-un
     assert f"cannot listen for HTTP on 127.0.0.1:{agent.http_port}" in run.stderr
     assert "Traceback" not in run.stderr
     assert agent.get("/v1/status/leader").status_code == 200  # the first agent is untouched
+
+
+def test_dev_agent_is_a_single_voter_raft_leader(start_agent) -> None:  # type: ignore[no-untyped-def]
+    agent = start_agent()
+    leader = agent.get("/v1/status/leader").json()
+    assert leader and agent.get("/v1/status/peers").json() == [leader]
+    me = agent.get("/v1/agent/self").json()
+    assert me["Stats"]["consul"]["leader_addr"] == leader and me["Stats"]["raft"]["state"] == "Leader"
+    assert me["Member"] in agent.get("/v1/agent/members").json()
+    conf = agent.get("/v1/operator/raft/configuration").json()
+    assert conf["Index"] == 0 and [(s["Node"], s["Leader"], s["Voter"]) for s in conf["Servers"]] == [
+        ("e2e", True, True)]
+    # A fresh dev agent: one node, the `consul` service, serfHealth passing.
+    assert [n["Node"] for n in agent.get("/v1/catalog/nodes").json()] == ["e2e"]
+    assert agent.get("/v1/catalog/services").json() == {"consul": []}
+    assert [(c["CheckID"], c["Status"]) for c in agent.get("/v1/health/state/any").json()] == [
+        ("serfHealth", "passing")]
