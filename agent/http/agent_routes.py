@@ -215,12 +215,15 @@ def add_routes(router: Router, agent: Agent) -> None:
         await agent.sync()
         return Response()
 
-    async def ttl_update(req: Request, m: re.Match[str]) -> Response:
-        status = {"pass": "passing", "warn": "warning", "fail": "critical"}[m["verb"]]
-        if not agent.update_check(m["id"], status, req.arg("note", "") or ""):
-            raise HTTPError(404, f"Unknown check ID {m['id']!r}")
+    async def set_check(cid: str, status: str, output: str) -> Response:
+        if not agent.update_check(cid, status, output):
+            raise HTTPError(404, f"Unknown check ID {cid!r}")
         await agent.sync()
         return Response()
+
+    async def ttl_update(req: Request, m: re.Match[str]) -> Response:
+        status = {"pass": "passing", "warn": "warning", "fail": "critical"}[m["verb"]]
+        return await set_check(m["id"], status, req.arg("note", "") or "")
 
     async def check_update(req: Request, m: re.Match[str]) -> Response:
         body = req.json()
@@ -233,10 +236,7 @@ def add_routes(router: Router, agent: Agent) -> None:
         output = d.get("output") or ""
         if not isinstance(output, str):
             raise HTTPError(400, "Output must be a string")
-        if not agent.update_check(m["id"], status, output):
-            raise HTTPError(404, f"Unknown check ID {m['id']!r}")
-        await agent.sync()
-        return Response()
+        return await set_check(m["id"], status, output)
 
     async def reload(req: Request, m: re.Match[str]) -> Response:
         try:
