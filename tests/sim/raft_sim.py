@@ -1,0 +1,627 @@
+"""A deterministic Raft cluster simulator: the real RawNode, a seeded hostile network, crashes.
+
+Discrete events in virtual milliseconds: each node ticks on its own (slightly skewed) clock;
+messages take a random latency, so they arrive out of order, and may be lost or duplicated;
+a nemesis partitions the network (splits, isolation, one-way cuts, bridges), crashes nodes
+and restarts them from what their disk holds. Every Ready is persisted to the node's Disk
+before its messages go out and its committed entries are applied, as a driver must.
+
+Clients run a key-value workload (put/get/cas on a few keys). A put or cas is proposed on the
+node a client believes leads; it is acknowledged when that same node (same incarnation) applies
+it. A get asks any node for a ReadIndex and is answered from that node's state once it has
+applied the index. Every operation is recorded with its call and return times for the
+linearizability checker; ones without an answer are "unknown".
+
+Checked while it runs (InvariantChecker): at most one leader per term; log matching (an
+(index, term) pair always names the same log prefix); leader append-only; leader completeness
+(a new leader of term T holds every entry committed in a term before T); state machine safety
+(no two nodes apply different entries at one index, each node applies 1, 2, 3, ...).
+Checked at the end, after healing everything and letting the cluster converge: every
+acknowledged write is in every node's applied stream (AckChecker), the cluster converged at all
+(liveness), and the client history is linearizable (support.lincheck).
+
+A failing run raises SimFailure naming its seed; `python tests/sim/raft_sim.py SEED [NODES]`
+replays it and prints the fault timeline.
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+import random
+import sys
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from murmur.raft.config import RaftConfig
+from murmur.raft.core import Raft
+from murmur.raft.messages import Entry, EntryType, HardState, Message, ReadState, Role
+from murmur.raft.rawnode import ProposalDropped, RawNode
+
+try:
+    from support.lincheck import CAS, GET, PUT, Op, check_kv
+except ImportError:  # run as a script from the repository root
+    sys.path.insert(0, "tests")
+    from support.lincheck import CAS, GET, PUT, Op, check_kv
+
+
+class SimFailure(AssertionError):
+    pass
+
+
+# ---- disks ---------------------------------------------------------------------------------------
+class Disk:
+    """Stable storage that is honest: what persist() was given survives a crash."""
+
+    def __init__(self) -> None:
+        self.hard = HardState()
+        self.entries: list[Entry] = []
+
+    def persist(self, hard: HardState | None, entries: list[Entry]) -> None:
+        self._write(hard, entries)
+
+    def _write(self, hard: HardState | None, entries: list[Entry]) -> None:
+        if hard is not None:
+            self.hard = hard
+        if entries:
+            del self.entries[entries[0].index - 1:]
+            self.entries.extend(entries)
+
+    def crash(self) -> None:
+        """Power loss: anything not durable is gone."""
+
+
+class LyingDisk(Disk):
+    """A planted bug: acknowledges writes it only buffers (no fsync), as a page cache would,
+    writing them out every `every`-th call. A crash loses the buffer: votes and acknowledged
+    entries vanish."""
+
+    def __init__(self, every: int = 64) -> None:
+        super().__init__()
+        self.every = every
+        self.buffer: list[tuple[HardState | None, list[Entry]]] = []
+
+    def persist(self, hard: HardState | None, entries: list[Entry]) -> None:
+        self.buffer.append((hard, list(entries)))
+        if len(self.buffer) >= self.every:
+            for h, es in self.buffer:
+                self._write(h, es)
+            self.buffer.clear()
+
+    def crash(self) -> None:
+        self.buffer.clear()
+
+
+# ---- invariants ------------------------------------------------------------------------------------
+def _link(prev: int, e: Entry) -> int:
+    return hash((prev, e.term, int(e.type), e.data))
+
+
+class InvariantChecker:
+    """Raft's safety properties (Figure 3 of the paper), checked event by event.
+
+    Each node's log is mirrored as prefix hashes (hash of everything up to an index), so log
+    matching and leader completeness are O(1) per entry: an (index, term) must always map to
+    the same prefix hash, and a new leader's prefix hash at the last index committed in an
+    earlier term must be the committed one."""
+
+    def __init__(self) -> None:
+        self.violations: list[str] = []
+        self.leaders: dict[int, int] = {}  # term -> node
+        self.prefix_of: dict[tuple[int, int], int] = {}  # (index, term) -> prefix hash
+        self.mirror: dict[int, list[int]] = {}  # node -> prefix hash per index (position index-1)
+        self.mirror_terms: dict[int, list[int]] = {}
+        self.committed_hash: list[int] = []  # per index: prefix hash of the committed entry
+        self.commit_term: list[int] = []  # per index: the leader term that committed it
+        self.applied: dict[int, tuple[int, int, bytes]] = {}  # index -> (term, type, data)
+        self.next_apply: dict[int, int] = {}
+        self.lead_term: dict[int, int] = {}  # node -> term it was last seen leading
+
+    def fail(self, what: str) -> None:
+        if len(self.violations) < 20 and what not in self.violations:
+            self.violations.append(what)
+
+    # -- log mirror --
+    def restart(self, node: int, entries: list[Entry]) -> None:
+        self.mirror[node], self.mirror_terms[node] = [], []
+        self.next_apply[node] = 1
+        self.lead_term.pop(node, None)
+        self.persisted(node, entries)
+
+    def persisted(self, node: int, entries: list[Entry], leading: int | None = None) -> None:
+        """`node` made `entries` durable; `leading` is its term if it leads now."""
+        if not entries:
+            return
+        hashes, terms = self.mirror[node], self.mirror_terms[node]
+        first = entries[0].index
+        if first > len(hashes) + 1:
+            self.fail(f"node {node} persisted {first} after {len(hashes)}: a gap")
+            return
+        if leading is not None and first <= len(hashes):
+            self.fail(f"leader append-only: node {node}, leader of term {leading}, overwrote from index {first}")
+        del hashes[first - 1:], terms[first - 1:]
+        prev = hashes[-1] if hashes else 0
+        for e in entries:
+            prev = _link(prev, e)
+            hashes.append(prev)
+            terms.append(e.term)
+            known = self.prefix_of.setdefault((e.index, e.term), prev)
+            if known != prev:
+                self.fail(f"log matching: node {node} has {e.index}@{e.term} with a different prefix")
+
+    # -- roles and commits --
+    def observe(self, node: int, r: Raft) -> None:
+        if r.role != Role.LEADER:
+            self.lead_term.pop(node, None)
+            return
+        leader = self.leaders.setdefault(r.term, node)
+        if leader != node:
+            self.fail(f"election safety: nodes {leader} and {node} both lead term {r.term}")
+        if self.lead_term.get(node) != r.term:  # newly elected: leader completeness
+            self.lead_term[node] = r.term
+            # k: the last index committed in a term before this one (a stale leader can commit
+            # after a newer one did, so commit terms need not rise with the index).
+            k = next((i + 1 for i in range(len(self.commit_term) - 1, -1, -1)
+                      if self.commit_term[i] < r.term), 0)
+            hashes = self.mirror[node]
+            if k and (len(hashes) < k or hashes[k - 1] != self.committed_hash[k - 1]):
+                self.fail(f"leader completeness: node {node} leads term {r.term} without the entries "
+                          f"committed up to index {k}")
+        committed = r.log.committed
+        hashes = self.mirror[node]
+        for index in range(len(self.committed_hash) + 1, committed + 1):
+            self.committed_hash.append(hashes[index - 1])
+            self.commit_term.append(r.term)
+        if committed and committed <= len(self.committed_hash) and hashes[committed - 1] != \
+                self.committed_hash[committed - 1]:
+            self.fail(f"node {node} leads term {r.term} with a different entry committed at {committed}")
+
+    # -- the state machine --
+    def apply(self, node: int, e: Entry) -> None:
+        want = self.next_apply[node]
+        if e.index != want:
+            self.fail(f"node {node} applied index {e.index}, expected {want}")
+        self.next_apply[node] = e.index + 1
+        seen = self.applied.setdefault(e.index, (e.term, int(e.type), e.data))
+        if seen != (e.term, int(e.type), e.data):
+            self.fail(f"state machine safety: node {node} applied {e.index}@{e.term} {e.data!r}, "
+                      f"another node applied {e.index}@{seen[0]} {seen[2]!r}")
+
+
+class AckChecker:
+    """No acknowledged write is lost: after healing, each one is in every node's applied stream,
+    exactly once."""
+
+    def __init__(self) -> None:
+        self.acked: list[str] = []
+
+    def ack(self, op_id: str) -> None:
+        self.acked.append(op_id)
+
+    def check(self, streams: dict[int, list[str]]) -> list[str]:
+        problems = []
+        for node, ids in sorted(streams.items()):
+            counts: dict[str, int] = {}
+            for i in ids:
+                counts[i] = counts.get(i, 0) + 1
+            lost = [a for a in self.acked if counts.get(a, 0) == 0]
+            twice = [a for a in self.acked if counts.get(a, 0) > 1]
+            if lost:
+                problems.append(f"lost acknowledged writes on node {node}: {lost[:5]} ({len(lost)} of "
+                                f"{len(self.acked)})")
+            if twice:
+                problems.append(f"acknowledged writes applied twice on node {node}: {twice[:5]}")
+        return problems
+
+
+# ---- the simulation --------------------------------------------------------------------------------
+@dataclass
+class SimParams:
+    nodes: int = 3
+    duration: float = 6_000.0  # ms of faults and client traffic, then heal and converge
+    settle: float = 6_000.0  # ms allowed to converge after healing
+    tick: float = 10.0  # ms per Raft tick (election 10 ticks, heartbeat 1-2 ticks)
+    clients: int = 4
+    keys: int = 3
+    op_timeout: float = 600.0
+    faults: bool = True
+    disk: Callable[[], Disk] = Disk
+    stale_reads: bool = False  # planted bug: serve gets from local state, without ReadIndex
+    drop_apply_every: int = 0  # planted bug: node 1's driver skips every n-th committed entry
+    check_invariants: bool = True  # False: leave a planted bug to the end-of-run checkers
+
+
+@dataclass
+class Client:
+    id: int
+    guess: int
+    seq: int = 0
+    busy: bool = False
+
+
+@dataclass
+class Pending:
+    op_id: str
+    client: int
+    node: int
+    incarnation: int
+    kind: str
+    key: str
+    value: Any
+    call: float
+    done: bool = False
+
+
+@dataclass
+class SimNode:
+    id: int
+    disk: Disk
+    raw: RawNode | None = None
+    incarnation: int = 0
+    kv: dict[str, str] = field(default_factory=dict)
+    applied_ids: list[str] = field(default_factory=list)
+    waiting_reads: list[tuple[int, str]] = field(default_factory=list)  # (index, op_id)
+    skew: float = 1.0
+    applies: int = 0
+    applied_index: int = 0  # what the driver has handed to the state machine
+
+
+class Simulation:
+    def __init__(self, seed: int, params: SimParams | None = None) -> None:
+        self.seed = seed
+        self.p = p = params or SimParams()
+        self.rng = random.Random(seed)
+        rng = self.rng
+        self.now = 0.0
+        self.queue: list[tuple[float, int, Callable[..., None], tuple[Any, ...]]] = []
+        self.seq = 0
+        self.ids = list(range(1, p.nodes + 1))
+        # The network, drawn per seed.
+        self.loss = rng.choice([0.0, 0.01, 0.05, 0.15]) if p.faults else 0.0
+        self.dup = rng.choice([0.0, 0.02, 0.1]) if p.faults else 0.0
+        self.max_latency = rng.choice([2.0, 8.0, 25.0])
+        # Half the seeds keep each link in order (as a TCP stream does; duplicates aside), half
+        # let every message overtake any other.
+        self.fifo = rng.random() < 0.5
+        self.link_clock: dict[tuple[int, int], float] = {}
+        self.cut: set[tuple[int, int]] = set()  # (from, to) pairs that drop messages
+        self.raft_cfg = dict(election_tick=10, heartbeat_tick=rng.choice([1, 2]),
+                             pre_vote=rng.random() < 0.75, check_quorum=rng.random() < 0.75,
+                             max_inflight_msgs=rng.choice([1, 4, 256]),
+                             max_size_per_msg=rng.choice([64, 1 << 20]))
+        self.nodes = {i: SimNode(i, p.disk(), skew=1 + rng.uniform(-0.05, 0.05)) for i in self.ids}
+        self.inv = InvariantChecker()
+        self.acks = AckChecker()
+        self.clients = [Client(c, rng.choice(self.ids)) for c in range(p.clients)]
+        self.pending: dict[str, Pending] = {}
+        self.history: list[Op] = []
+        self.timeline: deque[str] = deque(maxlen=60)
+        self.stats = {"msgs": 0, "acked": 0, "unknown": 0, "reads": 0, "crashes": 0, "elections": 0}
+        self.accepting = True
+        for i in self.ids:
+            self._start(i)
+        for c in self.clients:
+            self._at(rng.uniform(0, 50), self._client_next, c)
+        if p.faults:
+            self._at(rng.uniform(200, 800), self._nemesis)
+
+    # -- plumbing --
+    def _at(self, delay: float, fn: Callable[..., None], *args: Any) -> None:
+        self.seq += 1
+        heapq.heappush(self.queue, (self.now + delay, self.seq, fn, args))
+
+    def note(self, what: str) -> None:
+        self.timeline.append(f"{self.now:9.1f} ms  {what}")
+
+    def run_until(self, t: float) -> None:
+        while self.queue and self.queue[0][0] <= t:
+            when, _, fn, args = heapq.heappop(self.queue)
+            self.now = when
+            fn(*args)
+        self.now = t
+
+    # -- nodes --
+    def _start(self, i: int) -> None:
+        n = self.nodes[i]
+        n.incarnation += 1
+        cfg = RaftConfig(id=i, **self.raft_cfg)  # type: ignore[arg-type]
+        n.raw = RawNode(cfg, self.ids, random.Random(self.rng.random()), n.disk.hard, list(n.disk.entries))
+        n.kv, n.applied_ids, n.waiting_reads, n.applies, n.applied_index = {}, [], [], 0, 0
+        self.inv.restart(i, list(n.disk.entries))
+        self._at(self.p.tick * n.skew * self.rng.random(), self._tick, i, n.incarnation)
+
+    def crash(self, i: int) -> None:
+        n = self.nodes[i]
+        if n.raw is None:
+            return
+        n.raw = None
+        n.disk.crash()
+        self.stats["crashes"] += 1
+        self.note(f"crash {i}")
+
+    def restart(self, i: int) -> None:
+        if self.nodes[i].raw is None:
+            self._start(i)
+            self.note(f"restart {i}")
+
+    def _tick(self, i: int, incarnation: int) -> None:
+        n = self.nodes[i]
+        if n.raw is None or n.incarnation != incarnation:
+            return
+        n.raw.tick()
+        self._process(n)
+        self._at(self.p.tick * n.skew, self._tick, i, incarnation)
+
+    def _process(self, n: SimNode) -> None:
+        raw = n.raw
+        assert raw is not None
+        while raw.has_ready():
+            rd = raw.ready()
+            n.disk.persist(rd.hard_state, rd.entries)  # durable (or so it says) before sending
+            self.inv.persisted(n.id, rd.entries, raw.raft.term if raw.raft.role == Role.LEADER else None)
+            for m in rd.messages:
+                self._send(m)
+            for e in rd.committed_entries:
+                self._apply(n, e)
+            for rs in rd.read_states:
+                self._read_state(n, rs)
+            if rd.soft_state is not None and rd.soft_state.role == Role.LEADER:
+                self.stats["elections"] += 1
+                self.note(f"{n.id} leads term {raw.raft.term}")
+            raw.advance(rd)
+        self.inv.observe(n.id, raw.raft)
+
+    # -- network --
+    def _send(self, m: Message) -> None:
+        copies = 1 + (self.rng.random() < self.dup)
+        for copy in range(copies):
+            if (m.frm, m.to) in self.cut or self.rng.random() < self.loss:
+                continue
+            delay = self.rng.uniform(0.2, self.max_latency)
+            if self.fifo and copy == 0:
+                link = (m.frm, m.to)
+                delay = max(delay, self.link_clock.get(link, 0.0) - self.now)
+                self.link_clock[link] = self.now + delay
+            self._at(delay, self._deliver, m)
+
+    def _deliver(self, m: Message) -> None:
+        n = self.nodes[m.to]
+        if n.raw is None or (m.frm, m.to) in self.cut:
+            return
+        self.stats["msgs"] += 1
+        n.raw.step(m)
+        self._process(n)
+
+    # -- the state machine and client answers --
+    def _apply(self, n: SimNode, e: Entry) -> None:
+        n.applies += 1
+        n.applied_index = e.index
+        if self.p.drop_apply_every and n.id == 1 and n.applies % self.p.drop_apply_every == 0:
+            return  # the planted driver bug: this entry is never applied
+        self.inv.apply(n.id, e)
+        if e.type != EntryType.NORMAL or not e.data:
+            return
+        op_id, kind, key, a, b = e.data.decode().split("|")
+        n.applied_ids.append(op_id)
+        out: Any = None
+        if kind == PUT:
+            n.kv[key] = a
+        elif kind == CAS:
+            out = n.kv.get(key) == (None if a == "~" else a)
+            if out:
+                n.kv[key] = b
+        pend = self.pending.get(op_id)
+        if pend is not None and pend.node == n.id and pend.incarnation == n.incarnation and not pend.done:
+            self._complete(pend, out)
+        self._serve_reads(n)
+
+    def _read_state(self, n: SimNode, rs: ReadState) -> None:
+        op_id = rs.context.decode()
+        pend = self.pending.get(op_id)
+        if pend is None or pend.node != n.id or pend.incarnation != n.incarnation or pend.done:
+            return
+        bisect.insort(n.waiting_reads, (rs.index, op_id))
+        self._serve_reads(n)
+
+    def _serve_reads(self, n: SimNode) -> None:
+        while n.waiting_reads and n.waiting_reads[0][0] <= n.applied_index:
+            _, op_id = n.waiting_reads.pop(0)
+            pend = self.pending[op_id]
+            if not pend.done:
+                self.stats["reads"] += 1
+                self._complete(pend, n.kv.get(pend.key))
+
+    def _complete(self, pend: Pending, out: Any) -> None:
+        pend.done = True
+        self.history.append(Op(pend.client, pend.kind, pend.key, pend.value, out, pend.call, self.now))
+        if pend.kind != GET:
+            self.acks.ack(pend.op_id)
+            self.stats["acked"] += 1
+        client = self.clients[pend.client]
+        client.busy = False
+        self._at(self.rng.uniform(0, 30), self._client_next, client)
+
+    def _timeout(self, op_id: str) -> None:
+        pend = self.pending[op_id]
+        if pend.done:
+            return
+        pend.done = True
+        if pend.kind != GET:  # a write that may or may not have happened
+            self.history.append(Op(pend.client, pend.kind, pend.key, pend.value, None, pend.call))
+            self.stats["unknown"] += 1
+        client = self.clients[pend.client]
+        client.busy = False
+        client.guess = self.rng.choice(self.ids)
+        self._at(self.rng.uniform(0, 30), self._client_next, client)
+
+    # -- clients --
+    def _client_next(self, c: Client) -> None:
+        if c.busy or not self.accepting:
+            return
+        rng = self.rng
+        kind = rng.choice([PUT, PUT, GET, GET, CAS])
+        key = f"k{rng.randrange(self.p.keys)}"
+        c.seq += 1
+        op_id = f"c{c.id}.{c.seq}"
+        value: Any = None
+        if kind == PUT:
+            value = op_id
+            data = f"{op_id}|put|{key}|{op_id}|"
+        elif kind == CAS:
+            # Expect what this client last saw somewhere, or absent: a mix of hits and misses.
+            seen = [op.output for op in self.history[-20:] if op.kind == GET and op.key == key]
+            expected = rng.choice(seen) if seen and rng.random() < 0.8 else None
+            value = (expected, op_id)
+            data = f"{op_id}|cas|{key}|{'~' if expected is None else expected}|{op_id}"
+        node_id = c.guess if kind != GET or rng.random() < 0.5 else rng.choice(self.ids)
+        n = self.nodes[node_id]
+        if n.raw is None:
+            c.guess = rng.choice(self.ids)
+            self._at(rng.uniform(5, 30), self._client_next, c)
+            return
+        try:
+            if kind == GET and self.p.stale_reads:
+                self.history.append(Op(c.id, GET, key, None, n.kv.get(key), self.now, self.now))
+                self._at(rng.uniform(0, 30), self._client_next, c)
+                return
+            if kind == GET:
+                n.raw.read_index(op_id.encode())
+            else:
+                n.raw.propose(data.encode())
+        except ProposalDropped:
+            lead = n.raw.raft.lead
+            c.guess = lead if lead else rng.choice(self.ids)
+            self._process(n)
+            self._at(rng.uniform(5, 30), self._client_next, c)
+            return
+        c.busy = True
+        self.pending[op_id] = Pending(op_id, c.id, node_id, n.incarnation, kind, key, value, self.now)
+        self._at(self.p.op_timeout, self._timeout, op_id)
+        self._process(n)
+
+    # -- the nemesis --
+    def _nemesis(self) -> None:
+        if not self.accepting:
+            return
+        rng = self.rng
+        live = [i for i in self.ids if self.nodes[i].raw is not None]
+        down = [i for i in self.ids if self.nodes[i].raw is None]
+        leader = next((i for i in live if self.nodes[i].raw.is_leader), None)  # type: ignore[union-attr]
+        action = rng.choice(["heal", "heal", "isolate", "isolate-leader", "split", "oneway", "bridge",
+                             "crash", "crash-leader", "restart", "restart", "crash-all", "bounce",
+                             "bounce-leader"])
+        if action == "heal":
+            self.cut.clear()
+            self.note("heal")
+        elif action in ("isolate", "isolate-leader"):
+            victim = leader if action == "isolate-leader" and leader else rng.choice(self.ids)
+            self.cut = self._cut_groups([[victim], [i for i in self.ids if i != victim]])
+            self.note(f"isolate {victim}")
+        elif action == "split":
+            ids = self.ids[:]
+            rng.shuffle(ids)
+            k = rng.randrange(1, len(ids))
+            self.cut = self._cut_groups([ids[:k], ids[k:]])
+            self.note(f"split {sorted(ids[:k])} | {sorted(ids[k:])}")
+        elif action == "oneway":
+            a, b = rng.sample(self.ids, 2)
+            self.cut.add((a, b))
+            self.note(f"one-way cut {a} -> {b}")
+        elif action == "bridge":
+            # Two halves that only the bridge node hears both of: no other link crosses.
+            ids = self.ids[:]
+            rng.shuffle(ids)
+            bridge, rest = ids[0], ids[1:]
+            half = len(rest) // 2
+            self.cut = self._cut_groups([rest[:half], rest[half:]])
+            self.note(f"bridge {bridge} between {sorted(rest[:half])} and {sorted(rest[half:])}")
+        elif action == "crash" and live:
+            self.crash(rng.choice(live))
+        elif action == "crash-leader" and leader:
+            self.crash(leader)
+        elif action == "restart" and down:
+            self.restart(rng.choice(down))
+        elif action in ("bounce", "bounce-leader"):  # kill -9 and an immediate restart
+            pick = leader if action == "bounce-leader" and leader else rng.choice(live) if live else None
+            if pick is not None:
+                self.crash(pick)
+                self._at(rng.uniform(1, 40), self.restart, pick)
+        elif action == "crash-all":  # power loss of the whole cluster; it comes back together
+            for i in live:
+                self.crash(i)
+            for i in self.ids:
+                self._at(rng.uniform(20, 300), self.restart, i)
+        self._at(rng.uniform(20, 300) if rng.random() < 0.3 else rng.uniform(100, 1200), self._nemesis)
+
+    def _cut_groups(self, groups: Iterable[list[int]]) -> set[tuple[int, int]]:
+        group_of = {i: g for g, members in enumerate(groups) for i in members}
+        return {(a, b) for a in self.ids for b in self.ids
+                if a != b and a in group_of and b in group_of and group_of[a] != group_of[b]}
+
+    # -- the run --
+    def converged(self) -> bool:
+        raws = [n.raw for n in self.nodes.values()]
+        if any(r is None for r in raws):
+            return False
+        leaders = [r for r in raws if r is not None and r.is_leader]
+        if len(leaders) != 1:
+            return False
+        last = leaders[0].raft.log.last_index()
+        return all(r is not None and r.raft.log.applied == last and r.raft.log.last_index() == last
+                   and not r.has_ready() for r in raws)
+
+    def run(self) -> Simulation:
+        """Faults and traffic, then heal everything, stop the clients and converge; raises
+        SimFailure on any violation."""
+        self.run_until(self.p.duration)
+        self.accepting = False
+        self.cut.clear()
+        self.loss = self.dup = 0.0
+        for i in self.ids:
+            self.restart(i)
+        self.note("heal all, restart all, stop clients")
+        deadline = self.now + self.p.settle
+        while self.now < deadline and not self.converged():
+            self.run_until(self.now + 50)
+        for pend in self.pending.values():  # still unanswered: writes may or may not have happened
+            if not pend.done and pend.kind != GET:
+                self.history.append(Op(pend.client, pend.kind, pend.key, pend.value, None, pend.call))
+        problems = list(self.inv.violations) if self.p.check_invariants else []
+        if not self.converged():
+            problems.append(f"no convergence within {self.p.settle:g} ms after healing")
+        problems += self.acks.check({i: n.applied_ids for i, n in self.nodes.items()})
+        if not problems:
+            result = check_kv(self.history, max_steps=5_000_000)
+            if result.ok is False:
+                problems.append(result.explain())
+            elif result.ok is None:
+                problems.append(f"linearizability undecided: {result.explain()}")
+        if problems:
+            raise SimFailure(self.report(problems))
+        return self
+
+    def report(self, problems: list[str]) -> str:
+        head = (f"raft sim seed={self.seed} nodes={self.p.nodes}: replay with "
+                f"`python tests/sim/raft_sim.py {self.seed} {self.p.nodes}`\n"
+                f"network: loss={self.loss} dup={self.dup} latency<={self.max_latency}ms fifo={self.fifo} "
+                f"raft={self.raft_cfg}")
+        return "\n".join([head, *problems, "last events:", *self.timeline])
+
+
+def main(argv: list[str]) -> None:
+    seed = int(argv[1]) if len(argv) > 1 else 0
+    nodes = int(argv[2]) if len(argv) > 2 else 3
+    sim = Simulation(seed, SimParams(nodes=nodes))
+    try:
+        sim.run()
+    except SimFailure as e:
+        print(e)
+        raise SystemExit(1) from None
+    print(f"seed {seed}: ok {sim.stats}, {len(sim.history)} ops")
+    print("\n".join(sim.timeline))
+
+
+if __name__ == "__main__":
+    main(sys.argv)
