@@ -14,6 +14,6 @@ PYTEST=(.venv/bin/pytest -q -p no:cacheprovider)
 stage install      make -s install apt
 stage lint         .venv/bin/ruff check .
 stage types        make -s types
-stage unit         "${PYTEST[@]}" tests/unit tests/raft tests/test_layering.py
+stage unit         "${PYTEST[@]}" tests/unit tests/raft tests/lincheck tests/test_layering.py
 stage simulations  "${PYTEST[@]}" tests/sim
 stage e2e          "${PYTEST[@]}" tests/e2e
