@@ -2,9 +2,11 @@
 
 One seeded random generator drives latency, loss and every member's own choices, so a run is
 replayed exactly from (seed, scenario). The network model: UDP datagrams with uniform latency and
-independent loss; TCP exchanges that are reliable with delay, fail fast against a killed member
-(connection refused), and hang until their deadline across a partition or against a paused
-member. A paused member (SIGSTOP) keeps its datagrams queued and answers the backlog when resumed.
+independent loss; TCP exchanges that are reliable but suffer the same loss as retransmission
+delays (a lost SYN costs the 1 s initial RTO, a lost data segment 200 ms, doubling per retry), so a
+fallback ping under loss can miss its deadline as it would on a real network; they fail fast
+against a killed member (connection refused), and hang until their deadline across a partition or
+against a paused member. A paused member (SIGSTOP) keeps its datagrams queued and answers the backlog when resumed.
 
 Invariants are checked as it runs: an observer never sees a member's incarnation go backwards.
 Every member event is recorded with its virtual time, which is what the tests and `murmur sim`
@@ -14,6 +16,8 @@ measure detection and convergence from.
 from __future__ import annotations
 
 import heapq
+import itertools
+import operator
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -23,6 +27,7 @@ from .config import GossipConfig
 from .membership import Address, EventKind, Member, Membership, State, StreamRequest
 
 BACKLOG_LIMIT = 2000  # datagrams a paused member's socket buffer holds before dropping
+RETRY_JOIN_INTERVAL = 30.0  # Consul's retry_interval: a failed join is tried again this much later
 
 
 class InvariantViolation(AssertionError):
@@ -35,6 +40,12 @@ class NetworkModel:
     latency_max: float = 0.002
     loss: float = 0.0  # probability a datagram is lost
     tcp_latency: float = 0.002  # one-way delay of each TCP step
+    # Probability that one TCP segment is lost (None: the same as `loss`). Each loss costs a
+    # retransmission timeout: syn_rto for the handshake (Linux's initial 1 s), data_rto for data
+    # (Linux's 200 ms minimum), doubled on every retry.
+    tcp_loss: float | None = None
+    syn_rto: float = 1.0
+    data_rto: float = 0.2
 
 
 @dataclass
@@ -47,6 +58,9 @@ class SimNode:
     backlog: list[tuple[bytes, Address]] = field(default_factory=list)
     scheduled: float = float("inf")
     generation: int = 0
+    joins: dict[int, Address] = field(default_factory=dict)  # join stream token -> seed address
+    last_names: list[str] = field(default_factory=list)  # members and their incarnations at the
+    last_incs: list[int] = field(default_factory=list)  # last invariant check
 
 
 @dataclass(frozen=True)
@@ -205,7 +219,8 @@ class Simulation:
     def _do_join(self, name: str, generation: int, addr: Address) -> None:
         node = self._live(name, generation)
         if node is not None:
-            node.m.join([addr], self.now)
+            for token in node.m.join([addr], self.now):
+                node.joins[token] = addr
             self._after_input(node)
 
     def _do_packet(self, dst: Address, data: bytes, src: Address) -> None:
@@ -241,6 +256,15 @@ class Simulation:
         self._check(node)
         self._schedule(node)
 
+    def _tcp_leg(self, legs: int, rto: float) -> float:
+        """Time for `legs` segments that must all arrive, retransmitted after `rto` (doubling)."""
+        p = self.net.loss if self.net.tcp_loss is None else self.net.tcp_loss
+        t = 0.0
+        while p > 0 and any(self.rng.random() < p for _ in range(legs)):
+            t += rto
+            rto *= 2
+        return t
+
     def _start_stream(self, node: SimNode, req: StreamRequest) -> None:
         target = self.by_addr.get(req.addr)
         lat = self.net.tcp_latency
@@ -249,15 +273,17 @@ class Simulation:
         elif not self._reachable(node, target):
             self._push(req.deadline, "stream_done", (node.name, node.generation, req.token, None))
         else:
-            self._push(self.now + lat, "stream_serve", (node.name, node.generation, req, target.name, target.generation))
+            # SYN and SYN-ACK must both arrive, then the request segment.
+            delay = lat + self._tcp_leg(2, self.net.syn_rto) + self._tcp_leg(1, self.net.data_rto)
+            self._push(self.now + delay, "stream_serve", (node.name, node.generation, req, target.name, target.generation))
 
     def _do_stream_serve(self, src: str, src_gen: int, req: StreamRequest, dst: str, dst_gen: int) -> None:
         target = self._live(dst, dst_gen)
         if target is None:
             self._push(self.now, "stream_done", (src, src_gen, req.token, None))
             return
-        if target.paused or self.now > req.deadline:
-            if self.now > req.deadline:
+        if target.paused or self.now >= req.deadline:
+            if self.now >= req.deadline:  # (>=: at the deadline itself the retry below would spin)
                 self._push(self.now, "stream_done", (src, src_gen, req.token, None))
             else:  # connect succeeds (the kernel accepts), the answer waits for the process
                 self._push(min(req.deadline, self.now + 0.05), "stream_serve", (src, src_gen, req, dst, dst_gen))
@@ -265,8 +291,11 @@ class Simulation:
         payload = req.payload[4:]  # strip the frame length
         reply = target.m.handle_stream(payload, self.nodes[src].address, self.now)
         self._after_input(target)
-        self._push(self.now + self.net.tcp_latency, "stream_done",
-                   (src, src_gen, req.token, reply[4:] if reply else None))
+        arrive = self.now + self.net.tcp_latency + self._tcp_leg(1, self.net.data_rto)
+        if arrive > req.deadline:  # the caller gave up before the answer came
+            self._push(req.deadline, "stream_done", (src, src_gen, req.token, None))
+        else:
+            self._push(arrive, "stream_done", (src, src_gen, req.token, reply[4:] if reply else None))
 
     def _do_stream_done(self, name: str, generation: int, token: int, payload: bytes | None) -> None:
         node = self._live(name, generation)
@@ -275,18 +304,35 @@ class Simulation:
         if node.paused:
             self._push(self.now + 0.05, "stream_done", (name, generation, token, payload))
             return
-        node.m.stream_result(token, payload, self.now)
+        ok = node.m.stream_result(token, payload, self.now)
+        addr = node.joins.pop(token, None)
+        if addr is not None and not ok:  # as the agent's retry_join does
+            self._push(self.now + RETRY_JOIN_INTERVAL, "join", (name, generation, addr))
         self._after_input(node)
 
     def _check(self, node: SimNode) -> None:
-        for name, m in node.m.members.items():
+        """No observer ever sees a member's incarnation go backwards (seen_inc remembers the highest
+        seen; a restart with fresh state clears the observer's entries in add_node). Runs after
+        every step of every member, so the unchanged case is kept to two C-level list builds."""
+        members = node.m.members
+        names = list(members)
+        incs = [m.incarnation for m in members.values()]
+        if names == node.last_names:
+            if incs == node.last_incs:
+                return
+            changed = list(itertools.compress(range(len(incs)), map(operator.ne, incs, node.last_incs)))
+        else:
+            changed = list(range(len(incs)))
+        for i in changed:
+            name, inc = names[i], incs[i]
             key = (node.name, name)
             before = self.seen_inc.get(key, 0)
-            if m.incarnation < before:
+            if inc < before:
                 raise InvariantViolation(
-                    f"seed {self.seed}: {node.name} saw {name}'s incarnation go back {before} -> {m.incarnation} "
+                    f"seed {self.seed}: {node.name} saw {name}'s incarnation go back {before} -> {inc} "
                     f"at t={self.now:.3f}")
-            self.seen_inc[key] = m.incarnation
+            self.seen_inc[key] = inc
+        node.last_names, node.last_incs = names, incs
 
 
 def member_state_counts(members: dict[str, Member]) -> dict[str, int]:
