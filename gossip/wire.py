@@ -22,6 +22,7 @@ import msgpack
 VERSION = 1
 ENCRYPTED_FLAG = 0x80  # reserved: version byte of an encrypted packet
 MAX_FRAME = 16 * 1024 * 1024  # a stream frame larger than this is refused (a 10k-member push-pull is ~1 MB)
+MAX_INT = 2**63 - 1  # largest incarnation, sequence number or Lamport time we accept
 COMPOUND_OVERHEAD = 3  # bytes msgpack adds per message inside the outer array (array header + type)
 
 
@@ -174,38 +175,48 @@ def packet(*msgs: Message) -> bytes:
 
 
 def _str(v: Any) -> str:
-    if not isinstance(v, str):
+    if type(v) is not str:
         raise WireError(f"expected a string, got {type(v).__name__}")
     return v
 
 
 def _int(v: Any) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-        raise WireError(f"expected a non-negative integer, got {v!r}")
+    # Bounded so that our own +1 (a refutation, a Lamport witness) still fits msgpack's uint64:
+    # otherwise one hostile number would make every later encode raise.
+    if type(v) is not int or v < 0 or v > MAX_INT:
+        raise WireError(f"expected an integer in 0..2^63-1, got {v!r}")
+    return v
+
+
+def _port(v: Any) -> int:
+    if type(v) is not int or not 0 <= v <= 65535:
+        raise WireError(f"expected a port number, got {v!r}")
     return v
 
 
 def _tags(v: Any) -> dict[str, str]:
-    if not isinstance(v, dict) or not all(isinstance(k, str) and isinstance(x, str) for k, x in v.items()):
+    if type(v) is not dict or (v and set(map(type, v.keys())) | set(map(type, v.values())) != {str}):
         raise WireError("tags must be a map of strings")
     return dict(v)
 
 
 def _vsn(v: Any) -> Vsn:
-    if not isinstance(v, list) or len(v) < 6:
+    if type(v) is not list or len(v) < 6:
         raise WireError("vsn must be a list of 6 integers")
-    a = [_int(x) for x in v[:6]]
-    return (a[0], a[1], a[2], a[3], a[4], a[5])
+    t = tuple(v[:6])
+    if set(map(type, t)) != {int} or min(t) < 0 or max(t) > 255:
+        raise WireError("vsn must be a list of 6 small integers")
+    return (t[0], t[1], t[2], t[3], t[4], t[5])
 
 
 def _decode_one(kind: int, b: list[Any]) -> Message | None:
     """Decode a body; None for a type this version does not know."""
     try:
         if kind == MessageType.PING:
-            return Ping(_int(b[0]), _str(b[1]), _str(b[2]), _str(b[3]), _int(b[4]))
+            return Ping(_int(b[0]), _str(b[1]), _str(b[2]), _str(b[3]), _port(b[4]))
         if kind == MessageType.INDIRECT_PING:
-            return IndirectPing(_int(b[0]), _str(b[1]), _str(b[2]), _int(b[3]), bool(b[4]), _str(b[5]),
-                                _str(b[6]), _int(b[7]))
+            return IndirectPing(_int(b[0]), _str(b[1]), _str(b[2]), _port(b[3]), bool(b[4]), _str(b[5]),
+                                _str(b[6]), _port(b[7]))
         if kind == MessageType.ACK:
             return Ack(_int(b[0]))
         if kind == MessageType.NACK:
@@ -213,7 +224,7 @@ def _decode_one(kind: int, b: list[Any]) -> Message | None:
         if kind == MessageType.SUSPECT:
             return Suspect(_int(b[0]), _str(b[1]), _str(b[2]))
         if kind == MessageType.ALIVE:
-            return Alive(_int(b[0]), _str(b[1]), _str(b[2]), _int(b[3]), _tags(b[4]), _vsn(b[5]))
+            return Alive(_int(b[0]), _str(b[1]), _str(b[2]), _port(b[3]), _tags(b[4]), _vsn(b[5]))
         if kind == MessageType.DEAD:
             return Dead(_int(b[0]), _str(b[1]), _str(b[2]))
         if kind == MessageType.PUSH_PULL:
@@ -226,7 +237,7 @@ def _decode_one(kind: int, b: list[Any]) -> Message | None:
                 code = _int(s[4])
                 if code > max(MemberStateCode):
                     raise WireError(f"unknown member state {code}")
-                states.append(PushState(_str(s[0]), _str(s[1]), _int(s[2]), _int(s[3]), MemberStateCode(code),
+                states.append(PushState(_str(s[0]), _str(s[1]), _port(s[2]), _int(s[3]), MemberStateCode(code),
                                         _tags(s[5]), _vsn(s[6])))
             return PushPull(bool(b[0]), _int(b[1]), tuple(states))
     except IndexError as exc:
