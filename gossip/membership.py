@@ -44,9 +44,10 @@ Address = tuple[str, int]
 State = MemberStateCode
 DEFAULT_VSN: Vsn = (1, 5, 2, 2, 5, 4)
 FAR = float("inf")
+LIVE = (State.ALIVE, State.SUSPECT)
 
 
-@dataclass
+@dataclass(slots=True)
 class Member:
     name: str
     addr: str
@@ -130,6 +131,7 @@ class Membership:
         self.rng = rng
         self.me = Member(name, addr, port, 1, State.ALIVE, now, dict(tags or {}), vsn)
         self.members: dict[str, Member] = {name: self.me}
+        self._live = 1  # members in LIVE states, kept by _set_state (live_count is on every send path)
         self.awareness = Awareness(config.awareness_max_multiplier)
         self.broadcasts = BroadcastQueue()
         self.clock = LamportClock()
@@ -172,7 +174,7 @@ class Membership:
     # ---- queries --------------------------------------------------------------------------------
     def live_count(self) -> int:
         """Members believed alive or suspect, ourselves included: N in the timer formulas."""
-        return sum(1 for m in self.members.values() if m.state in (State.ALIVE, State.SUSPECT))
+        return self._live
 
     def next_deadline(self) -> float:
         times = [self.next_probe, self.next_gossip, self.next_push_pull, self.next_reconnect, self.next_reap]
@@ -184,6 +186,11 @@ class Membership:
         return min(times)
 
     # ---- helpers --------------------------------------------------------------------------------
+    def _set_state(self, m: Member, state: State, now: float) -> None:
+        self._live += (state in LIVE) - (m.state in LIVE)
+        m.state = state
+        m.state_change = now
+
     def _event(self, kind: EventKind, m: Member) -> None:
         self._events.append(MemberEvent(kind, m.name, m.addr, m.port, dict(m.tags), m.incarnation))
 
@@ -203,15 +210,31 @@ class Membership:
                                                                  dict(m.tags), m.vsn)))
 
     def _random_members(self, k: int, exclude: set[str], now: float, gossip: bool = False) -> list[Member]:
-        """Up to k random members, alive or suspect (for gossip also recently dead)."""
-        pool = []
-        for name in sorted(self.members):
-            m = self.members[name]
-            if name in exclude or name == self.name:
-                continue
-            if m.state in (State.ALIVE, State.SUSPECT) or (
-                    gossip and m.state == State.DEAD and now - m.state_change <= self.config.gossip_to_the_dead_time):
-                pool.append(m)
+        """Up to k random members, alive or suspect (for gossip also recently dead).
+        The dict's insertion order is deterministic for a given history, so no sort is needed."""
+        dead_since = now - self.config.gossip_to_the_dead_time if gossip else FAR
+
+        def wanted(m: Member) -> bool:
+            return ((m.state in LIVE or (m.state == State.DEAD and m.state_change >= dead_since))
+                    and m.name != self.name and m.name not in exclude)
+
+        members = list(self.members.values())
+        n = len(members)
+        if n > 2 * k + 8:
+            # Draw distinct random positions, keeping the wanted ones: O(k) when most members are
+            # wanted (gossip runs five times a second). Every wanted member is equally likely.
+            picked: list[Member] = []
+            tried: set[int] = set()
+            for _ in range(4 * k + 8):
+                i = self.rng.randrange(n)
+                if i in tried:
+                    continue
+                tried.add(i)
+                if wanted(members[i]):
+                    picked.append(members[i])
+                    if len(picked) == k:
+                        return picked
+        pool = [m for m in members if wanted(m)]
         if len(pool) <= k:
             self.rng.shuffle(pool)
             return pool
@@ -234,8 +257,7 @@ class Membership:
             return
         self.leaving = True
         self.me.incarnation += 1
-        self.me.state = State.LEFT
-        self.me.state_change = now
+        self._set_state(self.me, State.LEFT, now)
         self.clock.increment()
         self.broadcasts.queue(self.name, wire.encode_message(Dead(self.me.incarnation, self.name, self.name)))
 
@@ -414,6 +436,7 @@ class Membership:
         if m is None:
             m = Member(a.node, a.addr, a.port, a.incarnation, State.ALIVE, now, dict(a.tags), a.vsn)
             self.members[a.node] = m
+            self._live += 1
             self._add_to_probe_order(a.node)
             self.broadcasts.queue(a.node, wire.encode_message(a))
             self._event(EventKind.JOIN, m)
@@ -430,8 +453,7 @@ class Membership:
         was = m.state
         m.incarnation, m.addr, m.port, m.tags, m.vsn = a.incarnation, a.addr, a.port, dict(a.tags), a.vsn
         if was != State.ALIVE:
-            m.state = State.ALIVE
-            m.state_change = now
+            self._set_state(m, State.ALIVE, now)
             if was in (State.DEAD, State.LEFT):
                 if a.node not in self.probe_order:
                     self._add_to_probe_order(a.node)
@@ -458,8 +480,7 @@ class Membership:
             return
         self.broadcasts.queue(s.node, wire.encode_message(s))
         m.incarnation = s.incarnation
-        m.state = State.SUSPECT
-        m.state_change = now
+        self._set_state(m, State.SUSPECT, now)
         self.stats["suspects_started"] += 1
         n = self.live_count()
         k = self.config.suspicion_mult - 2
@@ -481,11 +502,11 @@ class Membership:
             return
         self.broadcasts.queue(d.node, wire.encode_message(d))
         m.incarnation = d.incarnation
-        m.state = State.LEFT if d.sender == d.node else State.DEAD
-        m.state_change = now
-        if m.state == State.DEAD:
+        state = State.LEFT if d.sender == d.node else State.DEAD
+        self._set_state(m, state, now)
+        if state == State.DEAD:
             self.stats["deaths_declared"] += 1
-        self._event(EventKind.LEAVE if m.state == State.LEFT else EventKind.FAILED, m)
+        self._event(EventKind.LEAVE if state == State.LEFT else EventKind.FAILED, m)
 
     # ---- timers ---------------------------------------------------------------------------------
     def handle_timer(self, now: float) -> None:
