@@ -19,15 +19,22 @@ class Broadcast:
 
 
 class BroadcastQueue:
-    def __init__(self) -> None:
+    def __init__(self, max_size: int = 1 << 30) -> None:
         self.items: dict[str, Broadcast] = {}
         self.anonymous: list[Broadcast] = []
         self._next_id = 0
+        # A message longer than this can never ride in a packet: queued, it would wait forever
+        # (and keep a graceful leave waiting for the queue to drain). Such messages are dropped.
+        self.max_size = max_size
+        self.dropped_oversize = 0
 
     def __len__(self) -> int:
         return len(self.items) + len(self.anonymous)
 
     def queue(self, key: str, msg: bytes) -> None:
+        if len(msg) > self.max_size:
+            self.dropped_oversize += 1
+            return
         self._next_id += 1
         b = Broadcast(key, msg, 0, self._next_id)
         if key:

@@ -18,6 +18,8 @@ import random
 from dataclasses import dataclass, field
 from enum import Enum
 
+import msgpack
+
 from . import wire
 from .awareness import Awareness
 from .broadcast import BroadcastQueue
@@ -45,6 +47,18 @@ State = MemberStateCode
 DEFAULT_VSN: Vsn = (1, 5, 2, 2, 5, 4)
 FAR = float("inf")
 LIVE = (State.ALIVE, State.SUSPECT)
+MAX_TAGS_SIZE = 512  # encoded bytes of a member's tags (memberlist's MetaMaxSize): alive messages must fit a packet
+
+
+def check_tags(tags: dict[str, str]) -> None:
+    """Raise ValueError for tags that could not ride in a gossip packet (or are not strings)."""
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in tags.items()):
+        raise ValueError("tags must map strings to strings")
+    size = len(msgpack.packb(tags))
+    if size > MAX_TAGS_SIZE:
+        raise ValueError(f"tags take {size} bytes encoded; at most {MAX_TAGS_SIZE} fit in a gossip message")
+
+
 
 
 @dataclass(slots=True)
@@ -126,6 +140,7 @@ class Membership:
     def __init__(self, config: GossipConfig, name: str, addr: str, port: int, rng: random.Random, now: float,
                  tags: dict[str, str] | None = None, vsn: Vsn = DEFAULT_VSN) -> None:
         config.validate()
+        check_tags(tags or {})
         self.config = config
         self.name = name
         self.rng = rng
@@ -133,7 +148,7 @@ class Membership:
         self.members: dict[str, Member] = {name: self.me}
         self._live = 1  # members in LIVE states, kept by _set_state (live_count is on every send path)
         self.awareness = Awareness(config.awareness_max_multiplier)
-        self.broadcasts = BroadcastQueue()
+        self.broadcasts = BroadcastQueue(max_size=config.udp_buffer_size - 4 - wire.COMPOUND_OVERHEAD)
         self.clock = LamportClock()
         self.suspicions: dict[str, Suspicion] = {}
         self.probe_order: list[str] = []
@@ -267,7 +282,8 @@ class Membership:
             m.state != State.DEAD for m in self.members.values() if m.name != self.name)
 
     def update_tags(self, tags: dict[str, str], now: float) -> None:
-        """Change our tags: a new incarnation tells everyone."""
+        """Change our tags: a new incarnation tells everyone. ValueError if they are too large."""
+        check_tags(tags)
         self.me.tags = dict(tags)
         self.me.incarnation += 1
         self.clock.increment()
