@@ -510,8 +510,8 @@ class Membership:
         if m is None or d.incarnation < m.incarnation:
             return
         self.suspicions.pop(d.node, None)
-        if m.state in (State.DEAD, State.LEFT):
-            return
+        if m.state == State.LEFT or (m.state == State.DEAD and d.sender != d.node):
+            return  # (a leave about a failed member still turns it LEFT: force-leave, or a late leave)
         if d.node == self.name:
             if not self.leaving:
                 self._refute(d.incarnation)
