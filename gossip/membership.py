@@ -122,7 +122,6 @@ class _Probe:
     end: float
     indirect: bool = False
     acked: bool = False
-    direct_ack: bool = False
     expected_nacks: int = 0
     nacks: int = 0
     tcp_ok: bool = False
@@ -353,9 +352,7 @@ class Membership:
     def _on_ack(self, seq: int) -> None:
         probe = self.probe
         if probe is not None and probe.seq == seq:
-            if not probe.acked:
-                probe.acked = True
-                probe.direct_ack = not probe.indirect
+            probe.acked = True
             return
         relay = self.relays.pop(seq, None)
         if relay is not None:
@@ -648,12 +645,12 @@ class Membership:
             self._streams_out.append(req)
 
     def _conclude(self, probe: _Probe, now: float) -> None:
-        if probe.acked:
-            if probe.direct_ack:
-                self.awareness.apply_delta(-1)
-            return
-        if probe.tcp_ok:
-            self.stats["tcp_fallback_ok"] += 1  # UDP is blocked somewhere, but the member is alive
+        if probe.acked or probe.tcp_ok:
+            # Any answer, direct, relayed or over TCP, means we could do our part: health improves
+            # (memberlist and the Lifeguard paper do the same; only failures count against us).
+            self.awareness.apply_delta(-1)
+            if not probe.acked:
+                self.stats["tcp_fallback_ok"] += 1  # UDP is blocked somewhere, but the member is alive
             return
         if probe.expected_nacks > 0:
             self.awareness.apply_delta(probe.expected_nacks - probe.nacks)
