@@ -42,6 +42,10 @@ class BroadcastQueue:
         else:
             self.anonymous.append(b)
 
+    def has(self, key: str) -> bool:
+        """True if an update about member `key` is waiting."""
+        return key in self.items
+
     def get(self, budget: int, overhead: int, limit: int) -> list[bytes]:
         """Messages fitting in `budget` bytes (each costing `overhead` extra), least-sent first.
         Each returned item counts one transmit and is dropped once it reaches `limit`."""

@@ -59,8 +59,6 @@ def check_tags(tags: dict[str, str]) -> None:
         raise ValueError(f"tags take {size} bytes encoded; at most {MAX_TAGS_SIZE} fit in a gossip message")
 
 
-
-
 @dataclass(slots=True)
 class Member:
     name: str
@@ -163,7 +161,7 @@ class Membership:
         self.stats: dict[str, int] = {k: 0 for k in (
             "packets_in", "packets_out", "bad_packets", "unknown_messages", "stale_acks", "misdirected_pings",
             "refutes", "suspects_started", "deaths_declared", "indirect_probes", "tcp_fallback_ok", "nacks_sent",
-            "push_pulls", "bad_streams")}
+            "push_pulls", "bad_streams", "stale_accusations", "suspects_told", "suspicions_reasked")}
         # Spread the first timers so members started together do not tick in lockstep.
         self.next_probe = now + rng.uniform(0, config.probe_interval)
         self.next_gossip = now + rng.uniform(0, config.gossip_interval)
@@ -195,7 +193,7 @@ class Membership:
         if self.probe is not None:
             times.append(self.probe.end if self.probe.indirect else self.probe.direct_deadline)
         times.extend(r.deadline for r in self.relays.values())
-        times.extend(s.deadline for s in self.suspicions.values())
+        times.extend(min(s.deadline, s.reask_at) for s in self.suspicions.values())
         times.extend(s.deadline for s in self.streams.values())
         return min(times)
 
@@ -318,6 +316,19 @@ class Membership:
         self.stats["unknown_messages"] += unknown
         for msg in msgs:
             self._handle(msg, src, now)
+        if self.suspicions:
+            self._tell_suspect(src)
+
+    def _tell_suspect(self, src: Address) -> None:
+        """A datagram came from a member we still suspect: tell it, so it can refute (or, if it
+        already did, answer with the alive we missed). Lifeguard's buddy system tells a suspect when
+        we probe it; this covers the other direction, when the suspect is the one talking to us."""
+        for name in self.suspicions:
+            m = self.members.get(name)
+            if m is not None and m.state == State.SUSPECT and (m.addr, m.port) == src:
+                self.stats["suspects_told"] += 1
+                self._send(src, [wire.encode_message(Suspect(m.incarnation, m.name, self.name))])
+                return
 
     def _handle(self, msg: Message, src: Address, now: float) -> None:
         if isinstance(msg, Ping):
@@ -330,11 +341,11 @@ class Membership:
             if self.probe is not None and self.probe.seq == msg.seq:
                 self.probe.nacks += 1
         elif isinstance(msg, Suspect):
-            self._suspect(msg, now)
+            self._suspect(msg, now, src)
         elif isinstance(msg, Alive):
             self._alive(msg, now)
         elif isinstance(msg, Dead):
-            self._dead(msg, now)
+            self._dead(msg, now, src)
         # PushPull only travels over streams.
 
     def _on_ping(self, msg: Ping, src: Address) -> None:
@@ -476,9 +487,21 @@ class Membership:
         elif changed:
             self._event(EventKind.UPDATE, m)
 
-    def _suspect(self, s: Suspect, now: float) -> None:
+    def _answer_stale(self, m: Member, src: Address | None) -> None:
+        """`src` accused `m` at an older incarnation than our alive one: it missed the refutation
+        (gossip sends each update only a few times, and loss can starve one member of every copy).
+        Tell it directly, so it does not time its stale suspicion out into a false death."""
+        if src is None or m.state != State.ALIVE or (m is self.me and self.leaving):
+            return
+        self.stats["stale_accusations"] += 1
+        self._send(src, [wire.encode_message(Alive(m.incarnation, m.name, m.addr, m.port, dict(m.tags), m.vsn))])
+
+    def _suspect(self, s: Suspect, now: float, src: Address | None = None) -> None:
         m = self.members.get(s.node)
-        if m is None or s.incarnation < m.incarnation:
+        if m is None:
+            return
+        if s.incarnation < m.incarnation:
+            self._answer_stale(m, src)
             return
         existing = self.suspicions.get(s.node)
         if existing is not None:
@@ -491,7 +514,8 @@ class Membership:
             if not self.leaving:
                 self._refute(s.incarnation)
             return
-        self.broadcasts.queue(s.node, wire.encode_message(s))
+        encoded = wire.encode_message(s)
+        self.broadcasts.queue(s.node, encoded)
         m.incarnation = s.incarnation
         self._set_state(m, State.SUSPECT, now)
         self.stats["suspects_started"] += 1
@@ -500,11 +524,14 @@ class Membership:
         if n - 2 < k:
             k = 0
         self.suspicions[s.node] = Suspicion(s.sender, k, self.config.suspicion_min(n),
-                                            self.config.suspicion_max(n), now)
+                                            self.config.suspicion_max(n), now, encoded)
 
-    def _dead(self, d: Dead, now: float) -> None:
+    def _dead(self, d: Dead, now: float, src: Address | None = None) -> None:
         m = self.members.get(d.node)
-        if m is None or d.incarnation < m.incarnation:
+        if m is None:
+            return
+        if d.incarnation < m.incarnation:
+            self._answer_stale(m, src)
             return
         self.suspicions.pop(d.node, None)
         if m.state == State.LEFT or (m.state == State.DEAD and d.sender != d.node):
@@ -530,6 +557,12 @@ class Membership:
             if relay.nack:
                 self._send(relay.origin, [wire.encode_message(Nack(relay.origin_seq))])
                 self.stats["nacks_sent"] += 1
+        for name, susp in self.suspicions.items():
+            if susp.reask_at <= now:
+                susp.reask_at = FAR
+                if susp.message and not self.broadcasts.has(name):  # a queued update says as much
+                    self.stats["suspicions_reasked"] += 1
+                    self.broadcasts.queue(name, susp.message)
         for name in [n for n, s in self.suspicions.items() if s.deadline <= now]:
             susp = self.suspicions.pop(name)
             m = self.members.get(name)

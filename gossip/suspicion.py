@@ -19,9 +19,16 @@ def remaining_timeout(n: int, k: int, min_t: float, max_t: float) -> float:
 
 
 class Suspicion:
-    """One suspected member: who has confirmed, and when the suspicion becomes a death."""
+    """One suspected member: who has confirmed, and when the suspicion becomes a death.
 
-    def __init__(self, from_node: str, k: int, min_t: float, max_t: float, start: float) -> None:
+    Halfway through the minimum timeout a suspicion still held is re-asked once: its message is
+    gossiped again, so that members who already heard the refutation answer it (a member that
+    missed every copy of a refutation would otherwise turn a live member dead; see
+    Membership._answer_stale). Refuted suspicions are gone by then, so this costs nothing in the
+    common case."""
+
+    def __init__(self, from_node: str, k: int, min_t: float, max_t: float, start: float,
+                 message: bytes = b"") -> None:
         self.k = k
         self.min = min_t
         self.max = max_t
@@ -29,6 +36,8 @@ class Suspicion:
         self.confirmations: set[str] = {from_node}  # the first accuser does not count toward n
         self.n = 0
         self.deadline = start + (min_t if k < 1 else max_t)
+        self.message = message  # the suspect message as first heard, re-gossiped at reask_at
+        self.reask_at = start + min_t / 2
 
     def confirm(self, from_node: str) -> bool:
         """Count an independent confirmation; True if it was new (then re-broadcast it)."""
