@@ -39,6 +39,8 @@ class Transport(Protocol):
 class MemoryStorage:
     """Storage for --dev and tests: keeps the log in memory (lost with the process)."""
 
+    inline = True  # nothing to wait for: save on the event loop, no worker thread
+
     def __init__(self) -> None:
         self.hard = HardState()
         self.entries: list[Entry] = []
@@ -194,7 +196,10 @@ class RaftDriver:
     async def _process(self, rd: Ready) -> None:
         if rd.hard_state is not None or rd.entries:
             FAILPOINTS.hit("raft-before-append")
-            await trio.to_thread.run_sync(self.storage.save, rd.hard_state, rd.entries)
+            if getattr(self.storage, "inline", False):
+                self.storage.save(rd.hard_state, rd.entries)
+            else:
+                await trio.to_thread.run_sync(self.storage.save, rd.hard_state, rd.entries)
             self.stats["writes"] += 1
             self.stats["entries_written"] += len(rd.entries)
             FAILPOINTS.hit("raft-after-fsync")
