@@ -1,0 +1,94 @@
+"""gossip/sim.py itself: the invariant checker can fail, runs replay from their seed, and the
+network model does what the simulation tests rely on (loss applies to TCP too, joins retry)."""
+
+from __future__ import annotations
+
+import pytest
+from murmur.gossip.config import GossipConfig
+from murmur.gossip.membership import EventKind, State
+from murmur.gossip.sim import InvariantViolation, NetworkModel, Simulation
+
+
+def test_the_incarnation_checker_fails_on_a_regression() -> None:
+    """A checker that has never failed proves nothing: feed it an incarnation going backwards."""
+    s = Simulation(3, seed=11)
+    s.run_until(5.0)
+    observer = s.nodes["node-0000"]
+    subject = observer.m.members["node-0001"]
+    subject.incarnation = 7  # moving forward is fine ...
+    s.run_until(6.0)
+    subject.incarnation = 3  # ... going back is what the checker exists to catch
+    with pytest.raises(InvariantViolation) as err:
+        s.run_until(7.0)
+    msg = str(err.value)
+    assert "seed 11" in msg and "node-0000" in msg and "node-0001" in msg and "7 -> 3" in msg
+
+
+def test_the_checker_allows_a_restarted_member_to_start_over() -> None:
+    s = Simulation(3, seed=5)
+    s.run_until(5.0)
+    s.kill("node-0002")
+    s.run_until(40.0)
+    s.add_node("node-0002", seed_node="node-0000")  # fresh state: its own view starts at 1 again
+    s.run_until(80.0)
+    assert s.converged()
+
+
+def test_a_run_replays_exactly_from_its_seed() -> None:
+    def run(seed: int) -> list[tuple[float, str, EventKind, str]]:
+        s = Simulation(8, seed=seed, net=NetworkModel(loss=0.1))
+        s.run_until(10.0)
+        s.kill("node-0003")
+        s.run_until(40.0)
+        return [(r.time, r.observer, r.kind, r.subject) for r in s.records]
+
+    assert run(3) == run(3)
+    assert run(3) != run(4)
+
+
+def test_loss_applies_to_tcp_too() -> None:
+    """Fallback pings and push-pulls over TCP pay for lost segments with retransmission timeouts,
+    so at high loss some of them miss their deadline, as on a real network."""
+    lossless = Simulation(2, seed=1, join=False)
+    assert lossless._tcp_leg(2, 1.0) == 0.0
+    lossy = Simulation(2, seed=1, join=False, net=NetworkModel(loss=0.5))
+    delays = [lossy._tcp_leg(2, 1.0) for _ in range(2000)]
+    late = sum(d > 0 for d in delays) / len(delays)
+    assert 0.70 < late < 0.80  # 1 - 0.5**2 of handshakes lose a segment and wait the 1 s RTO
+    assert {0.0, 1.0, 3.0} <= set(delays)  # 1 s, then 2 s more: exponential backoff
+    assert Simulation(2, seed=1, join=False, net=NetworkModel(loss=0.5, tcp_loss=0.0))._tcp_leg(2, 1.0) == 0.0
+
+
+def test_a_failed_join_is_retried_like_retry_join() -> None:
+    s = Simulation(2, seed=2, join=False)
+    s.partition([["node-0000"], ["node-0001"]])
+    s.add_node("node-0002", seed_node="node-0000", at=0.0)
+    s.group["node-0002"] = 2  # on the far side: the first join hangs until its TCP deadline
+    s.run_until(15.0)
+    assert set(s.nodes["node-0002"].m.members) == {"node-0002"}
+    s.heal()
+    s.run_until(50.0)  # the retry, RETRY_JOIN_INTERVAL after the failure
+    assert "node-0000" in s.nodes["node-0002"].m.members
+    assert s.nodes["node-0002"].m.members["node-0000"].state == State.ALIVE
+
+
+def test_paused_stream_at_its_exact_deadline_does_not_spin() -> None:
+    """A stream served at exactly its deadline against a paused member used to re-queue itself at
+    the same instant forever."""
+    s = Simulation(4, GossipConfig.lan(), seed=0)
+    s.run_until(20.0)
+    serve = s._do_stream_serve
+    calls = 0
+
+    def counted(*args: object) -> None:
+        nonlocal calls
+        calls += 1
+        assert calls < 10_000, "a stream to a paused member keeps re-queueing itself"
+        serve(*args)  # type: ignore[arg-type]
+
+    s._do_stream_serve = counted  # type: ignore[method-assign]
+    s.pause("node-0001")
+    s.run_until(25.0)  # returns: probes of the paused member time out, their TCP fallback too
+    s.resume("node-0001")
+    s.run_until(30.0)
+    assert s.converged()
