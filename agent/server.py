@@ -144,15 +144,26 @@ class ServerRuntime:
         return out
 
     def update_peers(self) -> None:
-        """Point the transport at every voter's current address (from gossip)."""
+        """Point the transport at every voter's current address (from gossip), and remember the
+        addresses in the data dir so a restarted server reaches its peers before gossip has."""
+        changed = False
         for rid, addr in self.known_servers().items():
-            self.addresses[rid] = addr
-            if rid != self.id and rid in self.voters:
-                self.transport.set_peer(rid, addr)
+            if self.addresses.get(rid) != addr:
+                self.addresses[rid] = addr
+                changed = True
+        for rid in self.voters:
+            if rid != self.id and rid in self.addresses:
+                self.transport.set_peer(rid, self.addresses[rid])
+        if changed and isinstance(self.storage, RaftStorage):
+            set_storage_meta(self.storage, "peers", {str(k): list(v) for k, v in self.addresses.items()})
 
     async def _start_raft(self, voters: list[int], storage: RaftStorage | MemoryStorage) -> None:
         hard, entries = (storage.load() if isinstance(storage, RaftStorage) else (None, []))
         self.voters = voters
+        if isinstance(storage, RaftStorage):
+            known = get_storage_meta(storage, "peers") or {}
+            for rid, addr in known.items():
+                self.addresses.setdefault(int(rid), (str(addr[0]), int(addr[1])))
         node = RawNode(RaftConfig(id=self.id), voters, random.Random(self.agent.rng.random()), hard, entries)
         self.driver = RaftDriver(node, storage, CatalogFSM(self.agent.store), self.transport, TICK_INTERVAL,
                                  on_apply=self.agent.feed.notify)
@@ -220,15 +231,23 @@ class ServerRuntime:
             await framed.write(bytes(msgpack.packb(reply)))
 
 
+def get_storage_meta(storage: RaftStorage, key: str) -> Any:
+    row = storage.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    return msgpack.unpackb(row[0], raw=False, strict_map_key=False) if row else None
+
+
+def set_storage_meta(storage: RaftStorage, key: str, value: Any) -> None:
+    storage.db.execute("BEGIN IMMEDIATE")
+    storage.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, bytes(msgpack.packb(value))))
+    storage.db.execute("COMMIT")
+
+
 def storage_voters(storage: RaftStorage) -> list[int]:
-    row = storage.db.execute("SELECT value FROM meta WHERE key = 'voters'").fetchone()
-    return list(msgpack.unpackb(row[0])) if row else []
+    return list(get_storage_meta(storage, "voters") or [])
 
 
 def set_storage_voters(storage: RaftStorage, voters: list[int]) -> None:
-    storage.db.execute("BEGIN IMMEDIATE")
-    storage.db.execute("INSERT OR REPLACE INTO meta VALUES ('voters', ?)", (bytes(msgpack.packb(voters)),))
-    storage.db.execute("COMMIT")
+    set_storage_meta(storage, "voters", voters)
 
 
 __all__ = ["NoLeader", "ServerRuntime", "decode_result", "raft_id"]

@@ -39,6 +39,10 @@ class MessageType(IntEnum):
 
 
 LOCAL_MESSAGES = frozenset({MessageType.HUP, MessageType.BEAT})
+# Messages a leader may send before its own write of the same Ready is durable (Raft thesis
+# §10.2.1): they promise nothing about the sender's disk; commitment still needs the leader's
+# own write, which happens before anything is applied.
+EARLY_SEND = frozenset({MessageType.APP, MessageType.HEARTBEAT, MessageType.SNAP})
 
 
 class Role(IntEnum):
@@ -154,6 +158,10 @@ class Ready:
     committed_entries: list[Entry] = field(default_factory=list)
     messages: list[Message] = field(default_factory=list)
     read_states: list[ReadState] = field(default_factory=list)
+    # True when this Ready must be durable before its messages go out: new entries, or a new
+    # term or vote (etcd's MustSync). A change of the commit index alone need not be synced: it
+    # can be recomputed from the leader after a crash.
+    must_sync: bool = False
 
     def empty(self) -> bool:
         return not (self.soft_state or self.hard_state or self.entries or self.snapshot

@@ -46,9 +46,14 @@ class RawNode:
 
     def propose(self, data: bytes, kind: EntryType = EntryType.NORMAL) -> None:
         """Propose one entry. Raises ProposalDropped unless this node leads."""
+        self.propose_many([data], kind)
+
+    def propose_many(self, datas: Sequence[bytes], kind: EntryType = EntryType.NORMAL) -> None:
+        """Propose several entries at once: one append, one AppendEntries per follower."""
         if self.raft.role != Role.LEADER:
             raise ProposalDropped(f"not the leader (leader is {self.raft.lead or 'unknown'})")
-        self.raft.step(Message(MessageType.PROP, frm=self.raft.id, entries=(Entry(0, 0, kind, data),)))
+        self.raft.step(Message(MessageType.PROP, frm=self.raft.id,
+                               entries=tuple(Entry(0, 0, kind, d) for d in datas)))
 
     def read_index(self, context: bytes) -> None:
         """Ask for a linearizable read point; it comes back as a ReadState in a later Ready."""
@@ -86,6 +91,7 @@ class RawNode:
         hard = r.hard_state()
         if hard != self.prev_hard:
             rd.hard_state = hard
+        rd.must_sync = bool(rd.entries) or (hard.term, hard.vote) != (self.prev_hard.term, self.prev_hard.vote)
         r.msgs = []
         r.read_states = []
         return rd

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import trio
 from murmur.raft.core import ProposalDropped
-from murmur.raft.messages import Entry, EntryType, HardState, Message, Ready, Role
+from murmur.raft.messages import EARLY_SEND, Entry, EntryType, HardState, Message, Ready, Role
 from murmur.raft.rawnode import RawNode
 
 from ..failpoints import FAILPOINTS
@@ -95,6 +95,9 @@ class RaftDriver:
         self._read_seq = 0
         self.stats = {"writes": 0, "entries_written": 0, "applied": 0, "proposals": 0}
         self.last_contact = 0.0
+        # A hard state whose only change is the commit index waits for the next synced write
+        # (etcd's MustSync): the commit index is recovered from the leader after a crash anyway.
+        self.pending_hard: HardState | None = None
 
     # ---- inputs (any task) ----------------------------------------------------------------------
     def _post(self, kind: str, item: Any) -> None:
@@ -160,8 +163,14 @@ class RaftDriver:
             await self.kick.wait()
             self.kick = trio.Event()
             inbox, self.inbox = self.inbox, []
+            props = []
             for kind, item in inbox:
-                self._handle(kind, item)
+                if kind == "prop":
+                    props.append(item)
+                else:
+                    self._handle(kind, item)
+            if props:
+                self._propose(props)
             while self.node.has_ready():
                 await self._process(self.node.ready())
 
@@ -173,17 +182,6 @@ class RaftDriver:
             node.step(item)
         elif kind == "tick":
             node.tick()
-        elif kind == "prop":
-            data, waiter = item
-            try:
-                node.propose(data)
-            except ProposalDropped as exc:
-                waiter.finish(error=NotLeader(node.raft.lead) if not self.is_leader else exc)
-                return
-            self.stats["proposals"] += 1
-            index = node.raft.log.last_index()
-            waiter.term = node.raft.term
-            self.waiters[index] = waiter
         elif kind == "read":
             try:
                 node.read_index(item)
@@ -193,18 +191,43 @@ class RaftDriver:
                     waiter_r[1].append(-1)
                     waiter_r[0].set()
 
+    def _propose(self, props: list[tuple[bytes, _Waiter]]) -> None:
+        """Everything proposed since the last round becomes one append: one AppendEntries per
+        follower and one durable write for the lot."""
+        node = self.node
+        try:
+            node.propose_many([data for data, _ in props])
+        except ProposalDropped as exc:
+            for _, waiter in props:
+                waiter.finish(error=NotLeader(node.raft.lead) if not self.is_leader else exc)
+            return
+        self.stats["proposals"] += len(props)
+        last = node.raft.log.last_index()
+        for offset, (_, waiter) in enumerate(props):
+            waiter.term = node.raft.term
+            self.waiters[last - len(props) + 1 + offset] = waiter
+
     async def _process(self, rd: Ready) -> None:
-        if rd.hard_state is not None or rd.entries:
+        raft = self.node.raft
+        leading = raft.role == Role.LEADER
+        early = [m for m in rd.messages if leading and m.type in EARLY_SEND]
+        for m in early:  # the leader replicates while it writes its own copy (thesis §10.2.1)
+            self.transport.send(m)
+        if rd.hard_state is not None:
+            self.pending_hard = rd.hard_state
+        if rd.must_sync:
             FAILPOINTS.hit("raft-before-append")
+            hard, self.pending_hard = self.pending_hard, None
             if getattr(self.storage, "inline", False):
-                self.storage.save(rd.hard_state, rd.entries)
+                self.storage.save(hard, rd.entries)
             else:
-                await trio.to_thread.run_sync(self.storage.save, rd.hard_state, rd.entries)
+                await trio.to_thread.run_sync(self.storage.save, hard, rd.entries)
             self.stats["writes"] += 1
             self.stats["entries_written"] += len(rd.entries)
             FAILPOINTS.hit("raft-after-fsync")
-        for m in rd.messages:  # only after the state they depend on is durable
-            self.transport.send(m)
+        for m in rd.messages:  # the rest only once the state they promise is durable
+            if not (leading and m.type in EARLY_SEND):
+                self.transport.send(m)
         if rd.committed_entries:
             FAILPOINTS.hit("raft-before-apply")
             for e in rd.committed_entries:

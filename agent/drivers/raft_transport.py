@@ -58,8 +58,8 @@ class TCPTransport:
             q.send_nowait(codec.encode_message(m))
         except trio.WouldBlock:
             self.stats["dropped_full"] += 1
-        except trio.ClosedResourceError:
-            self.stats["dropped_unreachable"] += 1
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            self.stats["dropped_unreachable"] += 1  # the sender is gone (shutting down or replaced)
 
     async def _sender(self, node_id: int, addr: tuple[str, int], queue: trio.MemoryReceiveChannel[bytes]) -> None:
         backoff = BACKOFF_MIN
