@@ -53,6 +53,7 @@ push_pulls = st.builds(PushPull, st.booleans(), ints, st.lists(push_states, max_
 
 
 # ---- round trips ---------------------------------------------------------------------------------
+@settings(deadline=None)
 @given(st.lists(messages, min_size=0, max_size=20))
 def test_packet_round_trip(msgs: list[Message]) -> None:
     decoded, unknown = wire.decode_packet(wire.packet(*msgs))
@@ -60,6 +61,7 @@ def test_packet_round_trip(msgs: list[Message]) -> None:
     assert unknown == 0
 
 
+@settings(deadline=None)
 @given(st.one_of(messages, push_pulls))
 def test_stream_frame_round_trip(msg: Message) -> None:
     framed = wire.frame(msg)
@@ -148,7 +150,7 @@ def assert_consistent(m: Membership) -> None:
     assert m.me.state in (State.ALIVE, State.LEFT)
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(max_size=300))
 def test_random_bytes_never_raise(data: bytes) -> None:
     m = member()
@@ -169,7 +171,7 @@ def valid_packets() -> list[bytes]:
     ]
 
 
-@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(valid_packets()), st.lists(st.tuples(st.integers(0, 400), st.integers(0, 255)), max_size=6),
        st.integers(0, 400))
 def test_mutated_valid_packets_never_raise(data: bytes, flips: list[tuple[int, int]], cut: int) -> None:
@@ -184,7 +186,7 @@ def test_mutated_valid_packets_never_raise(data: bytes, flips: list[tuple[int, i
     assert_consistent(m)
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(messages, min_size=1, max_size=8))
 def test_well_formed_hostile_messages_never_raise(msgs: list[Message]) -> None:
     """Valid encodings with hostile contents: our own name, huge incarnations, odd addresses."""
@@ -194,7 +196,7 @@ def test_well_formed_hostile_messages_never_raise(msgs: list[Message]) -> None:
     assert_consistent(m)
 
 
-@settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(push_pulls, st.booleans())
 def test_hostile_push_pull_never_raises(msg: PushPull, as_reply: bool) -> None:
     m = member()
