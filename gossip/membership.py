@@ -46,6 +46,8 @@ Address = tuple[str, int]
 State = MemberStateCode
 DEFAULT_VSN: Vsn = (1, 5, 2, 2, 5, 4)
 FAR = float("inf")
+REFUTE_FANOUT = 32  # members told directly when we refute a verdict of death (see _announce)
+NACK_FRACTION = 0.8  # of the probe timeout: how long a relay waits for the target before it nacks
 LIVE = (State.ALIVE, State.SUSPECT)
 MAX_TAGS_SIZE = 512  # encoded bytes of a member's tags (memberlist's MetaMaxSize): alive messages must fit a packet
 
@@ -336,7 +338,7 @@ class Membership:
         elif isinstance(msg, IndirectPing):
             self._on_indirect_ping(msg, src, now)
         elif isinstance(msg, Ack):
-            self._on_ack(msg.seq)
+            self._on_ack(msg.seq, now)
         elif isinstance(msg, Nack):
             if self.probe is not None and self.probe.seq == msg.seq:
                 self.probe.nacks += 1
@@ -356,14 +358,21 @@ class Membership:
 
     def _on_indirect_ping(self, msg: IndirectPing, src: Address, now: float) -> None:
         seq = self._next_seq()
-        self.relays[seq] = _Relay(src, msg.seq, msg.nack, now + self.config.probe_timeout)
+        # The nack must reach the asker before its probe ends. The asker sent this request one
+        # probe timeout into a probe interval of about two probe timeouts; a relay waiting a full
+        # probe timeout answers right at (or after) the asker's deadline, the nack goes uncounted,
+        # and every failed probe of a dead member then costs the asker the whole Lifeguard
+        # penalty. Waiting NACK_FRACTION of it leaves room for the trip back.
+        self.relays[seq] = _Relay(src, msg.seq, msg.nack, now + NACK_FRACTION * self.config.probe_timeout)
         self._send((msg.target_addr, msg.target_port),
                    [wire.encode_message(Ping(seq, msg.target, self.name, self.me.addr, self.me.port))])
 
-    def _on_ack(self, seq: int) -> None:
+    def _on_ack(self, seq: int, now: float) -> None:
         probe = self.probe
         if probe is not None and probe.seq == seq:
             probe.acked = True
+            self._conclude(probe, now)  # done: the next probe waits only for the next tick
+            self.probe = None
             return
         relay = self.relays.pop(seq, None)
         if relay is not None:
@@ -434,16 +443,39 @@ class Membership:
                 self._alive(Alive(s.incarnation, s.name, s.addr, s.port, s.tags, s.vsn), now)
             elif s.state == State.LEFT:
                 self._dead(Dead(s.incarnation, s.name, s.name), now)
+            elif s.name == self.name and s.state == State.DEAD and not self.leaving:
+                if s.incarnation >= self.me.incarnation:
+                    self._refute(s.incarnation, declared_dead=True)
             else:
                 # A remote verdict of dead is taken as a suspicion: we give it the chance to refute.
                 self._suspect(Suspect(s.incarnation, s.name, self.name), now)
 
     # ---- state transitions ----------------------------------------------------------------------
-    def _refute(self, accused: int) -> None:
+    def _refute(self, accused: int, declared_dead: bool = False) -> None:
         self.me.incarnation = max(self.me.incarnation, accused) + 1
         self.stats["refutes"] += 1
         self.awareness.apply_delta(1)
         self._queue_alive(self.me)
+        if declared_dead:
+            self._announce()
+
+    def _announce(self) -> None:
+        """Send our alive straight to (up to REFUTE_FANOUT of) the members we believe live.
+
+        A member declared dead is no longer probed, and after gossip_to_the_dead_time nobody
+        gossips to it either: its refutation has to travel on its own effort. Plain gossip, with
+        a retransmit limit of retransmit_mult * ceil(log10(N + 1)) (2 for 5 members on the local
+        preset), leaves about one member in eight without the news until the next push-pull,
+        seconds to minutes later. Death verdicts are rare, so this one burst is cheap."""
+        msg = wire.encode_message(Alive(self.me.incarnation, self.name, self.me.addr, self.me.port,
+                                        dict(self.me.tags), self.me.vsn))
+        peers = [m for _, m in sorted(self.members.items())
+                 if m.name != self.name and m.state in (State.ALIVE, State.SUSPECT)]
+        if len(peers) > REFUTE_FANOUT:
+            peers = self.rng.sample(peers, REFUTE_FANOUT)
+        for m in peers:
+            self._out.append((m.address, wire.pack_packet([msg])))
+            self.stats["packets_out"] += 1
 
     def _alive(self, a: Alive, now: float) -> None:
         if a.node == self.name:
@@ -538,7 +570,7 @@ class Membership:
             return  # (a leave about a failed member still turns it LEFT: force-leave, or a late leave)
         if d.node == self.name:
             if not self.leaving:
-                self._refute(d.incarnation)
+                self._refute(d.incarnation, declared_dead=True)
             return
         self.broadcasts.queue(d.node, wire.encode_message(d))
         m.incarnation = d.incarnation
@@ -635,18 +667,22 @@ class Membership:
         probe = self.probe
         if probe is not None and not probe.indirect and not probe.acked and now >= probe.direct_deadline:
             self._go_indirect(probe, now)
-        if probe is not None and (now >= probe.end or (probe.acked and now >= probe.direct_deadline)):
+        if probe is not None and now >= probe.end:
             self._conclude(probe, now)
             self.probe = None
         if now >= self.next_probe and not self.leaving:
-            if self.probe is not None:  # should have concluded by now
-                self._conclude(self.probe, now)
-                self.probe = None
-            interval = self.awareness.scale(self.config.probe_interval)
-            self.next_probe = now + interval
+            base = self.config.probe_interval
+            if self.probe is not None:
+                # A probe slowed down by awareness is still running: skip the ticks it overran,
+                # as memberlist's ticker does. The penalty lengthens failed probes only; a healthy
+                # member goes back to probing every base interval at once.
+                while self.next_probe <= now:
+                    self.next_probe += base
+                return
+            self.next_probe = now + base
             target = self._next_target()
             if target is not None:
-                self._start_probe(target, now, interval)
+                self._start_probe(target, now, self.awareness.scale(base))
 
     def _start_probe(self, target: Member, now: float, interval: float) -> None:
         seq = self._next_seq()

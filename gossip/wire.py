@@ -13,6 +13,7 @@ length, then the same version byte and `[type, body]`.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
@@ -54,6 +55,8 @@ class MemberStateCode(IntEnum):
 
 
 Vsn = tuple[int, int, int, int, int, int]  # protocol min, max, cur; delegate min, max, cur
+COMMON_VSN: Vsn = (1, 5, 2, 2, 5, 4)
+_COMMON_VSN = list(COMMON_VSN)
 
 
 @dataclass(frozen=True)
@@ -101,7 +104,7 @@ class Alive:
     addr: str
     port: int
     tags: dict[str, str] = field(default_factory=dict)
-    vsn: Vsn = (1, 5, 2, 2, 5, 4)
+    vsn: Vsn = COMMON_VSN
 
 
 @dataclass(frozen=True)
@@ -203,46 +206,53 @@ def _tags(v: Any) -> dict[str, str]:
 def _vsn(v: Any) -> Vsn:
     if type(v) is not list or len(v) < 6:
         raise WireError("vsn must be a list of 6 integers")
+    if v[:6] == _COMMON_VSN:  # nearly every member speaks the current version: skip the checks
+        return COMMON_VSN
     t = tuple(v[:6])
     if set(map(type, t)) != {int} or min(t) < 0 or max(t) > 255:
         raise WireError("vsn must be a list of 6 small integers")
     return (t[0], t[1], t[2], t[3], t[4], t[5])
 
 
+def _push_pull(b: list[Any]) -> PushPull:
+    if not isinstance(b[2], list):
+        raise WireError("push-pull states must be a list")
+    states = []
+    for s in b[2]:
+        if not isinstance(s, list) or len(s) < 7:
+            raise WireError("push-pull state must be a list of 7 fields")
+        code = _int(s[4])
+        if code > max(MemberStateCode):
+            raise WireError(f"unknown member state {code}")
+        states.append(PushState(_str(s[0]), _str(s[1]), _port(s[2]), _int(s[3]), MemberStateCode(code),
+                                _tags(s[5]), _vsn(s[6])))
+    return PushPull(bool(b[0]), _int(b[1]), tuple(states))
+
+
+# One decoder per known type, looked up by the integer on the wire (a dict is faster than a chain
+# of enum comparisons, and every datagram goes through here).
+_DECODERS: dict[int, Callable[[list[Any]], Message]] = {
+    MessageType.PING: lambda b: Ping(_int(b[0]), _str(b[1]), _str(b[2]), _str(b[3]), _port(b[4])),
+    MessageType.INDIRECT_PING: lambda b: IndirectPing(_int(b[0]), _str(b[1]), _str(b[2]), _port(b[3]), bool(b[4]),
+                                                      _str(b[5]), _str(b[6]), _port(b[7])),
+    MessageType.ACK: lambda b: Ack(_int(b[0])),
+    MessageType.NACK: lambda b: Nack(_int(b[0])),
+    MessageType.SUSPECT: lambda b: Suspect(_int(b[0]), _str(b[1]), _str(b[2])),
+    MessageType.ALIVE: lambda b: Alive(_int(b[0]), _str(b[1]), _str(b[2]), _port(b[3]), _tags(b[4]), _vsn(b[5])),
+    MessageType.DEAD: lambda b: Dead(_int(b[0]), _str(b[1]), _str(b[2])),
+    MessageType.PUSH_PULL: _push_pull,
+}
+
+
 def _decode_one(kind: int, b: list[Any]) -> Message | None:
     """Decode a body; None for a type this version does not know."""
+    decoder = _DECODERS.get(kind)
+    if decoder is None:
+        return None
     try:
-        if kind == MessageType.PING:
-            return Ping(_int(b[0]), _str(b[1]), _str(b[2]), _str(b[3]), _port(b[4]))
-        if kind == MessageType.INDIRECT_PING:
-            return IndirectPing(_int(b[0]), _str(b[1]), _str(b[2]), _port(b[3]), bool(b[4]), _str(b[5]),
-                                _str(b[6]), _port(b[7]))
-        if kind == MessageType.ACK:
-            return Ack(_int(b[0]))
-        if kind == MessageType.NACK:
-            return Nack(_int(b[0]))
-        if kind == MessageType.SUSPECT:
-            return Suspect(_int(b[0]), _str(b[1]), _str(b[2]))
-        if kind == MessageType.ALIVE:
-            return Alive(_int(b[0]), _str(b[1]), _str(b[2]), _port(b[3]), _tags(b[4]), _vsn(b[5]))
-        if kind == MessageType.DEAD:
-            return Dead(_int(b[0]), _str(b[1]), _str(b[2]))
-        if kind == MessageType.PUSH_PULL:
-            states = []
-            if not isinstance(b[2], list):
-                raise WireError("push-pull states must be a list")
-            for s in b[2]:
-                if not isinstance(s, list) or len(s) < 7:
-                    raise WireError("push-pull state must be a list of 7 fields")
-                code = _int(s[4])
-                if code > max(MemberStateCode):
-                    raise WireError(f"unknown member state {code}")
-                states.append(PushState(_str(s[0]), _str(s[1]), _port(s[2]), _int(s[3]), MemberStateCode(code),
-                                        _tags(s[5]), _vsn(s[6])))
-            return PushPull(bool(b[0]), _int(b[1]), tuple(states))
+        return decoder(b)
     except IndexError as exc:
         raise WireError(f"{MessageType(kind).name}: missing fields") from exc
-    return None
 
 
 def decode_packet(data: bytes) -> tuple[list[Message], int]:

@@ -140,7 +140,26 @@ def test_awareness_scales_the_core_probe_interval_and_timeout() -> None:
     assert m.probe is not None
     assert m.probe.direct_deadline == pytest.approx(t + 3 * cfg.probe_timeout)
     assert m.probe.end == pytest.approx(t + 3 * cfg.probe_interval)
-    assert m.next_probe == pytest.approx(t + 3 * cfg.probe_interval)
+    # The probe ticker keeps the base interval (memberlist's): a healthy member is back to one probe a
+    # second at once. Ticks that fall while the slowed-down probe still runs are skipped.
+    assert m.next_probe == pytest.approx(t + cfg.probe_interval)
+    probe = m.probe
+    m.handle_timer(t + cfg.probe_interval)
+    assert m.probe is probe and m.next_probe == pytest.approx(t + 2 * cfg.probe_interval)
+
+
+def test_a_quick_ack_means_the_next_probe_at_the_next_base_tick_whatever_the_score() -> None:
+    cfg = GossipConfig.lan()
+    m = Membership(cfg, "a", "10.0.0.1", 7946, random.Random(1), 0.0)
+    m.receive(wire.packet(wire.Alive(1, "b", "10.0.1.1", 7946)), ("10.0.1.1", 7946), 0.0)
+    m.awareness.apply_delta(3)
+    t = m.next_probe
+    m.handle_timer(t)
+    assert m.probe is not None
+    m.receive(wire.packet(wire.Ack(m.probe.seq)), ("10.0.1.1", 7946), t + 0.01)
+    assert m.probe is None and m.awareness.score == 2  # the ack concludes it; a success lowers the score
+    m.handle_timer(t + cfg.probe_interval)
+    assert m.probe is not None  # one base interval after the last start, not four
 
 
 # ---- Lamport clock -------------------------------------------------------------------------------
@@ -154,3 +173,23 @@ def test_lamport_clock_witness() -> None:
     c.witness(11)
     assert c.time == 12
     assert c.increment() == 13
+
+
+def test_a_member_declared_dead_tells_every_live_member_of_its_refutation() -> None:
+    """After a long pause nobody probes or gossips to a dead member any more: its refutation goes
+    straight to the members it knows (gossip alone leaves ~1 in 8 of a small cluster uninformed)."""
+    cfg = GossipConfig.local()
+    m = Membership(cfg, "a", "10.0.0.1", 7946, random.Random(1), 0.0)
+    peers = [(f"p{i}", f"10.0.2.{i}") for i in range(5)]
+    for name, addr in peers:
+        m.receive(wire.packet(wire.Alive(1, name, addr, 7946)), (addr, 7946), 0.0)
+    m.packets_to_send()
+    m.receive(wire.packet(wire.Suspect(1, "a", "p0")), ("10.0.2.0", 7946), 1.0)  # positive control
+    told = {addr for addr, data in m.packets_to_send()
+            if any(isinstance(x, wire.Alive) and x.node == "a" for x in wire.decode_packet(data)[0])}
+    assert m.me.incarnation == 2 and len(told) < len(peers)  # a suspicion is refuted by gossip only
+    m.receive(wire.packet(wire.Dead(2, "a", "p1")), ("10.0.2.1", 7946), 2.0)
+    told = {addr for addr, data in m.packets_to_send()
+            if any(isinstance(x, wire.Alive) and x.node == "a" and x.incarnation == 3
+                   for x in wire.decode_packet(data)[0])}
+    assert m.me.incarnation == 3 and told == {(addr, 7946) for _, addr in peers}
