@@ -63,6 +63,9 @@ def formerr_for(data: bytes) -> bytes | None:
         return None
     opcode = flags & 0x7800
     rd = flags & 0x0100
+    if opcode:  # NOTIFY, UPDATE, ...: not something we do, whatever the rest says; no question echoed,
+        # since other opcodes give the question section other meanings (an UPDATE's is its zone)
+        return struct.pack("!HHHHHH", qid, 0x8000 | opcode | int(dns.rcode.NOTIMP), 0, 0, 0, 0)
     header = struct.pack("!HHHHHH", qid, 0x8000 | opcode | rd | int(dns.rcode.FORMERR), 1, 0, 0, 0)
     return header + data[12:end]
 
