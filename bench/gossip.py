@@ -60,6 +60,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import harness as h
+from bench.harness import loadavg, parse_loadavg  # noqa: F401  (parse_loadavg: re-exported for tests)
 
 NAME = "gossip"
 DESCRIPTION = "gossip membership, murmur vs serf (LAN profile): convergence, kill -9 detection, idle CPU/RSS"
@@ -185,18 +186,6 @@ def wrong_listings(view: dict[str, str], running: set[str]) -> list[tuple[str, s
     """(member, status) for agents in `running` that this view lists failed or left."""
     return sorted((m, s) for m, s in view.items() if m in running and s in WRONG_FOR_LIVE)
 
-
-def parse_loadavg(text: str) -> tuple[float, float, float]:
-    a, b, c = text.split()[:3]
-    return float(a), float(b), float(c)
-
-
-def loadavg() -> tuple[float, float, float] | None:
-    try:
-        with open("/proc/loadavg") as f:
-            return parse_loadavg(f.read())
-    except (OSError, ValueError):
-        return None
 
 
 def parse_vmrss_kib(status_text: str) -> int | None:

@@ -259,6 +259,21 @@ def children_cpu_seconds() -> float:
     return t.children_user + t.children_system
 
 
+def parse_loadavg(text: str) -> tuple[float, float, float]:
+    """The 1, 5 and 15 minute load averages from /proc/loadavg's text."""
+    a, b, c = text.split()[:3]
+    return float(a), float(b), float(c)
+
+
+def loadavg() -> tuple[float, float, float] | None:
+    """The machine's load now (recorded beside every run: figures taken at load > 2 are noisy)."""
+    try:
+        with open("/proc/loadavg") as f:
+            return parse_loadavg(f.read())
+    except (OSError, ValueError):
+        return None
+
+
 def wait_until(pred: Callable[[], bool], timeout: float, interval: float = 0.2,
                max_tries: int = 100_000) -> bool:
     """Poll `pred` until it is true, `timeout` seconds pass, or `max_tries` polls were made."""

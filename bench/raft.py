@@ -58,6 +58,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import harness as h
+from bench.harness import loadavg, parse_loadavg  # noqa: F401  (parse_loadavg: re-exported for tests)
 from bench.raft_node import PAYLOAD_SIZE, format_peers, payload, pysyncobj_conf, quantiles_ms
 
 NAME = "raft"
@@ -148,18 +149,6 @@ def leader_port(addr: Any) -> int | None:
         return None
     return int(port)
 
-
-def parse_loadavg(text: str) -> tuple[float, float, float]:
-    a, b, c = text.split()[:3]
-    return float(a), float(b), float(c)
-
-
-def loadavg() -> tuple[float, float, float] | None:
-    try:
-        with open("/proc/loadavg") as f:
-            return parse_loadavg(f.read())
-    except (OSError, ValueError):
-        return None
 
 
 def parse_stats_lines(text: str) -> list[dict[str, Any]]:
