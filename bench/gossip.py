@@ -60,7 +60,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import harness as h
-from bench.harness import loadavg, parse_loadavg  # noqa: F401  (parse_loadavg: re-exported for tests)
+from bench.harness import cpu_of, loadavg, parse_loadavg  # noqa: F401  (parse_loadavg: re-exported for tests)
 
 NAME = "gossip"
 DESCRIPTION = "gossip membership, murmur vs serf (LAN profile): convergence, kill -9 detection, idle CPU/RSS"
@@ -660,17 +660,6 @@ class Settings:
     murmur: str
     serf: str
     profile: str
-
-
-def cpu_of(pids: Sequence[int]) -> float:
-    """utime+stime seconds of the agents (all threads; neither agent forks children here)."""
-    total = 0.0
-    for p in pids:
-        try:
-            total += h.cpu_seconds(p)
-        except OSError:
-            pass
-    return total
 
 
 def read_from(path: Path, offset: int) -> str:

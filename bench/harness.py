@@ -259,6 +259,17 @@ def children_cpu_seconds() -> float:
     return t.children_user + t.children_system
 
 
+def cpu_of(pids: Sequence[int]) -> float:
+    """utime+stime seconds of these processes (all threads); a process already gone counts 0."""
+    total = 0.0
+    for p in pids:
+        try:
+            total += cpu_seconds(p)
+        except OSError:
+            pass
+    return total
+
+
 def parse_loadavg(text: str) -> tuple[float, float, float]:
     """The 1, 5 and 15 minute load averages from /proc/loadavg's text."""
     a, b, c = text.split()[:3]

@@ -58,7 +58,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import harness as h
-from bench.harness import loadavg, parse_loadavg  # noqa: F401  (parse_loadavg: re-exported for tests)
+from bench.harness import cpu_of, loadavg, parse_loadavg  # noqa: F401  (parse_loadavg: re-exported for tests)
 from bench.raft_node import PAYLOAD_SIZE, format_peers, payload, pysyncobj_conf, quantiles_ms
 
 NAME = "raft"
@@ -293,16 +293,6 @@ def self_cpu() -> float:
     """utime+stime of this process, all threads (the leader node, the proposers, the fsync worker)."""
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
-
-
-def cpu_of(pids: Sequence[int]) -> float:
-    total = 0.0
-    for p in pids:
-        try:
-            total += h.cpu_seconds(p)
-        except OSError:
-            pass
-    return total
 
 
 def fsync_floor(directory: Path, mode: str, count: int, max_s: float, size: int = PAYLOAD_SIZE) -> list[float]:
