@@ -70,6 +70,11 @@ class StateStore:
         self.checks: dict[str, dict[str, CheckRecord]] = {}  # node -> check id -> record
         self.kvs: dict[str, KVRecord] = {}
         self.table_index: dict[str, int] = dict.fromkeys(TABLES, 0)
+        # Per service name: the index of the last change that can alter its catalog or health
+        # answer (its instances, their checks, their nodes and node checks). A blocking query on
+        # one service sleeps through writes to the others.
+        self.service_index: dict[str, int] = {}
+        self._dirty: set[str] = set()
         self.last_index = 0
 
     # ---- writes -------------------------------------------------------------------------------
@@ -84,11 +89,21 @@ class StateStore:
             raise ValueError(f"index {index} is not after the last applied index {self.last_index}")
         cmd = cmds.decode(data)
         self.last_index = index
-        if isinstance(cmd, Register):
-            return self._register(index, cmd)
         if isinstance(cmd, KV):
             return self._kv(index, cmd)
-        return self._deregister(index, cmd)
+        self._dirty.clear()
+        result = self._register(index, cmd) if isinstance(cmd, Register) else self._deregister(index, cmd)
+        for name in self._dirty:
+            self.service_index[name] = index
+        return result
+
+    def _names_on(self, node: str) -> set[str]:
+        return {r.spec.name for r in self.services.get(node, {}).values()}
+
+    def index_of_service(self, name: str) -> int:
+        """X-Consul-Index for reads of one service: its own index, or the services table's when
+        it has never existed."""
+        return max(1, self.service_index.get(name, self.table_index["services"]))
 
     def _touch(self, table: str, index: int) -> None:
         self.table_index[table] = index
@@ -112,12 +127,16 @@ class StateStore:
             if node is None or replace(new_node, modify_index=node.modify_index) != node:
                 self.nodes[cmd.node] = new_node
                 self._touch("nodes", index)
+                self._dirty |= self._names_on(cmd.node)
         if cmd.service is not None:
             old = services.get(cmd.service.id)
             if old is None or old.spec != cmd.service:
                 rec = ServiceRecord(cmd.node, cmd.service, old.create_index if old else index, index)
                 self.services.setdefault(cmd.node, {})[cmd.service.id] = rec
                 self._touch("services", index)
+                self._dirty.add(cmd.service.name)
+                if old is not None:
+                    self._dirty.add(old.spec.name)
                 self._refresh_service_checks(index, cmd.node, cmd.service)
         for chk in cmd.checks:
             self._put_check(index, cmd.node, chk)
@@ -132,6 +151,9 @@ class StateStore:
             return
         table[chk.check_id] = CheckRecord(node, chk, name, tags, old.create_index if old else index, index)
         self._touch("checks", index)
+        self._dirty |= {name} if chk.service_id else self._names_on(node)
+        if old is not None and old.service_name:
+            self._dirty.add(old.service_name)
 
     def _refresh_service_checks(self, index: int, node: str, svc: ServiceSpec) -> None:
         """Checks denormalise the service's name and tags; keep them in step with the service."""
@@ -145,15 +167,21 @@ class StateStore:
         if not cmd.node:
             return ApplyError("Must provide node")
         if cmd.service_id:
-            if self.services.get(cmd.node, {}).pop(cmd.service_id, None) is not None:
+            gone = self.services.get(cmd.node, {}).pop(cmd.service_id, None)
+            if gone is not None:
                 self._touch("services", index)
+                self._dirty.add(gone.spec.name)
             checks = self.checks.get(cmd.node, {})
             for cid in [c for c, r in checks.items() if r.spec.service_id == cmd.service_id]:
                 del checks[cid]
                 self._touch("checks", index)
         if cmd.check_id:
-            if self.checks.get(cmd.node, {}).pop(cmd.check_id, None) is not None:
+            gone_check = self.checks.get(cmd.node, {}).pop(cmd.check_id, None)
+            if gone_check is not None:
                 self._touch("checks", index)
+                self._dirty |= {gone_check.service_name} if gone_check.spec.service_id else self._names_on(cmd.node)
+        if not cmd.service_id and not cmd.check_id and cmd.node in self.nodes:
+            self._dirty |= self._names_on(cmd.node)
         if not cmd.service_id and not cmd.check_id and self.nodes.pop(cmd.node, None) is not None:
             self._touch("nodes", index)
             if self.services.pop(cmd.node, None):
@@ -218,6 +246,7 @@ class StateStore:
                    r.create_index, r.modify_index] for r in self.all_checks()],
             "kv": [[r.key, r.value, r.flags, r.create_index, r.modify_index, r.lock_index, r.session]
                    for _, r in sorted(self.kvs.items())],
+            "si": dict(sorted(self.service_index.items())),
         }
         return bytes(msgpack.packb(body))
 
@@ -239,4 +268,5 @@ class StateStore:
                                                                           ci, mi)
         for key, value, flags, ci, mi, li, sess in body.get("kv", []):
             st.kvs[key] = KVRecord(key, value, flags, ci, mi, li, sess)
+        st.service_index.update(body.get("si", {}))
         return st

@@ -40,7 +40,7 @@ def add_routes(router: Router, agent: Agent) -> None:
         return json_read(req, queries.catalog_services(agent.store), index)
 
     async def service(req: Request, m: re.Match[str]) -> Response:
-        index = await blocking(agent, req, SERVICE_TABLES)
+        index = await blocking(agent, req, SERVICE_TABLES, service=m["name"])
         tags = req.query.get("tag")
         return json_read(req, queries.catalog_service(agent.store, m["name"], tags), index)
 
@@ -57,12 +57,12 @@ def add_routes(router: Router, agent: Agent) -> None:
         return json_read(req, [], index)
 
     async def health_service(req: Request, m: re.Match[str]) -> Response:
-        index = await blocking(agent, req, SERVICE_TABLES)
+        index = await blocking(agent, req, SERVICE_TABLES, service=m["name"])
         data = queries.health_service(agent.store, m["name"], req.query.get("tag"), req.flag("passing"))
         return json_read(req, data, index)
 
     async def health_checks(req: Request, m: re.Match[str]) -> Response:
-        index = await blocking(agent, req, ("checks",))
+        index = await blocking(agent, req, ("checks",), service=m["name"])
         return json_read(req, queries.health_checks(agent.store, m["name"]), index)
 
     async def health_node(req: Request, m: re.Match[str]) -> Response:

@@ -50,13 +50,18 @@ def read_headers(index: int, agent: Agent | None = None) -> list[tuple[str, str]
     return [("X-Consul-Index", str(index)), ("X-Consul-KnownLeader", known), ("X-Consul-LastContact", contact)]
 
 
-async def blocking(agent: Agent, req: Request, tables: tuple[str, ...]) -> int:
-    """Honour `?index=&wait=`: return once the tables' index passes `index` or the wait ends.
-    Returns the index to report. Bad parameters are a 400."""
+async def blocking(agent: Agent, req: Request, tables: tuple[str, ...], service: str | None = None) -> int:
+    """Honour `?index=&wait=`: return once the tables' index (or, for reads of one service, that
+    service's own index) passes `index`, or the wait ends. Returns the index to report. Bad
+    parameters are a 400."""
     check_dc(agent, req)
     await read_barrier(agent, req)
     raw_index = req.arg("index")
-    current: Callable[[], int] = lambda: agent.store.index_of(*tables)  # noqa: E731
+    current: Callable[[], int]
+    if service is not None:
+        current = lambda: agent.store.index_of_service(service)  # noqa: E731
+    else:
+        current = lambda: agent.store.index_of(*tables)  # noqa: E731
     if raw_index is None or raw_index == "":
         return current()
     try:

@@ -282,3 +282,34 @@ def test_dev_agent_is_a_single_voter_raft_leader(start_agent) -> None:  # type: 
     assert agent.get("/v1/catalog/services").json() == {"consul": []}
     assert [(c["CheckID"], c["Status"]) for c in agent.get("/v1/health/state/any").json()] == [
         ("serfHealth", "passing")]
+
+
+def test_blocking_health_query_wakes_for_its_service_only(start_agent) -> None:  # type: ignore[no-untyped-def]
+    import threading
+
+    agent = start_agent()
+    assert agent.put("/v1/agent/service/register", json={"Name": "x", "Port": 1}).status_code == 200
+    idx = int(agent.get("/v1/health/service/x").headers["X-Consul-Index"])
+    # Held across wait=5s while 10 writes go to other services: it returns at the end of the wait
+    # with an unchanged index.
+    result: dict[str, object] = {}
+
+    def hold() -> None:
+        t0 = time.monotonic()
+        r = httpx.get(f"{agent.url}/v1/health/service/x?index={idx}&wait=5s", timeout=60)
+        result.update(elapsed=time.monotonic() - t0, index=int(r.headers["X-Consul-Index"]))
+
+    th = threading.Thread(target=hold)
+    th.start()
+    for i in range(10):
+        assert agent.put("/v1/agent/service/register", json={"Name": f"other{i}", "Port": 100 + i}).status_code == 200
+    th.join(timeout=60)
+    assert result["index"] == idx and 5.0 <= float(result["elapsed"]) < 50  # type: ignore[arg-type]
+    # And a change to x wakes it at once.
+    th = threading.Thread(target=hold)
+    result.clear()
+    th.start()
+    time.sleep(0.5)
+    assert agent.put("/v1/agent/service/register", json={"Name": "x", "Port": 2}).status_code == 200
+    th.join(timeout=60)
+    assert int(result["index"]) > idx and float(result["elapsed"]) < 4.5  # type: ignore[arg-type]

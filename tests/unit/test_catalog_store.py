@@ -420,3 +420,32 @@ def test_kv_set_cas_delete_and_indexes() -> None:
     assert sorted(st_.kvs) == ["a", "ab"]
     restored = StateStore.restore(st_.snapshot())
     assert restored.kvs == st_.kvs and restored.table_index == st_.table_index
+
+
+def test_service_index_moves_only_for_changes_that_touch_that_service() -> None:
+    st_ = StateStore()
+    enc = cmds.encode
+    n = 0
+
+    def put(cmd: cmds.Command) -> int:
+        nonlocal n
+        n += 1
+        st_.apply(n, enc(cmd))
+        return n
+
+    web = put(cmds.Register("n1", "10.0.0.1", service=cmds.ServiceSpec("web", "web")))
+    put(cmds.Register("n2", "10.0.0.2", service=cmds.ServiceSpec("db", "db")))
+    assert st_.index_of_service("web") == web
+    for i in range(10):  # writes to another service, even on the same node, leave web's index alone
+        put(cmds.Register("n1", "10.0.0.1", service=cmds.ServiceSpec(f"other{i}", "other", port=i),
+                          skip_node_update=True))
+    assert st_.index_of_service("web") == web
+    # Its own check, a node check on its node, and the node itself all move it.
+    chk = put(cmds.Register("n1", "10.0.0.1", skip_node_update=True,
+                            checks=(cmds.CheckSpec("c1", "c1", "critical", service_id="web"),)))
+    assert st_.index_of_service("web") == chk
+    node_chk = put(cmds.Register("n1", "10.0.0.1", skip_node_update=True, checks=(cmds.CheckSpec("maint", "m"),)))
+    assert st_.index_of_service("web") == node_chk and st_.index_of_service("db") < node_chk
+    gone = put(cmds.Deregister("n1", service_id="web"))
+    assert st_.index_of_service("web") == gone
+    assert StateStore.restore(st_.snapshot()).service_index == st_.service_index
