@@ -265,6 +265,19 @@ class Membership:
             tokens.append(self._open_push_pull(addr, now, join=True))
         return tokens
 
+    def preload(self, states: list[PushState], now: float) -> None:
+        """Install a member table as already known, without events or broadcasts: a simulation
+        that starts converged, or (later) a member snapshot read back after a restart."""
+        for st in states:
+            if st.name == self.name or st.name in self.members:
+                continue
+            self.members[st.name] = Member(st.name, st.addr, st.port, st.incarnation, st.state, now,
+                                           dict(st.tags), st.vsn)
+            self._live += st.state in LIVE
+        self.probe_order = [n for n in sorted(self.members) if n != self.name]
+        self.rng.shuffle(self.probe_order)
+        self.probe_index = 0
+
     def leave(self, now: float) -> None:
         """Graceful leave: tell everyone we left (a dead message from ourselves about ourselves)."""
         if self.leaving:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import operator
 import random
 from collections.abc import Callable, Iterable
@@ -25,6 +26,7 @@ from typing import Any
 
 from .config import GossipConfig
 from .membership import Address, EventKind, Member, Membership, State, StreamRequest
+from .wire import PushState
 
 BACKLOG_LIMIT = 2000  # datagrams a paused member's socket buffer holds before dropping
 RETRY_JOIN_INTERVAL = 30.0  # Consul's retry_interval: a failed join is tried again this much later
@@ -73,7 +75,7 @@ class Record:
 
 class Simulation:
     def __init__(self, n: int, config: GossipConfig | None = None, seed: int = 0,
-                 net: NetworkModel | None = None, join: bool = True) -> None:
+                 net: NetworkModel | None = None, join: bool = True, converged: bool = False) -> None:
         self.config = config or GossipConfig.lan()
         self.seed = seed
         self.rng = random.Random(seed)
@@ -90,7 +92,15 @@ class Simulation:
         self.packets_lost = 0
         self.on_record: Callable[[Record], None] | None = None
         for i in range(n):
-            self.add_node(self.name_of(i), join=join and i > 0, at=self.rng.uniform(0, 0.5) if join else 0.0)
+            self.add_node(self.name_of(i), join=join and not converged and i > 0,
+                          at=self.rng.uniform(0, 0.5) if join and not converged else 0.0)
+        if converged:  # every member starts knowing every other one alive: no join phase to wait out
+            table = [PushState(nd.name, nd.address[0], nd.address[1], 1, State.ALIVE, {}, nd.m.me.vsn)
+                     for nd in self.nodes.values()]
+            for nd in self.nodes.values():
+                nd.m.preload(table, self.now)
+                nd.m.broadcasts = type(nd.m.broadcasts)(max_size=nd.m.broadcasts.max_size)
+                self._schedule(nd)
 
     @staticmethod
     def name_of(i: int) -> str:
@@ -340,3 +350,44 @@ def member_state_counts(members: dict[str, Member]) -> dict[str, int]:
     for m in members.values():
         out[m.state.name.lower()] = out.get(m.state.name.lower(), 0) + 1
     return out
+
+
+def _spread(times: list[float], total: int, fractions: tuple[float, ...]) -> dict[str, float | None]:
+    """Seconds until each fraction of `total` observers had seen the news (None: never reached)."""
+    times = sorted(times)
+    out: dict[str, float | None] = {}
+    for f in fractions:
+        need = max(1, math.ceil(f * total))
+        out[f"{f * 100:g}%"] = round(times[need - 1], 3) if len(times) >= need else None
+    return out
+
+
+def scenario(n: int, seconds: float, seed: int = 0, loss: float = 0.0, config: GossipConfig | None = None,
+             converged: bool = True, kill_at: float = 10.0, join_at: float = 20.0) -> dict[str, Any]:
+    """`murmur sim`: a cluster of n runs `seconds` of virtual time; one member is killed at
+    `kill_at` and a new one joins at `join_at`. Reports how fast each piece of news reached the
+    live members (50%, 99%, 99.99%, 100%), and the suspicions, refutations and false deaths."""
+    sim = Simulation(n, config, seed=seed, net=NetworkModel(loss=loss), converged=converged)
+    victim = Simulation.name_of(sim.rng.randrange(n))
+    newcomer = Simulation.name_of(n)
+    sim.run_until(kill_at)
+    sim.kill(victim)
+    sim.run_until(max(kill_at, join_at))
+    sim.add_node(newcomer, join=True, at=sim.now, seed_node=Simulation.name_of(0 if victim != Simulation.name_of(0) else 1))
+    sim.run_until(seconds)
+    observers = [x for x in sim.live_names() if x not in (victim, newcomer)]
+    fail_t = {r.observer: r.time - kill_at for r in sim.records
+              if r.kind == EventKind.FAILED and r.subject == victim and r.observer in observers}
+    join_t = {r.observer: r.time - join_at for r in sim.records
+              if r.kind == EventKind.JOIN and r.subject == newcomer and r.observer in observers and r.time >= join_at}
+    false_deaths = sum(1 for r in sim.records if r.kind == EventKind.FAILED and r.subject != victim)
+    stats = [nd.m.stats for nd in sim.nodes.values() if nd.up]
+    fractions = (0.5, 0.99, 0.9999, 1.0)
+    return {
+        "nodes": n, "seconds": seconds, "seed": seed, "loss": loss, "victim": victim,
+        "failure_spread_s": _spread(list(fail_t.values()), len(observers), fractions),
+        "join_spread_s": _spread(list(join_t.values()), len(observers), fractions),
+        "suspicions": sum(st.get("suspects_started", 0) for st in stats),
+        "refutations": sum(st.get("refutes", 0) for st in stats),
+        "false_deaths": false_deaths, "packets": sim.packets, "packets_lost": sim.packets_lost,
+    }

@@ -216,3 +216,17 @@ def test_long_pause_is_a_death_then_a_quick_return(seed: int) -> None:
     assert s.nodes[victim].m.stats["refutes"] >= 1, f"seed {seed}"
     s.run_until(s.now + 60.0)
     assert s.converged() and all(f.endswith(f"{victim} dead") for f in failures(s)), f"seed {seed}"
+
+
+# ---- at scale (murmur sim) -----------------------------------------------------------------------
+def test_a_thousand_members_from_a_converged_start() -> None:
+    """1,000 members, 30 simulated seconds, LAN timers: a kill reaches every live member, a join
+    too, and nobody else is declared dead (the issue's CI-sized scale run; about 45 s of wall time)."""
+    from murmur.gossip.sim import scenario
+
+    r = scenario(1000, 30.0, seed=7, kill_at=5.0, join_at=8.0)
+    assert r["false_deaths"] == 0, r
+    fail, join = r["failure_spread_s"], r["join_spread_s"]
+    assert fail["100%"] is not None and fail["100%"] <= LAN.suspicion_max(1000) + 2 * PI, r
+    assert fail["100%"] <= 30.0 - 5.0
+    assert join["100%"] is not None and join["100%"] < 5.0, r
