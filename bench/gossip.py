@@ -60,7 +60,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import harness as h
-from bench.harness import cpu_of, loadavg, parse_loadavg  # noqa: F401  (parse_loadavg: re-exported for tests)
+from bench.harness import cpu_of, loadavg, parse_loadavg, percentile  # noqa: F401  (parse_loadavg: re-exported for tests)
 
 NAME = "gossip"
 DESCRIPTION = "gossip membership, murmur vs serf (LAN profile): convergence, kill -9 detection, idle CPU/RSS"
@@ -159,15 +159,6 @@ def check_serf_header(header: Any, seq: int) -> None:
         raise RuntimeError(f"serf rpc: {header['Error']}")
 
 
-def percentile(values: Iterable[float], q: float) -> float | None:
-    """Nearest-rank percentile (q in 0..100) of the values; None when empty."""
-    v = sorted(values)
-    if not v:
-        return None
-    k = max(0, min(len(v) - 1, int(round(q / 100.0 * (len(v) - 1)))))
-    return v[k]
-
-
 def spread(times: Iterable[float]) -> tuple[float, float, float] | None:
     """(first, median, last) of per-observer times; None when empty."""
     v = sorted(times)
@@ -232,12 +223,8 @@ def summarize_runs(results: Sequence[dict[str, Any]], sides: Sequence[str] = SID
                    ) -> dict[Any, dict[str, dict[str, float | None]]]:
     """{case: {metric: {side: value, "ratio": ours/peer}}}: medians over rounds of per-round scalars,
     medians over all trials for the POOLED lists, p90 of all detect_all_s, sums for SUMMED."""
-    cases: list[Any] = []
-    for r in results:
-        if r["case"] not in cases:
-            cases.append(r["case"])
     out: dict[Any, dict[str, dict[str, float | None]]] = {}
-    for case in cases:
+    for case in h.cases_in(results):
         out[case] = {}
         for m in METRICS:
             row: dict[str, float | None] = {}

@@ -353,15 +353,29 @@ def ratio(ours: float | None, peer: float | None) -> float | None:
     return ours / peer
 
 
-def summarize(results: Sequence[dict[str, Any]], metrics: Sequence[str],
-              sides: Sequence[str] = ("ours", "peer")) -> dict[Any, dict[str, dict[str, float | None]]]:
-    """{case: {metric: {side: median, ..., "ratio": ours/peer}}} over the runs in `results`."""
+def cases_in(results: Sequence[dict[str, Any]]) -> list[Any]:
+    """The distinct `case` values of the runs, in first-seen order."""
     cases: list[Any] = []
     for r in results:
         if r["case"] not in cases:
             cases.append(r["case"])
+    return cases
+
+
+def percentile(values: Iterable[float], q: float) -> float | None:
+    """Nearest-rank percentile (q in 0..100), as shared/peers/common.py's pct; None when empty."""
+    v = sorted(values)
+    if not v:
+        return None
+    k = max(0, min(len(v) - 1, int(round(q / 100.0 * (len(v) - 1)))))
+    return v[k]
+
+
+def summarize(results: Sequence[dict[str, Any]], metrics: Sequence[str],
+              sides: Sequence[str] = ("ours", "peer")) -> dict[Any, dict[str, dict[str, float | None]]]:
+    """{case: {metric: {side: median, ..., "ratio": ours/peer}}} over the runs in `results`."""
     out: dict[Any, dict[str, dict[str, float | None]]] = {}
-    for case in cases:
+    for case in cases_in(results):
         out[case] = {}
         for m in metrics:
             row: dict[str, float | None] = {}

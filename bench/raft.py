@@ -58,7 +58,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import harness as h
-from bench.harness import cpu_of, loadavg, parse_loadavg  # noqa: F401  (parse_loadavg: re-exported for tests)
+from bench.harness import cpu_of, loadavg, parse_loadavg, percentile  # noqa: F401  (parse_loadavg: re-exported for tests)
 from bench.raft_node import PAYLOAD_SIZE, format_peers, payload, pysyncobj_conf, quantiles_ms
 
 NAME = "raft"
@@ -106,15 +106,6 @@ SUMMED = {"slow_commits", "errors"}
 
 # --------------------------------------------------------------------------------------------------
 # pure helpers
-
-
-def percentile(values: Iterable[float], q: float) -> float | None:
-    """Nearest-rank percentile (q in 0..100), as shared/peers/common.py pct; None when empty."""
-    v = sorted(values)
-    if not v:
-        return None
-    k = max(0, min(len(v) - 1, int(round(q / 100.0 * (len(v) - 1)))))
-    return v[k]
 
 
 def latency_summary(lats_s: Sequence[float]) -> dict[str, float | None]:
