@@ -37,10 +37,6 @@ class LocalSequencer:
         self.feed.notify()
         return result
 
-    @property
-    def leader(self) -> bool:
-        return True
-
 
 class ServerWriter:
     """Writes through Raft (followers forward to the leader). Failures become WriteFailed."""

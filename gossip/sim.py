@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .config import GossipConfig
-from .membership import Address, EventKind, Member, Membership, State, StreamRequest
+from .membership import Address, EventKind, Membership, State, StreamRequest
 from .wire import PushState
 
 BACKLOG_LIMIT = 2000  # datagrams a paused member's socket buffer holds before dropping
@@ -344,12 +344,6 @@ class Simulation:
             self.seen_inc[key] = inc
         node.last_names, node.last_incs = names, incs
 
-
-def member_state_counts(members: dict[str, Member]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for m in members.values():
-        out[m.state.name.lower()] = out.get(m.state.name.lower(), 0) + 1
-    return out
 
 
 def _spread(times: list[float], total: int, fractions: tuple[float, ...]) -> dict[str, float | None]:

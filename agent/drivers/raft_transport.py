@@ -63,7 +63,6 @@ class TCPTransport:
 
     async def _sender(self, node_id: int, addr: tuple[str, int], queue: trio.MemoryReceiveChannel[bytes]) -> None:
         backoff = BACKOFF_MIN
-        pending: bytes | None = None
         async with queue:
             while True:
                 try:
@@ -80,13 +79,10 @@ class TCPTransport:
                     backoff = min(BACKOFF_MAX, backoff * 2)
                     continue
                 backoff = BACKOFF_MIN
-                framed = FramedStream(stream)
                 try:
                     await stream.send_all(bytes([RAFT]))
                     while True:
-                        payload = pending if pending is not None else await queue.receive()
-                        pending = payload
-                        batch = [payload]
+                        batch = [await queue.receive()]
                         for _ in range(255):  # coalesce what is already queued into one write
                             try:
                                 batch.append(queue.receive_nowait())
@@ -94,15 +90,13 @@ class TCPTransport:
                                 break
                         await stream.send_all(b"".join(len(p).to_bytes(4, "big") + p for p in batch))
                         self.stats["sent"] += len(batch)
-                        pending = None
                 except trio.EndOfChannel:
                     await stream.aclose()
                     return
                 except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
-                    pending = None  # lost with the connection; Raft will resend what matters
+                    # What was in flight is lost with the connection; Raft resends what matters.
                     with trio.CancelScope(shield=True):
                         await stream.aclose()
-                    del framed
 
     async def handle_incoming(self, framed: FramedStream, peer: tuple[str, int]) -> None:
         while True:

@@ -84,7 +84,3 @@ async def blocking(agent: Agent, req: Request, tables: tuple[str, ...], service:
 
 def json_read(req: Request, data: Any, index: int, status: int = 200, agent: Agent | None = None) -> Response:
     return Response.json(data, status, read_headers(index, agent), pretty="pretty" in req.query)
-
-
-def bool_arg(req: Request, name: str) -> bool:
-    return req.flag(name)
