@@ -339,6 +339,20 @@ class Agent:
         return self.proc.poll() is None
 
 
+# memberlist's DefaultLANConfig, which `serf agent -profile=lan` runs (serf reports no timers over
+# RPC, so its side is this documented table). murmur's side is read from the running agent's
+# /v1/agent/self DebugConfig; a run whose two tables differ is not comparable and is refused.
+MEMBERLIST_LAN_TIMERS = {"ProbeInterval": "1000ms", "ProbeTimeout": "500ms", "SuspicionMult": "4",
+                         "SuspicionMaxTimeoutMult": "6", "GossipInterval": "200ms", "GossipNodes": "3",
+                         "RetransmitMult": "4", "IndirectChecks": "3", "PushPullInterval": "30000ms",
+                         "AwarenessMaxMultiplier": "8"}
+
+
+def timer_table(debug_config: dict[str, Any]) -> dict[str, str]:
+    """murmur's GossipLAN* DebugConfig entries under memberlist's names."""
+    return {k: str(debug_config.get("GossipLAN" + k, "?")) for k in MEMBERLIST_LAN_TIMERS}
+
+
 class Backend:
     """What differs between the sides: how an agent is started, asked for members, told to join."""
 
@@ -371,6 +385,10 @@ class Backend:
 
     def health(self, a: Agent) -> int:
         """The agent's Lifeguard health score (awareness; its probe interval is scaled by score+1)."""
+        raise NotImplementedError
+
+    def timers(self, a: Agent) -> dict[str, str]:
+        """The gossip timers this side runs with, under memberlist's names."""
         raise NotImplementedError
 
     def close(self, a: Agent) -> None:
@@ -436,6 +454,12 @@ class MurmurBackend(Backend):
             raise OSError(f"{a.name}: /v1/agent/self -> HTTP {status}")
         return murmur_health(json.loads(body))
 
+    def timers(self, a: Agent) -> dict[str, str]:
+        status, body = a.client.request("GET", "/v1/agent/self")
+        if status != 200:
+            raise OSError(f"{a.name}: /v1/agent/self -> HTTP {status}")
+        return timer_table(json.loads(body).get("DebugConfig", {}))
+
 
 class SerfBackend(Backend):
     label = "serf"
@@ -485,6 +509,11 @@ class SerfBackend(Backend):
         except (OSError, RuntimeError, ConnectionError, ValueError):
             self.close(a)
             raise
+
+    def timers(self, a: Agent) -> dict[str, str]:
+        if self.profile != "lan":
+            raise ValueError(f"no timer table for serf profile {self.profile!r}")
+        return dict(MEMBERLIST_LAN_TIMERS)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -676,6 +705,7 @@ def run_side(pg: h.ProcessGroup, tmp: Path, side: str, s: Settings, rnd: int) ->
             r["error"] = err
             return r
         r["start_all_ready_s"] = time.monotonic() - t_start
+        r["timers"] = backend.timers(cl.agents[seed])
         r["startup_cpu_s"] = cpu_of([cl.agents[n].pid for n in names]) / s.n
 
         # 1. cold convergence
@@ -909,6 +939,25 @@ def latest_rows(summary: dict[Any, dict[str, dict[str, float | None]]], n: int, 
     return rows
 
 
+def print_timers(results: list[dict[str, Any]], sides: tuple[str, ...]) -> bool:
+    """Print each side's gossip timers (every run's must agree) and say whether the sides match."""
+    seen: dict[str, dict[str, str]] = {}
+    consistent = True
+    for r in results:
+        t = r.get("timers")
+        if t is None:
+            continue
+        if r["side"] in seen and seen[r["side"]] != t:
+            consistent = False
+        seen.setdefault(r["side"], t)
+    print("gossip timers (memberlist names): " + ", ".join(f"{LABELS[x]}" for x in sides))
+    for key in MEMBERLIST_LAN_TIMERS:
+        print(f"  {key:<24}" + "".join(f"{seen.get(x, {}).get(key, '?'):>10}" for x in sides))
+    equal = consistent and len({tuple(sorted(t.items())) for t in seen.values()}) <= 1
+    print("  -> " + ("equal on both sides" if equal else "NOT EQUAL"))
+    return equal
+
+
 def report(args: argparse.Namespace, s: Settings, rounds: int, sides: tuple[str, ...], versions: dict[str, str],
            results: list[dict[str, Any]]) -> int:
     summary = summarize_runs(results, sides if len(sides) == 2 else (sides[0], "none"))
@@ -935,14 +984,17 @@ def report(args: argparse.Namespace, s: Settings, rounds: int, sides: tuple[str,
              f"idle: {s.settle:g} s settle, then {s.idle:g} s window without polling; CPU = utime+stime "
              "(/proc, all threads) / window / agents; RSS = median VmRSS",
              load_txt,
-             "targets (shared/reference/performance-anchors.md §3.1): detection p50 <= 1.05x (p90 <= 1.15x), "
-             "convergence <= 2x, idle CPU <= 3x, RSS <= 3x serf"]
+             "targets (issue 4): detection p50 <= 1.05x, p90 <= 1.15x serf; join propagation p50 <= 1.5x; "
+             "idle CPU <= 2x serf; RSS <= 50 MiB per agent"]
     if failed:
         notes.append(f"{len(failed)} run(s) failed: " + "; ".join(f"{r['label']} round {r['round']}: "
                                                                     f"{r['error'].splitlines()[0]}" for r in failed[:3]))
     ff = [(r["label"], r["round"], e) for r in results for e in r.get("false_failure_events", [])]
     if ff:
         notes.append("false failures seen (label, round, event): " + "; ".join(map(str, ff[:3])))
+    timers_equal = print_timers(results, sides)
+    if not timers_equal:
+        notes.append("the two sides ran DIFFERENT gossip timers: the figures are not comparable")
     for note in notes[5:]:
         print("NOTE: " + note)
     for side in sides:
@@ -960,10 +1012,12 @@ def report(args: argparse.Namespace, s: Settings, rounds: int, sides: tuple[str,
     result = {"bench": NAME, "n": s.n, "rounds": rounds, "trials_per_round": s.trials, "idle_s": s.idle,
               "poll_s": s.poll, "profile": s.profile, "versions": {x: versions[x] for x in sides},
               "summary": {f"N{n}": per for n, per in summary.items()}, "runs_failed": len(failed),
-              "load_1min": [la[0] for la in loads], "runs": results}
-    both = len(sides) == 2 and not failed
+              "load_1min": [la[0] for la in loads], "timers_equal": timers_equal, "runs": results}
+    both = len(sides) == 2 and not failed and timers_equal
     if args.no_record or args.only:
         print("(not recorded: " + ("--no-record" if args.no_record else "--only") + ")")
+    elif not timers_equal:
+        print("(not recorded in docs/benchmarks.md: the sides ran different gossip timers)")
     elif len(sides) == 2 and all(any(r["side"] == x and "error" not in r for r in results) for x in sides):
         info = h.machine_info(versions["peer"])
         date = info["date"].split(" ")[0]

@@ -89,6 +89,22 @@ def server_stats(agent: Agent) -> dict[str, dict[str, str]]:
     return {"consul": consul, "raft": raft}
 
 
+def gossip_debug_config(agent: Agent) -> dict[str, Any]:
+    """The effective LAN gossip timers under Consul's DebugConfig names (durations as Go strings),
+    so a benchmark or an operator can check two clusters run the same timings."""
+    g = agent.gossip_config
+
+    def dur(seconds: float) -> str:
+        return f"{seconds * 1000:g}ms"
+
+    return {"GossipLANProbeInterval": dur(g.probe_interval), "GossipLANProbeTimeout": dur(g.probe_timeout),
+            "GossipLANSuspicionMult": g.suspicion_mult, "GossipLANSuspicionMaxTimeoutMult": g.suspicion_max_timeout_mult,
+            "GossipLANGossipInterval": dur(g.gossip_interval), "GossipLANGossipNodes": g.gossip_nodes,
+            "GossipLANRetransmitMult": g.retransmit_mult, "GossipLANIndirectChecks": g.indirect_checks,
+            "GossipLANPushPullInterval": dur(g.push_pull_interval),
+            "GossipLANAwarenessMaxMultiplier": g.awareness_max_multiplier}
+
+
 def add_routes(router: Router, agent: Agent) -> None:
     def allow_scripts() -> bool:  # script checks over HTTP need enable_script_checks
         return bool(agent.cfg.enable_script_checks)
@@ -100,7 +116,8 @@ def add_routes(router: Router, agent: Agent) -> None:
                        "Server": agent.cfg.server, "Revision": "murmur", "Version": CONSUL_COMPAT_VERSION,
                        "PrimaryDatacenter": agent.cfg.datacenter, "BuildDate": "", "murmur": __version__},
             "DebugConfig": {"Datacenter": agent.cfg.datacenter, "NodeName": n.name, "DNSDomain": agent.cfg.domain,
-                            "HTTPPort": agent.http_port, "DNSPort": agent.dns_port, "DevMode": agent.cfg.dev},
+                            "HTTPPort": agent.http_port, "DNSPort": agent.dns_port, "DevMode": agent.cfg.dev,
+                            **gossip_debug_config(agent)},
             "Coord": None,
             "Member": self_member(agent),
             "Stats": {

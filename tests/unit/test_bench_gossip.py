@@ -254,3 +254,16 @@ def test_killed_agent_is_not_a_false_failure() -> None:
     cl.agents["c"].killed = True
     cl.check_all("end")
     assert cl.false_failures == []
+
+
+def test_timer_tables_are_compared_and_a_difference_is_reported(capsys) -> None:
+    from bench import gossip as g
+
+    ours = g.timer_table({"GossipLAN" + k: v for k, v in g.MEMBERLIST_LAN_TIMERS.items()})
+    same = [{"side": "ours", "timers": ours}, {"side": "peer", "timers": dict(g.MEMBERLIST_LAN_TIMERS)}]
+    assert g.print_timers(same, ("ours", "peer")) is True
+    assert "equal on both sides" in capsys.readouterr().out
+    other = dict(ours, ProbeInterval="200ms")
+    differ = [{"side": "ours", "timers": other}, {"side": "peer", "timers": dict(g.MEMBERLIST_LAN_TIMERS)}]
+    assert g.print_timers(differ, ("ours", "peer")) is False
+    assert "NOT EQUAL" in capsys.readouterr().out
