@@ -25,7 +25,7 @@ from murmur.catalog.store import StateStore
 from murmur.checks.definitions import CheckDefinition, DefinitionError, from_api
 from murmur.checks.durations import parse_duration
 from murmur.gossip.config import GossipConfig
-from murmur.gossip.membership import Membership, State
+from murmur.gossip.membership import EventKind, MemberEvent, Membership, State
 
 from . import config as config_mod
 from .checks_runner import CheckRunner
@@ -33,6 +33,7 @@ from .config import RuntimeConfig
 from .definitions import ServiceDefinition, parse_service
 from .drivers.gossip import GossipDriver
 from .local_state import LocalState, NodeInfo
+from .member_snapshot import MemberSnapshot
 from .reconcile import MemberView, reconcile_commands
 from .server import ServerRuntime
 from .watch import ChangeFeed
@@ -134,6 +135,7 @@ class Agent:
         self.gossip_config = gossip_config_from(cfg)
         self.gossip: GossipDriver | None = None
         self.membership: Membership | None = None
+        self.member_snapshot: MemberSnapshot | None = None
         self.leaving = False
         self.server_port_bound = 0
 
@@ -356,6 +358,8 @@ class Agent:
         self.membership = membership
         await nursery.start(self.gossip.serve)
         log.info("gossip on %s:%d (udp+tcp), advertising %s:%d", bind, bound, n.address, bound)
+        if self.cfg.data_dir:
+            self._open_member_snapshot(nursery)
         if self.cfg.start_join:
             ok, errors = await self.gossip.join(self.cfg.start_join, 8301)
             if not ok:
@@ -363,6 +367,41 @@ class Agent:
             log.info("joined %d of %d start_join addresses", ok, len(self.cfg.start_join))
         if self.cfg.retry_join:
             nursery.start_soon(self._retry_join)
+
+    def _open_member_snapshot(self, nursery: trio.Nursery) -> None:
+        """Keep data_dir/serf/local.snapshot current, and rejoin the members it lists (Serf's rule)."""
+        assert self.gossip is not None
+        snap = MemberSnapshot(self.cfg.data_dir, self.local.node.name)
+        previous = snap.open()
+        self.member_snapshot = snap
+        nursery.start_soon(self._record_members, snap, self.gossip.subscribe())
+        addrs = sorted(previous.alive.values())
+        if not addrs:
+            return
+        if previous.left and not self.cfg.rejoin_after_leave:
+            log.info("not rejoining the %d members of the snapshot: this agent left the cluster "
+                     "(set rejoin_after_leave to rejoin anyway)", len(addrs))
+            return
+        nursery.start_soon(self._rejoin, addrs)
+
+    async def _record_members(self, snap: MemberSnapshot, events: trio.MemoryReceiveChannel[MemberEvent]) -> None:
+        try:
+            async for ev in events:
+                if ev.kind in (EventKind.JOIN, EventKind.UPDATE):
+                    snap.member_alive(ev.name, ev.addr, ev.port)
+                else:
+                    snap.member_gone(ev.name)
+        finally:
+            snap.close()
+
+    async def _rejoin(self, addrs: list[str]) -> None:
+        assert self.gossip is not None
+        ok, errors = await self.gossip.join(addrs, 8301)
+        if ok:
+            log.info("rejoined: reached %d of %d members from the member snapshot", ok, len(addrs))
+        else:
+            log.warning("could not rejoin any of the %d members from the member snapshot: %s",
+                        len(addrs), "; ".join(errors[:3]))
 
     async def _retry_join(self) -> None:
         assert self.gossip is not None
@@ -393,6 +432,8 @@ class Agent:
         if self.leaving:
             return
         self.leaving = True
+        if self.member_snapshot is not None:
+            self.member_snapshot.left()
         if self.gossip is not None:
             log.info("leaving the cluster")
             await self.gossip.leave(LEAVE_TIMEOUT)

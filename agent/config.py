@@ -473,6 +473,9 @@ class RuntimeConfig:
     leave_on_terminate: bool | None = _opt(None)
     # Skip the graceful leave on SIGINT. None: Consul's rule (true for servers, false for clients).
     skip_leave_on_interrupt: bool | None = _opt(None)
+    # Rejoin the members in data_dir/serf/local.snapshot even after a graceful leave. Off: a leave
+    # is meant to be permanent (Consul's rule); a crash or kill always rejoins.
+    rejoin_after_leave: bool = _opt(False)
     dns_config: DNSConfig = _opt(factory=DNSConfig)
     # Upstream resolvers for names outside our domain (IP or IP:port). Empty: refuse them.
     recursors: list[str] = _opt(factory=list, check=_each(_recursor))
@@ -538,7 +541,7 @@ UNIMPLEMENTED_CONSUL_KEYS: frozenset[str] = frozenset({
     "pid_file", "primary_datacenter", "primary_gateways", "primary_gateways_retry_interval", "protocol",
     "raft_boltdb", "raft_logstore", "raft_protocol", "raft_snapshot_interval", "raft_snapshot_threshold",
     "raft_trailing_logs", "read_replica", "reconnect_timeout_wan",
-    "rejoin_after_leave", "reporting", "retry_interval_wan", "retry_join_wan", "retry_max_wan", "rpc",
+    "reporting", "retry_interval_wan", "retry_join_wan", "retry_max_wan", "rpc",
     "segment", "segments", "serf_lan", "serf_lan_allowed_cidrs", "serf_wan", "serf_wan_allowed_cidrs",
     "server_name", "server_rejoin_age_max", "session_ttl_min", "snapshot_agent", "start_join_wan",
     "syslog_facility", "telemetry", "translate_wan_addrs", "ui", "ui_config", "ui_dir",

@@ -120,3 +120,47 @@ def test_long_sigstop_is_dead_then_alive_soon_after_sigcont(cluster: list[AgentP
     back = time.monotonic() - t0
     print(f"alive everywhere {back:.2f}s after SIGCONT")
     assert back < 2.0
+
+
+def without_join(agent: AgentProc) -> None:
+    """Drop --join from the agent's command line, so a restart can only rejoin from its snapshot."""
+    args, out = list(agent.args), []
+    while args:
+        a = args.pop(0)
+        if a == "--join":
+            args.pop(0)
+            continue
+        out.append(a)
+    agent.args = out
+
+
+def test_killed_agent_rejoins_from_its_member_snapshot_but_a_left_one_does_not(
+        cluster: list[AgentProc]) -> None:
+    killed, left = cluster[4], cluster[3]
+    names = {a.node for a in cluster}
+    snapshot = killed.tmp / f"data-{killed.node}" / "serf" / "local.snapshot"
+    assert snapshot.exists() and f"alive {cluster[0].node} " in snapshot.read_text()
+
+    # Positive control: kill -9, then restart with no join address at all.
+    killed.kill9()
+    wait_for(lambda: statuses(cluster[0])[killed.node] == FAILED, SLACK * LOCAL.suspicion_max(N),
+             what="killed agent listed failed")
+    without_join(killed)
+    killed.restart()
+    wait_for(lambda: statuses(killed) == dict.fromkeys(names, ALIVE), 30,
+             what="restarted agent sees every member alive again")
+    wait_for(lambda: statuses(cluster[0])[killed.node] == ALIVE, 30, what="the cluster sees it alive again")
+    assert "rejoined: reached" in killed.logs()
+
+    # A graceful leave is meant to be permanent (rejoin_after_leave defaults to false).
+    out = subprocess.run([*MURMUR, "leave", "--http-addr", left.url], capture_output=True, text=True,
+                         timeout=60, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert left.proc is not None
+    left.proc.wait(timeout=30)
+    without_join(left)
+    left.restart()
+    wait_for(lambda: "not rejoining the" in left.logs(), 30, what="the left agent says it will not rejoin")
+    time.sleep(3 * LOCAL.probe_interval + LOCAL.gossip_interval)
+    assert set(statuses(left)) == {left.node}
+    assert statuses(cluster[0])[left.node] == LEFT
