@@ -145,6 +145,7 @@ class Membership:
         self.rng = rng
         self.me = Member(name, addr, port, 1, State.ALIVE, now, dict(tags or {}), vsn)
         self.members: dict[str, Member] = {name: self.me}
+        self._member_list: list[Member] | None = None  # members.values(), cached for random picks
         self._live = 1  # members in LIVE states, kept by _set_state (live_count is on every send path)
         self.awareness = Awareness(config.awareness_max_multiplier)
         self.broadcasts = BroadcastQueue(max_size=config.udp_buffer_size - 4 - wire.COMPOUND_OVERHEAD)
@@ -232,7 +233,9 @@ class Membership:
             return ((m.state in LIVE or (m.state == State.DEAD and m.state_change >= dead_since))
                     and m.name != self.name and m.name not in exclude)
 
-        members = list(self.members.values())
+        members = self._member_list
+        if members is None:  # rebuilt only after an insert or removal, not five times a second
+            members = self._member_list = list(self.members.values())
         n = len(members)
         if n > 2 * k + 8:
             # Draw distinct random positions, keeping the wanted ones: O(k) when most members are
@@ -271,9 +274,12 @@ class Membership:
         for st in states:
             if st.name == self.name or st.name in self.members:
                 continue
+            # The tags dict is shared, not copied: members' tags are replaced, never edited in place,
+            # and a simulation preloads the same table into thousands of cores.
             self.members[st.name] = Member(st.name, st.addr, st.port, st.incarnation, st.state, now,
-                                           dict(st.tags), st.vsn)
+                                           st.tags, st.vsn)
             self._live += st.state in LIVE
+        self._member_list = None
         self.probe_order = [n for n in sorted(self.members) if n != self.name]
         self.rng.shuffle(self.probe_order)
         self.probe_index = 0
@@ -316,6 +322,7 @@ class Membership:
         if m is None or name == self.name or m.state in (State.ALIVE, State.SUSPECT):
             return False
         del self.members[name]
+        self._member_list = None
         self._event(EventKind.REAP, m)
         return True
 
@@ -505,6 +512,7 @@ class Membership:
         if m is None:
             m = Member(a.node, a.addr, a.port, a.incarnation, State.ALIVE, now, dict(a.tags), a.vsn)
             self.members[a.node] = m
+            self._member_list = None
             self._live += 1
             self._add_to_probe_order(a.node)
             self.broadcasts.queue(a.node, wire.encode_message(a))
@@ -659,6 +667,7 @@ class Membership:
             if (m.state == State.DEAD and age > self.config.reconnect_timeout) or (
                     m.state == State.LEFT and age > self.config.tombstone_timeout):
                 del self.members[name]
+                self._member_list = None
                 self._event(EventKind.REAP, m)
 
     # ---- probing --------------------------------------------------------------------------------
