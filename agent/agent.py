@@ -353,11 +353,12 @@ class Agent:
         with listening("gossip", bind, port):
             bound = self.gossip.bind()
         membership = Membership(self.gossip_config, n.name, n.address, bound, self.rng, trio.current_time(),
-                                tags=self.member_tags())
+                                tags=self.member_tags(), unique_tag="id")
         self.gossip.attach(membership)
         self.membership = membership
         await nursery.start(self.gossip.serve)
         log.info("gossip on %s:%d (udp+tcp), advertising %s:%d", bind, bound, n.address, bound)
+        nursery.start_soon(self._report_conflicts, self.gossip.subscribe())
         if self.cfg.data_dir:
             self._open_member_snapshot(nursery)
         if self.cfg.start_join:
@@ -389,10 +390,34 @@ class Agent:
             async for ev in events:
                 if ev.kind in (EventKind.JOIN, EventKind.UPDATE):
                     snap.member_alive(ev.name, ev.addr, ev.port)
-                else:
+                elif ev.kind in (EventKind.LEAVE, EventKind.FAILED, EventKind.REAP):
                     snap.member_gone(ev.name)
         finally:
             snap.close()
+
+    async def _report_conflicts(self, events: trio.MemoryReceiveChannel[MemberEvent]) -> None:
+        """Say clearly what a CONFLICT means (the core refuses the claimant and reports it once)."""
+        async for ev in events:
+            if ev.kind == EventKind.CONFLICT:
+                log.error("%s", self.conflict_message(ev))
+
+    def conflict_message(self, ev: MemberEvent) -> str:
+        me = self.local.node
+        where = f"{ev.addr}:{ev.port}"
+        claimed_id = ev.tags.get("id", "")
+        if ev.name == me.name:
+            return (f"another agent at {where} claims this agent's node name {me.name!r}; names must be unique "
+                    "(set node_name on one of them). Its claim is ignored.")
+        if claimed_id and claimed_id == me.id:
+            return (f"member {ev.name!r} at {where} has this agent's node ID {claimed_id}: one VM looks like a "
+                    f"clone of the other, with a copied data dir. On the clone, stop the agent, delete "
+                    f"data_dir/node-id and start it again. Until then the two cannot see each other.")
+        holder = next((m for m in (self.membership.members.values() if self.membership else [])
+                       if claimed_id and m.tags.get("id") == claimed_id and m.name != ev.name), None)
+        if holder is not None:
+            return (f"member {ev.name!r} at {where} claims node ID {claimed_id}, which {holder.name!r} at "
+                    f"{holder.addr}:{holder.port} holds (a cloned VM with a copied data dir?); refused")
+        return f"member name {ev.name!r} is claimed from {where} while another member holds it; refused"
 
     async def _rejoin(self, addrs: list[str]) -> None:
         assert self.gossip is not None

@@ -49,6 +49,7 @@ FAR = float("inf")
 REFUTE_FANOUT = 32  # members told directly when we refute a verdict of death (see _announce)
 NACK_FRACTION = 0.8  # of the probe timeout: how long a relay waits for the target before it nacks
 LIVE = (State.ALIVE, State.SUSPECT)
+MAX_CONFLICTS_TOLD = 256  # distinct conflicting claimants reported as events (the count goes on)
 MAX_TAGS_SIZE = 512  # encoded bytes of a member's tags (memberlist's MetaMaxSize): alive messages must fit a packet
 
 
@@ -83,6 +84,9 @@ class EventKind(Enum):
     FAILED = "failed"
     UPDATE = "update"
     REAP = "reap"
+    # Another member claims a name we know at another address, or a unique tag value (the agent's
+    # node ID) another member holds. The event describes the CLAIMANT, which is not admitted.
+    CONFLICT = "conflict"
 
 
 @dataclass(frozen=True)
@@ -137,7 +141,9 @@ class _Relay:
 
 class Membership:
     def __init__(self, config: GossipConfig, name: str, addr: str, port: int, rng: random.Random, now: float,
-                 tags: dict[str, str] | None = None, vsn: Vsn = DEFAULT_VSN) -> None:
+                 tags: dict[str, str] | None = None, vsn: Vsn = DEFAULT_VSN, unique_tag: str = "") -> None:
+        """`unique_tag`: a tag whose value no two live members may share (the agent's node ID, so a
+        cloned VM with a copied data dir is refused and reported instead of taking over)."""
         config.validate()
         check_tags(tags or {})
         self.config = config
@@ -146,6 +152,8 @@ class Membership:
         self.me = Member(name, addr, port, 1, State.ALIVE, now, dict(tags or {}), vsn)
         self.members: dict[str, Member] = {name: self.me}
         self._member_list: list[Member] | None = None  # members.values(), cached for random picks
+        self.unique_tag = unique_tag
+        self._conflicts_told: set[tuple[str, str, int]] = set()  # CONFLICT events already emitted
         self._live = 1  # members in LIVE states, kept by _set_state (live_count is on every send path)
         self.awareness = Awareness(config.awareness_max_multiplier)
         self.broadcasts = BroadcastQueue(max_size=config.udp_buffer_size - 4 - wire.COMPOUND_OVERHEAD)
@@ -503,13 +511,21 @@ class Membership:
                 return
             if a.incarnation < self.me.incarnation:
                 return
-            if (a.incarnation == self.me.incarnation and (a.addr, a.port) == (self.me.addr, self.me.port)
-                    and a.tags == self.me.tags):
+            if (a.addr, a.port) != (self.me.addr, self.me.port):
+                # Another process claims our name. Refuting would start an incarnation war that
+                # flaps the name between two addresses cluster-wide; report it instead (memberlist
+                # does the same), so the agent can resolve it.
+                self._conflict(a)
+                return
+            if a.incarnation == self.me.incarnation and a.tags == self.me.tags:
                 return
             self._refute(a.incarnation)  # someone holds a different story about us: ours wins
             return
         m = self.members.get(a.node)
         if m is None:
+            if self._unique_value_taken(a):
+                self._conflict(a)
+                return
             m = Member(a.node, a.addr, a.port, a.incarnation, State.ALIVE, now, dict(a.tags), a.vsn)
             self.members[a.node] = m
             self._member_list = None
@@ -519,8 +535,7 @@ class Membership:
             self._event(EventKind.JOIN, m)
             return
         if (a.addr, a.port) != (m.addr, m.port) and m.state in (State.ALIVE, State.SUSPECT):
-            self.stats.setdefault("name_conflicts", 0)
-            self.stats["name_conflicts"] += 1  # two live members claim one name: keep the one we know
+            self._conflict(a)  # two live members claim one name: keep the one we know
             return
         if a.incarnation <= m.incarnation:
             return  # old news (this also keeps a left member's tombstone from being revived by it)
@@ -539,6 +554,23 @@ class Membership:
                 self._event(EventKind.UPDATE, m)
         elif changed:
             self._event(EventKind.UPDATE, m)
+
+    def _unique_value_taken(self, a: Alive) -> bool:
+        """Does a live member other than `a.node` hold a's value of the unique tag?"""
+        value = a.tags.get(self.unique_tag) if self.unique_tag else None
+        if not value:
+            return False
+        return any(m.tags.get(self.unique_tag) == value and m.name != a.node and m.state in LIVE
+                   for m in self.members.values())
+
+    def _conflict(self, a: Alive) -> None:
+        """Count a conflicting claim; emit one CONFLICT event per claimant (name, address)."""
+        self.stats["conflicts"] = self.stats.get("conflicts", 0) + 1
+        key = (a.node, a.addr, a.port)
+        if key in self._conflicts_told or len(self._conflicts_told) >= MAX_CONFLICTS_TOLD:
+            return
+        self._conflicts_told.add(key)
+        self._events.append(MemberEvent(EventKind.CONFLICT, a.node, a.addr, a.port, dict(a.tags), a.incarnation))
 
     def _answer_stale(self, m: Member, src: Address | None) -> None:
         """`src` accused `m` at an older incarnation than our alive one: it missed the refutation

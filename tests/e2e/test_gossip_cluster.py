@@ -164,3 +164,27 @@ def test_killed_agent_rejoins_from_its_member_snapshot_but_a_left_one_does_not(
     time.sleep(3 * LOCAL.probe_interval + LOCAL.gossip_interval)
     assert set(statuses(left)) == {left.node}
     assert statuses(cluster[0])[left.node] == LEFT
+
+
+def test_a_cloned_vm_with_a_copied_node_id_is_refused_and_reported(cluster: list[AgentProc], start_agent,  # type: ignore[no-untyped-def]
+                                                                   tmp_path: Path) -> None:
+    original = cluster[1]
+    seed = f"127.0.0.1:{cluster[0].serf_port}"
+    data = tmp_path / "data-clone"
+    data.mkdir()
+    (data / "node-id").write_text((tmp_path / f"data-{original.node}" / "node-id").read_text())
+    conf = tmp_path / "gossip"
+    clone = start_agent(conf, node="clone", dev=False, extra=["--join", seed])
+    wait_for(lambda: "looks like a clone" in clone.logs(), 30, what="the clone says what is wrong")
+    wait_for(lambda: "claims node ID" in cluster[0].logs() or "looks like a clone" in cluster[0].logs()
+             or "looks like a clone" in original.logs(), 30, what="the cluster reports the clone")
+    time.sleep(3 * LOCAL.gossip_interval + LOCAL.probe_interval)
+    for a in cluster:
+        assert "clone" not in statuses(a), f"{a.node} admitted the clone"
+        assert statuses(a)[original.node] == ALIVE
+    # Positive control: the fix the message names (delete node-id, restart) lets it join.
+    clone.stop()
+    (data / "node-id").unlink()
+    clone.restart()
+    wait_for(lambda: all(statuses(a).get("clone") == ALIVE for a in cluster), 30, what="the fixed clone joins")
+    assert statuses(cluster[0])[original.node] == ALIVE

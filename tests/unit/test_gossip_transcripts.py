@@ -539,4 +539,47 @@ def test_name_conflict_keeps_the_member_we_know() -> None:
     w = three()
     a = w["a"]
     a.receive(wire.packet(Alive(9, "c", "10.9.9.9", 7946)), w.addr("b"), 1.0)
-    assert a.members["c"].address == w.addr("c") and a.stats["name_conflicts"] == 1
+    a.events()
+    a.receive(wire.packet(Alive(9, "c", "10.9.9.9", 7946)), w.addr("b"), 1.0)
+    assert a.members["c"].address == w.addr("c") and a.stats["conflicts"] == 2
+    # One event names the claimant (once per claimant address, however often it is gossiped).
+    conflicts = [e for e in a.events() if e.kind == EventKind.CONFLICT]
+    assert [(e.name, e.addr) for e in conflicts] == []  # already reported by the first packet
+    a.receive(wire.packet(Alive(9, "c", "10.9.9.8", 7946)), w.addr("b"), 1.0)
+    assert [(e.kind, e.name, e.addr) for e in a.events()] == [(EventKind.CONFLICT, "c", "10.9.9.8")]
+
+
+def test_another_process_claiming_our_name_is_reported_not_refuted() -> None:
+    """Refuting would start an incarnation war flapping the name between two addresses."""
+    w = three()
+    a = w["a"]
+    a.events()
+    before = a.me.incarnation
+    for _ in range(3):
+        a.receive(wire.packet(Alive(before + 5, "a", "10.7.7.7", 7946)), w.addr("b"), 2.0)
+    assert a.me.incarnation == before and a.me.address == w.addr("a")
+    assert [(e.kind, e.name, e.addr) for e in a.events()] == [(EventKind.CONFLICT, "a", "10.7.7.7")]
+    assert a.stats["conflicts"] == 3
+    # Positive control: the same claim at our own address is a story about us, refuted.
+    a.receive(wire.packet(Alive(before + 5, "a", *w.addr("a"))), w.addr("b"), 2.0)
+    assert a.me.incarnation == before + 6
+
+
+def test_a_member_with_a_taken_node_id_is_refused() -> None:
+    """A cloned VM: new name, copied data dir, so the same node-ID tag as a live member."""
+    cfg = GossipConfig.lan()
+    a = Membership(cfg, "a", "10.0.0.1", 7946, random.Random(1), 0.0, tags={"id": "A"}, unique_tag="id")
+    a.receive(wire.packet(Alive(1, "b", "10.0.0.2", 7946, {"id": "B"})), ("10.0.0.2", 7946), 1.0)
+    assert "b" in a.members
+    a.events()
+    a.receive(wire.packet(Alive(1, "b-clone", "10.0.0.3", 7946, {"id": "B"})), ("10.0.0.3", 7946), 1.0)
+    a.receive(wire.packet(Alive(1, "a-clone", "10.0.0.4", 7946, {"id": "A"})), ("10.0.0.4", 7946), 1.0)
+    assert "b-clone" not in a.members and "a-clone" not in a.members
+    assert [(e.kind, e.name) for e in a.events()] == [(EventKind.CONFLICT, "b-clone"), (EventKind.CONFLICT, "a-clone")]
+    # Positive control: a distinct ID joins.
+    a.receive(wire.packet(Alive(1, "c", "10.0.0.5", 7946, {"id": "C"})), ("10.0.0.5", 7946), 1.0)
+    assert "c" in a.members
+    # Once the holder is dead, the ID is free again (the VM was replaced, not cloned).
+    a.receive(wire.packet(Dead(1, "b", "c")), ("10.0.0.5", 7946), 2.0)
+    a.receive(wire.packet(Alive(1, "b-clone", "10.0.0.3", 7946, {"id": "B"})), ("10.0.0.3", 7946), 2.0)
+    assert a.members["b-clone"].state == State.ALIVE
