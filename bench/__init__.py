@@ -7,5 +7,8 @@ and run(args) -> int (the process exit status).
 
 # name -> module (imported lazily so `list` and `--help` stay cheap)
 BENCHMARKS: dict[str, str] = {
-    "dns": "bench.dns",
+    "dns": "bench.dns",  # DNS answers vs dnsmasq
+    "gossip": "bench.gossip",  # membership vs serf
+    "raft": "bench.raft",  # durable commits vs pysyncobj + fsync floor, failover
+    "imports": "bench.imports",  # what an agent's imports cost in memory (no peer)
 }

@@ -10,9 +10,6 @@ from types import ModuleType
 
 from bench import BENCHMARKS
 
-BENCHMARKS.setdefault("gossip", "bench.gossip")  # membership vs serf (bench/gossip.py)
-BENCHMARKS.setdefault("raft", "bench.raft")  # durable commits vs pysyncobj + fsync floor, failover (bench/raft.py)
-
 
 def _load(name: str) -> ModuleType:
     return importlib.import_module(BENCHMARKS[name])

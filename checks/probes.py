@@ -8,18 +8,23 @@ with an explanation; a probe never raises for a failing target.
 from __future__ import annotations
 
 import subprocess
+from typing import TYPE_CHECKING
 
-import httpx
 import trio
 
 from .definitions import CheckDefinition
 from .status import CRITICAL, PASSING, WARNING
+
+if TYPE_CHECKING:
+    import httpx
 
 BODY_LIMIT = 4096  # bytes of response body kept as output
 
 
 async def http_probe(defn: CheckDefinition, client: httpx.AsyncClient | None = None) -> tuple[str, str]:
     """2xx passing, 429 warning (Too Many Requests), anything else or no answer critical."""
+    import httpx  # lazily: an agent without HTTP checks is spared ~4 MiB of imports
+
     headers = [(k, v) for k, vals in defn.header.items() for v in vals]
     headers.append(("User-Agent", "murmur health check"))
     own = client is None
