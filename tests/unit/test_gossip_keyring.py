@@ -8,6 +8,8 @@ import random
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from murmur.agent import config as config_mod
 from murmur.gossip import keyring as kr
 from murmur.gossip import wire
@@ -173,3 +175,25 @@ def test_keyring_module_takes_no_randomness_of_its_own() -> None:
     mods = {m for _, m in imported_modules(Path(kr.__file__).read_text())}
     assert not mods & {"os", "secrets", "random", "nacl.utils", "time", "socket"}, mods
     assert "nacl.secret" in mods  # positive control: the scan sees this module's imports
+
+
+@settings(deadline=None, max_examples=300)
+@given(st.binary(max_size=200), st.binary(min_size=24, max_size=24), st.text(max_size=20))
+def test_open_of_any_bytes_raises_only_seal_errors(data: bytes, n: bytes, label: str) -> None:
+    """Hostile input: opening arbitrary bytes (and sealed bytes with one byte changed) either
+    fails with a SealError or, for untouched sealed bytes, round-trips."""
+    ring = Keyring([K1], label=label)
+    for candidate in (data, bytes([kr.SealFormat.SECRETBOX_V1]) + data):
+        try:
+            ring.open(candidate)
+        except kr.SealError:
+            pass
+        else:
+            raise AssertionError("arbitrary bytes opened")
+    sealed = ring.seal(data, n)
+    assert ring.open(sealed) == data
+    if data:
+        bad = bytearray(sealed)
+        bad[len(sealed) // 2] ^= 0xFF
+        with pytest.raises(kr.SealError):
+            ring.open(bytes(bad))
