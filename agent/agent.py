@@ -7,6 +7,7 @@ the agent is also the single server: its writes go through the local sequencer i
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import random
@@ -32,6 +33,7 @@ from .checks_runner import CheckRunner
 from .config import RuntimeConfig
 from .definitions import ServiceDefinition, parse_service
 from .drivers.gossip import GossipDriver
+from .gossip_keyring import KeyringFileError, load_keyring
 from .local_state import LocalState, NodeInfo
 from .member_snapshot import MemberSnapshot
 from .reconcile import MemberView, reconcile_commands
@@ -349,10 +351,19 @@ class Agent:
         n = self.local.node
         port = self.cfg.ports.serf_lan
         self.gossip = GossipDriver(bind, port)
+        gossip_config = self.gossip_config
+        try:  # the label stays "": murmur has no config key for memberlist's label (docs/operations.md)
+            keyring = load_keyring(self.cfg.data_dir, self.cfg.encrypt)
+        except KeyringFileError as exc:
+            raise StartError(str(exc)) from None
+        if keyring is not None:
+            self.gossip.enable_encryption(keyring, self.cfg.encrypt_verify_incoming, self.cfg.encrypt_verify_outgoing)
+            # Sealing adds bytes: keep sealed datagrams within the size the core aims for.
+            gossip_config = dataclasses.replace(gossip_config, udp_buffer_size=gossip_config.udp_buffer_size - keyring.overhead)
         # Bind first: with port 0 the advertised port is the one the OS picked.
         with listening("gossip", bind, port):
             bound = self.gossip.bind()
-        membership = Membership(self.gossip_config, n.name, n.address, bound, self.rng, trio.current_time(),
+        membership = Membership(gossip_config, n.name, n.address, bound, self.rng, trio.current_time(),
                                 tags=self.member_tags(), unique_tag="id")
         self.gossip.attach(membership)
         self.membership = membership

@@ -511,9 +511,6 @@ DEV_DEFAULTS: dict[str, Any] = {"server": True, "bind_addr": "127.0.0.1"}
 # Keys on the conventions page whose feature is not built yet: accepted, with a warning when set.
 # A key here covers everything below it. Shrink this as features land.
 NOT_YET_WORKING: dict[str, str] = {
-    "encrypt": "gossip encryption",
-    "encrypt_verify_incoming": "gossip encryption",
-    "encrypt_verify_outgoing": "gossip encryption",
     "recursors": "DNS recursion",
     "dns_config.recursor_timeout": "DNS recursion",
     "alt_domain": "the alternate DNS domain",

@@ -41,6 +41,15 @@ def version() -> None:
     click.echo(f"murmur v{__version__}\nConsul API compatibility: {CONSUL_COMPAT_VERSION}")
 
 
+@main.command()
+def keygen() -> None:
+    """Print a new gossip encryption key: base64 of 32 random bytes (as `consul keygen`)."""
+    import base64
+    import os
+
+    click.echo(base64.b64encode(os.urandom(32)).decode("ascii"))
+
+
 # ---- agent ----------------------------------------------------------------------------------------
 @main.command()
 @click.option("--dev", is_flag=True, help="Single in-memory server for development.")

@@ -4,7 +4,7 @@ A UDP datagram is one version byte followed by a msgpack array of messages, each
 `[type, body]` with `body` a positional array (three times smaller than maps, so more updates fit
 in one 1400-byte packet). Decoders ignore extra trailing fields and skip message types they do not
 know, so a newer member can add fields and types without breaking an older one. The version
-byte's high bit is reserved for encrypted packets (the next gossip issue); framing stays the same.
+byte's high bit marks a sealed (encrypted) packet: see keyring.py; framing stays the same.
 
 TCP streams (push-pull, the fallback ping) carry one message per frame: a 4-byte big-endian
 length, then the same version byte and `[type, body]`.
@@ -21,7 +21,7 @@ from typing import Any
 import msgpack
 
 VERSION = 1
-ENCRYPTED_FLAG = 0x80  # reserved: version byte of an encrypted packet
+ENCRYPTED_FLAG = 0x80  # set in the first byte of a sealed packet (keyring.SealFormat)
 MAX_FRAME = 16 * 1024 * 1024  # a stream frame larger than this is refused (a 10k-member push-pull is ~1 MB)
 MAX_INT = 2**63 - 1  # largest incarnation, sequence number or Lamport time we accept
 COMPOUND_OVERHEAD = 3  # bytes msgpack adds per message inside the outer array (array header + type)

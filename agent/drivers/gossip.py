@@ -16,7 +16,10 @@ from collections.abc import Callable
 
 import trio
 from murmur.gossip import wire
+from murmur.gossip.keyring import Keyring
 from murmur.gossip.membership import Address, MemberEvent, Membership, StreamKind, StreamRequest
+
+from .gossip_crypto import GossipCrypto
 
 log = logging.getLogger("murmur.gossip")
 
@@ -39,6 +42,7 @@ class GossipDriver:
         self.results: dict[int, tuple[trio.Event, list[bool]]] = {}
         self.stats: dict[str, int] = {"send_errors": 0, "events_dropped": 0, "stream_errors": 0}
         self.on_event: Callable[[MemberEvent], None] | None = None
+        self.crypto: GossipCrypto | None = None  # gossip encryption; None sends and accepts clear text
 
     # ---- life cycle -----------------------------------------------------------------------------
     @property
@@ -58,6 +62,10 @@ class GossipDriver:
 
     def attach(self, m: Membership) -> None:
         self._m = m
+
+    def enable_encryption(self, keyring: Keyring, verify_incoming: bool = True, verify_outgoing: bool = True) -> None:
+        """Seal outgoing and open incoming datagrams and stream frames (see gossip_crypto)."""
+        self.crypto = GossipCrypto(keyring, self.stats, verify_incoming, verify_outgoing)
 
     async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         sock = self.sock
@@ -82,6 +90,8 @@ class GossipDriver:
     def flush(self) -> None:
         assert self.sock is not None
         for addr, data in self.m.packets_to_send():
+            if self.crypto is not None:
+                data = self.crypto.outgoing(data)
             try:
                 self.sock.sendto(data, addr)
             except BlockingIOError:
@@ -118,6 +128,11 @@ class GossipDriver:
                     break
                 except OSError:  # ICMP errors surface here on some kernels; they are loss
                     continue
+                if self.crypto is not None:
+                    opened = self.crypto.incoming(data)
+                    if opened is None:
+                        continue  # clear, forged or for another cluster: counted by crypto
+                    data = opened
                 self.m.receive(data, (src[0], src[1]), trio.current_time())
                 got = True
             if got:
@@ -157,9 +172,13 @@ class GossipDriver:
                 payload = await self._read_frame(stream)
                 if payload is None:
                     return
+                if self.crypto is not None and (payload := self.crypto.incoming(payload)) is None:
+                    return
                 reply = self.m.handle_stream(payload, (peer[0], peer[1]), trio.current_time())
                 self.flush()
                 if reply is not None:
+                    if self.crypto is not None:
+                        reply = self.crypto.outgoing_frame(reply)
                     await stream.send_all(reply)
         except (wire.WireError, OSError, trio.BrokenResourceError, trio.ClosedResourceError):
             self.stats["stream_errors"] += 1
@@ -173,8 +192,10 @@ class GossipDriver:
             with trio.move_on_at(req.deadline):
                 stream = await trio.open_tcp_stream(req.addr[0], req.addr[1])
                 try:
-                    await stream.send_all(req.payload)
+                    await stream.send_all(req.payload if self.crypto is None else self.crypto.outgoing_frame(req.payload))
                     reply = await self._read_frame(stream)
+                    if reply is not None and self.crypto is not None:
+                        reply = self.crypto.incoming(reply)
                 finally:
                     await stream.aclose()
         except (OSError, wire.WireError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:

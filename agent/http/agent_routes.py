@@ -63,6 +63,7 @@ def serf_stats(agent: Agent) -> dict[str, str]:
     out.update({k: str(v) for k, v in ms.stats.items()})
     if agent.gossip is not None:
         out.update({k: str(v) for k, v in agent.gossip.stats.items()})
+        out["encrypted"] = str(agent.gossip.crypto is not None).lower()  # as Consul's serf_lan stats
     return out
 
 
