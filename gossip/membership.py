@@ -37,10 +37,16 @@ from .wire import (
     Ping,
     PushPull,
     PushState,
+    Query,
+    QueryResponse,
+    Relay,
     Suspect,
+    UserEvent,
     Vsn,
     WireError,
 )
+
+USER_MESSAGES = (UserEvent, Query, QueryResponse, Relay)
 
 Address = tuple[str, int]
 State = MemberStateCode
@@ -160,10 +166,12 @@ class Membership:
         self._out: list[tuple[Address, bytes]] = []
         self._streams_out: list[StreamRequest] = []
         self._events: list[MemberEvent] = []
+        self._user_in: list[tuple[wire.UserMessage, Address]] = []  # for gossip/userevents.py
         self.stats: dict[str, int] = {k: 0 for k in (
             "packets_in", "packets_out", "bad_packets", "unknown_messages", "stale_acks", "misdirected_pings",
             "refutes", "suspects_started", "deaths_declared", "indirect_probes", "tcp_fallback_ok", "nacks_sent",
-            "push_pulls", "bad_streams", "stale_accusations", "suspects_told", "suspicions_reasked")}
+            "push_pulls", "bad_streams", "stale_accusations", "suspects_told", "suspicions_reasked",
+            "user_messages_in")}
         # Spread the first timers so members started together do not tick in lockstep.
         self.next_probe = now + rng.uniform(0, config.probe_interval)
         self.next_gossip = now + rng.uniform(0, config.gossip_interval)
@@ -184,6 +192,26 @@ class Membership:
     def events(self) -> list[MemberEvent]:
         out, self._events = self._events, []
         return out
+
+    def user_messages(self) -> list[tuple[wire.UserMessage, Address]]:
+        """User events, queries and query responses received since the last call, with their
+        sender's address: the input of gossip/userevents.py, which decides what to do with them."""
+        out, self._user_in = self._user_in, []
+        return out
+
+    # ---- user messages out (gossip/userevents.py) -----------------------------------------------
+    def queue_user(self, msg: bytes) -> None:
+        """Gossip an encoded user message to everyone: it rides the piggyback queue and is sent
+        as often as a member update is (retransmit_limit). User messages never supersede each other."""
+        self.broadcasts.queue("", msg)
+
+    def send_user(self, addr: Address, msg: bytes) -> None:
+        """Send an encoded user message straight to one member (topped up with broadcasts)."""
+        self._send(addr, [msg])
+
+    def random_live_members(self, k: int, exclude: set[str], now: float) -> list[Member]:
+        """Up to k random members believed alive or suspect, never ourselves nor `exclude`."""
+        return self._random_members(k, exclude, now)
 
     # ---- queries --------------------------------------------------------------------------------
     def live_count(self) -> int:
@@ -361,6 +389,9 @@ class Membership:
             self._alive(msg, now)
         elif isinstance(msg, Dead):
             self._dead(msg, now, src)
+        elif isinstance(msg, USER_MESSAGES):
+            self.stats["user_messages_in"] += 1
+            self._user_in.append((msg, src))
         # PushPull only travels over streams.
 
     def _on_ping(self, msg: Ping, src: Address) -> None:

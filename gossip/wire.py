@@ -38,7 +38,10 @@ class MessageType(IntEnum):
     ALIVE = 5
     DEAD = 6
     PUSH_PULL = 7
-    USER = 8  # reserved for user events and queries
+    USER = 8  # a user event (Serf's): name, payload, Lamport time
+    QUERY = 9  # a user query, gossiped to all; answered directly to its origin
+    QUERY_RESPONSE = 10  # an ack or a response to a query
+    RELAY = 11  # a query response that a third member forwards to the origin (relay factor)
 
 
 class WireError(ValueError):
@@ -132,7 +135,49 @@ class PushPull:
     states: tuple[PushState, ...]
 
 
-Message = Ping | IndirectPing | Ack | Nack | Suspect | Alive | Dead | PushPull
+@dataclass(frozen=True)
+class UserEvent:
+    ltime: int
+    name: str
+    payload: bytes
+    coalesce: bool  # receivers may deliver only the latest event of this name in a short window
+
+
+@dataclass(frozen=True)
+class Query:
+    ltime: int
+    id: int
+    name: str
+    payload: bytes
+    src: str  # the origin: responses go to (src_addr, src_port)
+    src_addr: str
+    src_port: int
+    filter_nodes: tuple[str, ...]  # answer only if our name is listed (empty: everyone)
+    filter_tags: tuple[tuple[str, str], ...]  # (tag, regex): answer only if every one matches
+    want_ack: bool
+    relay_factor: int  # responses also go through this many other members
+    timeout_ms: int
+
+
+@dataclass(frozen=True)
+class QueryResponse:
+    ltime: int
+    id: int
+    src: str  # the member answering
+    ack: bool  # an ack (no payload) rather than a response
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class Relay:
+    """A query response for a relaying member to forward to (dest_addr, dest_port)."""
+    dest_addr: str
+    dest_port: int
+    response: QueryResponse
+
+
+UserMessage = UserEvent | Query | QueryResponse | Relay
+Message = Ping | IndirectPing | Ack | Nack | Suspect | Alive | Dead | PushPull | UserMessage
 
 
 def _body(msg: Message) -> tuple[MessageType, list[Any]]:
@@ -151,8 +196,22 @@ def _body(msg: Message) -> tuple[MessageType, list[Any]]:
         return MessageType.ALIVE, [msg.incarnation, msg.node, msg.addr, msg.port, msg.tags, list(msg.vsn)]
     if isinstance(msg, Dead):
         return MessageType.DEAD, [msg.incarnation, msg.node, msg.sender]
+    if isinstance(msg, UserEvent):
+        return MessageType.USER, [msg.ltime, msg.name, msg.payload, msg.coalesce]
+    if isinstance(msg, Query):
+        return MessageType.QUERY, [msg.ltime, msg.id, msg.name, msg.payload, msg.src, msg.src_addr, msg.src_port,
+                                   list(msg.filter_nodes), dict(msg.filter_tags), msg.want_ack, msg.relay_factor,
+                                   msg.timeout_ms]
+    if isinstance(msg, QueryResponse):
+        return MessageType.QUERY_RESPONSE, _response_body(msg)
+    if isinstance(msg, Relay):
+        return MessageType.RELAY, [msg.dest_addr, msg.dest_port, _response_body(msg.response)]
     return MessageType.PUSH_PULL, [msg.join, msg.ltime, [
         [s.name, s.addr, s.port, s.incarnation, int(s.state), s.tags, list(s.vsn)] for s in msg.states]]
+
+
+def _response_body(r: QueryResponse) -> list[Any]:
+    return [r.ltime, r.id, r.src, r.ack, r.payload]
 
 
 def encode_message(msg: Message) -> bytes:
@@ -214,6 +273,26 @@ def _vsn(v: Any) -> Vsn:
     return (t[0], t[1], t[2], t[3], t[4], t[5])
 
 
+def _bin(v: Any) -> bytes:
+    if type(v) is not bytes:
+        raise WireError(f"expected bytes, got {type(v).__name__}")
+    return v
+
+
+def _query(b: list[Any]) -> Query:
+    nodes = b[7]
+    if type(nodes) is not list or not all(type(n) is str for n in nodes):
+        raise WireError("query node filter must be a list of strings")
+    return Query(_int(b[0]), _int(b[1]), _str(b[2]), _bin(b[3]), _str(b[4]), _str(b[5]), _port(b[6]), tuple(nodes),
+                 tuple(sorted(_tags(b[8]).items())), bool(b[9]), _int(b[10]), _int(b[11]))
+
+
+def _response(b: Any) -> QueryResponse:
+    if type(b) is not list:
+        raise WireError("query response must be a list")
+    return QueryResponse(_int(b[0]), _int(b[1]), _str(b[2]), bool(b[3]), _bin(b[4]))
+
+
 def _push_pull(b: list[Any]) -> PushPull:
     if not isinstance(b[2], list):
         raise WireError("push-pull states must be a list")
@@ -241,6 +320,10 @@ _DECODERS: dict[int, Callable[[list[Any]], Message]] = {
     MessageType.ALIVE: lambda b: Alive(_int(b[0]), _str(b[1]), _str(b[2]), _port(b[3]), _tags(b[4]), _vsn(b[5])),
     MessageType.DEAD: lambda b: Dead(_int(b[0]), _str(b[1]), _str(b[2])),
     MessageType.PUSH_PULL: _push_pull,
+    MessageType.USER: lambda b: UserEvent(_int(b[0]), _str(b[1]), _bin(b[2]), bool(b[3])),
+    MessageType.QUERY: _query,
+    MessageType.QUERY_RESPONSE: _response,
+    MessageType.RELAY: lambda b: Relay(_str(b[0]), _port(b[1]), _response(b[2])),
 }
 
 
