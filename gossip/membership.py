@@ -206,8 +206,11 @@ class Membership:
         self.broadcasts.queue("", msg)
 
     def send_user(self, addr: Address, msg: bytes) -> None:
-        """Send an encoded user message straight to one member (topped up with broadcasts)."""
-        self._send(addr, [msg])
+        """Send an encoded user message straight to one member, alone: no piggybacked broadcasts
+        (every member answering a query writes to its origin, which would soak up the copies of
+        the query itself that the others need; memberlist's SendToAddress does not piggyback either)."""
+        self._out.append((addr, wire.pack_packet([msg])))
+        self.stats["packets_out"] += 1
 
     def random_live_members(self, k: int, exclude: set[str], now: float) -> list[Member]:
         """Up to k random members believed alive or suspect, never ourselves nor `exclude`."""
