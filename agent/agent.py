@@ -32,6 +32,7 @@ from .checks_runner import CheckRunner
 from .config import RuntimeConfig
 from .definitions import ServiceDefinition, parse_service
 from .drivers.gossip import GossipDriver
+from .events import UserEvents
 from .local_state import LocalState, NodeInfo
 from .reconcile import MemberView, reconcile_commands
 from .server import ServerRuntime
@@ -134,6 +135,7 @@ class Agent:
         self.gossip_config = gossip_config_from(cfg)
         self.gossip: GossipDriver | None = None
         self.membership: Membership | None = None
+        self.user_events: UserEvents | None = None
         self.leaving = False
         self.server_port_bound = 0
 
@@ -354,6 +356,9 @@ class Agent:
                                 tags=self.member_tags())
         self.gossip.attach(membership)
         self.membership = membership
+        self.user_events = UserEvents(self.gossip, membership, self.local)
+        self.gossip.on_user = self.user_events.pump
+        nursery.start_soon(self.user_events.run)
         await nursery.start(self.gossip.serve)
         log.info("gossip on %s:%d (udp+tcp), advertising %s:%d", bind, bound, n.address, bound)
         if self.cfg.start_join:
