@@ -13,7 +13,7 @@ import pytest
 from murmur.gossip import wire
 from murmur.gossip.clock import LamportClock
 from murmur.gossip.config import GossipConfig
-from murmur.gossip.membership import Membership, State
+from murmur.gossip.membership import USER_MIN_TRANSMITS, Membership, State
 from murmur.gossip.userevents import (
     EVENT_BUFFER,
     EVENT_SIZE_LIMIT,
@@ -383,3 +383,26 @@ def test_user_messages_round_trip_and_reject_bad_fields() -> None:
     bad = bytes([wire.VERSION]) + msgpack.packb([[int(wire.MessageType.RELAY), ["a", 1, [1]]]])
     with pytest.raises(wire.WireError):
         wire.decode_packet(bad)
+
+
+def test_user_messages_are_gossiped_at_least_user_min_transmits_times() -> None:
+    """Member updates stop at retransmit_limit(N) (2 for 5 members on the local preset); a user
+    event goes on to USER_MIN_TRANSMITS, because nothing repairs it for a member that missed it."""
+    cfg = GossipConfig.local()
+    m = Membership(cfg, "a", "10.0.0.1", 7946, random.Random(1), 0.0)
+    m.preload([PushState(f"p{i}", f"10.0.1.{i}", 7946, 1, State.ALIVE, {}, m.me.vsn) for i in range(4)], 0.0)
+    m.broadcasts = type(m.broadcasts)(max_size=m.broadcasts.max_size)
+    assert cfg.retransmit_limit(m.live_count()) == 2 < USER_MIN_TRANSMITS
+    u = UserLayer(m)
+    u.fire("deploy", b"x", 0.0)
+    m._queue_alive(m.me)  # a member update queued alongside
+    copies = {"event": 0, "alive": 0}
+    now = 0.0
+    for _ in range(40):
+        now += cfg.gossip_interval
+        m.handle_timer(now)
+        for _dst, data in m.packets_to_send():
+            msgs, _ = wire.decode_packet(data)
+            copies["event"] += sum(isinstance(x, UserEvent) for x in msgs)
+            copies["alive"] += sum(isinstance(x, wire.Alive) for x in msgs)
+    assert copies == {"event": USER_MIN_TRANSMITS, "alive": 2}
