@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import collections
 import logging
+import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -178,8 +179,6 @@ class UserEvents:
     def fire(self, name: str, payload: bytes, node_filter: str = "", service_filter: str = "",
              tag_filter: str = "") -> ConsulEvent:
         """Fire a Consul event. EventError for bad filters; UserMessageTooLarge over the limit."""
-        import re
-
         if not name:
             raise EventError("Missing name")
         if tag_filter and not service_filter:

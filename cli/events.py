@@ -69,15 +69,15 @@ def query(name: str, payload: str, nodes: tuple[str, ...], tags: tuple[str, ...]
         filter_tags[key] = rx
     body: dict[str, Any] = {"Payload": base64.b64encode(payload.encode()).decode(), "FilterNodes": list(nodes),
                             "FilterTags": filter_tags, "RequestAck": not no_ack, "RelayFactor": relay_factor}
-    wait = 30.0
+    wait = 600.0  # the agent answers at the query's deadline: its default timeout, or -timeout
     if timeout:
         try:
-            wait += parse_duration(timeout)
+            wait = parse_duration(timeout)
         except ValueError as exc:
             _fail(str(exc))
         body["Timeout"] = timeout
     try:
-        data = Client(http_addr, token, timeout=wait + 600 * (not timeout)).call(
+        data = Client(http_addr, token, timeout=wait + 30).call(
             "POST", f"/v1/internal/query/{name}", content=json.dumps(body))
     except APIError as exc:
         _fail(f"Error sending query: {exc}")

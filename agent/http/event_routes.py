@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from typing import TYPE_CHECKING, Any
 
 from murmur.checks.durations import parse_duration
@@ -27,8 +28,6 @@ from .common import DEFAULT_WAIT, MAX_WAIT, _jitter, check_dc, json_read
 from .server import HTTPError, Request, Response, Router
 
 if TYPE_CHECKING:
-    import re
-
     from ..agent import Agent
 
 
@@ -80,18 +79,16 @@ def _query_params(body: Any) -> dict[str, Any]:
     tags = _field(body, "FilterTags") or {}
     if not isinstance(tags, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in tags.items()):
         raise HTTPError(400, "FilterTags must map tag names to regexes")
-    import re as re_mod
-
     for tag, rx in tags.items():
         try:
-            re_mod.compile(rx)
-        except re_mod.error as exc:
+            re.compile(rx)
+        except re.error as exc:
             raise HTTPError(400, f"Invalid regex for tag {tag!r}: {exc}") from exc
     relay = _field(body, "RelayFactor") or 0
     if not isinstance(relay, int) or isinstance(relay, bool) or not 0 <= relay <= 5:
         raise HTTPError(400, "RelayFactor must be an integer from 0 to 5")
     timeout = _field(body, "Timeout")
-    if timeout is not None and timeout != "" and timeout != 0:
+    if timeout not in (None, "", 0):  # absent: Serf's default for the cluster's size
         try:
             out["timeout"] = parse_duration(timeout)
         except ValueError as exc:
