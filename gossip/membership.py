@@ -15,6 +15,7 @@ interval and timeout when we are the slow one.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -161,6 +162,13 @@ class Membership:
         self.awareness = Awareness(config.awareness_max_multiplier)
         self.broadcasts = BroadcastQueue(max_size=config.udp_buffer_size - 4 - wire.COMPOUND_OVERHEAD)
         self.clock = LamportClock()
+        # Serf's user-event state rides in push-pull (gossip/userevents.py uses it): the event and
+        # query clocks, the event time before which a joiner ignores events (they predate it), and
+        # a callback giving the recent events we hold, so members that missed one get it.
+        self.event_clock = LamportClock()
+        self.query_clock = LamportClock()
+        self.event_min_time = 0
+        self.recent_user_events: Callable[[], tuple[UserEvent, ...]] | None = None
         self.suspicions: dict[str, Suspicion] = {}
         self.probe_order: list[str] = []
         self.probe_index = 0
@@ -445,7 +453,7 @@ class Membership:
         if isinstance(msg, PushPull):
             self.stats["push_pulls"] += 1
             reply = wire.frame(self._push_pull_msg(join=False))
-            self._merge(msg, now)
+            self._merge(msg, now, src)
             return reply
         if isinstance(msg, Ping):
             if msg.target and msg.target != self.name:
@@ -467,7 +475,11 @@ class Membership:
             self.stats["bad_streams"] += 1
             return False
         if req.kind in (StreamKind.PUSH_PULL, StreamKind.JOIN) and isinstance(msg, PushPull):
-            self._merge(msg, now)
+            if req.kind == StreamKind.JOIN:
+                # As Serf: events from before we joined are not ours to deliver (the cluster's
+                # recent events would otherwise all replay on a new member).
+                self.event_min_time = max(self.event_min_time, msg.event_ltime)
+            self._merge(msg, now, req.addr)
             return True
         if req.kind == StreamKind.PING and isinstance(msg, Ack):
             if self.probe is not None and self.probe.seq == msg.seq and now <= self.probe.end:
@@ -479,7 +491,8 @@ class Membership:
     def _push_pull_msg(self, join: bool) -> PushPull:
         states = tuple(PushState(m.name, m.addr, m.port, m.incarnation, m.state, dict(m.tags), m.vsn)
                        for _, m in sorted(self.members.items()))
-        return PushPull(join, self.clock.time, states)
+        events = self.recent_user_events() if self.recent_user_events is not None else ()
+        return PushPull(join, self.clock.time, states, self.event_clock.time, self.query_clock.time, events)
 
     def _open_push_pull(self, addr: Address, now: float, join: bool) -> int:
         token = self._next_seq()
@@ -489,9 +502,16 @@ class Membership:
         self._streams_out.append(req)
         return token
 
-    def _merge(self, msg: PushPull, now: float) -> None:
-        """Fold a remote member list into ours (memberlist's mergeState)."""
+    def _merge(self, msg: PushPull, now: float, src: Address) -> None:
+        """Fold a remote member list into ours (memberlist's mergeState), and its user-event state."""
         self.clock.witness(msg.ltime)
+        # A clock's time is the next one it will use: the sender has used times below it.
+        if msg.event_ltime:
+            self.event_clock.witness(msg.event_ltime - 1)
+        if msg.query_ltime:
+            self.query_clock.witness(msg.query_ltime - 1)
+        for ev in msg.events:
+            self._user_in.append((ev, src))  # deduplicated (or delivered, if we missed it) by userevents
         for s in msg.states:
             if s.state == State.ALIVE:
                 self._alive(Alive(s.incarnation, s.name, s.addr, s.port, s.tags, s.vsn), now)

@@ -24,7 +24,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from . import wire
-from .clock import LamportClock
 from .config import GossipConfig
 from .membership import Membership
 from .wire import Query, QueryResponse, Relay, UserEvent
@@ -173,6 +172,7 @@ class Coalescer:
 class _Bucket:
     ltime: int
     seen: set[object] = field(default_factory=set)
+    events: list[UserEvent] = field(default_factory=list)  # (event buckets only) what push-pull shares
 
 
 def _check_size(kind: str, encoded: bytes, limit: int) -> None:
@@ -187,8 +187,9 @@ QueryHandler = Callable[[IncomingQuery], bytes | None]
 class UserLayer:
     def __init__(self, m: Membership) -> None:
         self.m = m
-        self.event_clock = LamportClock()
-        self.query_clock = LamportClock()
+        self.event_clock = m.event_clock  # kept by the core: push-pull carries them
+        self.query_clock = m.query_clock
+        m.recent_user_events = self.recent_events
         self._event_buf: dict[int, _Bucket] = {}
         self._query_buf: dict[int, _Bucket] = {}
         self.pending: dict[int, QueryState] = {}  # queries we sent, by id
@@ -197,7 +198,7 @@ class UserLayer:
         self._events: list[DeliveredEvent] = []
         self._queries: list[IncomingQuery] = []
         self.stats: dict[str, int] = dict.fromkeys((
-            "events", "events_duplicate", "events_too_old", "queries", "queries_duplicate", "queries_too_old",
+            "events", "events_duplicate", "events_too_old", "events_before_join", "queries", "queries_duplicate", "queries_too_old",
             "queries_filtered", "responses", "responses_duplicate", "responses_late", "responses_unknown",
             "relayed", "too_large"), 0)
 
@@ -240,12 +241,23 @@ class UserLayer:
 
     def _on_event(self, msg: UserEvent, now: float, encoded: bytes | None = None) -> None:
         self.event_clock.witness(msg.ltime)
+        if msg.ltime < self.m.event_min_time:
+            self.stats["events_before_join"] += 1
+            return
         if not self._fresh(self._event_buf, self.event_clock.time, EVENT_BUFFER, msg.ltime, (msg.name, msg.payload),
                            "events"):
             return
+        self._event_buf[msg.ltime % EVENT_BUFFER].events.append(msg)
         self.m.queue_user(encoded or wire.encode_message(msg))
         self.stats["events"] += 1
         self._events.append(DeliveredEvent(msg.ltime, msg.name, msg.payload, msg.coalesce, now))
+
+    def recent_events(self) -> tuple[UserEvent, ...]:
+        """The events in our buffer window, oldest first: sent in every push-pull (Serf does the
+        same), so a member that missed one by gossip gets it from the next exchange."""
+        low = self.event_clock.time - EVENT_BUFFER
+        return tuple(e for b in sorted(self._event_buf.values(), key=lambda b: b.ltime) if b.ltime >= low
+                     for e in b.events)
 
     def _fresh(self, buf: dict[int, _Bucket], clock: int, window: int, ltime: int, key: object, kind: str) -> bool:
         """True the first time (ltime, key) is seen inside the window; counts the rest."""

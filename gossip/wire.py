@@ -118,6 +118,14 @@ class Dead:
 
 
 @dataclass(frozen=True)
+class UserEvent:
+    ltime: int
+    name: str
+    payload: bytes
+    coalesce: bool  # receivers may deliver only the latest event of this name in a short window
+
+
+@dataclass(frozen=True)
 class PushState:
     name: str
     addr: str
@@ -133,14 +141,10 @@ class PushPull:
     join: bool
     ltime: int
     states: tuple[PushState, ...]
-
-
-@dataclass(frozen=True)
-class UserEvent:
-    ltime: int
-    name: str
-    payload: bytes
-    coalesce: bool  # receivers may deliver only the latest event of this name in a short window
+    # Serf's user-event state (trailing fields: an older member ignores them, and sends none).
+    event_ltime: int = 0  # the sender's event clock
+    query_ltime: int = 0  # and query clock
+    events: tuple[UserEvent, ...] = ()  # the recent events it holds, so a member that missed one gets it
 
 
 @dataclass(frozen=True)
@@ -197,7 +201,7 @@ def _body(msg: Message) -> tuple[MessageType, list[Any]]:
     if isinstance(msg, Dead):
         return MessageType.DEAD, [msg.incarnation, msg.node, msg.sender]
     if isinstance(msg, UserEvent):
-        return MessageType.USER, [msg.ltime, msg.name, msg.payload, msg.coalesce]
+        return MessageType.USER, _event_body(msg)
     if isinstance(msg, Query):
         return MessageType.QUERY, [msg.ltime, msg.id, msg.name, msg.payload, msg.src, msg.src_addr, msg.src_port,
                                    list(msg.filter_nodes), dict(msg.filter_tags), msg.want_ack, msg.relay_factor,
@@ -207,7 +211,12 @@ def _body(msg: Message) -> tuple[MessageType, list[Any]]:
     if isinstance(msg, Relay):
         return MessageType.RELAY, [msg.dest_addr, msg.dest_port, _response_body(msg.response)]
     return MessageType.PUSH_PULL, [msg.join, msg.ltime, [
-        [s.name, s.addr, s.port, s.incarnation, int(s.state), s.tags, list(s.vsn)] for s in msg.states]]
+        [s.name, s.addr, s.port, s.incarnation, int(s.state), s.tags, list(s.vsn)] for s in msg.states],
+        msg.event_ltime, msg.query_ltime, [_event_body(e) for e in msg.events]]
+
+
+def _event_body(e: UserEvent) -> list[Any]:
+    return [e.ltime, e.name, e.payload, e.coalesce]
 
 
 def _response_body(r: QueryResponse) -> list[Any]:
@@ -305,7 +314,19 @@ def _push_pull(b: list[Any]) -> PushPull:
             raise WireError(f"unknown member state {code}")
         states.append(PushState(_str(s[0]), _str(s[1]), _port(s[2]), _int(s[3]), MemberStateCode(code),
                                 _tags(s[5]), _vsn(s[6])))
-    return PushPull(bool(b[0]), _int(b[1]), tuple(states))
+    if len(b) < 6:  # from a member without user events
+        return PushPull(bool(b[0]), _int(b[1]), tuple(states))
+    if type(b[5]) is not list or not all(type(e) is list for e in b[5]):
+        raise WireError("push-pull events must be a list of events")
+    try:
+        events = tuple(_user_event(e) for e in b[5])
+    except IndexError as exc:
+        raise WireError("push-pull event: missing fields") from exc
+    return PushPull(bool(b[0]), _int(b[1]), tuple(states), _int(b[3]), _int(b[4]), events)
+
+
+def _user_event(b: list[Any]) -> UserEvent:
+    return UserEvent(_int(b[0]), _str(b[1]), _bin(b[2]), bool(b[3]))
 
 
 # One decoder per known type, looked up by the integer on the wire (a dict is faster than a chain
@@ -320,7 +341,7 @@ _DECODERS: dict[int, Callable[[list[Any]], Message]] = {
     MessageType.ALIVE: lambda b: Alive(_int(b[0]), _str(b[1]), _str(b[2]), _port(b[3]), _tags(b[4]), _vsn(b[5])),
     MessageType.DEAD: lambda b: Dead(_int(b[0]), _str(b[1]), _str(b[2])),
     MessageType.PUSH_PULL: _push_pull,
-    MessageType.USER: lambda b: UserEvent(_int(b[0]), _str(b[1]), _bin(b[2]), bool(b[3])),
+    MessageType.USER: _user_event,
     MessageType.QUERY: _query,
     MessageType.QUERY_RESPONSE: _response,
     MessageType.RELAY: lambda b: Relay(_str(b[0]), _port(b[1]), _response(b[2])),

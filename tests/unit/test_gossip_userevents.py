@@ -406,3 +406,69 @@ def test_user_messages_are_gossiped_at_least_user_min_transmits_times() -> None:
             copies["event"] += sum(isinstance(x, UserEvent) for x in msgs)
             copies["alive"] += sum(isinstance(x, wire.Alive) for x in msgs)
     assert copies == {"event": USER_MIN_TRANSMITS, "alive": 2}
+
+
+# ---- push-pull: clocks and repair (Serf's LocalState exchange) -------------------------------------
+def push_pull(net: Net, src: str, dst: str, now: float) -> None:
+    """`dst` receives `src`'s push-pull (and answers it, which `src` merges): both directions."""
+    reply = net.m[dst].handle_stream(wire.frame(net.m[src]._push_pull_msg(False))[4:], net.m[src].me.address, now)
+    assert reply is not None
+    net.m[src]._merge(wire.decode_frame_payload(reply[4:]), now, net.m[dst].me.address)  # type: ignore[arg-type]
+    net.u[src].pump(now)
+    net.u[dst].pump(now)
+
+
+def test_push_pull_repairs_a_missed_event_and_syncs_the_clocks() -> None:
+    net = Net(2)
+    a, b = net.u["n0"], net.u["n1"]
+    net.m["n0"].packets_to_send()
+    a.fire("deploy", b"v1", 0.0)  # never gossiped to n1: n0's packets are dropped below
+    a.query("_murmur_ping", b"", 0.0)
+    net.m["n0"].packets_to_send()
+    a.events()
+    assert b.events() == [] and (b.event_clock.time, b.query_clock.time) == (0, 0)
+    push_pull(net, "n1", "n0", 1.0)
+    assert [(e.name, e.payload) for e in b.events()] == [("deploy", b"v1")]
+    assert b.event_clock.time >= a.event_clock.time and b.query_clock.time >= a.query_clock.time
+    push_pull(net, "n1", "n0", 2.0)  # the next exchange: known already
+    assert b.events() == [] and a.events() == [] and b.stats["events_duplicate"] == 1
+
+
+def test_a_joiner_skips_older_events_and_its_own_are_not_too_old() -> None:
+    """A member that (re)starts has its clocks at 0. Without the clocks in push-pull, its first
+    events would be more than EVENT_BUFFER ticks behind the cluster and dropped everywhere."""
+    net = Net(1)
+    old = net.u["n0"]
+    for i in range(EVENT_BUFFER + 10):
+        old.fire("deploy", str(i).encode(), 0.0)
+    new_m = Membership(LAN, "n9", "10.0.0.9", 7946, random.Random(9), 0.0)
+    new = UserLayer(new_m)
+    (token,) = new_m.join([net.m["n0"].me.address], 1.0)
+    (req,) = new_m.streams_to_open()
+    reply = net.m["n0"].handle_stream(req.payload[4:], new_m.me.address, 1.0)
+    assert reply is not None and new_m.stream_result(token, reply[4:], 1.0)
+    new.pump(1.0)
+    assert new.events() == []  # the cluster's recent events predate the join
+    assert new.stats["events_before_join"] == EVENT_BUFFER  # the window's worth, refused
+    assert new.event_clock.time >= old.event_clock.time
+    ev = new.fire("hello", b"", 1.0)
+    net.m["n0"].receive(wire.packet(ev), new_m.me.address, 1.1)
+    old.pump(1.1)
+    assert [e.name for e in old.events()][-1:] == ["hello"] and old.stats["events_too_old"] == 0
+    # Positive control: the same member without the clock sync is too old for the cluster.
+    stale = UserLayer(Membership(LAN, "n8", "10.0.0.8", 7946, random.Random(8), 0.0))
+    ev = stale.fire("hello-again", b"", 1.0)
+    net.m["n0"].receive(wire.packet(ev), ("10.0.0.8", 7946), 1.2)
+    old.pump(1.2)
+    assert old.events() == [] and old.stats["events_too_old"] == 1
+
+
+def test_push_pull_from_an_older_member_without_user_state_still_decodes() -> None:
+    import msgpack
+
+    body = [False, 3, []]  # what a member before user events sends
+    payload = bytes([wire.VERSION]) + msgpack.packb([int(wire.MessageType.PUSH_PULL), body])
+    msg = wire.decode_frame_payload(payload)
+    assert msg == wire.PushPull(False, 3, ())
+    full = wire.PushPull(True, 3, (), 7, 8, (UserEvent(5, "x", b"y", False),))
+    assert wire.decode_frame_payload(wire.frame(full)[4:]) == full
