@@ -78,3 +78,27 @@ def test_node_filtered_query_is_answered_by_exactly_the_listed_members() -> None
     assert sorted(st.responses) == wanted, f"seed {seed}"
     reached = sum(1 for nd in s.nodes.values() if nd.user.stats["queries"] + nd.user.stats["queries_filtered"] == 1)
     assert reached == N  # everyone heard it; only the listed answered
+
+
+def test_member_cut_off_during_an_event_gets_it_from_the_next_push_pull() -> None:
+    """Gossip sends an event a fixed number of times; a member unreachable for those seconds
+    misses every copy. Push-pull shares the recent events, so it has the event within one
+    push-pull period (plus one TCP exchange) of the network healing."""
+    seed = 1
+    n = 20
+    s = Simulation(n, LAN, seed=seed, converged=True)
+    s.run_until(5.0)
+    victim = Simulation.name_of(11)
+    s.partition([[victim], [x for x in s.nodes if x != victim]])
+    s.fire_event(Simulation.name_of(2), "deploy", b"v7")
+    s.run_until(8.0)  # shorter than the suspicion timeout (5.2 s at N=20): nobody is declared dead
+    got = {obs for obs, _ in s.user_events}
+    assert got == set(s.nodes) - {victim}, f"seed {seed}: gossip alone should have missed only the victim"
+    healed = s.now
+    s.heal()
+    bound = LAN.push_pull_scaled(n) + LAN.tcp_timeout
+    s.run_until(healed + bound)
+    late = [ev for obs, ev in s.user_events if obs == victim]
+    assert [(ev.name, ev.payload) for ev in late] == [("deploy", b"v7")], f"seed {seed}"
+    assert late[0].time - healed <= bound
+    print(f"victim got the event {late[0].time - healed:.1f}s after the heal")
