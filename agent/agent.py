@@ -33,6 +33,7 @@ from .checks_runner import CheckRunner
 from .config import RuntimeConfig
 from .definitions import ServiceDefinition, parse_service
 from .drivers.gossip import GossipDriver
+from .events import UserEvents
 from .gossip_keyring import KeyringFileError, load_keyring
 from .local_state import LocalState, NodeInfo
 from .member_snapshot import MemberSnapshot
@@ -138,6 +139,7 @@ class Agent:
         self.gossip: GossipDriver | None = None
         self.membership: Membership | None = None
         self.member_snapshot: MemberSnapshot | None = None
+        self.user_events: UserEvents | None = None
         self.leaving = False
         self.server_port_bound = 0
 
@@ -367,6 +369,9 @@ class Agent:
                                 tags=self.member_tags(), unique_tag="id")
         self.gossip.attach(membership)
         self.membership = membership
+        self.user_events = UserEvents(self.gossip, membership, self.local)
+        self.gossip.on_user = self.user_events.pump
+        nursery.start_soon(self.user_events.run)
         await nursery.start(self.gossip.serve)
         log.info("gossip on %s:%d (udp+tcp), advertising %s:%d", bind, bound, n.address, bound)
         nursery.start_soon(self._report_conflicts, self.gossip.subscribe())

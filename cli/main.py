@@ -366,5 +366,10 @@ def services_deregister(file: str | None, sid: str | None, http_addr: str | None
         click.echo(f"Deregistered service: {i}")
 
 
+from .events import event, query  # noqa: E402 - the commands live in their own module
+
+main.add_command(event)
+main.add_command(query)
+
 if __name__ == "__main__":
     main()
