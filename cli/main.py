@@ -101,9 +101,10 @@ def agent(dev: bool, config_dir: tuple[str, ...], config_file: tuple[str, ...], 
     for w in cfg.warnings:
         log.warning("%s", w)
     from murmur.agent.agent import StartError
+    from murmur.agent.conflicts import NameConflictLost
     from murmur.agent.storage.raft_log import StorageError
 
-    fatal = (StartError, StorageError)  # reported as one line and a non-zero exit, not a traceback
+    fatal = (StartError, StorageError, NameConflictLost)  # reported as one line and a non-zero exit, not a traceback
     try:
         trio.run(Agent(cfg, paths, overrides).run)
     except KeyboardInterrupt:
