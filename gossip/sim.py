@@ -403,4 +403,11 @@ def scenario(n: int, seconds: float, seed: int = 0, loss: float = 0.0, config: G
         "suspicions": sum(st.get("suspects_started", 0) for st in stats),
         "refutations": sum(st.get("refutes", 0) for st in stats),
         "false_deaths": false_deaths, "packets": sim.packets, "packets_lost": sim.packets_lost,
+        "curves": {"failure": spread_curve(list(fail_t.values()), len(observers)),
+                   "join": spread_curve(list(join_t.values()), len(observers))},
     }
+
+
+def spread_curve(times: list[float], total: int) -> list[tuple[float, float]]:
+    """(seconds after the news, fraction of the live members that know it), one step per member."""
+    return [(round(t, 3), (i + 1) / total) for i, t in enumerate(sorted(times))] if total else []
