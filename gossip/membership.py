@@ -14,6 +14,8 @@ interval and timeout when we are the slow one.
 
 from __future__ import annotations
 
+import hashlib
+import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -165,6 +167,11 @@ class Membership:
         self.me = Member(name, addr, port, 1, State.ALIVE, now, dict(tags or {}), vsn)
         self.members: dict[str, Member] = {name: self.me}
         self._member_list: list[Member] | None = None  # members.values(), cached for random picks
+        self._live_names: list[str] | None = None  # sorted live names, cached for the rotation
+        self.wall_offset = 0.0  # wall clock minus `now`: the driver sets it; the rotation ticks on it
+        self._rotation_key: tuple[int, int] | None = None
+        self._rotation: list[str] = []
+        self._rotation_pos: dict[str, int] = {}
         self.unique_tag = unique_tag
         self._conflicts_told: set[tuple[str, str, int]] = set()  # CONFLICT events already emitted
         self._live = 1  # members in LIVE states, kept by _set_state (live_count is on every send path)
@@ -256,7 +263,9 @@ class Membership:
 
     # ---- helpers --------------------------------------------------------------------------------
     def _set_state(self, m: Member, state: State, now: float) -> None:
-        self._live += (state in LIVE) - (m.state in LIVE)
+        if (state in LIVE) != (m.state in LIVE):
+            self._live += 1 if state in LIVE else -1
+            self._live_names = None
         m.state = state
         m.state_change = now
 
@@ -334,6 +343,7 @@ class Membership:
                                            st.tags, st.vsn)
             self._live += st.state in LIVE
         self._member_list = None
+        self._live_names = None
         self.probe_order = [n for n in sorted(self.members) if n != self.name]
         self.rng.shuffle(self.probe_order)
         self.probe_index = 0
@@ -377,6 +387,7 @@ class Membership:
             return False
         del self.members[name]
         self._member_list = None
+        self._live_names = None
         self._event(EventKind.REAP, m)
         return True
 
@@ -590,6 +601,7 @@ class Membership:
             m = Member(a.node, a.addr, a.port, a.incarnation, State.ALIVE, now, dict(a.tags), a.vsn)
             self.members[a.node] = m
             self._member_list = None
+            self._live_names = None
             self._live += 1
             self._add_to_probe_order(a.node)
             self.broadcasts.queue(a.node, wire.encode_message(a))
@@ -761,10 +773,38 @@ class Membership:
                     m.state == State.LEFT and age > self.config.tombstone_timeout):
                 del self.members[name]
                 self._member_list = None
+                self._live_names = None
                 self._event(EventKind.REAP, m)
 
     # ---- probing --------------------------------------------------------------------------------
-    def _next_target(self) -> Member | None:
+    def _rotation_target(self, now: float) -> Member | None:
+        """The member `s` places after us in this pass's shared order (config.probe_rotation).
+        At any wall-clock tick, i -> position(i) + s is a bijection: each member is probed once."""
+        live = self._live_names
+        if live is None:
+            live = self._live_names = sorted(n for n, m in self.members.items() if m.state in LIVE)
+            self._rotation_key = None
+        n = len(live)
+        if n < 2:
+            return None
+        tick = math.floor((now + self.wall_offset) / self.config.probe_interval)
+        pass_no, step = divmod(tick, n - 1)
+        if self._rotation_key != (pass_no, n):
+            self._rotation = sorted(live, key=lambda name: hashlib.blake2b(
+                f"{pass_no}:{name}".encode(), digest_size=8).digest())
+            self._rotation_pos = {name: i for i, name in enumerate(self._rotation)}
+            self._rotation_key = (pass_no, n)
+        pos = self._rotation_pos.get(self.name)
+        if pos is None:
+            return None
+        m = self.members.get(self._rotation[(pos + 1 + step) % n])
+        return m if m is not None and m.state in LIVE and m is not self.me else None
+
+    def _next_target(self, now: float) -> Member | None:
+        if self.config.probe_rotation:
+            target = self._rotation_target(now)
+            if target is not None:
+                return target
         for _ in range(2):
             while self.probe_index < len(self.probe_order):
                 name = self.probe_order[self.probe_index]
@@ -795,7 +835,7 @@ class Membership:
                     self.next_probe += base
                 return
             self.next_probe = now + base
-            target = self._next_target()
+            target = self._next_target(now)
             if target is not None:
                 self._start_probe(target, now, self.awareness.scale(base))
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import logging
 import socket
+import time
 from collections.abc import Callable
 
 import trio
@@ -150,7 +151,9 @@ class GossipDriver:
                 with trio.move_on_at(deadline):
                     await self.wakeup.wait()
                     continue  # an input changed things: recompute the deadline
-            self.m.handle_timer(trio.current_time())
+            now = trio.current_time()
+            self.m.wall_offset = time.time() - now  # the probe rotation ticks on wall-clock seconds
+            self.m.handle_timer(now)
             self.flush()
             await trio.lowlevel.checkpoint()
 
