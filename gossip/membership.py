@@ -168,6 +168,7 @@ class Membership:
         self.members: dict[str, Member] = {name: self.me}
         self._member_list: list[Member] | None = None  # members.values(), cached for random picks
         self._live_names: list[str] | None = None  # sorted live names, cached for the rotation
+        self._dead_at: dict[Address, str] = {}  # address -> member we hold dead there (_tell_dead)
         self.wall_offset = 0.0  # wall clock minus `now`: the driver sets it; the rotation ticks on it
         self._rotation_key: tuple[int, int] | None = None
         self._rotation: list[str] = []
@@ -200,7 +201,7 @@ class Membership:
         self.stats: dict[str, int] = {k: 0 for k in (
             "packets_in", "packets_out", "bad_packets", "unknown_messages", "stale_acks", "misdirected_pings",
             "refutes", "suspects_started", "deaths_declared", "indirect_probes", "tcp_fallback_ok", "nacks_sent",
-            "push_pulls", "bad_streams", "stale_accusations", "suspects_told", "suspicions_reasked",
+            "push_pulls", "bad_streams", "stale_accusations", "suspects_told", "dead_told", "suspicions_reasked",
             "user_messages_in")}
         # Spread the first timers so members started together do not tick in lockstep.
         self.next_probe = now + rng.uniform(0, config.probe_interval)
@@ -253,7 +254,11 @@ class Membership:
         return self._live
 
     def next_deadline(self) -> float:
-        times = [self.next_probe, self.next_gossip, self.next_push_pull, self.next_reconnect, self.next_reap]
+        times = [self.next_probe, self.next_push_pull, self.next_reconnect, self.next_reap]
+        if self.broadcasts.drain_pending():
+            # An empty queue makes a gossip round a no-op: no wake-up for it (five a second is most
+            # of an idle agent's CPU). Queued news goes out at once, then every gossip_interval.
+            times.append(self.next_gossip)
         if self.probe is not None:
             times.append(self.probe.end if self.probe.indirect else self.probe.direct_deadline)
         times.extend(r.deadline for r in self.relays.values())
@@ -266,6 +271,10 @@ class Membership:
         if (state in LIVE) != (m.state in LIVE):
             self._live += 1 if state in LIVE else -1
             self._live_names = None
+        if state == State.DEAD:
+            self._dead_at[(m.addr, m.port)] = m.name
+        elif m.state == State.DEAD and self._dead_at.get((m.addr, m.port)) == m.name:
+            del self._dead_at[(m.addr, m.port)]
         m.state = state
         m.state_change = now
 
@@ -405,6 +414,8 @@ class Membership:
             self._handle(msg, src, now)
         if self.suspicions:
             self._tell_suspect(src)
+        if self._dead_at:
+            self._tell_dead(src)
 
     def _tell_suspect(self, src: Address) -> None:
         """A datagram came from a member we still suspect: tell it, so it can refute (or, if it
@@ -416,6 +427,19 @@ class Membership:
                 self.stats["suspects_told"] += 1
                 self._send(src, [wire.encode_message(Suspect(m.incarnation, m.name, self.name))])
                 return
+
+    def _tell_dead(self, src: Address) -> None:
+        """A datagram came from a member we hold dead: tell it. If it is back after a pause or a
+        restart it refutes, announcing itself to everyone; if it already refuted (and we missed
+        every gossiped copy) it answers us with that alive. Without this we would wait for a
+        push-pull, up to 30 s, to learn either."""
+        name = self._dead_at.get(src)
+        m = self.members.get(name) if name is not None else None
+        if m is None or m.state != State.DEAD or (m.addr, m.port) != src:
+            self._dead_at.pop(src, None)  # stale: it came back, moved, or was reaped
+            return
+        self.stats["dead_told"] += 1
+        self._send(src, [wire.encode_message(Dead(m.incarnation, m.name, self.name))])
 
     def _handle(self, msg: Message, src: Address, now: float) -> None:
         if isinstance(msg, Ping):

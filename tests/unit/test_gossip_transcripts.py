@@ -618,3 +618,27 @@ def test_rotation_falls_back_to_the_shuffle_when_we_are_not_in_our_own_view() ->
     assert m._next_target(5.0) is None  # alone: nothing to probe either way
     m.receive(wire.packet(Alive(1, "b", "10.0.0.2", 7946)), ("10.0.0.2", 7946), 1.0)
     assert m._next_target(5.0).name == "b"
+
+
+def test_a_member_we_hold_dead_is_told_when_it_talks_to_us_and_its_alive_comes_back() -> None:
+    """c refuted long ago, but a missed every gossiped copy and still holds c dead. The next
+    datagram from c makes a tell c; c answers the stale verdict with its alive, straight to a."""
+    w = three()
+    a, c = w["a"], w["c"]
+    a.receive(wire.packet(Dead(1, "c", "b")), w.addr("b"), 5.0)
+    assert a.members["c"].state == State.DEAD
+    c.me.incarnation = 3  # c refuted meanwhile; a never heard
+    w.quiet(["a", "b", "c"], 1000.0)
+    a.broadcasts.items.clear()  # the verdict's own gossip is done: only the tell may carry it
+    c.receive(wire.packet(Ping(77, "c", "b", *w.addr("b"))), w.addr("b"), 6.0)
+    w.take("c")
+    a.receive(wire.packet(Ping(78, "a", "c", *w.addr("c"))), w.addr("c"), 6.0)  # c probes a
+    out = w.take("a")
+    assert [(d, x.node, x.incarnation) for _, d, x in of(out, Dead)] == [("c", "c", 1)]
+    assert a.stats["dead_told"] == 1
+    w.deliver(out, 6.0)
+    w.settle(6.0)
+    assert a.members["c"].state == State.ALIVE and a.members["c"].incarnation == 3
+    # Positive control: from then on a says nothing more to c.
+    a.receive(wire.packet(Ping(79, "a", "c", *w.addr("c"))), w.addr("c"), 7.0)
+    assert not of(w.take("a"), Dead) and a.stats["dead_told"] == 1
