@@ -23,13 +23,12 @@ import trio
 from murmur.catalog import commands
 from murmur.catalog.store import StateStore
 from murmur.raft.config import RaftConfig
-from murmur.raft.core import ProposalDropped
 from murmur.raft.rawnode import RawNode
 
-from .drivers.raft import MemoryStorage, NotLeader, OutcomeUnknown, RaftDriver
+from .drivers.raft import MemoryStorage, NotLeader, RaftDriver
 from .drivers.raft_transport import TCPTransport
 from .rpc.mux import RAFT, RPC, FramedStream, ServerPort
-from .rpc.protocol import RPCError, call_apply, decode_result, encode_result
+from .rpc.protocol import call_apply, decode_result
 from .storage.raft_log import RaftStorage
 
 if TYPE_CHECKING:
@@ -209,26 +208,10 @@ class ServerRuntime:
             raise NoLeader("No cluster leader") from exc
 
     async def _handle_rpc(self, framed: FramedStream, peer: tuple[str, int]) -> None:
-        while True:
-            payload = await framed.read()
-            if payload is None:
-                return
-            try:
-                req = msgpack.unpackb(payload, raw=False)
-                if not isinstance(req, dict) or req.get("op") != "apply" or not isinstance(req.get("d"), bytes):
-                    raise RPCError("bad_request", "unknown RPC request")
-                if self.driver is None or not self.driver.is_leader:
-                    raise RPCError("not_leader", "not the leader")
-                reply = encode_result(await self.driver.propose(req["d"]))
-            except RPCError as exc:
-                reply = {"err": str(exc), "kind": exc.kind}
-            except (NotLeader, ProposalDropped) as exc:
-                reply = {"err": str(exc), "kind": "not_leader"}
-            except OutcomeUnknown as exc:
-                reply = {"err": str(exc), "kind": "unknown_outcome"}
-            except Exception as exc:  # malformed msgpack and the like
-                reply = {"err": f"bad request: {type(exc).__name__}", "kind": "bad_request"}
-            await framed.write(bytes(msgpack.packb(reply)))
+        """Server RPC: apply (followers forward to the leader) and named reads; see rpc/endpoint.py."""
+        from .rpc.endpoint import serve_connection
+
+        await serve_connection(self, framed, peer)
 
 
 def get_storage_meta(storage: RaftStorage, key: str) -> Any:

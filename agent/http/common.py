@@ -84,3 +84,52 @@ async def blocking(agent: Agent, req: Request, tables: tuple[str, ...], service:
 
 def json_read(req: Request, data: Any, index: int, status: int = 200, agent: Agent | None = None) -> Response:
     return Response.json(data, status, read_headers(index, agent), pretty="pretty" in req.query)
+
+
+def read_params(req: Request) -> tuple[str, int, float]:
+    """(mode, index, wait) of a read request; bad values are a 400."""
+    mode = "stale" if req.flag("stale") else "consistent" if req.flag("consistent") else "default"
+    raw_index = req.arg("index")
+    if raw_index is None or raw_index == "":
+        return mode, 0, 0.0
+    try:
+        index = int(raw_index)
+    except ValueError as exc:
+        raise HTTPError(400, f"Invalid index {raw_index!r}") from exc
+    wait = DEFAULT_WAIT
+    raw_wait = req.arg("wait")
+    if raw_wait:
+        try:
+            wait = parse_duration(raw_wait if not raw_wait.isdigit() else raw_wait + "s")
+        except ValueError as exc:
+            raise HTTPError(400, f"Invalid wait time {raw_wait!r}: {exc}") from exc
+    return mode, index, min(wait, MAX_WAIT)
+
+
+async def named_read(agent: Agent, req: Request, name: str, args: dict[str, Any]) -> Any:
+    """Run a registered read (agent/reads.py): on a server against its own store, on a client
+    through a server over RPC. Same read, same code, same answer. Returns a ReadResult."""
+    from ..reads import ReadError, execute
+
+    check_dc(agent, req)
+    mode, index, wait = read_params(req)
+    try:
+        if agent.server is not None:
+            return await execute(agent, name, args, mode, index, wait)
+        return await agent.remote.read(name, args, mode, index, wait)
+    except ReadError as exc:
+        raise HTTPError(400 if exc.kind == "bad_request" else 500, str(exc)) from exc
+
+
+def result_headers(res: Any) -> list[tuple[str, str]]:
+    return [("X-Consul-Index", str(res.index)), ("X-Consul-KnownLeader", str(bool(res.known_leader)).lower()),
+            ("X-Consul-LastContact", str(res.last_contact_ms))]
+
+
+_SAME = object()
+
+
+def json_result(req: Request, res: Any, data: Any = _SAME) -> Response:
+    """A read's JSON answer with its index, known-leader and last-contact headers."""
+    return Response.json(res.data if data is _SAME else data, 200, result_headers(res),
+                         pretty="pretty" in req.query)

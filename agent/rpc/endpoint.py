@@ -1,0 +1,107 @@
+"""The server side of server RPC: decode a request, dispatch on its op, always answer.
+
+Nothing a peer sends can stop the server: undecodable frames, wrong types, unknown versions and
+unknown ops all become error replies; a command that does not decode is refused before it
+reaches the Raft log (a bad entry there would stop every server that applies it).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import msgpack
+from murmur.catalog import commands
+
+from .mux import FramedStream
+from .protocol import MIN_VERSION, VERSION, RPCError, call_apply, encode_result, error_reply
+
+if TYPE_CHECKING:
+    from ..server import ServerRuntime
+
+log = logging.getLogger("murmur.rpc")
+
+MAX_HOPS = 1  # a write is forwarded at most once (client -> follower -> leader)
+
+
+async def serve_connection(server: ServerRuntime, framed: FramedStream, peer: tuple[str, int]) -> None:
+    while True:
+        payload = await framed.read()
+        if payload is None:
+            return
+        reply = await handle_payload(server, payload)
+        await framed.write(bytes(msgpack.packb(reply)))
+
+
+async def handle_payload(server: ServerRuntime, payload: bytes) -> dict[str, Any]:
+    try:
+        try:
+            req = msgpack.unpackb(payload, raw=False, strict_map_key=False)
+        except Exception as exc:  # msgpack raises several unrelated exception types
+            raise RPCError("bad_request", f"undecodable request: {type(exc).__name__}") from exc
+        if not isinstance(req, dict):
+            raise RPCError("bad_request", "a request must be a map")
+        version = req.get("v", 1)  # requests before versioning were version 1
+        if not isinstance(version, int) or not MIN_VERSION <= version <= VERSION:
+            raise RPCError("bad_version", f"RPC version {version!r} not supported (this server speaks "
+                                          f"{MIN_VERSION}..{VERSION})")
+        op = req.get("op")
+        if op == "apply":
+            return await _apply(server, req)
+        if op == "read":
+            return await _read(server, req)
+        raise RPCError("unknown_op", f"unknown RPC op {op!r}")
+    except RPCError as exc:
+        return error_reply(exc.kind, str(exc))
+    except Exception as exc:  # a bug must not take the listener down; say what happened
+        log.exception("RPC request failed")
+        return error_reply("bad_request", f"request failed: {type(exc).__name__}")
+
+
+async def _apply(server: ServerRuntime, req: dict[str, Any]) -> dict[str, Any]:
+    from murmur.raft.core import ProposalDropped
+
+    from ..drivers.raft import NotLeader, OutcomeUnknown
+
+    data, rid, hops = req.get("d"), req.get("rid", ""), req.get("hops", 0)
+    if not isinstance(data, bytes) or not isinstance(rid, str) or not isinstance(hops, int):
+        raise RPCError("bad_request", "apply needs d (bytes), rid (str), hops (int)")
+    try:
+        commands.decode(data)  # refuse what would stop the servers if it reached the log
+        entry = commands.wrap_request(rid, data) if rid else data
+    except commands.CommandError as exc:
+        raise RPCError("bad_request", f"bad command: {exc}") from exc
+    driver = server.driver
+    if driver is None:
+        raise RPCError("no_leader", "No cluster leader (raft is not bootstrapped yet)")
+    if not driver.is_leader:
+        if hops >= MAX_HOPS:
+            raise RPCError("not_leader", "not the leader")
+        addr = server.leader_address()
+        if addr is None:
+            raise RPCError("no_leader", "No cluster leader")
+        result = await call_apply(addr, data, rid, hops + 1)  # RPCError passes through as the reply
+        return {"v": VERSION, **encode_result(result)}
+    try:
+        result = await driver.propose(entry)
+    except (NotLeader, ProposalDropped) as exc:
+        raise RPCError("not_leader", str(exc)) from exc
+    except OutcomeUnknown as exc:
+        raise RPCError("unknown_outcome", str(exc)) from exc
+    return {"v": VERSION, **encode_result(result)}
+
+
+async def _read(server: ServerRuntime, req: dict[str, Any]) -> dict[str, Any]:
+    from ..reads import ReadError, execute
+
+    name, args, mode = req.get("name"), req.get("args", {}), req.get("mode", "default")
+    index, wait = req.get("index", 0), req.get("wait", 0)
+    if not isinstance(name, str) or not isinstance(mode, str) or not isinstance(index, int) \
+            or not isinstance(wait, (int, float)) or isinstance(wait, bool) or wait < 0:
+        raise RPCError("bad_request", "read needs name (str), mode (str), index (int), wait (seconds)")
+    try:
+        res = await execute(server.agent, name, args, mode, index, float(wait))
+    except ReadError as exc:
+        raise RPCError(exc.kind, str(exc)) from exc
+    return {"v": VERSION, "data": res.data, "index": res.index, "leader": res.known_leader,
+            "contact": res.last_contact_ms}
