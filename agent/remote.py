@@ -60,9 +60,9 @@ class Remote:
             out.insert(0, self.preferred)
         return out
 
-    async def _attempts(self, what: str, one: Any) -> Any:
+    async def _attempts(self, what: str, one: Any, budget: float = RETRY_BUDGET) -> Any:
         """Call `one(addr)` on servers in turn until it returns; retry only RETRYABLE failures."""
-        deadline = trio.current_time() + RETRY_BUDGET
+        deadline = trio.current_time() + budget
         last: Exception | None = None
         attempts = 0
         for rnd in range(MAX_ATTEMPTS):
@@ -111,7 +111,7 @@ class Remote:
             raise WriteFailed(str(exc)) from exc
 
     async def read(self, name: str, args: dict[str, Any], mode: str = "default", index: int = 0,
-                   wait: float = 0.0) -> ReadResult:
+                   wait: float = 0.0, budget: float = RETRY_BUDGET) -> ReadResult:
         """A named read (agent/reads.py) executed by a server."""
         self.stats["rpc_reads"] += 1
 
@@ -122,7 +122,7 @@ class Remote:
                               int(body.get("contact", 0)))
 
         try:
-            return await self._attempts(f"read {name}", one)  # type: ignore[no-any-return]
+            return await self._attempts(f"read {name}", one, budget)  # type: ignore[no-any-return]
         except RPCError as exc:
             kind = "no_leader" if exc.kind in RETRYABLE else exc.kind
             raise ReadError(kind, "No cluster leader" if kind == "no_leader" else str(exc)) from exc
