@@ -48,7 +48,7 @@ class Remote:
         if ms is not None:
             for m in ms.members.values():
                 t = m.tags
-                if m.state != State.ALIVE or t.get("role") != "consul" or t.get("dc") != self.agent.cfg.datacenter:
+                if m.state not in (State.ALIVE, State.SUSPECT) or t.get("role") != "consul" or t.get("dc") != self.agent.cfg.datacenter:
                     continue
                 try:
                     out.append((m.addr, int(t["port"])))
@@ -69,6 +69,8 @@ class Remote:
             servers = self.servers()
             if not servers:
                 last = last or RPCError("no_leader", "No known servers (none seen in gossip yet)")
+                if rnd == 0:
+                    break  # no server at all: say so at once (a gossip-only cluster, or not joined yet)
             for addr in servers:
                 if attempts >= MAX_ATTEMPTS or trio.current_time() > deadline:
                     break

@@ -28,7 +28,7 @@ from murmur.raft.rawnode import RawNode
 from .drivers.raft import MemoryStorage, NotLeader, RaftDriver
 from .drivers.raft_transport import TCPTransport
 from .rpc.mux import RAFT, RPC, FramedStream, ServerPort
-from .rpc.protocol import call_apply, decode_result
+from .rpc.protocol import decode_result
 from .storage.raft_log import RaftStorage
 
 if TYPE_CHECKING:
@@ -193,10 +193,9 @@ class ServerRuntime:
             raise NoLeader("No cluster leader (raft is not bootstrapped yet)")
         if self.driver.is_leader:
             return await self.driver.propose(data)
-        addr = self.leader_address()
-        if addr is None:
-            raise NoLeader("No cluster leader")
-        return await call_apply(addr, data)
+        from .rpc.endpoint import forward_write
+
+        return await forward_write(self, data)  # under a request ID, retried with it
 
     async def read_barrier(self) -> None:
         """Wait until a linearizable read of the local store is safe (ReadIndex)."""

@@ -86,7 +86,7 @@ class DNSServer:
         self.cache_index = -1
         self.stats = agent.stats
         # A client agent has no catalog: it answers from slices fetched from the servers.
-        self.slices: SliceCache | None = SliceCache(agent.remote) if agent.server is None else None
+        self.slices: SliceCache | None = None if agent.cfg.server else SliceCache(agent.remote)
         self.inflight = 0
 
     # ---- answering (synchronous, shared by UDP and TCP) ----------------------------------------

@@ -8,13 +8,14 @@ reaches the Raft log (a bad entry there would stop every server that applies it)
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import TYPE_CHECKING, Any
 
 import msgpack
 from murmur.catalog import commands
 
 from .mux import FramedStream
-from .protocol import MIN_VERSION, VERSION, RPCError, call_apply, encode_result, error_reply
+from .protocol import MIN_VERSION, VERSION, RPCError, call_apply, decode_result, encode_result, error_reply
 
 if TYPE_CHECKING:
     from ..server import ServerRuntime
@@ -105,3 +106,35 @@ async def _read(server: ServerRuntime, req: dict[str, Any]) -> dict[str, Any]:
         raise RPCError(exc.kind, str(exc)) from exc
     return {"v": VERSION, "data": res.data, "index": res.index, "leader": res.known_leader,
             "contact": res.last_contact_ms}
+
+
+FORWARD_ATTEMPTS = 5
+FORWARD_BACKOFF = 0.2  # seconds, doubled per attempt (covers an election at our Raft timings)
+
+
+async def forward_write(server: ServerRuntime, data: bytes) -> Any:
+    """A follower's own write (its HTTP API, anti-entropy): forwarded to the leader under a
+    request ID chosen here, retried with the same ID while the outcome is unknown or the leader
+    is changing, so a retry never applies it twice. Raises RPCError when attempts run out."""
+    import trio
+
+    from .protocol import RETRYABLE
+
+    rid = uuid.uuid4().hex
+    last: RPCError | None = None
+    for attempt in range(FORWARD_ATTEMPTS):
+        driver = server.driver
+        try:
+            if driver is not None and driver.is_leader:
+                return decode_result(await _apply(server, {"d": data, "rid": rid, "hops": MAX_HOPS}))
+            addr = server.leader_address()
+            if addr is None:
+                raise RPCError("no_leader", "No cluster leader")
+            return await call_apply(addr, data, rid, MAX_HOPS)
+        except RPCError as exc:
+            if exc.kind not in RETRYABLE:
+                raise
+            last = exc
+        await trio.sleep(FORWARD_BACKOFF * (2 ** attempt))
+    assert last is not None
+    raise last

@@ -135,6 +135,7 @@ def test_clients_register_read_and_survive_kills(tmp_path: Path) -> None:
             (cdir / "web.toml").write_text(f'[[services]]\nname = "web"\nid = "web-c{i}"\nport = {8000 + i}\n')
             c = AgentProc(tmp_path, [conf, cdir], ["--join", f"{servers[0].host}:{servers[0].serf_port}"],
                           node=f"c{i}", dev=False, host=hosts[3 + i])
+            c.has_servers = True
             agents.append(c)
             clients.append(c.start())  # start() waits until the client knows the leader (over RPC)
         web = {"web-c0", "web-c1", "web-c2"}
