@@ -338,3 +338,74 @@ async def test_the_server_port_survives_garbage_and_keeps_answering() -> None:
         n.cancel_scope.cancel()
     assert bad["kind"] == "bad_request"
     assert [e["Node"] for e in good["data"]] == ["n1", "n2", "n3"]
+
+
+# ---- the client's retries: another server, the same request ID, applied once -----------------------
+
+
+def bare_remote(servers: list[tuple[str, int]]) -> remote.Remote:
+    client = remote.Remote.__new__(remote.Remote)
+    client.agent = type("A", (), {"rng": random.Random(3)})()  # type: ignore[assignment]
+    client.preferred = None
+    client.stats = {"rpc_writes": 0, "rpc_reads": 0, "rpc_retries": 0}
+    client.servers = lambda: list(servers)  # type: ignore[method-assign]
+    return client
+
+
+async def test_a_write_whose_answer_is_lost_is_retried_elsewhere_and_applied_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Server A applies the write but the answer never arrives (outcome unknown); the client
+    retries on server B with the same request ID; the shared log applies it once."""
+    ag = world()
+    seen: list[tuple[tuple[str, int], str]] = []
+
+    async def flaky_call(addr: tuple[str, int], request: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
+        seen.append((addr, request["rid"]))
+        body = await via_rpc(ag, monkeypatch, request)
+        if addr[1] == 1:
+            raise RPCError("unknown_outcome", "connection reset after the request was sent")
+        return body
+
+    monkeypatch.setattr(remote, "call", flaky_call)
+    client = bare_remote([("127.0.0.1", 1), ("127.0.0.1", 2)])
+    result = await client.apply(KV(KVOp.CAS, "once", b"v", index=0))
+    assert result is True  # the first attempt's answer, not a failed CAS
+    assert [a for a, _ in seen] == [("127.0.0.1", 1), ("127.0.0.1", 2)]
+    assert seen[0][1] == seen[1][1]  # one request ID for both attempts
+    assert ag.store.kvs["once"].modify_index == ag.store.kvs["once"].create_index
+    assert client.preferred == ("127.0.0.1", 2)
+
+
+async def test_errors_that_are_not_about_the_server_are_not_retried(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = 0
+
+    async def refusing(addr: tuple[str, int], request: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
+        nonlocal calls
+        calls += 1
+        raise RPCError("bad_request", "no")
+
+    monkeypatch.setattr(remote, "call", refusing)
+    with pytest.raises(remote.WriteFailed):
+        await bare_remote([("127.0.0.1", 1), ("127.0.0.1", 2)]).apply(KV(KVOp.SET, "k", b""))
+    assert calls == 1
+
+
+async def test_retries_are_bounded_and_a_client_without_servers_fails_at_once(
+        monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.testing.MockClock) -> None:
+    calls = 0
+
+    async def down(addr: tuple[str, int], request: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
+        nonlocal calls
+        calls += 1
+        await trio.sleep(0.01)
+        raise RPCError("unknown_outcome", "refused")
+
+    monkeypatch.setattr(remote, "call", down)
+    t0 = trio.current_time()
+    with pytest.raises(remote.WriteFailed, match="may or may not"):
+        await bare_remote([("127.0.0.1", 1), ("127.0.0.1", 2)]).apply(KV(KVOp.SET, "k", b""))
+    assert calls <= remote.MAX_ATTEMPTS and trio.current_time() - t0 <= remote.RETRY_BUDGET + 1
+    calls = 0
+    with pytest.raises(reads.ReadError, match="No cluster leader"):
+        await bare_remote([]).read("catalog.nodes", {})
+    assert calls == 0
