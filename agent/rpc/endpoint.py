@@ -30,8 +30,50 @@ async def serve_connection(server: ServerRuntime, framed: FramedStream, peer: tu
         payload = await framed.read()
         if payload is None:
             return
-        reply = await handle_payload(server, payload)
+        if _is_read(payload):
+            reply = await _answer_unless_gone(server, framed, payload)
+        else:  # a write runs to its end: its outcome must not depend on the caller staying
+            reply = await handle_payload(server, payload)
+        if reply is None:
+            return  # the caller hung up while we waited (a cancelled blocking read)
         await framed.write(bytes(msgpack.packb(reply)))
+
+
+def _is_read(payload: bytes) -> bool:
+    try:
+        req = msgpack.unpackb(payload, raw=False, strict_map_key=False)
+    except Exception:
+        return False
+    return isinstance(req, dict) and req.get("op") == "read"
+
+
+async def _answer_unless_gone(server: ServerRuntime, framed: FramedStream, payload: bytes) -> dict[str, Any] | None:
+    """Answer one request, but stop waiting if the peer closes the connection meanwhile (a client
+    whose HTTP caller went away cancels its blocking read, and we need not hold it for `wait`).
+    Bytes that arrive meanwhile (a pipelined request) are kept for the next read."""
+    import trio
+
+    reply: dict[str, Any] | None = None
+
+    async def answer() -> None:
+        nonlocal reply
+        reply = await handle_payload(server, payload)
+        nursery.cancel_scope.cancel()
+
+    async def watch() -> None:
+        try:
+            chunk = await framed.stream.receive_some(65536)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            chunk = b""
+        if chunk:
+            framed.buf += chunk
+            await trio.sleep_forever()
+        nursery.cancel_scope.cancel()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(answer)
+        nursery.start_soon(watch)
+    return reply
 
 
 async def handle_payload(server: ServerRuntime, payload: bytes) -> dict[str, Any]:

@@ -409,3 +409,41 @@ async def test_retries_are_bounded_and_a_client_without_servers_fails_at_once(
     with pytest.raises(reads.ReadError, match="No cluster leader"):
         await bare_remote([]).read("catalog.nodes", {})
     assert calls == 0
+
+
+async def test_a_blocking_read_stops_when_the_caller_hangs_up(autojump_clock: trio.testing.MockClock) -> None:
+    import trio.testing
+
+    ag = world()
+    index = ag.store.index_of("nodes")
+    req = msgpack.packb({"v": 1, "op": "read", "name": "catalog.nodes", "mode": "stale", "index": index,
+                         "wait": 300})
+    client_side, server_side = trio.testing.memory_stream_pair()
+    framed = FramedStream(server_side)
+
+    async def hang_up() -> None:
+        await trio.sleep(1)
+        await client_side.aclose()
+
+    async with trio.open_nursery() as n:
+        n.start_soon(hang_up)
+        t0 = trio.current_time()
+        reply = await endpoint._answer_unless_gone(ag.server, framed, req)  # type: ignore[arg-type]
+    assert reply is None and trio.current_time() - t0 < 2
+
+    # Bytes that arrive while a read waits are kept for the next frame, and the answer still comes.
+    client_side, server_side = trio.testing.memory_stream_pair()
+    framed = FramedStream(server_side)
+
+    async def send_more_then_write() -> None:
+        await trio.sleep(1)
+        await client_side.send_all(b"next")
+        await trio.sleep(1)
+        ag.store.apply(ag.store.last_index + 1, cmds.encode(Register(node="n7", address="10.0.0.7")))
+        ag.feed.notify()
+
+    async with trio.open_nursery() as n:
+        n.start_soon(send_more_then_write)
+        reply = await endpoint._answer_unless_gone(ag.server, framed, req)  # type: ignore[arg-type]
+    assert reply is not None and "n7" in [e["Node"] for e in reply["data"]]
+    assert bytes(framed.buf) == b"next"
