@@ -88,6 +88,22 @@ def _dns_slice(s: StateStore, a: dict[str, Any]) -> bytes:
     return slice_store(s, tuple(key)).snapshot()
 
 
+def _dns_slice_index(s: StateStore, a: dict[str, Any]) -> int:
+    """The index a slice's answer can change at: a service's own index (all its casings), the
+    node tables for node names, the nodes table for PTR."""
+    key = a.get("key") or ["none"]
+    kind = key[0]
+    if kind == "service" and len(key) > 1:
+        name = str(key[1]).lower()
+        own = [i for n, i in s.service_index.items() if n.lower() == name]
+        return max(own) if own else s.index_of("services")
+    if kind in ("node", "node-exact"):
+        return s.index_of("nodes", "services", "checks")
+    if kind == "nodes":
+        return s.index_of("nodes")
+    return 1
+
+
 READS: dict[str, Read] = {
     "catalog.services": Read(lambda s, a: queries.catalog_services(s), _tables("services")),
     "catalog.service": Read(lambda s, a: queries.catalog_service(s, str(a["name"]), a.get("tags")),
@@ -102,7 +118,7 @@ READS: dict[str, Read] = {
     "health.state": Read(lambda s, a: queries.health_state(s, str(a["state"])), _tables("checks")),
     "kv.get": Read(_kv_get, _tables("kvs")),
     "node.slice": Read(_node_slice, _tables("nodes", "services", "checks")),
-    "dns.slice": Read(_dns_slice, lambda s, a: s.last_index),
+    "dns.slice": Read(_dns_slice, lambda s, a: _dns_slice_index(s, a)),
     "status.leader": Read(lambda s, a: None, lambda s, a: 0, server_run=lambda ag, a: _status_leader(ag)),
     "status.peers": Read(lambda s, a: None, lambda s, a: 0, server_run=lambda ag, a: _status_peers(ag)),
 }

@@ -201,6 +201,8 @@ class DNSServer:
         task_status.started(bound)
         try:
             async with trio.open_nursery() as nursery:
+                if self.slices is not None:
+                    self.slices.nursery = nursery  # slice watchers (client agents)
                 nursery.start_soon(self._udp_loop, udp, nursery)
                 nursery.start_soon(trio.serve_listeners, self._tcp_conn, listeners)
         finally:

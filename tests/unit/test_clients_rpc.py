@@ -447,3 +447,63 @@ async def test_a_blocking_read_stops_when_the_caller_hangs_up(autojump_clock: tr
         reply = await endpoint._answer_unless_gone(ag.server, framed, req)  # type: ignore[arg-type]
     assert reply is not None and "n7" in [e["Node"] for e in reply["data"]]
     assert bytes(framed.buf) == b"next"
+
+
+# ---- DNS slices on a client: fetched once, kept current by a blocking watcher, evicted when idle -----
+
+
+class SliceServer:
+    """A Remote stand-in that runs reads on a fake server agent (or fails while `down`)."""
+
+    def __init__(self, ag: FakeAgent) -> None:
+        self.ag = ag
+        self.down = False
+        self.calls: list[tuple[int, float]] = []
+
+    async def read(self, name: str, args: dict[str, Any], mode: str = "default", index: int = 0,
+                   wait: float = 0.0, budget: float = 15.0) -> reads.ReadResult:
+        self.calls.append((index, wait))
+        if self.down:
+            await trio.sleep(0.5)
+            raise reads.ReadError("no_leader", "No cluster leader")
+        res = await reads.execute(self.ag, name, args, mode, index, wait)  # type: ignore[arg-type]
+        return reads.ReadResult(msgpack.unpackb(msgpack.packb(res.data)), res.index, res.known_leader)
+
+
+async def test_a_watched_slice_follows_changes_without_refetching(autojump_clock: trio.testing.MockClock) -> None:
+    from murmur.agent.dns import remote_cache
+
+    ag = world()
+    server = SliceServer(ag)
+    cache = remote_cache.SliceCache(server)  # type: ignore[arg-type]
+    async with trio.open_nursery() as n:
+        cache.nursery = n
+        first = await cache.get(("service", "web"))
+        assert {r.spec.id for r in first.all_services()} == {"web-n1", "web-n2"}
+        assert await cache.get(("service", "web")) is first  # current: no second fetch
+        assert cache.stats["dns_slice_fetches"] == 1
+        await trio.sleep(1)
+        # A change elsewhere does not wake the watcher; a change to web does.
+        woken = len(server.calls)
+        ag.store.apply(ag.store.last_index + 1, cmds.encode(KV(KVOp.SET, "zzz", b"")))
+        ag.feed.notify()
+        await trio.sleep(1)
+        assert len(server.calls) == woken
+        ag.store.apply(ag.store.last_index + 1, cmds.encode(Register(
+            node="n1", address="10.0.0.1", checks=(CheckSpec("serfHealth", "Serf", "critical"),))))
+        ag.feed.notify()
+        await trio.sleep(1)
+        later = await cache.get(("service", "web"))
+        assert later.checks["n1"]["serfHealth"].spec.status == "critical"
+        assert cache.stats["dns_slice_fetches"] == 1  # the watcher brought it, the query did not ask
+        # Servers gone: what we hold is served; a name never fetched gets an error.
+        server.down = True
+        await trio.sleep(remote_cache.WATCH_WAIT * 3)
+        assert (await cache.get(("service", "web"))).checks["n1"]["serfHealth"].spec.status == "critical"
+        with pytest.raises(reads.ReadError):
+            await cache.get(("service", "db"))
+        # Nobody asks: the slice is dropped and its watcher ends.
+        server.down = False
+        await trio.sleep(remote_cache.IDLE_EVICT + remote_cache.WATCH_WAIT * 2)
+        assert cache.entries == {} and cache.watching == set() and cache.stats["dns_slice_watchers"] == 0
+        n.cancel_scope.cancel()
