@@ -174,6 +174,7 @@ async def execute(agent: Agent, name: str, args: dict[str, Any], mode: str = "de
             wait = min(wait, MAX_WAIT)
             wait += _jitter.uniform(0, wait / 16)
             await agent.feed.wait_past(lambda: read.index(agent.store, args), min_index, wait)
+        store = agent.store  # the store may have been replaced (a snapshot restore) while we waited
         index = read.index(store, args)
         data = read.server_run(agent, args) if read.server_run is not None else read.run(store, args)
     except (KeyError, TypeError, ValueError) as exc:

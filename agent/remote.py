@@ -1,7 +1,7 @@
 """A client agent's way to the servers: writes and reads over server RPC.
 
 Servers are the gossip members of our datacenter tagged `role=consul`, reached at their `port`
-tag. A write gets a request ID chosen here (random, 128 bits) and keeps it across retries: when a
+tag. A write gets a request ID chosen here (the node ID and a random UUID) and keeps it across retries: when a
 server fails to answer (connection refused, timeout, "outcome unknown", not the leader, no
 leader) the write is sent again, with the same ID, to the next server, so it is applied at most
 once whichever attempt got through (the servers' FSM remembers recent IDs; catalog/store.py).
@@ -97,7 +97,8 @@ class Remote:
     async def apply(self, cmd: commands.Command, rid: str | None = None) -> Any:
         """Write through the servers; the same request ID on every attempt."""
         data = commands.encode(cmd)
-        rid = rid or uuid.UUID(int=self.agent.rng.getrandbits(128)).hex
+        # The node ID plus 122 random bits from the OS: unique across clients whatever their seeds.
+        rid = rid or f"{self.agent.local.node.id}/{uuid.uuid4().hex}"
         self.stats["rpc_writes"] += 1
 
         async def one(addr: tuple[str, int], timeout: float) -> Any:

@@ -107,8 +107,8 @@ async def _apply(server: ServerRuntime, req: dict[str, Any]) -> dict[str, Any]:
     from ..drivers.raft import NotLeader, OutcomeUnknown
 
     data, rid, hops = req.get("d"), req.get("rid", ""), req.get("hops", 0)
-    if not isinstance(data, bytes) or not isinstance(rid, str) or not isinstance(hops, int):
-        raise RPCError("bad_request", "apply needs d (bytes), rid (str), hops (int)")
+    if not isinstance(data, bytes) or not isinstance(rid, str) or not isinstance(hops, int) or hops < 0:
+        raise RPCError("bad_request", "apply needs d (bytes), rid (str), hops (int >= 0)")
     try:
         commands.decode(data)  # refuse what would stop the servers if it reached the log
         entry = commands.wrap_request(rid, data) if rid else data

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import struct
+from types import SimpleNamespace
 from typing import Any
 
 import dns.message
@@ -267,6 +268,7 @@ def test_slices_hold_only_what_the_name_needs() -> None:
     (msgpack.packb({"v": 1, "op": "apply", "d": b"\x7f{}"}), "bad_request"),
     (msgpack.packb({"v": 1, "op": "apply", "d": cmds.wrap_request("a", cas_create("k"))}), "bad_request"),
     (msgpack.packb({"v": 1, "op": "apply", "d": cas_create("k"), "rid": "x" * 500}), "bad_request"),
+    (msgpack.packb({"v": 1, "op": "apply", "d": cas_create("k"), "hops": -3}), "bad_request"),
     (msgpack.packb({"v": 1, "op": "read", "name": "catalog.nope"}), "bad_request"),
     (msgpack.packb({"v": 1, "op": "read", "name": "catalog.service", "args": {}}), "bad_request"),
     (msgpack.packb({"v": 1, "op": "read", "name": "kv.get", "args": [1]}), "bad_request"),
@@ -345,7 +347,8 @@ async def test_the_server_port_survives_garbage_and_keeps_answering() -> None:
 
 def bare_remote(servers: list[tuple[str, int]]) -> remote.Remote:
     client = remote.Remote.__new__(remote.Remote)
-    client.agent = type("A", (), {"rng": random.Random(3)})()  # type: ignore[assignment]
+    client.agent = SimpleNamespace(rng=random.Random(3),  # type: ignore[assignment]
+                                   local=SimpleNamespace(node=SimpleNamespace(id="node-1")))
     client.preferred = None
     client.stats = {"rpc_writes": 0, "rpc_reads": 0, "rpc_retries": 0}
     client.servers = lambda: list(servers)  # type: ignore[method-assign]
@@ -371,7 +374,7 @@ async def test_a_write_whose_answer_is_lost_is_retried_elsewhere_and_applied_onc
     result = await client.apply(KV(KVOp.CAS, "once", b"v", index=0))
     assert result is True  # the first attempt's answer, not a failed CAS
     assert [a for a, _ in seen] == [("127.0.0.1", 1), ("127.0.0.1", 2)]
-    assert seen[0][1] == seen[1][1]  # one request ID for both attempts
+    assert seen[0][1] == seen[1][1] and seen[0][1].startswith("node-1/")  # one request ID for both attempts
     assert ag.store.kvs["once"].modify_index == ag.store.kvs["once"].create_index
     assert client.preferred == ("127.0.0.1", 2)
 
