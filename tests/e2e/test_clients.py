@@ -145,6 +145,8 @@ def test_clients_register_read_and_survive_kills(tmp_path: Path) -> None:
             wait_for(lambda a=a: catalog_ids(a, "web") == web, 60, what=f"every web instance in {a.node}'s catalog")
             wait_for(lambda a=a: passing_ids(a, "web") == web, 60, what=f"every web instance passing on {a.node}")
             wait_for(lambda a=a: srv_ports(a, "web") == {8000, 8001, 8002}, 30, what=f"web in {a.node}'s DNS")
+        me = clients[0].get("/v1/agent/self").json()["Stats"]["consul"]
+        assert me["server"] == "false" and me["known_servers"] == "3" and int(me["rpc_reads"]) > 0
         r = clients[0].get("/v1/catalog/service/web?stale")
         assert r.headers["X-Consul-KnownLeader"] == "true" and int(r.headers["X-Consul-Index"]) > 0
         assert "X-Consul-LastContact" in r.headers
