@@ -510,3 +510,45 @@ async def test_a_watched_slice_follows_changes_without_refetching(autojump_clock
         await trio.sleep(remote_cache.IDLE_EVICT + remote_cache.WATCH_WAIT * 2)
         assert cache.entries == {} and cache.watching == set() and cache.stats["dns_slice_watchers"] == 0
         n.cancel_scope.cancel()
+
+
+# ---- fuzz smoke: hostile bytes never escape as anything but an error reply / CommandError -----------
+
+import trio.testing  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_payloads = st.one_of(
+    st.binary(max_size=64),
+    st.dictionaries(st.sampled_from(["v", "op", "d", "rid", "hops", "name", "args", "mode", "index", "wait", "x"]),
+                    st.one_of(st.none(), st.booleans(), st.integers(-5, 5), st.text(max_size=8), st.binary(max_size=8),
+                              st.sampled_from(["apply", "read", "catalog.nodes", "kv.get", "stale"]),
+                              st.lists(st.integers(-9, 9), max_size=2)),
+                    max_size=6).map(lambda d: msgpack.packb(d)),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_payloads)
+def test_fuzz_rpc_requests_always_get_a_reply(payload: bytes) -> None:
+    ag = world()
+
+    async def main() -> dict[str, Any]:
+        with trio.fail_after(5):  # a blocking read could wait: the generated waits are at most 5 s
+            return await endpoint.handle_payload(ag.server, payload)  # type: ignore[arg-type]
+
+    try:
+        reply = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))  # waits take no real time
+    except trio.TooSlowError:
+        return  # a well-formed blocking read waiting for a change: not a failure
+    assert reply["v"] == VERSION
+    assert ("err" in reply and reply["kind"]) or "r" in reply or "ae" in reply or "data" in reply
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=64))
+def test_fuzz_request_wrappers_raise_only_command_errors(body: bytes) -> None:
+    try:
+        StateStore().apply(1, bytes([cmds.CommandType.REQUEST]) + body)
+    except CommandError:
+        pass
