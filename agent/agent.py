@@ -29,10 +29,12 @@ from murmur.gossip.config import GossipConfig
 from murmur.gossip.membership import EventKind, MemberEvent, Membership, State
 
 from . import config as config_mod
+from . import conflicts
 from .checks_runner import CheckRunner
 from .config import RuntimeConfig
 from .definitions import ServiceDefinition, parse_service
 from .drivers.gossip import GossipDriver
+from .events import UserEvents
 from .gossip_keyring import KeyringFileError, load_keyring
 from .local_state import LocalState, NodeInfo
 from .member_snapshot import MemberSnapshot
@@ -142,6 +144,7 @@ class Agent:
         self.gossip: GossipDriver | None = None
         self.membership: Membership | None = None
         self.member_snapshot: MemberSnapshot | None = None
+        self.user_events: UserEvents | None = None
         self.leaving = False
         self.server_port_bound = 0
 
@@ -376,6 +379,10 @@ class Agent:
                                 tags=self.member_tags(), unique_tag="id")
         self.gossip.attach(membership)
         self.membership = membership
+        self.user_events = UserEvents(self.gossip, membership, self.local)
+        self.user_events.register_handler(conflicts.CONFLICT_QUERY, conflicts.conflict_query_handler(membership))
+        self.gossip.on_user = self.user_events.pump
+        nursery.start_soon(self.user_events.run)
         await nursery.start(self.gossip.serve)
         log.info("gossip on %s:%d (udp+tcp), advertising %s:%d", bind, bound, n.address, bound)
         nursery.start_soon(self._report_conflicts, self.gossip.subscribe())
@@ -416,28 +423,33 @@ class Agent:
             snap.close()
 
     async def _report_conflicts(self, events: trio.MemoryReceiveChannel[MemberEvent]) -> None:
-        """Say clearly what a CONFLICT means (the core refuses the claimant and reports it once)."""
+        """Log what a CONFLICT means; a claim on our own name is settled by asking the cluster."""
+        resolving = False
         async for ev in events:
-            if ev.kind == EventKind.CONFLICT:
-                log.error("%s", self.conflict_message(ev))
+            if ev.kind != EventKind.CONFLICT:
+                continue
+            members = self.membership.members.values() if self.membership else []
+            log.error("%s", conflicts.describe(ev, self.local.node.name, self.local.node.id, members))
+            if ev.name == self.local.node.name and not resolving:
+                resolving = True
+                await self._settle_name_conflict(ev)
+                resolving = False
 
-    def conflict_message(self, ev: MemberEvent) -> str:
-        me = self.local.node
-        where = f"{ev.addr}:{ev.port}"
-        claimed_id = ev.tags.get("id", "")
-        if ev.name == me.name:
-            return (f"another agent at {where} claims this agent's node name {me.name!r}; names must be unique "
-                    "(set node_name on one of them). Its claim is ignored.")
-        if claimed_id and claimed_id == me.id:
-            return (f"member {ev.name!r} at {where} has this agent's node ID {claimed_id}: one VM looks like a "
-                    f"clone of the other, with a copied data dir. On the clone, stop the agent, delete "
-                    f"data_dir/node-id and start it again. Until then the two cannot see each other.")
-        holder = next((m for m in (self.membership.members.values() if self.membership else [])
-                       if claimed_id and m.tags.get("id") == claimed_id and m.name != ev.name), None)
-        if holder is not None:
-            return (f"member {ev.name!r} at {where} claims node ID {claimed_id}, which {holder.name!r} at "
-                    f"{holder.addr}:{holder.port} holds (a cloned VM with a copied data dir?); refused")
-        return f"member name {ev.name!r} is claimed from {where} while another member holds it; refused"
+    async def _settle_name_conflict(self, ev: MemberEvent) -> None:
+        """Serf's rule: keep our name if most members that know it know it at our address."""
+        if self.user_events is None or self.membership is None:
+            return
+        state = await self.user_events.query(conflicts.CONFLICT_QUERY, self.local.node.name.encode())
+        verdict = conflicts.tally((payload for payload, _ in state.responses.values()),
+                                  conflicts.address_of(self.membership.me))
+        if verdict.keep:
+            log.warning("name conflict over %r settled in our favour: %d of %d members know it at our address",
+                        self.local.node.name, verdict.matches, verdict.answers)
+            return
+        raise conflicts.NameConflictLost(
+            f"node name {self.local.node.name!r} belongs to the agent at {ev.addr}:{ev.port} for "
+            f"{verdict.answers - verdict.matches} of {verdict.answers} members; stopping this agent. "
+            "Give it a unique node_name and start it again.")
 
     async def _rejoin(self, addrs: list[str]) -> None:
         assert self.gossip is not None

@@ -101,9 +101,10 @@ def agent(dev: bool, config_dir: tuple[str, ...], config_file: tuple[str, ...], 
     for w in cfg.warnings:
         log.warning("%s", w)
     from murmur.agent.agent import StartError
+    from murmur.agent.conflicts import NameConflictLost
     from murmur.agent.storage.raft_log import StorageError
 
-    fatal = (StartError, StorageError)  # reported as one line and a non-zero exit, not a traceback
+    fatal = (StartError, StorageError, NameConflictLost)  # reported as one line and a non-zero exit, not a traceback
     try:
         trio.run(Agent(cfg, paths, overrides).run)
     except KeyboardInterrupt:
@@ -232,9 +233,19 @@ def force_leave(node: str, prune: bool, http_addr: str | None, token: str | None
 @click.option("--loss", type=click.FloatRange(0, 0.9), default=0.0, show_default=True, help="Datagram loss.")
 @click.option("--preset", type=click.Choice(["lan", "wan", "local"]), default="lan", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def sim(nodes: int, seconds: float, seed: int, loss: float, preset: str, as_json: bool) -> None:
+@click.option("--plot", type=click.Path(dir_okay=False), default=None,
+              help="Also draw the spread of both pieces of news to this PNG (needs matplotlib).")
+def sim(nodes: int, seconds: float, seed: int, loss: float, preset: str, as_json: bool, plot: str | None) -> None:
     """Run the real gossip core in a deterministic simulation and report how news spreads."""
     import time
+
+    if plot:
+        try:
+            import matplotlib
+        except ImportError:
+            fail("--plot needs matplotlib, which is not installed (pip install matplotlib)")
+            return
+        matplotlib.use("Agg")
 
     from murmur.gossip.config import GossipConfig
     from murmur.gossip.sim import scenario
@@ -243,6 +254,9 @@ def sim(nodes: int, seconds: float, seed: int, loss: float, preset: str, as_json
     t0 = time.monotonic()
     result = scenario(nodes, seconds, seed=seed, loss=loss, config=config)
     result["wall_s"] = round(time.monotonic() - t0, 2)
+    curves = result.pop("curves")
+    if plot:
+        _plot_spread(curves, f"{nodes} members, {preset}, loss {loss:.0%}, seed {seed}", plot)
     if as_json:
         click.echo(json.dumps(result))
         return
@@ -254,6 +268,22 @@ def sim(nodes: int, seconds: float, seed: int, loss: float, preset: str, as_json
     click.echo(f"  suspicions {result['suspicions']}, refutations {result['refutations']}, "
                f"false deaths {result['false_deaths']}, packets {result['packets']} "
                f"({result['packets_lost']} lost)")
+
+
+def _plot_spread(curves: dict[str, list[tuple[float, float]]], title: str, path: str) -> None:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for label, points in curves.items():
+        if points:
+            ax.step([t for t, _ in points], [f * 100 for _, f in points], where="post", label=label)
+    ax.set_xlabel("seconds after the event")
+    ax.set_ylabel("% of live members that know")
+    ax.set_title(title)
+    ax.legend()
+    ax.grid(True, alpha=0.3)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    click.echo(f"plot written to {path}")
 
 
 # ---- catalog --------------------------------------------------------------------------------------
@@ -365,6 +395,11 @@ def services_deregister(file: str | None, sid: str | None, http_addr: str | None
             fail(str(exc))
         click.echo(f"Deregistered service: {i}")
 
+
+from .events import event, query  # noqa: E402 - the commands live in their own module
+
+main.add_command(event)
+main.add_command(query)
 
 if __name__ == "__main__":
     main()

@@ -16,6 +16,7 @@ class Broadcast:
     msg: bytes  # one encoded message
     transmits: int = 0
     id: int = 0
+    min_transmits: int = 0  # sent at least this often, whatever the queue's limit (user messages)
 
 
 class BroadcastQueue:
@@ -31,12 +32,12 @@ class BroadcastQueue:
     def __len__(self) -> int:
         return len(self.items) + len(self.anonymous)
 
-    def queue(self, key: str, msg: bytes) -> None:
+    def queue(self, key: str, msg: bytes, min_transmits: int = 0) -> None:
         if len(msg) > self.max_size:
             self.dropped_oversize += 1
             return
         self._next_id += 1
-        b = Broadcast(key, msg, 0, self._next_id)
+        b = Broadcast(key, msg, 0, self._next_id, min_transmits)
         if key:
             self.items[key] = b  # replaces (invalidates) any older update about this member
         else:
@@ -59,7 +60,7 @@ class BroadcastQueue:
             used += cost
             out.append(b.msg)
             b.transmits += 1
-            if b.transmits >= limit:
+            if b.transmits >= limit and b.transmits >= b.min_transmits:
                 if b.key and self.items.get(b.key) is b:
                     del self.items[b.key]
                 elif not b.key:

@@ -26,6 +26,7 @@ from typing import Any
 
 from .config import GossipConfig
 from .membership import Address, EventKind, Membership, State, StreamRequest
+from .userevents import DeliveredEvent, QueryState, UserLayer
 from .wire import PushState
 
 BACKLOG_LIMIT = 2000  # datagrams a paused member's socket buffer holds before dropping
@@ -55,6 +56,7 @@ class SimNode:
     name: str
     address: Address
     m: Membership
+    user: UserLayer
     up: bool = True
     paused: bool = False
     backlog: list[tuple[bytes, Address]] = field(default_factory=list)
@@ -91,6 +93,7 @@ class Simulation:
         self.packets = 0
         self.packets_lost = 0
         self.on_record: Callable[[Record], None] | None = None
+        self.user_events: list[tuple[str, DeliveredEvent]] = []  # (observer, event), in delivery order
         for i in range(n):
             self.add_node(self.name_of(i), join=join and not converged and i > 0,
                           at=self.rng.uniform(0, 0.5) if join and not converged else 0.0)
@@ -113,7 +116,7 @@ class Simulation:
         old = self.nodes.get(name)
         address = old.address if old else (f"127.{(i // 250) % 250}.{i % 250 + 1}.1", 7946)
         m = Membership(self.config, name, address[0], address[1], random.Random(self.rng.random()), self.now)
-        node = SimNode(name, address, m, generation=(old.generation + 1 if old else 0))
+        node = SimNode(name, address, m, UserLayer(m), generation=(old.generation + 1 if old else 0))
         self.nodes[name] = node
         self.by_addr[address] = node
         self.group.setdefault(name, 0)
@@ -157,6 +160,19 @@ class Simulation:
         node = self.nodes[name]
         node.m.leave(self.now)
         self._after_input(node)
+
+    def fire_event(self, origin: str, name: str, payload: bytes = b"", coalesce: bool = False) -> None:
+        """A user event fired at `origin` now; deliveries are recorded in `user_events`."""
+        node = self.nodes[origin]
+        node.user.fire(name, payload, self.now, coalesce)
+        self._after_input(node)
+
+    def query(self, origin: str, name: str, payload: bytes = b"", **params: Any) -> QueryState:
+        """A query sent from `origin` now (params as UserLayer.query); answers collect in the state."""
+        node = self.nodes[origin]
+        state = node.user.query(name, payload, self.now, **params)
+        self._after_input(node)
+        return state
 
     # ---- queries --------------------------------------------------------------------------------
     def live_names(self) -> list[str]:
@@ -248,6 +264,9 @@ class Simulation:
         return self.group.get(a.name, 0) == self.group.get(b.name, 0)
 
     def _after_input(self, node: SimNode) -> None:
+        node.user.pump(self.now)
+        for delivered in node.user.events():
+            self.user_events.append((node.name, delivered))
         for dst, data in node.m.packets_to_send():
             self.packets += 1
             target = self.by_addr.get(dst)
@@ -384,4 +403,11 @@ def scenario(n: int, seconds: float, seed: int = 0, loss: float = 0.0, config: G
         "suspicions": sum(st.get("suspects_started", 0) for st in stats),
         "refutations": sum(st.get("refutes", 0) for st in stats),
         "false_deaths": false_deaths, "packets": sim.packets, "packets_lost": sim.packets_lost,
+        "curves": {"failure": spread_curve(list(fail_t.values()), len(observers)),
+                   "join": spread_curve(list(join_t.values()), len(observers))},
     }
+
+
+def spread_curve(times: list[float], total: int) -> list[tuple[float, float]]:
+    """(seconds after the news, fraction of the live members that know it), one step per member."""
+    return [(round(t, 3), (i + 1) / total) for i, t in enumerate(sorted(times))] if total else []

@@ -38,7 +38,10 @@ class MessageType(IntEnum):
     ALIVE = 5
     DEAD = 6
     PUSH_PULL = 7
-    USER = 8  # reserved for user events and queries
+    USER = 8  # a user event (Serf's): name, payload, Lamport time
+    QUERY = 9  # a user query, gossiped to all; answered directly to its origin
+    QUERY_RESPONSE = 10  # an ack or a response to a query
+    RELAY = 11  # a query response that a third member forwards to the origin (relay factor)
 
 
 class WireError(ValueError):
@@ -115,6 +118,14 @@ class Dead:
 
 
 @dataclass(frozen=True)
+class UserEvent:
+    ltime: int
+    name: str
+    payload: bytes
+    coalesce: bool  # receivers may deliver only the latest event of this name in a short window
+
+
+@dataclass(frozen=True)
 class PushState:
     name: str
     addr: str
@@ -130,9 +141,47 @@ class PushPull:
     join: bool
     ltime: int
     states: tuple[PushState, ...]
+    # Serf's user-event state (trailing fields: an older member ignores them, and sends none).
+    event_ltime: int = 0  # the sender's event clock
+    query_ltime: int = 0  # and query clock
+    events: tuple[UserEvent, ...] = ()  # the recent events it holds, so a member that missed one gets it
 
 
-Message = Ping | IndirectPing | Ack | Nack | Suspect | Alive | Dead | PushPull
+@dataclass(frozen=True)
+class Query:
+    ltime: int
+    id: int
+    name: str
+    payload: bytes
+    src: str  # the origin: responses go to (src_addr, src_port)
+    src_addr: str
+    src_port: int
+    filter_nodes: tuple[str, ...]  # answer only if our name is listed (empty: everyone)
+    filter_tags: tuple[tuple[str, str], ...]  # (tag, regex): answer only if every one matches
+    want_ack: bool
+    relay_factor: int  # responses also go through this many other members
+    timeout_ms: int
+
+
+@dataclass(frozen=True)
+class QueryResponse:
+    ltime: int
+    id: int
+    src: str  # the member answering
+    ack: bool  # an ack (no payload) rather than a response
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class Relay:
+    """A query response for a relaying member to forward to (dest_addr, dest_port)."""
+    dest_addr: str
+    dest_port: int
+    response: QueryResponse
+
+
+UserMessage = UserEvent | Query | QueryResponse | Relay
+Message = Ping | IndirectPing | Ack | Nack | Suspect | Alive | Dead | PushPull | UserMessage
 
 
 def _body(msg: Message) -> tuple[MessageType, list[Any]]:
@@ -151,8 +200,27 @@ def _body(msg: Message) -> tuple[MessageType, list[Any]]:
         return MessageType.ALIVE, [msg.incarnation, msg.node, msg.addr, msg.port, msg.tags, list(msg.vsn)]
     if isinstance(msg, Dead):
         return MessageType.DEAD, [msg.incarnation, msg.node, msg.sender]
+    if isinstance(msg, UserEvent):
+        return MessageType.USER, _event_body(msg)
+    if isinstance(msg, Query):
+        return MessageType.QUERY, [msg.ltime, msg.id, msg.name, msg.payload, msg.src, msg.src_addr, msg.src_port,
+                                   list(msg.filter_nodes), dict(msg.filter_tags), msg.want_ack, msg.relay_factor,
+                                   msg.timeout_ms]
+    if isinstance(msg, QueryResponse):
+        return MessageType.QUERY_RESPONSE, _response_body(msg)
+    if isinstance(msg, Relay):
+        return MessageType.RELAY, [msg.dest_addr, msg.dest_port, _response_body(msg.response)]
     return MessageType.PUSH_PULL, [msg.join, msg.ltime, [
-        [s.name, s.addr, s.port, s.incarnation, int(s.state), s.tags, list(s.vsn)] for s in msg.states]]
+        [s.name, s.addr, s.port, s.incarnation, int(s.state), s.tags, list(s.vsn)] for s in msg.states],
+        msg.event_ltime, msg.query_ltime, [_event_body(e) for e in msg.events]]
+
+
+def _event_body(e: UserEvent) -> list[Any]:
+    return [e.ltime, e.name, e.payload, e.coalesce]
+
+
+def _response_body(r: QueryResponse) -> list[Any]:
+    return [r.ltime, r.id, r.src, r.ack, r.payload]
 
 
 def encode_message(msg: Message) -> bytes:
@@ -214,6 +282,26 @@ def _vsn(v: Any) -> Vsn:
     return (t[0], t[1], t[2], t[3], t[4], t[5])
 
 
+def _bin(v: Any) -> bytes:
+    if type(v) is not bytes:
+        raise WireError(f"expected bytes, got {type(v).__name__}")
+    return v
+
+
+def _query(b: list[Any]) -> Query:
+    nodes = b[7]
+    if type(nodes) is not list or not all(type(n) is str for n in nodes):
+        raise WireError("query node filter must be a list of strings")
+    return Query(_int(b[0]), _int(b[1]), _str(b[2]), _bin(b[3]), _str(b[4]), _str(b[5]), _port(b[6]), tuple(nodes),
+                 tuple(sorted(_tags(b[8]).items())), bool(b[9]), _int(b[10]), _int(b[11]))
+
+
+def _response(b: Any) -> QueryResponse:
+    if type(b) is not list:
+        raise WireError("query response must be a list")
+    return QueryResponse(_int(b[0]), _int(b[1]), _str(b[2]), bool(b[3]), _bin(b[4]))
+
+
 def _push_pull(b: list[Any]) -> PushPull:
     if not isinstance(b[2], list):
         raise WireError("push-pull states must be a list")
@@ -226,7 +314,19 @@ def _push_pull(b: list[Any]) -> PushPull:
             raise WireError(f"unknown member state {code}")
         states.append(PushState(_str(s[0]), _str(s[1]), _port(s[2]), _int(s[3]), MemberStateCode(code),
                                 _tags(s[5]), _vsn(s[6])))
-    return PushPull(bool(b[0]), _int(b[1]), tuple(states))
+    if len(b) < 6:  # from a member without user events
+        return PushPull(bool(b[0]), _int(b[1]), tuple(states))
+    if type(b[5]) is not list or not all(type(e) is list for e in b[5]):
+        raise WireError("push-pull events must be a list of events")
+    try:
+        events = tuple(_user_event(e) for e in b[5])
+    except IndexError as exc:
+        raise WireError("push-pull event: missing fields") from exc
+    return PushPull(bool(b[0]), _int(b[1]), tuple(states), _int(b[3]), _int(b[4]), events)
+
+
+def _user_event(b: list[Any]) -> UserEvent:
+    return UserEvent(_int(b[0]), _str(b[1]), _bin(b[2]), bool(b[3]))
 
 
 # One decoder per known type, looked up by the integer on the wire (a dict is faster than a chain
@@ -241,6 +341,10 @@ _DECODERS: dict[int, Callable[[list[Any]], Message]] = {
     MessageType.ALIVE: lambda b: Alive(_int(b[0]), _str(b[1]), _str(b[2]), _port(b[3]), _tags(b[4]), _vsn(b[5])),
     MessageType.DEAD: lambda b: Dead(_int(b[0]), _str(b[1]), _str(b[2])),
     MessageType.PUSH_PULL: _push_pull,
+    MessageType.USER: _user_event,
+    MessageType.QUERY: _query,
+    MessageType.QUERY_RESPONSE: _response,
+    MessageType.RELAY: lambda b: Relay(_str(b[0]), _port(b[1]), _response(b[2])),
 }
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import logging
 import socket
+import time
 from collections.abc import Callable
 
 import trio
@@ -43,6 +44,7 @@ class GossipDriver:
         self.stats: dict[str, int] = {"send_errors": 0, "events_dropped": 0, "stream_errors": 0}
         self.on_event: Callable[[MemberEvent], None] | None = None
         self.crypto: GossipCrypto | None = None  # gossip encryption; None sends and accepts clear text
+        self.on_user: Callable[[], None] | None = None  # user events and queries (agent/events.py)
 
     # ---- life cycle -----------------------------------------------------------------------------
     @property
@@ -89,6 +91,8 @@ class GossipDriver:
     # ---- flushing the core's outputs ------------------------------------------------------------
     def flush(self) -> None:
         assert self.sock is not None
+        if self.on_user is not None:
+            self.on_user()  # first: what it handles may add datagrams and broadcasts
         for addr, data in self.m.packets_to_send():
             if self.crypto is not None:
                 data = self.crypto.outgoing(data)
@@ -147,7 +151,9 @@ class GossipDriver:
                 with trio.move_on_at(deadline):
                     await self.wakeup.wait()
                     continue  # an input changed things: recompute the deadline
-            self.m.handle_timer(trio.current_time())
+            now = trio.current_time()
+            self.m.wall_offset = time.time() - now  # the probe rotation ticks on wall-clock seconds
+            self.m.handle_timer(now)
             self.flush()
             await trio.lowlevel.checkpoint()
 

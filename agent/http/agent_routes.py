@@ -64,6 +64,11 @@ def serf_stats(agent: Agent) -> dict[str, str]:
     if agent.gossip is not None:
         out.update({k: str(v) for k, v in agent.gossip.stats.items()})
         out["encrypted"] = str(agent.gossip.crypto is not None).lower()  # as Consul's serf_lan stats
+    ue = agent.user_events
+    if ue is not None:
+        out.update({"event_time": str(ue.layer.event_clock.time), "query_time": str(ue.layer.query_clock.time),
+                    "event_queue": str(len(ue.ring.events))})
+        out.update({f"user_{k}": str(v) for k, v in (ue.layer.stats | ue.stats).items()})
     return out
 
 

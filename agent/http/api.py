@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from . import agent_routes, catalog_routes, kv_routes
+from . import agent_routes, catalog_routes, event_routes, kv_routes
 from .server import Request, Response, Router
 
 if TYPE_CHECKING:
@@ -23,4 +23,5 @@ def build_router(agent: Agent) -> Router:
     agent_routes.add_routes(router, agent)
     catalog_routes.add_routes(router, agent)
     kv_routes.add_routes(router, agent)
+    event_routes.add_routes(router, agent)
     return router

@@ -188,3 +188,28 @@ def test_a_cloned_vm_with_a_copied_node_id_is_refused_and_reported(cluster: list
     clone.restart()
     wait_for(lambda: all(statuses(a).get("clone") == ALIVE for a in cluster), 30, what="the fixed clone joins")
     assert statuses(cluster[0])[original.node] == ALIVE
+
+
+def test_an_impostor_of_a_node_name_loses_to_the_cluster_and_stops(cluster: list[AgentProc],  # type: ignore[no-untyped-def]
+                                                                   start_agent, tmp_path: Path) -> None:
+    original = cluster[2]
+    conf = tmp_path / "gossip"
+    impostor = AgentProc(tmp_path, [conf], ["--join", f"127.0.0.1:{cluster[0].serf_port}"], node=original.node,
+                         dev=False)
+    impostor.args[impostor.args.index("--data-dir") + 1] = str(tmp_path / "data-impostor")
+    impostor.wait_leader = False
+    try:
+        impostor.launch()
+        assert impostor.proc is not None
+        # Serf's rule: the members asked by query know the name at the original's address.
+        impostor.proc.wait(timeout=SLACK * 10)
+        assert impostor.proc.returncode != 0
+        assert "stopping this agent" in impostor.logs()
+    finally:
+        impostor.stop()
+    # Positive control: the original keeps its name, alive at its own address everywhere.
+    for a in cluster:
+        assert statuses(a)[original.node] == ALIVE
+    assert original.proc is not None and original.proc.poll() is None
+    r = httpx.get(cluster[0].url + "/v1/agent/members", timeout=5).json()
+    assert {m["Name"]: m["Port"] for m in r}[original.node] == original.serf_port

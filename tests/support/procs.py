@@ -79,10 +79,18 @@ class AgentProc:
         self.env: dict[str, str] | None = None
 
     def start(self) -> AgentProc:
+        self.launch()
+        return self.wait_ready()
+
+    def launch(self) -> AgentProc:
+        """Start the process without waiting for it (start many, then wait_ready() on each)."""
         self.log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop(); appends across restarts
         env = {**os.environ, **self.env} if self.env else None
         self.proc = subprocess.Popen(self.args, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
-        wait_for(self._ready, START_TIMEOUT, what=f"agent on {self.url} (log {self.log_path})")
+        return self
+
+    def wait_ready(self, timeout: float = START_TIMEOUT) -> AgentProc:
+        wait_for(self._ready, timeout, what=f"agent on {self.url} (log {self.log_path})")
         return self
 
     def _ready(self) -> bool:

@@ -8,6 +8,7 @@ suspicion, refutation, death, leave, tombstones, push-pull, tags.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Callable
 
@@ -24,7 +25,8 @@ class Wires:
     """A few cores and a hand-operated network between them."""
 
     def __init__(self, names: list[str], cfg: GossipConfig | None = None) -> None:
-        self.cfg = cfg or GossipConfig.lan()
+        # Transcripts script probe targets through probe_order: the random schedule's state.
+        self.cfg = cfg or dataclasses.replace(GossipConfig.lan(), probe_rotation=False)
         self.m: dict[str, Membership] = {}
         self.name_at: dict[tuple[str, int], str] = {}
         for i, name in enumerate(names):
@@ -583,3 +585,36 @@ def test_a_member_with_a_taken_node_id_is_refused() -> None:
     a.receive(wire.packet(Dead(1, "b", "c")), ("10.0.0.5", 7946), 2.0)
     a.receive(wire.packet(Alive(1, "b-clone", "10.0.0.3", 7946, {"id": "B"})), ("10.0.0.3", 7946), 2.0)
     assert a.members["b-clone"].state == State.ALIVE
+
+
+def test_rotation_probes_every_member_exactly_once_per_tick_and_each_prober_covers_all_per_pass() -> None:
+    """probe_rotation: all members derive one order per pass; at tick t each probes the member t
+    steps after itself, so the probes of one tick form a permutation (nobody unprobed, nobody twice)."""
+    names = [f"m{i}" for i in range(7)]
+    w = Wires(names, GossipConfig.lan())
+    w.join()
+    w.quiet(names, 1000.0)
+    seen: dict[str, set[str]] = {n: set() for n in names}
+    for tick in range(12):  # two passes of N-1 = 6 ticks
+        t = 2000.0 + tick + 0.37  # every member's probe fires somewhere inside the same wall second
+        targets = []
+        for i, n in enumerate(names):
+            m = w[n]
+            m.probe, m.next_probe = None, t + i * 0.01
+            m.handle_timer(t + i * 0.01)
+            pings = [p for p in of(w.take(n), Ping)]
+            assert len(pings) == 1
+            targets.append(pings[0][2].target)
+            seen[n].add(pings[0][2].target)
+        assert sorted(targets) == sorted(names), f"tick {tick}: {targets}"
+        w.quiet(names, t + 0.5)
+    for n in names:
+        assert seen[n] == set(names) - {n}  # a whole pass covers everyone else
+
+
+def test_rotation_falls_back_to_the_shuffle_when_we_are_not_in_our_own_view() -> None:
+    cfg = GossipConfig.lan()
+    m = Membership(cfg, "a", "10.0.0.1", 7946, random.Random(1), 0.0)
+    assert m._next_target(5.0) is None  # alone: nothing to probe either way
+    m.receive(wire.packet(Alive(1, "b", "10.0.0.2", 7946)), ("10.0.0.2", 7946), 1.0)
+    assert m._next_target(5.0).name == "b"
