@@ -12,22 +12,34 @@ from dataclasses import dataclass, field
 
 from murmur.raft.config import RaftConfig
 from murmur.raft.core import ProposalDropped
-from murmur.raft.messages import Entry, EntryType, HardState, Message, MessageType, Role
+from murmur.raft.messages import Entry, EntryType, HardState, Message, MessageType, Role, Snapshot
 from murmur.raft.rawnode import RawNode
 
 
 @dataclass
 class Disk:
     hard: HardState = field(default_factory=HardState)
-    entries: list[Entry] = field(default_factory=list)
+    entries: list[Entry] = field(default_factory=list)  # the ones after the snapshot
+    snapshot: Snapshot | None = None
 
-    def persist(self, hard: HardState | None, entries: list[Entry]) -> None:
+    def offset(self) -> int:
+        return self.snapshot.meta.index if self.snapshot else 0
+
+    def persist(self, hard: HardState | None, entries: list[Entry], snapshot: Snapshot | None = None) -> None:
+        if snapshot is not None:  # a leader's snapshot replaces the whole log
+            self.snapshot = snapshot
+            self.entries = []
         if hard is not None:
             self.hard = hard
         if entries:
             first = entries[0].index
-            del self.entries[first - 1:]
+            del self.entries[first - 1 - self.offset():]
             self.entries.extend(entries)
+
+    def compact(self, snapshot: Snapshot) -> None:
+        """The application's own snapshot: drop the entries it covers."""
+        del self.entries[:snapshot.meta.index - self.offset()]
+        self.snapshot = snapshot
 
 
 class Net:
@@ -49,7 +61,7 @@ class Net:
         disk = self.disks[i]
         config = RaftConfig(id=i, **self.cfg)  # type: ignore[arg-type]
         self.nodes[i] = RawNode(config, self.ids, random.Random(self.rng.random()), disk.hard, list(disk.entries),
-                                applied=0)
+                                snapshot=disk.snapshot, applied=0)
         self.applied[i] = []
         self.down.discard(i)
 
@@ -73,7 +85,7 @@ class Net:
         out: list[Message] = []
         while node.has_ready():
             rd = node.ready()
-            self.disks[i].persist(rd.hard_state, rd.entries)
+            self.disks[i].persist(rd.hard_state, rd.entries, rd.snapshot)
             out.extend(rd.messages)
             self.applied[i].extend(rd.committed_entries)
             node.advance(rd)
