@@ -5,6 +5,13 @@ read requests) and one loop that, per round: steps the inbox, then for each Read
 worker thread: the fsync must not block the event loop), sends, applies, advances. Whatever
 arrives while a write is in flight waits in the inbox and lands in the next write: that is the
 group commit, one transaction and one fsync for everything that came in meanwhile.
+
+Snapshots: once the applied index runs `snapshot_threshold` entries past the last snapshot, the
+driver asks the state machine for one (synchronously, so it is exactly the state at the applied
+index), writes it durably (snapshot file, in a worker thread), deletes the covered entries from
+the log storage, and only then lets the core drop them. A snapshot from the leader arrives in a
+Ready: it is written durably and the log reset before the Ready's messages (the ack) go out, and
+the state machine is restored from it before the entries after it are applied.
 """
 
 from __future__ import annotations
@@ -16,7 +23,17 @@ from typing import Any, Protocol
 
 import trio
 from murmur.raft.core import ProposalDropped
-from murmur.raft.messages import EARLY_SEND, Entry, EntryType, HardState, Message, Ready, Role
+from murmur.raft.messages import (
+    EARLY_SEND,
+    Entry,
+    EntryType,
+    HardState,
+    Message,
+    Ready,
+    Role,
+    Snapshot,
+    SnapshotMeta,
+)
 from murmur.raft.rawnode import RawNode
 
 from ..failpoints import FAILPOINTS
@@ -25,11 +42,21 @@ log = logging.getLogger("murmur.raft")
 
 
 class Storage(Protocol):
-    def save(self, hard: HardState | None, entries: list[Entry]) -> None: ...
+    def save(self, hard: HardState | None, entries: list[Entry], reset_to: int = 0) -> None: ...
+
+    def compact(self, index: int) -> None: ...
+
+
+class SnapshotSink(Protocol):
+    def write(self, snap: Snapshot) -> object: ...
 
 
 class FSM(Protocol):
     def apply(self, index: int, data: bytes) -> Any: ...
+
+    def snapshot(self) -> bytes: ...
+
+    def restore(self, data: bytes) -> None: ...
 
 
 class Transport(Protocol):
@@ -44,13 +71,32 @@ class MemoryStorage:
     def __init__(self) -> None:
         self.hard = HardState()
         self.entries: list[Entry] = []
+        self.offset = 0  # entries up to here are in a snapshot
 
-    def save(self, hard: HardState | None, entries: list[Entry]) -> None:
+    def save(self, hard: HardState | None, entries: list[Entry], reset_to: int = 0) -> None:
+        if reset_to:
+            self.entries, self.offset = [], reset_to
         if hard is not None:
             self.hard = hard
         if entries:
-            del self.entries[entries[0].index - 1:]
+            del self.entries[entries[0].index - 1 - self.offset:]
             self.entries.extend(entries)
+
+    def compact(self, index: int) -> None:
+        del self.entries[:max(0, index - self.offset)]
+        self.offset = max(self.offset, index)
+
+
+class MemorySnapshots:
+    """The newest snapshot, in memory (--dev and tests)."""
+
+    inline = True
+
+    def __init__(self) -> None:
+        self.latest: Snapshot | None = None
+
+    def write(self, snap: Snapshot) -> None:
+        self.latest = snap
 
 
 class NotLeader(Exception):
@@ -79,9 +125,12 @@ class _Waiter:
 
 class RaftDriver:
     def __init__(self, node: RawNode, storage: Storage, fsm: FSM, transport: Transport,
-                 tick_interval: float = 0.1, on_apply: Callable[[], None] | None = None) -> None:
+                 tick_interval: float = 0.1, on_apply: Callable[[], None] | None = None,
+                 snapshots: SnapshotSink | None = None, snapshot_threshold: int = 0) -> None:
         self.node = node
         self.storage = storage
+        self.snapshots = snapshots
+        self.snapshot_threshold = snapshot_threshold if snapshots is not None else 0
         self.fsm = fsm
         self.transport = transport
         self.tick_interval = tick_interval
@@ -93,7 +142,8 @@ class RaftDriver:
         self.applied_event = trio.Event()
         self.leader_changed = trio.Event()
         self._read_seq = 0
-        self.stats = {"writes": 0, "entries_written": 0, "applied": 0, "proposals": 0}
+        self.stats = {"writes": 0, "entries_written": 0, "applied": 0, "proposals": 0, "snapshots_taken": 0,
+                      "snapshots_installed": 0}
         self.last_contact = 0.0
         # A hard state whose only change is the commit index waits for the next synced write
         # (etcd's MustSync): the commit index is recovered from the leader after a crash anyway.
@@ -106,6 +156,10 @@ class RaftDriver:
 
     def receive(self, m: Message) -> None:
         self._post("msg", m)
+
+    def snapshot_status(self, to: int, failed: bool) -> None:
+        """The transport finished (or gave up) sending a snapshot to `to`."""
+        self._post("snapstatus", (to, failed))
 
     @property
     def leader(self) -> int:
@@ -182,6 +236,8 @@ class RaftDriver:
             node.step(item)
         elif kind == "tick":
             node.tick()
+        elif kind == "snapstatus":
+            node.report_snapshot(item[0], item[1])
         elif kind == "read":
             try:
                 node.read_index(item)
@@ -215,19 +271,24 @@ class RaftDriver:
             self.transport.send(m)
         if rd.hard_state is not None:
             self.pending_hard = rd.hard_state
+        if rd.snapshot is not None:
+            # A leader's snapshot: durable before the log is reset and before we ack it.
+            await self._run(self.snapshots, self._write_snapshot, rd.snapshot)
         if rd.must_sync:
             FAILPOINTS.hit("raft-before-append")
             hard, self.pending_hard = self.pending_hard, None
-            if getattr(self.storage, "inline", False):
-                self.storage.save(hard, rd.entries)
+            if rd.snapshot is not None:
+                await self._run(self.storage, self.storage.save, hard, rd.entries, rd.snapshot.meta.index)
             else:
-                await trio.to_thread.run_sync(self.storage.save, hard, rd.entries)
+                await self._run(self.storage, self.storage.save, hard, rd.entries)
             self.stats["writes"] += 1
             self.stats["entries_written"] += len(rd.entries)
             FAILPOINTS.hit("raft-after-fsync")
         for m in rd.messages:  # the rest only once the state they promise is durable
             if not (leading and m.type in EARLY_SEND):
                 self.transport.send(m)
+        if rd.snapshot is not None:
+            self._install(rd.snapshot)
         if rd.committed_entries:
             FAILPOINTS.hit("raft-before-apply")
             for e in rd.committed_entries:
@@ -247,11 +308,53 @@ class RaftDriver:
             self.leader_changed = trio.Event()
             if not self.is_leader:
                 self._fail_waiters(was_leader)
-        if rd.committed_entries:
+        if rd.committed_entries or rd.snapshot is not None:
             self.applied_event.set()
             self.applied_event = trio.Event()
             if self.on_apply is not None:
                 self.on_apply()
+        log_ = self.node.raft.log
+        if self.snapshot_threshold and log_.applied - log_.offset >= self.snapshot_threshold:
+            await self.take_snapshot()
+
+    @staticmethod
+    async def _run(owner: object, fn: Callable[..., Any], *args: Any) -> Any:
+        """Storage work: in a worker thread (an fsync must not stall the event loop), or inline
+        for in-memory storage."""
+        if getattr(owner, "inline", False):
+            return fn(*args)
+        return await trio.to_thread.run_sync(fn, *args)
+
+    def _write_snapshot(self, snap: Snapshot) -> None:
+        if self.snapshots is None:
+            raise RuntimeError("a snapshot arrived, but this driver has nowhere to keep it")
+        self.snapshots.write(snap)
+
+    def _install(self, snap: Snapshot) -> None:
+        """Restore the state machine from a leader's snapshot (already durable)."""
+        self.fsm.restore(snap.data)
+        self.stats["snapshots_installed"] += 1
+        log.info("raft: installed a snapshot from the leader at index %d, term %d", snap.meta.index,
+                 snap.meta.term)
+        for index in [i for i in self.waiters if i <= snap.meta.index]:
+            self.waiters.pop(index).finish(error=OutcomeUnknown(
+                "the log was replaced by the leader's snapshot; the write may or may not be applied"))
+
+    async def take_snapshot(self) -> int:
+        """Snapshot the state machine at the applied index, make it durable, then compact the log.
+        Returns the snapshot's index (0: nothing new to snapshot)."""
+        raft = self.node.raft
+        index = raft.log.applied
+        term = raft.log.term(index)
+        if self.snapshots is None or index <= raft.log.offset or term is None:
+            return 0
+        snap = Snapshot(SnapshotMeta(index, term, tuple(sorted(raft.voters))), self.fsm.snapshot())
+        await self._run(self.snapshots, self._write_snapshot, snap)
+        await self._run(self.storage, self.storage.compact, index)
+        self.node.compact(index, snap.data)
+        self.stats["snapshots_taken"] += 1
+        log.info("raft: snapshot at index %d (%d bytes); log compacted", index, len(snap.data))
+        return index
 
     def _apply(self, e: Entry) -> None:
         result: Any = None

@@ -110,14 +110,14 @@ class RaftStorage:
         self.db.execute("DELETE FROM entries WHERE idx >= ?", (index,))
         self.db.execute("COMMIT")
 
-    def save(self, hard: HardState | None, entries: list[Entry], reset: bool = False) -> None:
+    def save(self, hard: HardState | None, entries: list[Entry], reset_to: int = 0) -> None:
         """One durable transaction: entries (replacing any suffix from the first) and hard state.
-        With `reset` (a leader's snapshot is durable), every older entry goes first."""
-        if hard is None and not entries and not reset:
+        With `reset_to` (a leader's snapshot ending there is durable), every older entry goes first."""
+        if hard is None and not entries and not reset_to:
             return
         try:
             self.db.execute("BEGIN IMMEDIATE")
-            if reset:
+            if reset_to:
                 self.db.execute("DELETE FROM entries")
             if entries:
                 self.db.execute("DELETE FROM entries WHERE idx >= ?", (entries[0].index,))

@@ -127,7 +127,7 @@ def test_a_crash_before_a_leaders_snapshot_reset_the_log_drops_the_other_history
     assert log == []
     # Reset and the entries after the snapshot in one transaction.
     s = RaftStorage(tmp_path / "raft.db")
-    s.save(HardState(3, 0, 7), entries(7, 8, term=3), reset=True)
+    s.save(HardState(3, 0, 7), entries(7, 8, term=3), reset_to=6)
     s.close()
     hard, log = RaftStorage(tmp_path / "raft.db").load(SnapshotMeta(6, 3))
     assert hard == HardState(3, 0, 7) and [(e.index, e.term) for e in log] == [(7, 3), (8, 3)]
