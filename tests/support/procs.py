@@ -71,11 +71,14 @@ class AgentProc:
         self.wait_leader = True  # start() waits for a known leader; servers still bootstrapping cannot
         self.env: dict[str, str] | None = None
 
-    def start(self) -> AgentProc:
+    def start(self, wait: bool = True) -> AgentProc:
+        """Start the process; unless `wait` is False (a failpoint may kill it while it starts),
+        wait until its HTTP API answers."""
         self.log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop(); appends across restarts
         env = {**os.environ, **self.env} if self.env else None
         self.proc = subprocess.Popen(self.args, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
-        wait_for(self._ready, START_TIMEOUT, what=f"agent on {self.url} (log {self.log_path})")
+        if wait:
+            wait_for(self._ready, START_TIMEOUT, what=f"agent on {self.url} (log {self.log_path})")
         return self
 
     def _ready(self) -> bool:
@@ -85,12 +88,12 @@ class AgentProc:
         r = httpx.get(self.url + "/v1/status/leader", timeout=1)
         return r.status_code == 200 and (bool(r.json()) or not self.wait_leader)
 
-    def restart(self) -> AgentProc:
+    def restart(self, wait: bool = True) -> AgentProc:
         """Start again with the same ports, data dir and flags (after stop() or a kill)."""
         if self.proc is not None and self.proc.poll() is None:
             raise RuntimeError("still running")
         self.log.close()
-        return self.start()
+        return self.start(wait)
 
     def kill9(self) -> None:
         assert self.proc is not None
