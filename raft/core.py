@@ -197,7 +197,10 @@ class Raft:
 
     def compact(self, index: int, data: bytes) -> None:
         """The application holds a durable snapshot `data` of its state as applied through
-        `index`: drop the entries it covers. Followers that need them get the snapshot."""
+        `index`: drop the entries it covers. Followers that need them get the snapshot. A
+        snapshot no newer than the one we have changes nothing."""
+        if index <= self.log.offset:
+            return
         term = self.log.term(index)
         if term is None:
             raise LogError(f"cannot compact to {index}: not in the log (offset {self.log.offset}, "
