@@ -228,13 +228,14 @@ def run_failpoints(tmp_path, start_agent, failpoints: tuple[str, ...], repeats: 
         for rep in range(repeats):
             victim = servers[(kills + rep) % 3]
             victim.stop()
+            hits_before = victim.logs().count(f"failpoint {fp}:")
             victim.env = {"MURMUR_FAILPOINTS": f"{fp}=kill@{rng.randint(*kill_at)}"}
             victim.wait_leader = False
             victim.restart(wait=False)  # the failpoint may fire while it starts (installing a snapshot)
             assert victim.proc is not None
             proc = victim.proc
             wait_for(lambda p=proc: p.poll() is not None, 120, what=f"{fp} to kill {victim.node}")
-            assert "failpoint " + fp in victim.logs()
+            assert proc.returncode == -9 and victim.logs().count(f"failpoint {fp}:") == hits_before + 1
             check_data_dir(victim)
             victim.env = None
             victim.restart()  # the data dir it died with must open cleanly

@@ -8,6 +8,8 @@ import struct
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from murmur.agent.storage import snapshots
 from murmur.agent.storage.raft_log import RaftStorage, StorageError
 from murmur.agent.storage.snapshots import SnapshotFormatError, SnapshotStore
@@ -131,3 +133,22 @@ def test_a_crash_before_a_leaders_snapshot_reset_the_log_drops_the_other_history
     s.close()
     hard, log = RaftStorage(tmp_path / "raft.db").load(SnapshotMeta(6, 3))
     assert hard == HardState(3, 0, 7) and [(e.index, e.term) for e in log] == [(7, 3), (8, 3)]
+
+
+# ---- hostile bytes ------------------------------------------------------------------------------
+@given(st.binary(max_size=400))
+def test_arbitrary_bytes_never_decode_to_a_snapshot_or_raise_anything_else(raw: bytes) -> None:
+    with pytest.raises((ValueError, SnapshotFormatError)):
+        snapshots.decode(raw)
+
+
+@given(st.integers(min_value=0), st.integers(min_value=1, max_value=255), st.integers(min_value=0))
+def test_any_single_byte_change_or_truncation_is_detected(pos: int, flip: int, cut: int) -> None:
+    good = snapshots.encode(snap(40, term=3, size=300))
+    damaged = bytearray(good)
+    damaged[pos % len(good)] ^= flip
+    with pytest.raises((ValueError, SnapshotFormatError)):
+        snapshots.decode(bytes(damaged))
+    with pytest.raises(ValueError):
+        snapshots.decode(good[: cut % len(good)])
+    assert snapshots.decode(good) == snap(40, term=3, size=300)  # positive control
