@@ -177,6 +177,8 @@ def test_a_follower_restarted_behind_the_snapshot_catches_up(tmp_path, start_age
     acked = dict(writer.acked)
     wait_for(lambda: holds_all(follower, acked), 60, what="the restarted follower caught up")
     assert "installed a snapshot from the leader" in follower.logs()
+    stats = httpx.get(follower.url + "/v1/agent/self", timeout=10).json()["Stats"]["raft"]
+    assert int(stats["snapshots_installed"]) >= 1 and int(stats["last_snapshot_index"]) >= mark + 100
     writer.stop.set()
     writer.thread.join(timeout=30)
     acked = dict(writer.acked)
