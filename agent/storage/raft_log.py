@@ -29,7 +29,10 @@ from murmur.raft.messages import Entry, EntryType, HardState, SnapshotMeta
 
 log = logging.getLogger("murmur.raft.storage")
 
-FORMAT_VERSION = 1  # bump when the schema changes; older data dirs are migrated, newer refused
+# Bump when the schema or its meaning changes; older data dirs are migrated, newer refused.
+# 2: the log may start after 1 (entries covered by a snapshot file are deleted), so a murmur
+# without snapshots must refuse it rather than call it damaged. 1 -> 2 needs no change to the data.
+FORMAT_VERSION = 2
 
 
 class StorageError(Exception):
@@ -63,6 +66,9 @@ class RaftStorage:
         if version > FORMAT_VERSION:
             raise StorageError(f"{self.path}: data format {version} is newer than this murmur understands "
                                f"({FORMAT_VERSION}); run a newer murmur or restore a backup")
+        if version < FORMAT_VERSION:
+            log.info("raft log: migrating data format %d to %d", version, FORMAT_VERSION)
+            self.db.execute("UPDATE meta SET value = ? WHERE key = 'format'", (str(FORMAT_VERSION).encode(),))
 
     def load(self, snapshot: SnapshotMeta | None = None) -> tuple[HardState, list[Entry]]:
         """The persisted hard state and the log after `snapshot` (the newest snapshot file).
