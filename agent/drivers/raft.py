@@ -8,8 +8,9 @@ group commit, one transaction and one fsync for everything that came in meanwhil
 
 Snapshots: once the applied index runs `snapshot_threshold` entries past the last snapshot, the
 driver asks the state machine for one (synchronously, so it is exactly the state at the applied
-index), writes it durably (snapshot file, in a worker thread), deletes the covered entries from
-the log storage, and only then lets the core drop them. A snapshot from the leader arrives in a
+index) and writes it durably in the background (snapshot file, in a worker thread) while the loop
+goes on; when the file is durable, the loop deletes the covered entries from the log storage and
+only then lets the core drop them. One snapshot is written at a time. A snapshot from the leader arrives in a
 Ready: it is written durably and the log reset before the Ready's messages (the ack) go out, and
 the state machine is restored from it before the entries after it are applied.
 """
@@ -148,6 +149,8 @@ class RaftDriver:
         # A hard state whose only change is the commit index waits for the next synced write
         # (etcd's MustSync): the commit index is recovered from the leader after a crash anyway.
         self.pending_hard: HardState | None = None
+        self.snapshot_in_flight = False
+        self._nursery: trio.Nursery | None = None
 
     # ---- inputs (any task) ----------------------------------------------------------------------
     def _post(self, kind: str, item: Any) -> None:
@@ -203,6 +206,7 @@ class RaftDriver:
     # ---- the loop -------------------------------------------------------------------------------
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             nursery.start_soon(self._ticker)
             task_status.started()
             await self._loop()
@@ -221,6 +225,8 @@ class RaftDriver:
             for kind, item in inbox:
                 if kind == "prop":
                     props.append(item)
+                elif kind == "compact":
+                    await self._compact(item)
                 else:
                     self._handle(kind, item)
             if props:
@@ -314,8 +320,12 @@ class RaftDriver:
             if self.on_apply is not None:
                 self.on_apply()
         log_ = self.node.raft.log
-        if self.snapshot_threshold and log_.applied - log_.offset >= self.snapshot_threshold:
-            await self.take_snapshot()
+        if (self.snapshot_threshold and not self.snapshot_in_flight and self._nursery is not None
+                and log_.applied - log_.offset >= self.snapshot_threshold):
+            snap = self._make_snapshot()
+            if snap is not None:
+                self.snapshot_in_flight = True
+                self._nursery.start_soon(self._write_in_background, snap)
 
     @staticmethod
     async def _run(owner: object, fn: Callable[..., Any], *args: Any) -> Any:
@@ -340,21 +350,46 @@ class RaftDriver:
             self.waiters.pop(index).finish(error=OutcomeUnknown(
                 "the log was replaced by the leader's snapshot; the write may or may not be applied"))
 
-    async def take_snapshot(self) -> int:
-        """Snapshot the state machine at the applied index, make it durable, then compact the log.
-        Returns the snapshot's index (0: nothing new to snapshot)."""
+    def _make_snapshot(self) -> Snapshot | None:
+        """The state machine's state at the applied index (None: nothing new since the last)."""
         raft = self.node.raft
         index = raft.log.applied
         term = raft.log.term(index)
         if self.snapshots is None or index <= raft.log.offset or term is None:
-            return 0
-        snap = Snapshot(SnapshotMeta(index, term, tuple(sorted(raft.voters))), self.fsm.snapshot())
+            return None
+        return Snapshot(SnapshotMeta(index, term, tuple(sorted(raft.voters))), self.fsm.snapshot())
+
+    async def _write_in_background(self, snap: Snapshot) -> None:
+        """A write error propagates and stops the driver (and the agent): never retried silently."""
         await self._run(self.snapshots, self._write_snapshot, snap)
+        self._post("compact", snap)
+
+    async def _compact(self, snap: Snapshot) -> None:
+        """Our own snapshot is durable: drop what it covers from storage, then from the core. A
+        leader's newer snapshot may have replaced the log meanwhile; then there is nothing to drop."""
+        index = snap.meta.index
         await self._run(self.storage, self.storage.compact, index)
         self.node.compact(index, snap.data)
+        self.snapshot_in_flight = False
         self.stats["snapshots_taken"] += 1
         log.info("raft: snapshot at index %d (%d bytes); log compacted", index, len(snap.data))
-        return index
+
+    async def take_snapshot(self) -> int:
+        """Snapshot now and wait until it is durable and the log compacted (tests, operators).
+        Returns the snapshot's index (0: nothing new to snapshot, or one is being written)."""
+        if self.snapshot_in_flight:
+            return 0
+        snap = self._make_snapshot()
+        if snap is None:
+            return 0
+        self.snapshot_in_flight = True
+        try:
+            await self._run(self.snapshots, self._write_snapshot, snap)
+        except BaseException:
+            self.snapshot_in_flight = False
+            raise
+        await self._compact(snap)
+        return snap.meta.index
 
     def _apply(self, e: Entry) -> None:
         result: Any = None

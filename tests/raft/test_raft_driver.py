@@ -213,3 +213,39 @@ async def test_a_lost_snapshot_is_reported_and_sent_again(mock_clock: trio.testi
         failures = [s for s in net.snapshots if s[2]]
         assert len(failures) == 3 and (lead, lagging, False) in net.snapshots
         nursery.cancel_scope.cancel()
+
+
+class BlockingSnapshots:
+    """A snapshot sink whose writes (in a worker thread) wait until the test releases them."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.release = threading.Event()
+        self.written: list[int] = []
+
+    def write(self, snap: Any) -> None:
+        assert self.release.wait(timeout=30), "never released"
+        self.written.append(snap.meta.index)
+
+
+async def test_a_slow_snapshot_write_does_not_stall_the_raft_loop(mock_clock: trio.testing.MockClock) -> None:
+    async with trio.open_nursery() as nursery:
+        net, drivers, fsms = await cluster(nursery, snapshot_threshold=5)
+        lead = await wait_leader(drivers)
+        sink = BlockingSnapshots()
+        drivers[lead].snapshots = sink
+        for i in range(10):
+            await drivers[lead].propose(f"k{i}={i}".encode())
+        # The first snapshot is being written (blocked); the loop commits and applies meanwhile.
+        assert drivers[lead].snapshot_in_flight and sink.written == []
+        assert drivers[lead].node.raft.log.offset < 5  # nothing compacted before the file is durable
+        for i in range(10, 30):
+            assert await drivers[lead].propose(f"k{i}={i}".encode())
+        assert len(fsms[lead].data) == 30
+        sink.release.set()
+        with trio.fail_after(30):
+            while drivers[lead].node.raft.log.offset == 0 or drivers[lead].snapshot_in_flight:
+                await trio.sleep(0.05)
+        assert sink.written and drivers[lead].node.raft.log.offset >= sink.written[0]
+        nursery.cancel_scope.cancel()
