@@ -189,7 +189,8 @@ class ServerRuntime:
                        snapshot=snap)
         self.driver = RaftDriver(node, storage, CatalogFSM(self.agent.store), self.transport, TICK_INTERVAL,
                                  on_apply=self.agent.feed.notify, snapshots=snapshots,
-                                 snapshot_threshold=self.agent.cfg.raft_snapshot_threshold)
+                                 snapshot_threshold=self.agent.cfg.raft_snapshot_threshold,
+                                 trailing_logs=self.agent.cfg.raft_trailing_logs)
         self.update_peers()
         assert self.nursery is not None
         await self.nursery.start(self.driver.serve)

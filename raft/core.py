@@ -195,17 +195,17 @@ class Raft:
             return True
         return False
 
-    def compact(self, index: int, data: bytes) -> None:
+    def compact(self, index: int, data: bytes, keep: int = 0) -> None:
         """The application holds a durable snapshot `data` of its state as applied through
-        `index`: drop the entries it covers. Followers that need them get the snapshot. A
-        snapshot no newer than the one we have changes nothing."""
-        if index <= self.log.offset:
+        `index`: drop the entries it covers but the last `keep`. Followers that need dropped
+        entries get the snapshot. One no newer than the snapshot we have changes nothing."""
+        if index <= self.log.snapshot.meta.index:
             return
         term = self.log.term(index)
         if term is None:
             raise LogError(f"cannot compact to {index}: not in the log (offset {self.log.offset}, "
                            f"last {self.log.last_index()})")
-        self.log.compact(Snapshot(SnapshotMeta(index, term, tuple(sorted(self.voters))), data))
+        self.log.compact(Snapshot(SnapshotMeta(index, term, tuple(sorted(self.voters))), data), keep)
 
     # ---- time -----------------------------------------------------------------------------------
     def tick(self) -> None:

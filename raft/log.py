@@ -1,7 +1,9 @@
 """The Raft log as the core sees it: what is durable, what is not yet, what is committed and applied.
 
-Indexes start at 1. Entries up to `offset` have been compacted into a snapshot, whose last term
-is kept so the log-matching check still works at the boundary. `stabled` is the last index the
+Indexes start at 1. Entries up to `offset` have been compacted away; the term at `offset` is kept
+so the log-matching check still works at the boundary. The snapshot covers at least that much; a
+compaction may keep some entries the snapshot also covers (`keep`, Consul's trailing logs), so a
+follower just behind a fresh snapshot still gets entries rather than the whole snapshot. `stabled` is the last index the
 driver has made durable; everything after it is handed out in the next Ready.
 
 `snapshot` is the newest snapshot this node has (made by its application and handed over with
@@ -129,20 +131,25 @@ class RaftLog:
         if self.match_term(index, term) and index > self.stabled:
             self.stabled = index
 
-    def compact(self, snapshot: Snapshot) -> None:
+    def compact(self, snapshot: Snapshot, keep: int = 0) -> None:
         """The application made `snapshot` (of its state as applied up to its index) durable:
-        drop the entries it covers and keep it to send to followers that need them."""
+        keep it to send to followers that need it, and drop the entries it covers but the last
+        `keep` of them."""
         meta = snapshot.meta
-        if meta.index <= self.offset:
-            return  # an older snapshot than the one we have: nothing to drop
+        if meta.index <= self.snapshot.meta.index:
+            return  # no newer than the one we have: nothing to do
         if meta.index > self.applied:
             raise LogError(f"compacting to {meta.index} beyond the applied index {self.applied}")
         if self.term(meta.index) != meta.term:
             raise LogError(f"snapshot at {meta.index}@{meta.term} does not match the log")
-        del self.entries[:meta.index - self.offset]
-        self.offset, self.offset_term = meta.index, meta.term
-        self.stabled = max(self.stabled, meta.index)
         self.snapshot = snapshot
+        upto = meta.index - keep
+        if upto > self.offset:
+            term = self.term(upto)
+            assert term is not None
+            del self.entries[:upto - self.offset]
+            self.offset, self.offset_term = upto, term
+            self.stabled = max(self.stabled, upto)
 
     def restore(self, snapshot: Snapshot) -> None:
         """Replace the log by a snapshot from the leader: it becomes the pending snapshot, which

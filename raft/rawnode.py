@@ -59,10 +59,11 @@ class RawNode:
         """Ask for a linearizable read point; it comes back as a ReadState in a later Ready."""
         self.raft.step(Message(MessageType.READ_INDEX, frm=self.raft.id, context=context))
 
-    def compact(self, index: int, data: bytes) -> None:
+    def compact(self, index: int, data: bytes, keep: int = 0) -> None:
         """The application made a snapshot (`data`, its state applied through `index`) durable:
-        drop the log entries it covers. `index` must be applied already."""
-        self.raft.compact(index, data)
+        drop the log entries it covers, but the last `keep` of them (for followers just behind).
+        `index` must be applied already."""
+        self.raft.compact(index, data, keep)
 
     def report_snapshot(self, to: int, failed: bool) -> None:
         """The transport finished sending a snapshot to `to` (etcd's ReportSnapshot): on failure
@@ -130,7 +131,7 @@ class RawNode:
         r = self.raft
         return {"id": r.id, "term": r.term, "vote": r.vote, "lead": r.lead, "role": r.role.name,
                 "commit": r.log.committed, "applied": r.log.applied, "last_index": r.log.last_index(),
-                "snapshot_index": r.log.offset,
+                "snapshot_index": r.log.snapshot.meta.index, "first_index": r.log.offset + 1,
                 "voters": sorted(r.voters)}
 
     def soft_state(self) -> SoftState:

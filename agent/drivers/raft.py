@@ -127,11 +127,13 @@ class _Waiter:
 class RaftDriver:
     def __init__(self, node: RawNode, storage: Storage, fsm: FSM, transport: Transport,
                  tick_interval: float = 0.1, on_apply: Callable[[], None] | None = None,
-                 snapshots: SnapshotSink | None = None, snapshot_threshold: int = 0) -> None:
+                 snapshots: SnapshotSink | None = None, snapshot_threshold: int = 0,
+                 trailing_logs: int = 0) -> None:
         self.node = node
         self.storage = storage
         self.snapshots = snapshots
         self.snapshot_threshold = snapshot_threshold if snapshots is not None else 0
+        self.trailing_logs = trailing_logs  # entries kept behind each snapshot (Consul's trailing logs)
         self.fsm = fsm
         self.transport = transport
         self.tick_interval = tick_interval
@@ -321,7 +323,7 @@ class RaftDriver:
                 self.on_apply()
         log_ = self.node.raft.log
         if (self.snapshot_threshold and not self.snapshot_in_flight and self._nursery is not None
-                and log_.applied - log_.offset >= self.snapshot_threshold):
+                and log_.applied - log_.snapshot.meta.index >= self.snapshot_threshold):
             snap = self._make_snapshot()
             if snap is not None:
                 self.snapshot_in_flight = True
@@ -355,7 +357,7 @@ class RaftDriver:
         raft = self.node.raft
         index = raft.log.applied
         term = raft.log.term(index)
-        if self.snapshots is None or index <= raft.log.offset or term is None:
+        if self.snapshots is None or index <= raft.log.snapshot.meta.index or term is None:
             return None
         return Snapshot(SnapshotMeta(index, term, tuple(sorted(raft.voters))), self.fsm.snapshot())
 
@@ -368,8 +370,8 @@ class RaftDriver:
         """Our own snapshot is durable: drop what it covers from storage, then from the core. A
         leader's newer snapshot may have replaced the log meanwhile; then there is nothing to drop."""
         index = snap.meta.index
-        await self._run(self.storage, self.storage.compact, index)
-        self.node.compact(index, snap.data)
+        self.node.compact(index, snap.data, self.trailing_logs)
+        await self._run(self.storage, self.storage.compact, self.node.raft.log.offset)
         self.snapshot_in_flight = False
         self.stats["snapshots_taken"] += 1
         log.info("raft: snapshot at index %d (%d bytes); log compacted", index, len(snap.data))

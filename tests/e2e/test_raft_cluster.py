@@ -27,7 +27,7 @@ def start_servers(tmp_path: Path, start_agent, snapshot_threshold: int = 0) -> l
     conf.mkdir(exist_ok=True)
     (conf / "gossip.toml").write_text('[gossip_lan]\npreset = "local"\n')
     if snapshot_threshold:
-        (conf / "raft.toml").write_text(f"raft_snapshot_threshold = {snapshot_threshold}\n")
+        (conf / "raft.toml").write_text(f"raft_snapshot_threshold = {snapshot_threshold}\nraft_trailing_logs = 5\n")
     servers: list[AgentProc] = []
     for i in range(3):
         extra = ["--server", "--bootstrap-expect", "3"]

@@ -87,3 +87,17 @@ def test_a_restart_from_a_snapshot_starts_at_its_index_with_its_voters() -> None
     assert rd.snapshot is None  # our own: already restored by the driver
     assert [e.index for e in rd.committed_entries] == [11]
     assert log.term(10) == 3 and log.term(9) is None
+
+
+def test_compaction_keeps_trailing_entries_and_a_newer_snapshot_moves_them_on() -> None:
+    node = follower([(1, 1), (2, 1), (3, 1), (4, 2), (5, 2), (6, 2)], commit=6)
+    node.compact(5, b"five", keep=3)
+    log = node.raft.log
+    assert (log.snapshot.meta.index, log.snapshot.meta.term) == (5, 2)
+    assert (log.offset, log.offset_term) == (2, 1) and [e.index for e in log.entries] == [3, 4, 5, 6]
+    node.compact(4, b"four", keep=0)  # older than the snapshot: nothing changes
+    assert log.snapshot.data == b"five" and log.offset == 2
+    node.compact(6, b"six", keep=10)  # keeps more than there is: the offset never moves back
+    assert log.snapshot.data == b"six" and log.offset == 2
+    node.compact(6, b"again", keep=0)
+    assert log.snapshot.data == b"six"  # same index: no change

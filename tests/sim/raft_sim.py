@@ -8,7 +8,7 @@ before its messages go out and its committed entries are applied, as a driver mu
 
 Most seeds also compact: a node whose applied index runs `snapshot_threshold` (drawn per seed,
 5 to 50 entries) past its last snapshot snapshots its state machine, durably, and its log drops
-the entries covered. A follower that falls behind a leader's first index gets the snapshot (a
+the entries covered but the last few (0, 3 or 10, drawn per seed: trailing logs). A follower that falls behind a leader's first index gets the snapshot (a
 SNAP message, lost, duplicated and delayed like any other; the sender hears whether it arrived,
 as a real transport reports) and restores its state machine from it. A restart begins from the
 disk's snapshot.
@@ -66,24 +66,32 @@ class Disk:
 
     def __init__(self) -> None:
         self.hard = HardState()
-        self.entries: list[Entry] = []  # those after the snapshot
+        self.entries: list[Entry] = []  # from base + 1
+        self.base = 0
         self.snapshot: Snapshot | None = None
 
     def offset(self) -> int:
-        return self.snapshot.meta.index if self.snapshot else 0
+        return self.base
+
+    def log_after_snapshot(self) -> list[Entry]:
+        """What a restart reads: the entries after the snapshot (a loader drops the ones it covers)."""
+        s = self.snapshot.meta.index if self.snapshot else 0
+        return [e for e in self.entries if e.index > s]
 
     def persist(self, hard: HardState | None, entries: list[Entry], snapshot: Snapshot | None = None) -> None:
         self._write(hard, entries, snapshot)
 
-    def compact(self, snapshot: Snapshot) -> None:
-        """The node's own snapshot is durable: the entries it covers go."""
-        del self.entries[:snapshot.meta.index - self.offset()]
+    def compact(self, snapshot: Snapshot, upto: int) -> None:
+        """The node's own snapshot is durable: the entries up to `upto` go."""
+        del self.entries[:max(0, upto - self.base)]
+        self.base = max(self.base, upto)
         self.snapshot = snapshot
 
     def _write(self, hard: HardState | None, entries: list[Entry], snapshot: Snapshot | None = None) -> None:
         if snapshot is not None:  # a leader's snapshot replaces the log
             self.snapshot = snapshot
             self.entries = []
+            self.base = snapshot.meta.index
         if hard is not None:
             self.hard = hard
         if entries:
@@ -114,9 +122,9 @@ class LyingDisk(Disk):
             self._write(h, es, snap)
         self.buffer.clear()
 
-    def compact(self, snapshot: Snapshot) -> None:
+    def compact(self, snapshot: Snapshot, upto: int) -> None:
         self._flush()  # the snapshot file is written for real (it alone is fsynced)
-        super().compact(snapshot)
+        super().compact(snapshot, upto)
 
     def crash(self) -> None:
         self.buffer.clear()
@@ -293,6 +301,7 @@ class SimParams:
     # Compact after this many applied entries; -1: drawn per seed (a quarter of the seeds never
     # compact), 0: never.
     snapshot_threshold: int = -1
+    trailing_logs: int = -1  # entries kept behind a snapshot; -1: drawn per seed
     skip_restore: bool = False  # planted bug: a leader's snapshot replaces the log, not the state machine
 
 
@@ -357,8 +366,11 @@ class Simulation:
                              max_size_per_msg=rng.choice([64, 1 << 20]))
         self.nodes = {i: SimNode(i, p.disk(), skew=1 + rng.uniform(-0.05, 0.05)) for i in self.ids}
         # Drawn from its own stream, so seeds keep their network and Raft settings.
+        snap_rng = random.Random(f"snap{seed}")
         self.snapshot_threshold = p.snapshot_threshold if p.snapshot_threshold >= 0 else \
-            random.Random(f"snap{seed}").choice([0, 5, 20, 50])
+            snap_rng.choice([0, 5, 20, 50])
+        # Entries kept behind each snapshot (Consul's trailing logs), drawn per seed.
+        self.trailing = p.trailing_logs if p.trailing_logs >= 0 else snap_rng.choice([0, 0, 3, 10])
         # Snapshot contents by key (a snapshot's data is its key): kv, applied op ids, apply chain.
         self.snap_store: dict[bytes, tuple[dict[str, str], list[str], int]] = {}
         self.inv = InvariantChecker()
@@ -397,13 +409,13 @@ class Simulation:
         n = self.nodes[i]
         n.incarnation += 1
         cfg = RaftConfig(id=i, **self.raft_cfg)  # type: ignore[arg-type]
-        n.raw = RawNode(cfg, self.ids, random.Random(self.rng.random()), n.disk.hard, list(n.disk.entries),
+        n.raw = RawNode(cfg, self.ids, random.Random(self.rng.random()), n.disk.hard, n.disk.log_after_snapshot(),
                         snapshot=n.disk.snapshot)
         n.kv, n.applied_ids, n.waiting_reads, n.applies, n.applied_index, n.chain = {}, [], [], 0, 0, 0
         snap = n.disk.snapshot
         if snap is not None:
             self._restore(n, snap)
-        self.inv.restart(i, list(n.disk.entries), (snap.meta.index, n.chain) if snap else None)
+        self.inv.restart(i, n.disk.log_after_snapshot(), (snap.meta.index, n.chain) if snap else None)
         self._at(self.p.tick * n.skew * self.rng.random(), self._tick, i, n.incarnation)
 
     def crash(self, i: int) -> None:
@@ -455,7 +467,7 @@ class Simulation:
             raw.advance(rd)
         self.inv.observe(n.id, raw.raft)
         log = raw.raft.log
-        if self.snapshot_threshold and log.applied - log.offset >= self.snapshot_threshold:
+        if self.snapshot_threshold and log.applied - log.snapshot.meta.index >= self.snapshot_threshold:
             self._compact(n, log.applied)
 
     def _compact(self, n: SimNode, index: int) -> None:
@@ -467,9 +479,9 @@ class Simulation:
         self.snap_store[key] = (dict(n.kv), list(n.applied_ids), n.chain)
         term = raw.raft.log.term(index)
         assert term is not None
-        raw.compact(index, key)
+        raw.compact(index, key, self.trailing)
         assert raw.raft.log.snapshot.data == key
-        n.disk.compact(raw.raft.log.snapshot)
+        n.disk.compact(raw.raft.log.snapshot, raw.raft.log.offset)
         self.stats["compactions"] += 1
 
     def _restore(self, n: SimNode, snap: Snapshot) -> None:
@@ -730,7 +742,7 @@ class Simulation:
         head = (f"raft sim seed={self.seed} nodes={self.p.nodes}: replay with "
                 f"`python tests/sim/raft_sim.py {self.seed} {self.p.nodes}`\n"
                 f"network: loss={self.loss} dup={self.dup} latency<={self.max_latency}ms fifo={self.fifo} "
-                f"raft={self.raft_cfg}")
+                f"raft={self.raft_cfg} snapshot_threshold={self.snapshot_threshold} trailing={self.trailing}")
         return "\n".join([head, *problems, "last events:", *self.timeline])
 
 

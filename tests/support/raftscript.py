@@ -16,8 +16,8 @@ Commands (IDs are node IDs; `opts` are key=value):
     process-ready ID...          # persist the Ready, queue its messages, apply, advance
     deliver-msgs ID... [type=T] [from=ID] [drop]  # step (or drop) what waits in each inbox, in order
     stabilize [ID...]            # process-ready + deliver-msgs until nothing moves
-    compact ID INDEX             # ID's application snapshots its state through INDEX (durably), then
-                                 # the log drops the entries it covers
+    compact ID INDEX [keep=K]    # ID's application snapshots its state through INDEX (durably), then
+                                 # the log drops the entries it covers but the last K
     report-snapshot ID TO [failed]  # ID's transport tells it how sending a snapshot to TO went
     status [ID...] | raft-log ID | progress ID | applied ID | dropped ID  # counters of refused input
     crash ID | restart ID        # crash loses the inbox and anything not persisted
@@ -134,7 +134,7 @@ class Env:
     # -- lifecycle --
     def _start(self, i: int) -> None:
         d = self.disks[i]
-        self.nodes[i] = RawNode(self.configs[i], self.voters, FixedTimeout(i), d.hard, list(d.entries),
+        self.nodes[i] = RawNode(self.configs[i], self.voters, FixedTimeout(i), d.hard, d.log_after_snapshot(),
                                 snapshot=d.snapshot)
         self.applied[i] = []
         self.restored[i] = d.snapshot.data.decode() if d.snapshot else ""
@@ -309,8 +309,8 @@ class Env:
             term = node.raft.log.term(index)
             assert term is not None, f"compact {i} {index}: not in the log"
             snap = Snapshot(SnapshotMeta(index, term, tuple(sorted(node.raft.voters))), ",".join(datas).encode())
-            self.disks[i].compact(snap)  # durable first, then the log lets go of the entries
-            node.compact(index, snap.data)
+            node.compact(index, snap.data, int(opts.get("keep", 0)))
+            self.disks[i].compact(snap, node.raft.log.offset)  # (durable before the core drops them)
             out.append(f"{i}: snapshot {fmt_snap(snap)}, log {node.raft.log.offset + 1}.."
                        f"{node.raft.log.last_index()}")
         elif cmd == "report-snapshot":
@@ -322,7 +322,9 @@ class Env:
         elif cmd == "raft-log":
             r = self.nodes[ids[0]].raft
             if r.log.offset:
-                out.append(f"(snapshot {r.log.offset}@{r.log.offset_term})")
+                out.append(f"(compacted through {r.log.offset}@{r.log.offset_term})")
+            if r.log.snapshot.meta.index:
+                out.append(f"(snapshot {r.log.snapshot.meta.index}@{r.log.snapshot.meta.term})")
             out.extend(fmt_entry(e) for e in r.log.entries)
             if not r.log.entries:
                 out.append("(empty)")
