@@ -2,7 +2,8 @@
 acknowledged write lost and a linearizable history at the end. A failing seed names itself and
 replays with `python tests/sim/raft_sim.py SEED NODES`.
 
-CI runs SEEDS_3 + SEEDS_5 = 150 seeds (about 50 s of CPU on a 2-core EPYC); --runslow runs 3000 more.
+CI runs SEEDS_3 + SEEDS_5 = 150 seeds (about 25 s of CPU on a 2-core EPYC since compaction joined
+the mix; 45 s with it off); --runslow runs 3000 more.
 Three seeds in four compact their logs at a threshold drawn per seed (5, 20 or 50 entries), so
 snapshot sends, losses and installs are in the fault mix.
 Every checker is also shown failing on a planted bug, with a positive control beside it.
