@@ -267,6 +267,11 @@ class StateStore:
         }
         return bytes(msgpack.packb(body))
 
+    def load(self, data: bytes) -> None:
+        """Replace everything by a snapshot's contents, in place (readers keep their reference)."""
+        fresh = type(self).restore(data)
+        self.__dict__.update(fresh.__dict__)
+
     @classmethod
     def restore(cls, data: bytes) -> StateStore:
         body = msgpack.unpackb(data, raw=False, strict_map_key=False)

@@ -95,7 +95,12 @@ def server_stats(agent: Agent) -> dict[str, dict[str, str]]:
     consul.update(leader=str(srv.driver.is_leader).lower(), bootstrap=str(len(srv.voters) == 1).lower())
     raft = {"state": str(st["role"]).title(), "term": str(st["term"]), "commit_index": str(st["commit"]),
             "applied_index": str(st["applied"]), "last_log_index": str(st["last_index"]),
-            "num_peers": str(len(srv.voters) - 1), **{k: str(v) for k, v in srv.driver.stats.items()}}
+            "num_peers": str(len(srv.voters) - 1),
+            "last_snapshot_index": str(srv.driver.node.raft.log.snapshot.meta.index),
+            "last_snapshot_term": str(srv.driver.node.raft.log.snapshot.meta.term),
+            "first_log_index": str(srv.driver.node.raft.log.offset + 1),
+            **{k: str(v) for k, v in srv.driver.stats.items()},
+            **{k: str(v) for k, v in srv.transport.stats.items() if k.startswith("snapshot")}}
     return {"consul": consul, "raft": raft}
 
 

@@ -78,9 +78,11 @@ class AgentProc:
         self.has_servers = dev or "--server" in (extra or [])
         self.env: dict[str, str] | None = None
 
-    def start(self) -> AgentProc:
+    def start(self, wait: bool = True) -> AgentProc:
+        """Start the process; unless `wait` is False (a failpoint may kill it while it starts),
+        wait until its HTTP API answers."""
         self.launch()
-        return self.wait_ready()
+        return self.wait_ready() if wait else self
 
     def launch(self) -> AgentProc:
         """Start the process without waiting for it (start many, then wait_ready() on each)."""
@@ -102,12 +104,12 @@ class AgentProc:
             return True
         return r.status_code == 200 and (bool(r.json()) or not self.wait_leader)
 
-    def restart(self) -> AgentProc:
+    def restart(self, wait: bool = True) -> AgentProc:
         """Start again with the same ports, data dir and flags (after stop() or a kill)."""
         if self.proc is not None and self.proc.poll() is None:
             raise RuntimeError("still running")
         self.log.close()
-        return self.start()
+        return self.start(wait)
 
     def kill9(self) -> None:
         assert self.proc is not None
