@@ -38,10 +38,12 @@ from .events import UserEvents
 from .gossip_keyring import KeyringFileError, load_keyring
 from .local_state import LocalState, NodeInfo
 from .member_snapshot import MemberSnapshot
+from .node_sync import client_sync, client_sync_interval
 from .reconcile import MemberView, reconcile_commands
+from .remote import ClientWriter, Remote
 from .server import ServerRuntime
 from .watch import ChangeFeed
-from .writer import LocalSequencer, ServerWriter, WriteFailed, Writer
+from .writer import ServerWriter, WriteFailed, Writer
 
 log = logging.getLogger("murmur.agent")
 
@@ -129,7 +131,9 @@ class Agent:
                         meta=tuple(sorted(cfg.node_meta.items())))
         self.local = LocalState(node)
         self.server: ServerRuntime | None = ServerRuntime(self) if cfg.server else None
-        self.writer: Writer = ServerWriter(self.server) if self.server else LocalSequencer(self.store, self.feed)
+        self.remote = Remote(self)  # a client's way to the servers (agent/remote.py)
+        self.writer: Writer = ServerWriter(self.server) if self.server else ClientWriter(self.remote)
+        self.sync_lock = trio.Lock()
         self.checks = CheckRunner(self.local, self.sync, self.rng)
         self.http_port = 0
         self.dns_port = 0
@@ -148,6 +152,8 @@ class Agent:
     async def sync(self) -> bool:
         """Anti-entropy: write whatever the catalog lacks of this agent's state. False if a write
         could not be made now (no leader yet, say); the periodic pass retries."""
+        if self.server is None:
+            return await client_sync(self)
         try:
             for cmd in self.local.sync_commands(self.store):
                 result = await self.writer.apply(cmd)
@@ -163,13 +169,13 @@ class Agent:
     async def _anti_entropy(self) -> None:
         """Keep syncing: cheap when nothing changed (a diff, no writes)."""
         while True:
-            await trio.sleep(ANTI_ENTROPY_INTERVAL)
+            await trio.sleep(ANTI_ENTROPY_INTERVAL if self.server is not None else client_sync_interval(self))
             await self.sync()
 
     async def _reconcile_loop(self) -> None:
-        """On the Raft leader (or a client's own store): make the catalog follow the member list."""
+        """On the Raft leader only: make the catalog follow the member list (clients never do)."""
         while True:
-            if self.server is None or (self.server.driver is not None and self.server.driver.is_leader):
+            if self.server is not None and self.server.driver is not None and self.server.driver.is_leader:
                 try:
                     for cmd in reconcile_commands(self.store, self.member_views(), self.cfg.datacenter):
                         await self.writer.apply(cmd)
@@ -296,9 +302,12 @@ class Agent:
             self.load_config_registrations(self.cfg)
             if self.cfg.dev and self.server is not None:
                 await self._await_dev_leader()
-            nursery.start_soon(self._reconcile_loop)
+            if self.server is not None:
+                nursery.start_soon(self._reconcile_loop)
             nursery.start_soon(self._anti_entropy)
-            if self.server is None or self.cfg.dev:
+            if self.server is None:
+                nursery.start_soon(self.sync)  # reaches the servers once gossip has found them
+            elif self.cfg.dev:
                 await self._first_sync()
             http_host = self.cfg.addresses.http or self.cfg.client_addr
             if self.cfg.ports.http >= 0:

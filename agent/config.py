@@ -490,6 +490,13 @@ class RuntimeConfig:
     # Forget a failed member after this long (Consul's 72h). Shorter cleans up after VMs that
     # are gone for good sooner; a member that comes back later simply joins again.
     reconnect_timeout: str = _opt("72h", check=_duration)
+    # Servers: snapshot the catalog and compact the Raft log once this many entries were applied
+    # since the last snapshot (Consul's default). Lower keeps the log and restarts short but
+    # snapshots more often; a follower further behind than the log reaches gets a snapshot.
+    raft_snapshot_threshold: int = _opt(16384, check=_at_least(1))
+    # Servers: entries kept in the log behind each snapshot (Consul's default), so a follower
+    # that is only that far behind catches up from the log instead of receiving a snapshot.
+    raft_trailing_logs: int = _opt(10240, check=_at_least(0))
     # TRACE, DEBUG, INFO, WARN or ERROR (files may use any case; stored upper-case).
     log_level: str = _opt("INFO", check=_one_of("trace", "debug", "info", "warn", "error", upper=True))
     # --dev: a single in-memory server. Set by load(dev=True), not by files.
@@ -536,8 +543,8 @@ UNIMPLEMENTED_CONSUL_KEYS: frozenset[str] = frozenset({
     "license_path", "locality", "log_file", "log_json", "log_rotate_bytes", "log_rotate_duration",
     "log_rotate_max_files", "max_query_time", "non_voting_server", "partition", "peering", "performance",
     "pid_file", "primary_datacenter", "primary_gateways", "primary_gateways_retry_interval", "protocol",
-    "raft_boltdb", "raft_logstore", "raft_protocol", "raft_snapshot_interval", "raft_snapshot_threshold",
-    "raft_trailing_logs", "read_replica", "reconnect_timeout_wan",
+    "raft_boltdb", "raft_logstore", "raft_protocol", "raft_snapshot_interval",
+    "read_replica", "reconnect_timeout_wan",
     "reporting", "retry_interval_wan", "retry_join_wan", "retry_max_wan", "rpc",
     "segment", "segments", "serf_lan", "serf_lan_allowed_cidrs", "serf_wan", "serf_wan_allowed_cidrs",
     "server_name", "server_rejoin_age_max", "session_ttl_min", "snapshot_agent", "start_join_wan",

@@ -20,6 +20,10 @@ KNOWN = frozenset({
     "raft-after-fsync",  # written and fsynced, messages not yet sent
     "raft-before-apply",  # committed entries about to be applied to the state machine
     "raft-after-apply",  # applied, the client not yet answered
+    "raft-before-snapshot-write",  # a snapshot is about to be written to its temporary file
+    "raft-after-snapshot-write",  # the temporary file is written and fsynced, not yet renamed
+    "raft-after-snapshot-rename",  # renamed into place, the directory not yet fsynced
+    "raft-after-snapshot-dirsync",  # durable; the log not yet compacted
 })
 
 

@@ -23,14 +23,14 @@ import trio
 from murmur.catalog import commands
 from murmur.catalog.store import StateStore
 from murmur.raft.config import RaftConfig
-from murmur.raft.core import ProposalDropped
 from murmur.raft.rawnode import RawNode
 
-from .drivers.raft import MemoryStorage, NotLeader, OutcomeUnknown, RaftDriver
+from .drivers.raft import MemorySnapshots, MemoryStorage, NotLeader, RaftDriver
 from .drivers.raft_transport import TCPTransport
-from .rpc.mux import RAFT, RPC, FramedStream, ServerPort
-from .rpc.protocol import RPCError, call_apply, decode_result, encode_result
+from .rpc.mux import RAFT, RPC, SNAPSHOT, FramedStream, ServerPort
+from .rpc.protocol import decode_result
 from .storage.raft_log import RaftStorage
+from .storage.snapshots import SnapshotStore
 
 if TYPE_CHECKING:
     from .agent import Agent
@@ -66,13 +66,19 @@ class CatalogFSM:
                 return None
             raise
 
+    def snapshot(self) -> bytes:
+        return self.store.snapshot()
+
+    def restore(self, data: bytes) -> None:
+        self.store.load(data)
+
 
 class ServerRuntime:
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
         self.id = raft_id(agent.local.node.id)
         self.port = ServerPort()
-        self.transport = TCPTransport(self._deliver)
+        self.transport = TCPTransport(self._deliver, self._snapshot_status)
         self.driver: RaftDriver | None = None
         self.storage: RaftStorage | MemoryStorage | None = None
         self.voters: list[int] = []
@@ -85,6 +91,10 @@ class ServerRuntime:
         if self.driver is not None:
             self.driver.receive(m)
 
+    def _snapshot_status(self, to: int, failed: bool) -> None:
+        if self.driver is not None:
+            self.driver.snapshot_status(to, failed)
+
     async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         cfg = self.agent.cfg
         host = cfg.bind_addr
@@ -92,6 +102,7 @@ class ServerRuntime:
             self.nursery = nursery
             await nursery.start(self.transport.serve)
             self.port.register(RAFT, self.transport.handle_incoming)
+            self.port.register(SNAPSHOT, self.transport.handle_snapshot)
             self.port.register(RPC, self._handle_rpc)
             bound = await nursery.start(self.port.serve, host, cfg.ports.server)
             self.addresses[self.id] = (self.agent.local.node.address, bound)
@@ -108,7 +119,7 @@ class ServerRuntime:
                 if not voters:
                     voters = await self._await_bootstrap()
                     set_storage_voters(storage, voters)
-                await self._start_raft(voters, storage)
+                await self._start_raft(voters, storage, SnapshotStore(path / "snapshots"))
             await trio.sleep_forever()
 
     async def _await_bootstrap(self) -> list[int]:
@@ -157,16 +168,28 @@ class ServerRuntime:
         if changed and isinstance(self.storage, RaftStorage):
             set_storage_meta(self.storage, "peers", {str(k): list(v) for k, v in self.addresses.items()})
 
-    async def _start_raft(self, voters: list[int], storage: RaftStorage | MemoryStorage) -> None:
-        hard, entries = (storage.load() if isinstance(storage, RaftStorage) else (None, []))
+    async def _start_raft(self, voters: list[int], storage: RaftStorage | MemoryStorage,
+                          snapshots: SnapshotStore | MemorySnapshots | None = None) -> None:
+        snapshots = snapshots or MemorySnapshots()
+        snap = snapshots.load() if isinstance(snapshots, SnapshotStore) else None
+        hard, entries = (storage.load(snap.meta if snap else None) if isinstance(storage, RaftStorage)
+                         else (None, []))
+        if snap is not None:
+            # The state machine starts from the snapshot; the log replays what follows it.
+            self.agent.store.load(snap.data)
+            log.info("raft: restored the catalog from the snapshot at index %d, term %d (%d entries after it)",
+                     snap.meta.index, snap.meta.term, len(entries))
         self.voters = voters
         if isinstance(storage, RaftStorage):
             known = get_storage_meta(storage, "peers") or {}
             for rid, addr in known.items():
                 self.addresses.setdefault(int(rid), (str(addr[0]), int(addr[1])))
-        node = RawNode(RaftConfig(id=self.id), voters, random.Random(self.agent.rng.random()), hard, entries)
+        node = RawNode(RaftConfig(id=self.id), voters, random.Random(self.agent.rng.random()), hard, entries,
+                       snapshot=snap)
         self.driver = RaftDriver(node, storage, CatalogFSM(self.agent.store), self.transport, TICK_INTERVAL,
-                                 on_apply=self.agent.feed.notify)
+                                 on_apply=self.agent.feed.notify, snapshots=snapshots,
+                                 snapshot_threshold=self.agent.cfg.raft_snapshot_threshold,
+                                 trailing_logs=self.agent.cfg.raft_trailing_logs)
         self.update_peers()
         assert self.nursery is not None
         await self.nursery.start(self.driver.serve)
@@ -194,10 +217,9 @@ class ServerRuntime:
             raise NoLeader("No cluster leader (raft is not bootstrapped yet)")
         if self.driver.is_leader:
             return await self.driver.propose(data)
-        addr = self.leader_address()
-        if addr is None:
-            raise NoLeader("No cluster leader")
-        return await call_apply(addr, data)
+        from .rpc.endpoint import forward_write
+
+        return await forward_write(self, data)  # under a request ID, retried with it
 
     async def read_barrier(self) -> None:
         """Wait until a linearizable read of the local store is safe (ReadIndex)."""
@@ -209,26 +231,10 @@ class ServerRuntime:
             raise NoLeader("No cluster leader") from exc
 
     async def _handle_rpc(self, framed: FramedStream, peer: tuple[str, int]) -> None:
-        while True:
-            payload = await framed.read()
-            if payload is None:
-                return
-            try:
-                req = msgpack.unpackb(payload, raw=False)
-                if not isinstance(req, dict) or req.get("op") != "apply" or not isinstance(req.get("d"), bytes):
-                    raise RPCError("bad_request", "unknown RPC request")
-                if self.driver is None or not self.driver.is_leader:
-                    raise RPCError("not_leader", "not the leader")
-                reply = encode_result(await self.driver.propose(req["d"]))
-            except RPCError as exc:
-                reply = {"err": str(exc), "kind": exc.kind}
-            except (NotLeader, ProposalDropped) as exc:
-                reply = {"err": str(exc), "kind": "not_leader"}
-            except OutcomeUnknown as exc:
-                reply = {"err": str(exc), "kind": "unknown_outcome"}
-            except Exception as exc:  # malformed msgpack and the like
-                reply = {"err": f"bad request: {type(exc).__name__}", "kind": "bad_request"}
-            await framed.write(bytes(msgpack.packb(reply)))
+        """Server RPC: apply (followers forward to the leader) and named reads; see rpc/endpoint.py."""
+        from .rpc.endpoint import serve_connection
+
+        await serve_connection(self, framed, peer)
 
 
 def get_storage_meta(storage: RaftStorage, key: str) -> Any:

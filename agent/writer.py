@@ -1,8 +1,9 @@
 """The write path: every catalog change is a command applied through here.
 
-`LocalSequencer` numbers commands itself and applies them to the local store at once: the
-stand-in for Raft in `--dev`, behind the interface a Raft-backed writer fills later
-(`apply(command)` returns the command's result once it is committed and applied).
+`apply(command)` returns the command's result once it is committed and applied. Servers (and
+`--dev`, a single-voter server) write through Raft (`ServerWriter`; a follower forwards to the
+leader under a request ID); client agents send their writes to a server over RPC
+(`agent/remote.py:ClientWriter`).
 """
 
 from __future__ import annotations
@@ -10,9 +11,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol
 
 from murmur.catalog import commands
-from murmur.catalog.store import StateStore
-
-from .watch import ChangeFeed
 
 if TYPE_CHECKING:
     from .server import ServerRuntime
@@ -25,17 +23,6 @@ class WriteFailed(Exception):
 
 class Writer(Protocol):
     async def apply(self, cmd: commands.Command) -> Any: ...
-
-
-class LocalSequencer:
-    def __init__(self, store: StateStore, feed: ChangeFeed) -> None:
-        self.store = store
-        self.feed = feed
-
-    async def apply(self, cmd: commands.Command) -> Any:
-        result = self.store.apply(self.store.last_index + 1, commands.encode(cmd))
-        self.feed.notify()
-        return result
 
 
 class ServerWriter:
@@ -60,4 +47,4 @@ class ServerWriter:
         except ProposalDropped as exc:
             raise WriteFailed(f"write dropped: {exc}") from exc
         except RPCError as exc:
-            raise WriteFailed("No cluster leader" if exc.kind == "not_leader" else str(exc)) from exc
+            raise WriteFailed("No cluster leader" if exc.kind in ("not_leader", "no_leader") else str(exc)) from exc

@@ -25,6 +25,7 @@ class CommandType(IntEnum):
     REGISTER = 0
     DEREGISTER = 1
     KV = 2
+    REQUEST = 3  # a client write carrying its request ID: {"r": id, "c": inner command bytes}
 
 
 class CommandError(ValueError):
@@ -213,3 +214,34 @@ def decode(data: bytes) -> Command:
     except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError) as exc:
         raise CommandError(f"malformed {CommandType(kind).name} command: {exc!r}") from exc
     raise UnknownCommand(kind)
+
+
+# ---- request IDs ------------------------------------------------------------------------------
+# A client's write travels wrapped with the ID the client chose for it; a retry of the same write
+# (after a timeout or a leader change, when the outcome is unknown) carries the same ID. The store
+# remembers the results of the last REQUEST_MEMORY IDs it applied and answers a repeat with the
+# remembered result instead of applying it again. That memory is part of the replicated state
+# (same log, same order, same eviction on every server, kept in snapshots), so the dedup holds
+# across leader changes.
+
+MAX_REQUEST_ID = 128  # bytes
+
+
+def wrap_request(request_id: str, inner: bytes) -> bytes:
+    """A REQUEST command: the inner command's encoded bytes under the client's request ID."""
+    if not request_id or len(request_id) > MAX_REQUEST_ID:
+        raise CommandError("request ID must be 1-128 characters")
+    return bytes([CommandType.REQUEST]) + bytes(msgpack.packb({"r": request_id, "c": inner}))
+
+
+def unwrap_request(data: bytes) -> tuple[str, bytes]:
+    """Inverse of wrap_request. Raises CommandError on a malformed wrapper."""
+    try:
+        body = msgpack.unpackb(data[1:], raw=False)
+    except Exception as exc:  # msgpack raises several unrelated exception types
+        raise CommandError(f"undecodable request wrapper: {exc}") from exc
+    if not isinstance(body, dict) or not isinstance(body.get("r"), str) or not isinstance(body.get("c"), bytes):
+        raise CommandError("malformed request wrapper")
+    if not body["c"] or body["c"][0] == CommandType.REQUEST:
+        raise CommandError("a request wrapper must hold one plain command")
+    return body["r"], body["c"]

@@ -269,3 +269,64 @@ class Answerer:
 def _node_addr(store: StateStore, r: ServiceRecord) -> str:
     node = store.nodes.get(r.node)
     return node.address if node else ""
+
+
+# ---- slices: what one name's answer needs (DNS on client agents) --------------------------------
+# A client agent has no catalog. It asks a server for the slice of the catalog that one DNS name's
+# answer reads, builds a scratch store from it and runs the same Answerer, so its answers equal a
+# server's for the same catalog. Over-inclusion is harmless; the key is coarse on purpose.
+
+SliceKey = tuple[str, ...]
+
+
+def slice_key(qname: dns.name.Name, origin: dns.name.Name) -> SliceKey:
+    """("service", name) / ("node", name) / ("nodes",) for PTR / ("none",) for names needing no data."""
+    if qname.is_subdomain(ARPA4):
+        return ("nodes",)
+    if not qname.is_subdomain(origin):
+        return ("none",)
+    labels = [lb.decode("ascii", "replace").lower() for lb in qname.relativize(origin).labels]
+    kinds = [i for i, lb in enumerate(labels) if lb in ("service", "node", "addr")]
+    if kinds:
+        i = kinds[-1]
+        head = labels[:i]
+        if labels[i] == "service" and head:
+            if len(head) >= 2 and head[-2].startswith("_") and head[-1].startswith("_"):
+                return ("service", head[-2][1:])
+            return ("service", head[-1])
+        if labels[i] == "node" and head:
+            return ("node", ".".join(head))
+        return ("none",)
+    if len(labels) >= 2 and labels[0].startswith("_") and labels[1].startswith("_"):
+        return ("service", labels[0][1:])
+    return ("none",)
+
+
+def slice_store(store: StateStore, key: SliceKey) -> StateStore:
+    """A scratch store holding the records an answer for `key` reads (indexes kept)."""
+    out = StateStore()
+    out.last_index = store.last_index
+    out.table_index = dict(store.table_index)
+    nodes: set[str] = set()
+    kind = key[0] if key else "none"
+    name = key[1] if len(key) > 1 else ""
+    if kind == "service":
+        for r in store.all_services():
+            if r.spec.name.lower() == name.lower():
+                out.services.setdefault(r.node, {})[r.spec.id] = r
+                nodes.add(r.node)
+                out.service_index[r.spec.name] = store.service_index.get(r.spec.name, 0)
+    elif kind == "node":
+        nodes = {n for n in store.nodes if n.lower() == name.lower()}
+    elif kind == "node-exact":  # one node with all its services and checks (anti-entropy)
+        nodes = {name} if name in store.nodes or name in store.services or name in store.checks else set()
+        for n in nodes:
+            out.services[n] = dict(store.services.get(n, {}))
+    elif kind == "nodes":
+        nodes = set(store.nodes)
+    for n in nodes:
+        if n in store.nodes:
+            out.nodes[n] = store.nodes[n]
+        if store.checks.get(n) and kind != "nodes":
+            out.checks[n] = dict(store.checks[n])
+    return out

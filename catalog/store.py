@@ -18,6 +18,7 @@ from . import commands as cmds
 from .commands import KV, ApplyError, CheckSpec, Deregister, KVOp, Register, ServiceSpec
 
 TABLES = ("nodes", "services", "checks", "kvs")
+REQUEST_MEMORY = 8192  # request IDs whose results the store remembers (oldest forgotten first)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +77,8 @@ class StateStore:
         self.service_index: dict[str, int] = {}
         self._dirty: set[str] = set()
         self.last_index = 0
+        # Request ID -> result of the write that carried it (insertion order = log order).
+        self.requests: dict[str, Any] = {}
 
     # ---- writes -------------------------------------------------------------------------------
     def apply(self, index: int, data: bytes) -> Any:
@@ -87,6 +90,19 @@ class StateStore:
         """
         if index <= self.last_index:
             raise ValueError(f"index {index} is not after the last applied index {self.last_index}")
+        if data and data[0] == cmds.CommandType.REQUEST:
+            rid, inner = cmds.unwrap_request(data)
+            if rid in self.requests:  # a retry of a write already applied: answer, change nothing
+                self.last_index = index
+                return self.requests[rid]
+            result = self._apply_plain(index, inner)
+            self.requests[rid] = result
+            if len(self.requests) > REQUEST_MEMORY:
+                del self.requests[next(iter(self.requests))]
+            return result
+        return self._apply_plain(index, data)
+
+    def _apply_plain(self, index: int, data: bytes) -> Any:
         cmd = cmds.decode(data)
         self.last_index = index
         if isinstance(cmd, KV):
@@ -247,8 +263,14 @@ class StateStore:
             "kv": [[r.key, r.value, r.flags, r.create_index, r.modify_index, r.lock_index, r.session]
                    for _, r in sorted(self.kvs.items())],
             "si": dict(sorted(self.service_index.items())),
+            "rq": [[rid, *_result_to_wire(res)] for rid, res in self.requests.items()],
         }
         return bytes(msgpack.packb(body))
+
+    def load(self, data: bytes) -> None:
+        """Replace everything by a snapshot's contents, in place (readers keep their reference)."""
+        fresh = type(self).restore(data)
+        self.__dict__.update(fresh.__dict__)
 
     @classmethod
     def restore(cls, data: bytes) -> StateStore:
@@ -269,4 +291,13 @@ class StateStore:
         for key, value, flags, ci, mi, li, sess in body.get("kv", []):
             st.kvs[key] = KVRecord(key, value, flags, ci, mi, li, sess)
         st.service_index.update(body.get("si", {}))
+        for rid, kind, value in body.get("rq", []):
+            st.requests[rid] = ApplyError(value) if kind == "e" else value
         return st
+
+
+def _result_to_wire(result: Any) -> tuple[str, Any]:
+    """Apply results are True/False or an ApplyError; kept in snapshots with the request IDs."""
+    if isinstance(result, ApplyError):
+        return ("e", result.message)
+    return ("v", result if isinstance(result, (bool, int, str)) or result is None else repr(result))

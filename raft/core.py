@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from .config import RaftConfig
-from .log import RaftLog
+from .log import LogError, RaftLog
 from .messages import (
     NONE,
     Entry,
@@ -23,6 +23,7 @@ from .messages import (
     MessageType,
     ReadState,
     Role,
+    Snapshot,
     SnapshotMeta,
     SoftState,
 )
@@ -52,14 +53,14 @@ class PendingRead:
 class Raft:
     def __init__(self, config: RaftConfig, voters: Sequence[int], rng: random.Random,
                  hard_state: HardState | None = None, entries: Sequence[Entry] = (),
-                 snapshot: SnapshotMeta | None = None, applied: int = 0) -> None:
+                 snapshot: Snapshot | None = None, applied: int = 0) -> None:
         config.validate()
         self.config = config
         self.id = config.id
         self.rng = rng
         hs = hard_state or HardState()
         self.log = RaftLog(snapshot, entries, hs.commit, applied)
-        self.voters: set[int] = set(snapshot.voters if snapshot and snapshot.voters else voters)
+        self.voters: set[int] = set(snapshot.meta.voters if snapshot and snapshot.meta.voters else voters)
         if not self.voters:
             raise ValueError("a raft group needs at least one voter")
         self.term = hs.term
@@ -140,9 +141,11 @@ class Raft:
         if pr.is_paused():
             return False
         prev = pr.next - 1
+        if prev < self.log.offset:
+            return self._send_snapshot(to, pr)  # the entries it needs are compacted away
         prev_term = self.log.term(prev)
         if prev_term is None:
-            return False  # compacted away: needs a snapshot (snapshot transfer comes with compaction)
+            return False
         last = self.log.last_index()
         ents = self.log.slice(pr.next, last + 1, self.config.max_size_per_msg) if pr.next <= last else []
         if not ents and not send_if_empty:
@@ -150,6 +153,16 @@ class Raft:
         self._send(Message(MT.APP, to=to, frm=self.id, term=self.term, log_term=prev_term, index=prev,
                            entries=tuple(ents), commit=self.log.committed))
         pr.sent(ents[-1].index if ents else 0)
+        return True
+
+    def _send_snapshot(self, to: int, pr: Progress) -> bool:
+        """Send our newest snapshot; the follower's progress waits (paused) until the driver
+        reports how the transfer went or the follower acknowledges it."""
+        snap = self.log.snapshot
+        if snap.meta.index == 0 or not pr.recent_active:
+            return False  # no snapshot, or a follower that is not answering: do not ship one
+        pr.become_snapshot(snap.meta.index)
+        self._send(Message(MT.SNAP, to=to, frm=self.id, term=self.term, snapshot=snap))
         return True
 
     def _bcast_append(self) -> None:
@@ -181,6 +194,18 @@ class Raft:
             self.log.commit_to(candidate)
             return True
         return False
+
+    def compact(self, index: int, data: bytes, keep: int = 0) -> None:
+        """The application holds a durable snapshot `data` of its state as applied through
+        `index`: drop the entries it covers but the last `keep`. Followers that need dropped
+        entries get the snapshot. One no newer than the snapshot we have changes nothing."""
+        if index <= self.log.snapshot.meta.index:
+            return
+        term = self.log.term(index)
+        if term is None:
+            raise LogError(f"cannot compact to {index}: not in the log (offset {self.log.offset}, "
+                           f"last {self.log.last_index()})")
+        self.log.compact(Snapshot(SnapshotMeta(index, term, tuple(sorted(self.voters))), data), keep)
 
     # ---- time -----------------------------------------------------------------------------------
     def tick(self) -> None:
@@ -243,7 +268,7 @@ class Raft:
 
     # ---- the step function ----------------------------------------------------------------------
     def step(self, m: Message) -> None:
-        if m.term == 0 and m.type not in (MT.HUP, MT.BEAT, MT.PROP, MT.READ_INDEX):
+        if m.term == 0 and m.type not in (MT.HUP, MT.BEAT, MT.PROP, MT.READ_INDEX, MT.SNAP_STATUS):
             self.dropped["stale_term"] += 1
             return
         if m.term > self.term:
@@ -327,6 +352,10 @@ class Raft:
             if pr.maybe_update(m.index):
                 if pr.state == ProgressState.PROBE:
                     pr.become_replicate()
+                elif pr.state == ProgressState.SNAPSHOT and pr.match >= self.log.offset:
+                    # It installed a snapshot (ours or a newer one): plain appends reach it again.
+                    pr.become_probe()
+                    pr.become_replicate()
                 if self._maybe_commit():
                     self._bcast_append()
                 elif was_paused:
@@ -334,6 +363,15 @@ class Raft:
                 for _ in range(self.config.max_inflight_msgs):  # keep the pipeline full
                     if not self._send_append(m.frm, send_if_empty=False):
                         break
+        elif m.type == MT.SNAP_STATUS:
+            if pr.state != ProgressState.SNAPSHOT:
+                return
+            if m.reject:
+                pr.pending_snapshot = 0  # it did not get there: probe from what it has
+            # Either way, wait to hear from the follower (its ack or a heartbeat response)
+            # before probing: a failed transfer is not retried in a tight loop.
+            pr.become_probe()
+            pr.probe_sent = True
         elif m.type == MT.HEARTBEAT_RESP:
             pr.heard_from()
             pr.probe_sent = False
@@ -372,6 +410,10 @@ class Raft:
             self.election_elapsed = 0
             self.lead = m.frm
             self._handle_append(m)
+        elif m.type == MT.SNAP:
+            self.election_elapsed = 0
+            self.lead = m.frm
+            self._handle_snapshot(m)
         elif m.type == MT.HEARTBEAT:
             self.election_elapsed = 0
             self.lead = m.frm
@@ -401,6 +443,25 @@ class Raft:
         else:
             self._send(Message(MT.APP_RESP, to=m.frm, frm=self.id, term=self.term, index=m.index, reject=True,
                                reject_hint=min(m.index, self.log.last_index())))
+
+    def _handle_snapshot(self, m: Message) -> None:
+        assert m.snapshot is not None  # malformed() refuses a SNAP without one
+        meta = m.snapshot.meta
+        if meta.index <= self.log.committed:
+            # Old news (a duplicate, or we caught up meanwhile): say where we are.
+            self._send(Message(MT.APP_RESP, to=m.frm, frm=self.id, term=self.term, index=self.log.committed))
+            return
+        if self.log.match_term(meta.index, meta.term):
+            # Our log already holds the snapshot's last entry, so everything up to it matches
+            # the leader's: keep the log, learn the commit index.
+            self.log.commit_to(meta.index)
+            self._send(Message(MT.APP_RESP, to=m.frm, frm=self.id, term=self.term, index=meta.index))
+            return
+        self.log.restore(m.snapshot)
+        if meta.voters:
+            self.voters = set(meta.voters)
+        # Sent after the Ready that carries the snapshot is durable, like any ack.
+        self._send(Message(MT.APP_RESP, to=m.frm, frm=self.id, term=self.term, index=self.log.last_index()))
 
     # ---- linearizable reads (ReadIndex, Raft thesis §6.4) ------------------------------------------
     def _leader_read_index(self, m: Message) -> None:

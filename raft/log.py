@@ -1,15 +1,22 @@
 """The Raft log as the core sees it: what is durable, what is not yet, what is committed and applied.
 
-Indexes start at 1. Entries up to `offset` have been compacted into a snapshot, whose last term
-is kept so the log-matching check still works at the boundary. `stabled` is the last index the
+Indexes start at 1. Entries up to `offset` have been compacted away; the term at `offset` is kept
+so the log-matching check still works at the boundary. The snapshot covers at least that much; a
+compaction may keep some entries the snapshot also covers (`keep`, Consul's trailing logs), so a
+follower just behind a fresh snapshot still gets entries rather than the whole snapshot. `stabled` is the last index the
 driver has made durable; everything after it is handed out in the next Ready.
+
+`snapshot` is the newest snapshot this node has (made by its application and handed over with
+`compact`, or received from a leader): the one a leader sends a follower that needs entries it no
+longer has. `pending_snapshot` is a received snapshot the driver has not yet persisted and restored
+(etcd's unstable snapshot): it goes out in the next Ready, before any entry after it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .messages import Entry, SnapshotMeta
+from .messages import Entry, Snapshot, SnapshotMeta
 
 
 class LogError(Exception):
@@ -17,9 +24,11 @@ class LogError(Exception):
 
 
 class RaftLog:
-    def __init__(self, snapshot: SnapshotMeta | None = None, entries: Sequence[Entry] = (),
+    def __init__(self, snapshot: Snapshot | None = None, entries: Sequence[Entry] = (),
                  committed: int = 0, applied: int = 0) -> None:
-        snap = snapshot or SnapshotMeta()
+        self.snapshot = snapshot or Snapshot()
+        self.pending_snapshot: Snapshot | None = None
+        snap = self.snapshot.meta
         self.offset = snap.index
         self.offset_term = snap.term
         self.entries: list[Entry] = list(entries)
@@ -122,8 +131,36 @@ class RaftLog:
         if self.match_term(index, term) and index > self.stabled:
             self.stabled = index
 
-    def restore(self, meta: SnapshotMeta) -> None:
-        """Replace the log by a snapshot's position (the state machine restores its data)."""
+    def compact(self, snapshot: Snapshot, keep: int = 0) -> None:
+        """The application made `snapshot` (of its state as applied up to its index) durable:
+        keep it to send to followers that need it, and drop the entries it covers but the last
+        `keep` of them."""
+        meta = snapshot.meta
+        if meta.index <= self.snapshot.meta.index:
+            return  # no newer than the one we have: nothing to do
+        if meta.index > self.applied:
+            raise LogError(f"compacting to {meta.index} beyond the applied index {self.applied}")
+        if self.term(meta.index) != meta.term:
+            raise LogError(f"snapshot at {meta.index}@{meta.term} does not match the log")
+        self.snapshot = snapshot
+        upto = meta.index - keep
+        if upto > self.offset:
+            term = self.term(upto)
+            assert term is not None
+            del self.entries[:upto - self.offset]
+            self.offset, self.offset_term = upto, term
+            self.stabled = max(self.stabled, upto)
+
+    def restore(self, snapshot: Snapshot) -> None:
+        """Replace the log by a snapshot from the leader: it becomes the pending snapshot, which
+        the driver persists and hands to the state machine before any later entry."""
+        meta: SnapshotMeta = snapshot.meta
         self.offset, self.offset_term = meta.index, meta.term
         self.entries = []
         self.committed = self.applied = self.stabled = meta.index
+        self.snapshot = self.pending_snapshot = snapshot
+
+    def stable_snapshot(self, index: int) -> None:
+        """The driver persisted and restored the pending snapshot at `index`."""
+        if self.pending_snapshot is not None and self.pending_snapshot.meta.index == index:
+            self.pending_snapshot = None

@@ -36,9 +36,10 @@ class MessageType(IntEnum):
     TIMEOUT_NOW = 12  # leadership transfer: campaign at once
     READ_INDEX = 13
     READ_INDEX_RESP = 14
+    SNAP_STATUS = 15  # the driver reports how sending a snapshot went (local; reject: it failed)
 
 
-LOCAL_MESSAGES = frozenset({MessageType.HUP, MessageType.BEAT})
+LOCAL_MESSAGES = frozenset({MessageType.HUP, MessageType.BEAT, MessageType.SNAP_STATUS})
 # Messages a leader may send before its own write of the same Ready is durable (Raft thesis
 # §10.2.1): they promise nothing about the sender's disk; commitment still needs the leader's
 # own write, which happens before anything is applied.
@@ -65,6 +66,8 @@ class Entry:
 
 @dataclass(frozen=True, slots=True)
 class SnapshotMeta:
+    """Where a snapshot ends: the last index and term it covers, and the voters as of then."""
+
     index: int = 0
     term: int = 0
     voters: tuple[int, ...] = ()
@@ -72,6 +75,8 @@ class SnapshotMeta:
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
+    """The state machine's state as of `meta.index`, as opaque bytes (the application's format)."""
+
     meta: SnapshotMeta = field(default_factory=SnapshotMeta)
     data: bytes = b""
 
@@ -108,6 +113,17 @@ def malformed(m: Message) -> str | None:
         return "a snapshot of the wrong type"
     if m.entries and m.type != MessageType.APP:
         return "entries on a message that carries none"
+    if m.type == MessageType.SNAP:
+        if m.snapshot is None:
+            return "a snapshot message without a snapshot"
+        meta = m.snapshot.meta
+        if not isinstance(m.snapshot.data, bytes) or not isinstance(meta.voters, tuple):
+            return "a snapshot of the wrong shape"
+        for x in (meta.index, meta.term, *meta.voters):
+            if type(x) is not int or x < 0:
+                return "a negative or non-integer snapshot field"
+        if meta.index == 0 or meta.term == 0 or meta.term > m.term or not meta.voters:
+            return "a snapshot that covers nothing, or is newer than its message"
     if m.type == MessageType.APP:
         if m.log_term > m.term:
             return "log_term above the message term"
@@ -149,7 +165,9 @@ class ReadState:
 @dataclass
 class Ready:
     """Everything the driver must do, in order: persist `hard_state`, `snapshot` and `entries`
-    (durably), then send `messages`, then apply `committed_entries`; then call advance()."""
+    (durably), then send `messages`, then restore the state machine from `snapshot` (a leader's,
+    replacing the log up to its index) and apply `committed_entries` (which follow it); then call
+    advance()."""
 
     soft_state: SoftState | None = None
     hard_state: HardState | None = None

@@ -21,7 +21,7 @@ from .messages import (
     MessageType,
     Ready,
     Role,
-    SnapshotMeta,
+    Snapshot,
     SoftState,
     malformed,
 )
@@ -32,7 +32,7 @@ __all__ = ["ProposalDropped", "RawNode"]
 class RawNode:
     def __init__(self, config: RaftConfig, voters: Sequence[int], rng: random.Random,
                  hard_state: HardState | None = None, entries: Sequence[Entry] = (),
-                 snapshot: SnapshotMeta | None = None, applied: int = 0) -> None:
+                 snapshot: Snapshot | None = None, applied: int = 0) -> None:
         self.raft = Raft(config, voters, rng, hard_state, entries, snapshot, applied)
         self.prev_hard = self.raft.hard_state()
         self.prev_soft = self.raft.soft_state()
@@ -59,6 +59,17 @@ class RawNode:
         """Ask for a linearizable read point; it comes back as a ReadState in a later Ready."""
         self.raft.step(Message(MessageType.READ_INDEX, frm=self.raft.id, context=context))
 
+    def compact(self, index: int, data: bytes, keep: int = 0) -> None:
+        """The application made a snapshot (`data`, its state applied through `index`) durable:
+        drop the log entries it covers, but the last `keep` of them (for followers just behind).
+        `index` must be applied already."""
+        self.raft.compact(index, data, keep)
+
+    def report_snapshot(self, to: int, failed: bool) -> None:
+        """The transport finished sending a snapshot to `to` (etcd's ReportSnapshot): on failure
+        the leader probes again, and sends a new one if the follower still needs it."""
+        self.raft.step(Message(MessageType.SNAP_STATUS, frm=to, reject=failed))
+
     def step(self, m: Message) -> bool:
         """A message from the network. Local-only types, unknown senders and malformed messages
         are counted in `raft.dropped` and dropped (False); nothing from the network raises."""
@@ -77,21 +88,22 @@ class RawNode:
     # ---- outputs --------------------------------------------------------------------------------
     def has_ready(self) -> bool:
         r = self.raft
-        return bool(r.msgs or r.read_states or r.soft_state() != self.prev_soft
+        return bool(r.msgs or r.read_states or r.log.pending_snapshot is not None
+                    or r.soft_state() != self.prev_soft
                     or r.hard_state() != self.prev_hard or r.log.unstable_entries()
                     or r.log.committed > r.log.applied)
 
     def ready(self) -> Ready:
         r = self.raft
         rd = Ready(entries=r.log.unstable_entries(), committed_entries=r.log.next_committed(),
-                   messages=r.msgs, read_states=r.read_states)
+                   messages=r.msgs, read_states=r.read_states, snapshot=r.log.pending_snapshot)
         soft = r.soft_state()
         if soft != self.prev_soft:
             rd.soft_state = soft
         hard = r.hard_state()
         if hard != self.prev_hard:
             rd.hard_state = hard
-        rd.must_sync = bool(rd.entries) or (hard.term, hard.vote) != (self.prev_hard.term, self.prev_hard.vote)
+        rd.must_sync = bool(rd.entries) or rd.snapshot is not None or (hard.term, hard.vote) != (self.prev_hard.term, self.prev_hard.vote)
         r.msgs = []
         r.read_states = []
         return rd
@@ -102,6 +114,8 @@ class RawNode:
             self.prev_soft = rd.soft_state
         if rd.hard_state is not None:
             self.prev_hard = rd.hard_state
+        if rd.snapshot is not None:
+            r.log.stable_snapshot(rd.snapshot.meta.index)
         if rd.entries:
             last = rd.entries[-1]
             r.log.stable_to(last.index, last.term)
@@ -117,6 +131,7 @@ class RawNode:
         r = self.raft
         return {"id": r.id, "term": r.term, "vote": r.vote, "lead": r.lead, "role": r.role.name,
                 "commit": r.log.committed, "applied": r.log.applied, "last_index": r.log.last_index(),
+                "snapshot_index": r.log.snapshot.meta.index, "first_index": r.log.offset + 1,
                 "voters": sorted(r.voters)}
 
     def soft_state(self) -> SoftState:

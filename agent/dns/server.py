@@ -26,8 +26,11 @@ import dns.message
 import dns.name
 import dns.rcode
 import trio
-from murmur.catalog.dns import Answerer, DNSSettings
+from murmur.catalog.dns import Answerer, DNSSettings, slice_key
 from murmur.checks.durations import parse_duration
+
+from ..reads import ReadError
+from .remote_cache import SliceCache
 
 if TYPE_CHECKING:
     from ..agent import Agent
@@ -37,6 +40,7 @@ log = logging.getLogger("murmur.dns")
 VARIANTS = 4  # rendered shuffles kept per multi-record answer
 CACHE_MAX = 10_000  # entries; the cache is cleared when full (and on every catalog change)
 TCP_IDLE = 10.0  # seconds a TCP client may sit idle between queries
+MAX_INFLIGHT = 512  # a client agent's UDP queries waiting on a server; more are dropped
 
 
 def settings_from(agent: Agent) -> DNSSettings:
@@ -81,6 +85,9 @@ class DNSServer:
         self.single: set[bytes] = set()
         self.cache_index = -1
         self.stats = agent.stats
+        # A client agent has no catalog: it answers from slices fetched from the servers.
+        self.slices: SliceCache | None = None if agent.cfg.server else SliceCache(agent.remote)
+        self.inflight = 0
 
     # ---- answering (synchronous, shared by UDP and TCP) ----------------------------------------
     def respond(self, data: bytes, udp: bool) -> bytes | None:
@@ -123,6 +130,42 @@ class DNSServer:
             self.single.add(key)  # one rendering is all a single-record answer needs
         return wire
 
+    async def respond_remote(self, data: bytes, udp: bool) -> bytes | None:
+        """A client agent's answer: the same Answerer, over the slice of the catalog this name
+        needs, fetched from a server (agent/dns/remote_cache.py). SERVFAIL when none answers."""
+        assert self.slices is not None
+        try:
+            query = dns.message.from_wire(data)
+        except Exception:  # dnspython raises DNSException and others on hostile input
+            reply = formerr_for(data)
+            self.stats["dns_formerr" if reply else "dns_dropped"] += 1
+            return reply
+        if query.flags & dns.flags.QR:
+            self.stats["dns_dropped"] += 1
+            return None
+        key = slice_key(query.question[0].name, self.answerer.origin) if len(query.question) == 1 else ("none",)
+        try:
+            store = await self.slices.get(key)
+        except ReadError:
+            resp = dns.message.make_response(query)
+            resp.set_rcode(dns.rcode.SERVFAIL)
+            return resp.to_wire()
+        resp = self.answerer.answer(query, store, int(time.time()))
+        if udp:
+            return self._udp_wire(query, resp)
+        return resp.to_wire(max_size=65535, prefer_truncation=True, want_shuffle=False)
+
+    async def _udp_remote(self, sock: socket.socket, data: bytes, addr: tuple[str, int]) -> None:
+        try:
+            reply = await self.respond_remote(data, udp=True)
+            if reply is not None:
+                sock.sendto(reply, addr)
+        except Exception:
+            log.exception("dns: failed answering a UDP query")
+            self.stats["dns_dropped"] += 1
+        finally:
+            self.inflight -= 1
+
     def _udp_wire(self, query: dns.message.Message, resp: dns.message.Message) -> bytes:
         """Fit UDP: without EDNS at most `udp_answer_limit` records and 512 bytes; with EDNS
         the advertised size. Trimmed answers set TC when enable_truncate is on or nothing fits."""
@@ -158,12 +201,14 @@ class DNSServer:
         task_status.started(bound)
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._udp_loop, udp)
+                if self.slices is not None:
+                    self.slices.nursery = nursery  # slice watchers (client agents)
+                nursery.start_soon(self._udp_loop, udp, nursery)
                 nursery.start_soon(trio.serve_listeners, self._tcp_conn, listeners)
         finally:
             udp.close()
 
-    async def _udp_loop(self, sock: socket.socket) -> None:
+    async def _udp_loop(self, sock: socket.socket, nursery: trio.Nursery) -> None:
         while True:
             await trio.lowlevel.wait_readable(sock)
             for _ in range(256):  # drain a burst, then let other tasks run
@@ -174,6 +219,13 @@ class DNSServer:
                 except OSError as exc:  # e.g. ECONNREFUSED from an earlier send: not fatal
                     if exc.errno not in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
                         log.warning("dns: recvfrom: %s", exc)
+                    continue
+                if self.slices is not None:  # a client: answers may need a server, answer in a task
+                    if self.inflight >= MAX_INFLIGHT:
+                        self.stats["dns_dropped"] += 1
+                        continue
+                    self.inflight += 1
+                    nursery.start_soon(self._udp_remote, sock, data, addr)
                     continue
                 try:
                     reply = self.respond(data, udp=True)
@@ -203,7 +255,10 @@ class DNSServer:
                 size = struct.unpack("!H", buf[:2])[0]
                 data, buf = buf[2:2 + size], buf[2 + size:]
                 try:
-                    reply = self.respond(data, udp=False)
+                    if self.slices is not None:
+                        reply = await self.respond_remote(data, udp=False)
+                    else:
+                        reply = self.respond(data, udp=False)
                 except Exception:
                     log.exception("dns: failed answering a TCP query")
                     return

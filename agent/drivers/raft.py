@@ -5,6 +5,14 @@ read requests) and one loop that, per round: steps the inbox, then for each Read
 worker thread: the fsync must not block the event loop), sends, applies, advances. Whatever
 arrives while a write is in flight waits in the inbox and lands in the next write: that is the
 group commit, one transaction and one fsync for everything that came in meanwhile.
+
+Snapshots: once the applied index runs `snapshot_threshold` entries past the last snapshot, the
+driver asks the state machine for one (synchronously, so it is exactly the state at the applied
+index) and writes it durably in the background (snapshot file, in a worker thread) while the loop
+goes on; when the file is durable, the loop deletes the covered entries from the log storage and
+only then lets the core drop them. One snapshot is written at a time. A snapshot from the leader arrives in a
+Ready: it is written durably and the log reset before the Ready's messages (the ack) go out, and
+the state machine is restored from it before the entries after it are applied.
 """
 
 from __future__ import annotations
@@ -16,7 +24,17 @@ from typing import Any, Protocol
 
 import trio
 from murmur.raft.core import ProposalDropped
-from murmur.raft.messages import EARLY_SEND, Entry, EntryType, HardState, Message, Ready, Role
+from murmur.raft.messages import (
+    EARLY_SEND,
+    Entry,
+    EntryType,
+    HardState,
+    Message,
+    Ready,
+    Role,
+    Snapshot,
+    SnapshotMeta,
+)
 from murmur.raft.rawnode import RawNode
 
 from ..failpoints import FAILPOINTS
@@ -25,11 +43,21 @@ log = logging.getLogger("murmur.raft")
 
 
 class Storage(Protocol):
-    def save(self, hard: HardState | None, entries: list[Entry]) -> None: ...
+    def save(self, hard: HardState | None, entries: list[Entry], reset_to: int = 0) -> None: ...
+
+    def compact(self, index: int) -> None: ...
+
+
+class SnapshotSink(Protocol):
+    def write(self, snap: Snapshot) -> object: ...
 
 
 class FSM(Protocol):
     def apply(self, index: int, data: bytes) -> Any: ...
+
+    def snapshot(self) -> bytes: ...
+
+    def restore(self, data: bytes) -> None: ...
 
 
 class Transport(Protocol):
@@ -44,13 +72,32 @@ class MemoryStorage:
     def __init__(self) -> None:
         self.hard = HardState()
         self.entries: list[Entry] = []
+        self.offset = 0  # entries up to here are in a snapshot
 
-    def save(self, hard: HardState | None, entries: list[Entry]) -> None:
+    def save(self, hard: HardState | None, entries: list[Entry], reset_to: int = 0) -> None:
+        if reset_to:
+            self.entries, self.offset = [], reset_to
         if hard is not None:
             self.hard = hard
         if entries:
-            del self.entries[entries[0].index - 1:]
+            del self.entries[entries[0].index - 1 - self.offset:]
             self.entries.extend(entries)
+
+    def compact(self, index: int) -> None:
+        del self.entries[:max(0, index - self.offset)]
+        self.offset = max(self.offset, index)
+
+
+class MemorySnapshots:
+    """The newest snapshot, in memory (--dev and tests)."""
+
+    inline = True
+
+    def __init__(self) -> None:
+        self.latest: Snapshot | None = None
+
+    def write(self, snap: Snapshot) -> None:
+        self.latest = snap
 
 
 class NotLeader(Exception):
@@ -79,9 +126,14 @@ class _Waiter:
 
 class RaftDriver:
     def __init__(self, node: RawNode, storage: Storage, fsm: FSM, transport: Transport,
-                 tick_interval: float = 0.1, on_apply: Callable[[], None] | None = None) -> None:
+                 tick_interval: float = 0.1, on_apply: Callable[[], None] | None = None,
+                 snapshots: SnapshotSink | None = None, snapshot_threshold: int = 0,
+                 trailing_logs: int = 0) -> None:
         self.node = node
         self.storage = storage
+        self.snapshots = snapshots
+        self.snapshot_threshold = snapshot_threshold if snapshots is not None else 0
+        self.trailing_logs = trailing_logs  # entries kept behind each snapshot (Consul's trailing logs)
         self.fsm = fsm
         self.transport = transport
         self.tick_interval = tick_interval
@@ -93,11 +145,14 @@ class RaftDriver:
         self.applied_event = trio.Event()
         self.leader_changed = trio.Event()
         self._read_seq = 0
-        self.stats = {"writes": 0, "entries_written": 0, "applied": 0, "proposals": 0}
+        self.stats = {"writes": 0, "entries_written": 0, "applied": 0, "proposals": 0, "snapshots_taken": 0,
+                      "snapshots_installed": 0}
         self.last_contact = 0.0
         # A hard state whose only change is the commit index waits for the next synced write
         # (etcd's MustSync): the commit index is recovered from the leader after a crash anyway.
         self.pending_hard: HardState | None = None
+        self.snapshot_in_flight = False
+        self._nursery: trio.Nursery | None = None
 
     # ---- inputs (any task) ----------------------------------------------------------------------
     def _post(self, kind: str, item: Any) -> None:
@@ -106,6 +161,10 @@ class RaftDriver:
 
     def receive(self, m: Message) -> None:
         self._post("msg", m)
+
+    def snapshot_status(self, to: int, failed: bool) -> None:
+        """The transport finished (or gave up) sending a snapshot to `to`."""
+        self._post("snapstatus", (to, failed))
 
     @property
     def leader(self) -> int:
@@ -149,6 +208,7 @@ class RaftDriver:
     # ---- the loop -------------------------------------------------------------------------------
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             nursery.start_soon(self._ticker)
             task_status.started()
             await self._loop()
@@ -167,6 +227,8 @@ class RaftDriver:
             for kind, item in inbox:
                 if kind == "prop":
                     props.append(item)
+                elif kind == "compact":
+                    await self._compact(item)
                 else:
                     self._handle(kind, item)
             if props:
@@ -182,6 +244,8 @@ class RaftDriver:
             node.step(item)
         elif kind == "tick":
             node.tick()
+        elif kind == "snapstatus":
+            node.report_snapshot(item[0], item[1])
         elif kind == "read":
             try:
                 node.read_index(item)
@@ -215,19 +279,24 @@ class RaftDriver:
             self.transport.send(m)
         if rd.hard_state is not None:
             self.pending_hard = rd.hard_state
+        if rd.snapshot is not None:
+            # A leader's snapshot: durable before the log is reset and before we ack it.
+            await self._run(self.snapshots, self._write_snapshot, rd.snapshot)
         if rd.must_sync:
             FAILPOINTS.hit("raft-before-append")
             hard, self.pending_hard = self.pending_hard, None
-            if getattr(self.storage, "inline", False):
-                self.storage.save(hard, rd.entries)
+            if rd.snapshot is not None:
+                await self._run(self.storage, self.storage.save, hard, rd.entries, rd.snapshot.meta.index)
             else:
-                await trio.to_thread.run_sync(self.storage.save, hard, rd.entries)
+                await self._run(self.storage, self.storage.save, hard, rd.entries)
             self.stats["writes"] += 1
             self.stats["entries_written"] += len(rd.entries)
             FAILPOINTS.hit("raft-after-fsync")
         for m in rd.messages:  # the rest only once the state they promise is durable
             if not (leading and m.type in EARLY_SEND):
                 self.transport.send(m)
+        if rd.snapshot is not None:
+            self._install(rd.snapshot)
         if rd.committed_entries:
             FAILPOINTS.hit("raft-before-apply")
             for e in rd.committed_entries:
@@ -247,11 +316,82 @@ class RaftDriver:
             self.leader_changed = trio.Event()
             if not self.is_leader:
                 self._fail_waiters(was_leader)
-        if rd.committed_entries:
+        if rd.committed_entries or rd.snapshot is not None:
             self.applied_event.set()
             self.applied_event = trio.Event()
             if self.on_apply is not None:
                 self.on_apply()
+        log_ = self.node.raft.log
+        if (self.snapshot_threshold and not self.snapshot_in_flight and self._nursery is not None
+                and log_.applied - log_.snapshot.meta.index >= self.snapshot_threshold):
+            snap = self._make_snapshot()
+            if snap is not None:
+                self.snapshot_in_flight = True
+                self._nursery.start_soon(self._write_in_background, snap)
+
+    @staticmethod
+    async def _run(owner: object, fn: Callable[..., Any], *args: Any) -> Any:
+        """Storage work: in a worker thread (an fsync must not stall the event loop), or inline
+        for in-memory storage."""
+        if getattr(owner, "inline", False):
+            return fn(*args)
+        return await trio.to_thread.run_sync(fn, *args)
+
+    def _write_snapshot(self, snap: Snapshot) -> None:
+        if self.snapshots is None:
+            raise RuntimeError("a snapshot arrived, but this driver has nowhere to keep it")
+        self.snapshots.write(snap)
+
+    def _install(self, snap: Snapshot) -> None:
+        """Restore the state machine from a leader's snapshot (already durable)."""
+        self.fsm.restore(snap.data)
+        self.stats["snapshots_installed"] += 1
+        log.info("raft: installed a snapshot from the leader at index %d, term %d", snap.meta.index,
+                 snap.meta.term)
+        for index in [i for i in self.waiters if i <= snap.meta.index]:
+            self.waiters.pop(index).finish(error=OutcomeUnknown(
+                "the log was replaced by the leader's snapshot; the write may or may not be applied"))
+
+    def _make_snapshot(self) -> Snapshot | None:
+        """The state machine's state at the applied index (None: nothing new since the last)."""
+        raft = self.node.raft
+        index = raft.log.applied
+        term = raft.log.term(index)
+        if self.snapshots is None or index <= raft.log.snapshot.meta.index or term is None:
+            return None
+        return Snapshot(SnapshotMeta(index, term, tuple(sorted(raft.voters))), self.fsm.snapshot())
+
+    async def _write_in_background(self, snap: Snapshot) -> None:
+        """A write error propagates and stops the driver (and the agent): never retried silently."""
+        await self._run(self.snapshots, self._write_snapshot, snap)
+        self._post("compact", snap)
+
+    async def _compact(self, snap: Snapshot) -> None:
+        """Our own snapshot is durable: drop what it covers from storage, then from the core. A
+        leader's newer snapshot may have replaced the log meanwhile; then there is nothing to drop."""
+        index = snap.meta.index
+        self.node.compact(index, snap.data, self.trailing_logs)
+        await self._run(self.storage, self.storage.compact, self.node.raft.log.offset)
+        self.snapshot_in_flight = False
+        self.stats["snapshots_taken"] += 1
+        log.info("raft: snapshot at index %d (%d bytes); log compacted", index, len(snap.data))
+
+    async def take_snapshot(self) -> int:
+        """Snapshot now and wait until it is durable and the log compacted (tests, operators).
+        Returns the snapshot's index (0: nothing new to snapshot, or one is being written)."""
+        if self.snapshot_in_flight:
+            return 0
+        snap = self._make_snapshot()
+        if snap is None:
+            return 0
+        self.snapshot_in_flight = True
+        try:
+            await self._run(self.snapshots, self._write_snapshot, snap)
+        except BaseException:
+            self.snapshot_in_flight = False
+            raise
+        await self._compact(snap)
+        return snap.meta.index
 
     def _apply(self, e: Entry) -> None:
         result: Any = None

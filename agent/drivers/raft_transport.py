@@ -4,32 +4,56 @@ Each peer has a bounded queue and a sender task that (re)connects with backoff. 
 loss, so a full queue or a broken connection drops messages (counted) rather than blocking the
 Raft loop. Incoming connections (first byte 0x02 on the server port) are decoded frame by frame;
 a malformed frame ends that connection and is counted, never reaching the core.
+
+Snapshots (SNAP messages) do not ride the Raft stream: each transfer opens its own connection
+whose first byte is 0x03 (the conventions' "snapshot stream"), so a large snapshot never holds up
+heartbeats and appends. On it the sender writes a header frame (the SNAP message without its data,
+the data's length and CRC32, the chunk size), then the data in CHUNK-byte chunk frames, at most
+WINDOW of them unacknowledged: the receiver acks each chunk by its sequence number. Once the
+whole body is in and its checksum matches, the receiver hands the complete message to Raft and
+answers a final frame. The sender then reports the outcome to its driver (`on_snapshot_status`):
+any error, timeout or refusal is a failure, after which the core probes the follower again and,
+if it still needs one, the next snapshot goes out from the start (no resume mid-transfer).
+The follower's Raft ack (an AppendEntries response) is sent only once the snapshot is durable.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import zlib
 from collections.abc import Callable
+from typing import Any
 
+import msgpack
 import trio
 from murmur.raft import codec
-from murmur.raft.messages import Message
+from murmur.raft.messages import Message, MessageType, Snapshot
 
-from ..rpc.mux import RAFT, FramedStream, FrameError
+from ..rpc.mux import RAFT, SNAPSHOT, FramedStream, FrameError
 
 log = logging.getLogger("murmur.raft.transport")
 
 QUEUE_DEPTH = 8192  # messages queued per peer before new ones are dropped
 BACKOFF_MIN, BACKOFF_MAX = 0.05, 1.0
+SNAP_VERSION = 1  # of the snapshot stream's header
+CHUNK = 256 * 1024  # bytes of snapshot per chunk frame
+WINDOW = 4  # chunks in flight before the sender waits for an ack
+SNAP_STEP_TIMEOUT = 30.0  # seconds for any one step of a transfer (connect, an ack, the final answer)
+MAX_SNAPSHOT = 4 << 30  # a header announcing more is refused
 
 
 class TCPTransport:
-    def __init__(self, deliver: Callable[[Message], None]) -> None:
+    def __init__(self, deliver: Callable[[Message], None],
+                 on_snapshot_status: Callable[[int, bool], None] | None = None) -> None:
         self.deliver = deliver
+        self.on_snapshot_status = on_snapshot_status
         self.peers: dict[int, tuple[str, int]] = {}
         self.queues: dict[int, trio.MemorySendChannel[bytes]] = {}
         self.nursery: trio.Nursery | None = None
-        self.stats = {"dropped_full": 0, "dropped_unreachable": 0, "bad_frames": 0, "sent": 0, "received": 0}
+        self.sending_snapshot: set[int] = set()
+        self.stats = {"dropped_full": 0, "dropped_unreachable": 0, "bad_frames": 0, "sent": 0, "received": 0,
+                      "snapshots_sent": 0, "snapshots_failed": 0, "snapshots_received": 0, "snapshot_chunks": 0}
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -50,6 +74,9 @@ class TCPTransport:
         self.nursery.start_soon(self._sender, node_id, addr, recv)
 
     def send(self, m: Message) -> None:
+        if m.type == MessageType.SNAP:
+            self._start_snapshot(m)
+            return
         q = self.queues.get(m.to)
         if q is None:
             self.stats["dropped_unreachable"] += 1
@@ -115,3 +142,129 @@ class TCPTransport:
                 return
             self.stats["received"] += 1
             self.deliver(m)
+
+    # ---- snapshots ------------------------------------------------------------------------------
+    def _report(self, to: int, failed: bool) -> None:
+        self.stats["snapshots_failed" if failed else "snapshots_sent"] += 1
+        if self.on_snapshot_status is not None:
+            self.on_snapshot_status(to, failed)
+
+    def _start_snapshot(self, m: Message) -> None:
+        addr = self.peers.get(m.to)
+        if addr is None or self.nursery is None or m.snapshot is None:
+            self._report(m.to, True)
+            return
+        if m.to in self.sending_snapshot:
+            return  # one transfer per peer; the running one reports for both
+        self.sending_snapshot.add(m.to)
+        self.nursery.start_soon(self._send_snapshot, m, addr)
+
+    async def _send_snapshot(self, m: Message, addr: tuple[str, int]) -> None:
+        failed = True
+        try:
+            await self._transfer(m, addr)
+            failed = False
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, FrameError, trio.TooSlowError,
+                SnapshotRefused) as exc:
+            log.warning("raft: sending a snapshot to %s failed: %s", addr, exc)
+        finally:
+            self.sending_snapshot.discard(m.to)
+            self._report(m.to, failed)
+
+    async def _transfer(self, m: Message, addr: tuple[str, int]) -> None:
+        assert m.snapshot is not None
+        data = m.snapshot.data
+        bare = dataclasses.replace(m, snapshot=Snapshot(m.snapshot.meta, b""))
+        header = {"v": SNAP_VERSION, "m": codec.encode_message(bare), "n": len(data), "c": zlib.crc32(data),
+                  "k": CHUNK}
+        with trio.fail_after(SNAP_STEP_TIMEOUT):
+            stream = await trio.open_tcp_stream(*addr)
+        async with stream:
+            framed = FramedStream(stream)
+            await stream.send_all(bytes([SNAPSHOT]))
+            await framed.write(bytes(msgpack.packb(header)))
+            total = (len(data) + CHUNK - 1) // CHUNK
+            sent = acked = 0
+            while acked < total:
+                while sent < total and sent - acked < WINDOW:
+                    await framed.write(bytes(msgpack.packb({"s": sent, "d": data[sent * CHUNK:(sent + 1) * CHUNK]})))
+                    sent += 1
+                    self.stats["snapshot_chunks"] += 1
+                reply = await self._reply(framed)
+                if reply.get("a") != acked:
+                    raise SnapshotRefused(f"expected the ack of chunk {acked}, got {reply!r}")
+                acked += 1
+            final = await self._reply(framed)
+            if final.get("ok") is not True:
+                raise SnapshotRefused(f"the follower refused the snapshot: {final.get('e', final)!r}")
+
+    @staticmethod
+    async def _reply(framed: FramedStream) -> dict[str, Any]:
+        with trio.fail_after(SNAP_STEP_TIMEOUT):
+            payload = await framed.read()
+        if payload is None:
+            raise SnapshotRefused("the follower closed the snapshot stream")
+        try:
+            reply = msgpack.unpackb(payload, raw=False)
+        except Exception as exc:
+            raise SnapshotRefused(f"undecodable reply: {type(exc).__name__}") from exc
+        if not isinstance(reply, dict):
+            raise SnapshotRefused("a reply that is not a map")
+        return reply
+
+    async def handle_snapshot(self, framed: FramedStream, peer: tuple[str, int]) -> None:
+        """The receiving end of one snapshot transfer (first byte 0x03)."""
+        try:
+            m = await self._receive_snapshot(framed)
+        except (trio.TooSlowError, FrameError) as exc:
+            self.stats["bad_frames"] += 1
+            log.warning("raft: a snapshot from %s was cut short: %s", peer, exc or type(exc).__name__)
+            return
+        except SnapshotRefused as exc:
+            self.stats["bad_frames"] += 1
+            log.warning("raft: refused a snapshot from %s: %s", peer, exc)
+            await framed.write(bytes(msgpack.packb({"ok": False, "e": str(exc)})))
+            return
+        self.stats["snapshots_received"] += 1
+        self.deliver(m)
+        await framed.write(bytes(msgpack.packb({"ok": True})))
+
+    async def _receive_snapshot(self, framed: FramedStream) -> Message:
+        with trio.fail_after(SNAP_STEP_TIMEOUT):
+            payload = await framed.read()
+        try:
+            h = msgpack.unpackb(payload or b"", raw=False)
+            if not isinstance(h, dict) or h.get("v") != SNAP_VERSION:
+                raise SnapshotRefused(f"unknown snapshot stream version {h.get('v') if isinstance(h, dict) else h!r}")
+            bare = codec.decode_message(h["m"])
+            size, crc, chunk = int(h["n"]), int(h["c"]), int(h["k"])
+        except (codec.CodecError, KeyError, TypeError, ValueError, msgpack.UnpackException) as exc:
+            raise SnapshotRefused(f"bad header: {exc}") from exc
+        if bare.type != MessageType.SNAP or bare.snapshot is None:
+            raise SnapshotRefused("the header is not a snapshot message")
+        if not 0 <= size <= MAX_SNAPSHOT or chunk <= 0:
+            raise SnapshotRefused(f"a snapshot of {size} bytes in chunks of {chunk}")
+        body = bytearray()
+        seq = 0
+        while len(body) < size:
+            with trio.fail_after(SNAP_STEP_TIMEOUT):
+                payload = await framed.read()
+            if payload is None:
+                raise SnapshotRefused(f"stream ended after {len(body)} of {size} bytes")
+            try:
+                c = msgpack.unpackb(payload, raw=False)
+                n, piece = c["s"], c["d"]
+            except Exception as exc:
+                raise SnapshotRefused(f"bad chunk: {type(exc).__name__}") from exc
+            if n != seq or not isinstance(piece, bytes) or not piece or len(body) + len(piece) > size:
+                raise SnapshotRefused(f"chunk {n!r} out of order or oversized (expected {seq})")
+            body += piece
+            await framed.write(bytes(msgpack.packb({"a": seq})))
+            seq += 1
+        if zlib.crc32(body) != crc:
+            raise SnapshotRefused("checksum mismatch")
+        return dataclasses.replace(bare, snapshot=Snapshot(bare.snapshot.meta, bytes(body)))
+
+
+class SnapshotRefused(Exception):
+    """A snapshot transfer that cannot go on (refused, malformed, or cut short)."""

@@ -75,7 +75,7 @@ def serf_stats(agent: Agent) -> dict[str, str]:
 def leader_addr(agent: Agent) -> str:
     """What /v1/status/leader says: the leader's server address, "" when there is none."""
     if agent.server is None:
-        return f"{agent.local.node.address}:{agent.server_port}"  # a lone client answers for itself
+        return ""  # a client learns the leader from a server: GET /v1/status/leader asks one
     addr = agent.server.leader_address()
     return f"{addr[0]}:{addr[1]}" if addr else ""
 
@@ -84,14 +84,23 @@ def server_stats(agent: Agent) -> dict[str, dict[str, str]]:
     """Stats.consul and Stats.raft of /v1/agent/self (leader_addr equals /v1/status/leader)."""
     consul = {"leader_addr": leader_addr(agent), "server": str(agent.cfg.server).lower(), "known_datacenters": "1"}
     srv = agent.server
-    if srv is None or srv.driver is None:
+    if srv is None:  # a client: what it knows of the servers, and its RPC counters
+        consul = {"server": "false", "known_datacenters": "1", "known_servers": str(len(agent.remote.servers())),
+                  **{k: str(v) for k, v in agent.remote.stats.items()}}
+        return {"consul": consul, "raft": {"state": "none"}}
+    if srv.driver is None:
         consul.update(leader="false", bootstrap="false")
         return {"consul": consul, "raft": {"state": "none"}}
     st = srv.driver.node.status()
     consul.update(leader=str(srv.driver.is_leader).lower(), bootstrap=str(len(srv.voters) == 1).lower())
     raft = {"state": str(st["role"]).title(), "term": str(st["term"]), "commit_index": str(st["commit"]),
             "applied_index": str(st["applied"]), "last_log_index": str(st["last_index"]),
-            "num_peers": str(len(srv.voters) - 1), **{k: str(v) for k, v in srv.driver.stats.items()}}
+            "num_peers": str(len(srv.voters) - 1),
+            "last_snapshot_index": str(srv.driver.node.raft.log.snapshot.meta.index),
+            "last_snapshot_term": str(srv.driver.node.raft.log.snapshot.meta.term),
+            "first_log_index": str(srv.driver.node.raft.log.offset + 1),
+            **{k: str(v) for k, v in srv.driver.stats.items()},
+            **{k: str(v) for k, v in srv.transport.stats.items() if k.startswith("snapshot")}}
     return {"consul": consul, "raft": raft}
 
 

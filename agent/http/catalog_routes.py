@@ -10,7 +10,7 @@ from murmur.checks.definitions import DefinitionError, folded
 
 from ..definitions import parse_service
 from .agent_routes import leader_addr
-from .common import blocking, check_dc, json_read
+from .common import check_dc, json_result, named_read
 from .server import HTTPError, Request, Response, Router
 
 if TYPE_CHECKING:
@@ -18,63 +18,51 @@ if TYPE_CHECKING:
 
     from ..agent import Agent
 
-NODE_TABLES = ("nodes",)
-SERVICE_TABLES = ("nodes", "services", "checks")
 
 
 def add_routes(router: Router, agent: Agent) -> None:
     async def leader(req: Request, m: re.Match[str]) -> Response:
-        return Response.json(leader_addr(agent))
+        if agent.server is not None:
+            return Response.json(leader_addr(agent))
+        return Response.json((await named_read(agent, req, "status.leader", {})).data)
 
     async def peers(req: Request, m: re.Match[str]) -> Response:
-        if agent.server is None:
-            return Response.json([f"{agent.local.node.address}:{agent.server_port}"])
-        srv = agent.server
-        return Response.json([f"{srv.addresses[v][0]}:{srv.addresses[v][1]}" for v in srv.voters if v in srv.addresses])
+        return Response.json((await named_read(agent, req, "status.peers", {})).data)
 
     async def datacenters(req: Request, m: re.Match[str]) -> Response:
         return Response.json([agent.cfg.datacenter])
 
     async def services(req: Request, m: re.Match[str]) -> Response:
-        index = await blocking(agent, req, ("services",))
-        return json_read(req, queries.catalog_services(agent.store), index)
+        return json_result(req, await named_read(agent, req, "catalog.services", {}))
 
     async def service(req: Request, m: re.Match[str]) -> Response:
-        index = await blocking(agent, req, SERVICE_TABLES, service=m["name"])
-        tags = req.query.get("tag")
-        return json_read(req, queries.catalog_service(agent.store, m["name"], tags), index)
+        args = {"name": m["name"], "tags": req.query.get("tag")}
+        return json_result(req, await named_read(agent, req, "catalog.service", args))
 
     async def nodes(req: Request, m: re.Match[str]) -> Response:
-        index = await blocking(agent, req, NODE_TABLES)
-        return json_read(req, queries.catalog_nodes(agent.store), index)
+        return json_result(req, await named_read(agent, req, "catalog.nodes", {}))
 
     async def node(req: Request, m: re.Match[str]) -> Response:
-        index = await blocking(agent, req, ("nodes", "services"))
-        return json_read(req, queries.catalog_node(agent.store, m["node"]), index)
+        return json_result(req, await named_read(agent, req, "catalog.node", {"node": m["node"]}))
 
     async def connect(req: Request, m: re.Match[str]) -> Response:
-        index = await blocking(agent, req, SERVICE_TABLES)
-        return json_read(req, [], index)
+        return json_result(req, await named_read(agent, req, "catalog.connect", {}))
 
     async def health_service(req: Request, m: re.Match[str]) -> Response:
-        index = await blocking(agent, req, SERVICE_TABLES, service=m["name"])
-        data = queries.health_service(agent.store, m["name"], req.query.get("tag"), req.flag("passing"))
-        return json_read(req, data, index)
+        args = {"name": m["name"], "tags": req.query.get("tag"), "passing": req.flag("passing")}
+        return json_result(req, await named_read(agent, req, "health.service", args))
 
     async def health_checks(req: Request, m: re.Match[str]) -> Response:
-        index = await blocking(agent, req, ("checks",), service=m["name"])
-        return json_read(req, queries.health_checks(agent.store, m["name"]), index)
+        return json_result(req, await named_read(agent, req, "health.checks", {"name": m["name"]}))
 
     async def health_node(req: Request, m: re.Match[str]) -> Response:
-        index = await blocking(agent, req, ("checks",))
-        return json_read(req, queries.health_node(agent.store, m["node"]), index)
+        return json_result(req, await named_read(agent, req, "health.node", {"node": m["node"]}))
 
     async def health_state(req: Request, m: re.Match[str]) -> Response:
         check_dc(agent, req)
         if m["state"] not in queries.STATES:
             raise HTTPError(400, f"Unknown check state {m['state']!r}; want any, passing, warning or critical")
-        index = await blocking(agent, req, ("checks",))
-        return json_read(req, queries.health_state(agent.store, m["state"]), index)
+        return json_result(req, await named_read(agent, req, "health.state", {"state": m["state"]}))
 
     async def register(req: Request, m: re.Match[str]) -> Response:
         check_dc(agent, req)

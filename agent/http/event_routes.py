@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import random
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -24,8 +25,10 @@ from murmur.checks.durations import parse_duration
 from murmur.gossip.userevents import UserMessageTooLarge
 
 from ..events import EventError, UserEvents, event_index
-from .common import DEFAULT_WAIT, MAX_WAIT, _jitter, check_dc, json_read
+from .common import DEFAULT_WAIT, MAX_WAIT, check_dc
 from .server import HTTPError, Request, Response, Router
+
+_jitter = random.Random()  # spreads the wake-ups of blocking lists, as Consul's wait jitter does
 
 if TYPE_CHECKING:
     from ..agent import Agent
@@ -124,7 +127,10 @@ def add_routes(router: Router, agent: Agent) -> None:
             wait = _wait_arg(req)
             await ue.wait_change(name, index, wait + _jitter.uniform(0, wait / 16))
         events = ue.events(name)
-        return json_read(req, [e.to_json() for e in events], event_index(events))
+        # The list is this agent's own: no server, so a leader is "known" and contact is now.
+        headers = [("X-Consul-Index", str(event_index(events))), ("X-Consul-KnownLeader", "true"),
+                   ("X-Consul-LastContact", "0")]
+        return Response.json([e.to_json() for e in events], 200, headers, pretty="pretty" in req.query)
 
     async def query(req: Request, m: re.Match[str]) -> Response:
         check_dc(agent, req)

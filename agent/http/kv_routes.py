@@ -6,8 +6,9 @@ from typing import TYPE_CHECKING
 
 from murmur.catalog import queries
 from murmur.catalog.commands import KV, KVOp
+from murmur.catalog.store import KVRecord
 
-from .common import blocking, check_dc, json_read, read_headers
+from .common import check_dc, json_result, named_read, result_headers
 from .server import HTTPError, Request, Response, Router
 
 if TYPE_CHECKING:
@@ -34,24 +35,19 @@ def _int_arg(req: Request, name: str) -> int | None:
 def add_routes(router: Router, agent: Agent) -> None:
     async def get(req: Request, m: re.Match[str]) -> Response:
         key = m["key"]
-        index = await blocking(agent, req, ("kvs",))
-        store = agent.store
-        if "keys" in req.query:
-            sep = req.arg("separator", "") or ""
-            keys = queries.kv_keys(store, key, sep)
-            if not keys:
-                return Response(404, b"", read_headers(index))
-            return json_read(req, keys, index)
-        if req.flag("recurse"):
-            recs = queries.kv_list(store, key)
-        else:
-            rec = store.kvs.get(key)
-            recs = [rec] if rec is not None else []
-        if not recs:
-            return Response(404, b"", read_headers(index))  # py-consul needs the index even on a miss
-        if "raw" in req.query and not req.flag("recurse"):
-            return Response(200, recs[0].value, [("Content-Type", "application/octet-stream"), *read_headers(index)])
-        return json_read(req, [queries.kv_json(r) for r in recs], index)
+        keys = "keys" in req.query
+        recurse = req.flag("recurse")
+        args = {"key": key, "keys": keys, "recurse": recurse, "separator": req.arg("separator", "") or ""}
+        res = await named_read(agent, req, "kv.get", args)
+        if not res.data:
+            return Response(404, b"", result_headers(res))  # py-consul needs the index even on a miss
+        if keys:
+            return json_result(req, res)
+        recs = [KVRecord(str(k), bytes(v), int(f), int(ci), int(mi), int(li), str(sess))
+                for k, v, f, ci, mi, li, sess in res.data]
+        if "raw" in req.query and not recurse:
+            return Response(200, recs[0].value, [("Content-Type", "application/octet-stream"), *result_headers(res)])
+        return json_result(req, res, [queries.kv_json(r) for r in recs])
 
     async def put(req: Request, m: re.Match[str]) -> Response:
         check_dc(agent, req)

@@ -8,6 +8,13 @@ that somehow survived) is truncated; anywhere else it is corruption and the agen
 
 Every write is one transaction (hard state and entries together), which is the group commit: the
 driver hands over everything the core produced since the previous write.
+
+Snapshots live in files beside the database (snapshots.py). The log deletes the entries a snapshot
+covers only once the snapshot file is durable, so a crash between the two leaves entries the
+snapshot also covers, which `load` drops. A leader's snapshot replaces the whole log: if the
+process dies after the file is durable but before the log was reset, `load` keeps the entries
+after the snapshot only if the log holds the snapshot's last entry (index and term), since only
+then are they the same history.
 """
 
 from __future__ import annotations
@@ -18,11 +25,14 @@ import zlib
 from pathlib import Path
 
 from murmur.raft.codec import CodecError, decode_hard_state, encode_hard_state
-from murmur.raft.messages import Entry, EntryType, HardState
+from murmur.raft.messages import Entry, EntryType, HardState, SnapshotMeta
 
 log = logging.getLogger("murmur.raft.storage")
 
-FORMAT_VERSION = 1  # bump when the schema changes; older data dirs are migrated, newer refused
+# Bump when the schema or its meaning changes; older data dirs are migrated, newer refused.
+# 2: the log may start after 1 (entries covered by a snapshot file are deleted), so a murmur
+# without snapshots must refuse it rather than call it damaged. 1 -> 2 needs no change to the data.
+FORMAT_VERSION = 2
 
 
 class StorageError(Exception):
@@ -56,9 +66,14 @@ class RaftStorage:
         if version > FORMAT_VERSION:
             raise StorageError(f"{self.path}: data format {version} is newer than this murmur understands "
                                f"({FORMAT_VERSION}); run a newer murmur or restore a backup")
+        if version < FORMAT_VERSION:
+            log.info("raft log: migrating data format %d to %d", version, FORMAT_VERSION)
+            self.db.execute("UPDATE meta SET value = ? WHERE key = 'format'", (str(FORMAT_VERSION).encode(),))
 
-    def load(self) -> tuple[HardState, list[Entry]]:
-        """The persisted hard state and log. Truncates a damaged tail; raises on other damage."""
+    def load(self, snapshot: SnapshotMeta | None = None) -> tuple[HardState, list[Entry]]:
+        """The persisted hard state and the log after `snapshot` (the newest snapshot file).
+        Truncates a damaged tail; raises on other damage."""
+        snap = snapshot or SnapshotMeta()
         row = self.db.execute("SELECT value FROM meta WHERE key = 'hard'").fetchone()
         try:
             hard = decode_hard_state(row[0]) if row else HardState()
@@ -78,10 +93,22 @@ class RaftStorage:
                 raise StorageError(f"{self.path}: committed entry {idx} is damaged (checksum or gap)")
             entries.append(e)
             expected = idx + 1
-        if entries and entries[0].index != 1:
-            raise StorageError(f"{self.path}: log starts at {entries[0].index} without a snapshot")
-        if hard.commit > len(entries):
-            raise StorageError(f"{self.path}: commit index {hard.commit} beyond the last entry {len(entries)}")
+        if snap.index:
+            at_snap = [e for e in entries if e.index == snap.index]
+            follows = bool(entries) and entries[0].index == snap.index + 1
+            if at_snap and at_snap[0].term == snap.term or follows:
+                entries = [e for e in entries if e.index > snap.index]
+            else:
+                if any(e.index > snap.index for e in entries):
+                    log.warning("raft log: entries after %d are from before the leader's snapshot %d@%d; "
+                                "dropping them", snap.index, snap.index, snap.term)
+                entries = []
+        if entries and entries[0].index != snap.index + 1:
+            raise StorageError(f"{self.path}: log starts at {entries[0].index}, but the snapshot ends at "
+                               f"{snap.index}")
+        last = entries[-1].index if entries else snap.index
+        if hard.commit > last:
+            raise StorageError(f"{self.path}: commit index {hard.commit} beyond the last entry {last}")
         return hard, entries
 
     def _truncate_from(self, index: int) -> None:
@@ -89,12 +116,15 @@ class RaftStorage:
         self.db.execute("DELETE FROM entries WHERE idx >= ?", (index,))
         self.db.execute("COMMIT")
 
-    def save(self, hard: HardState | None, entries: list[Entry]) -> None:
-        """One durable transaction: entries (replacing any suffix from the first) and hard state."""
-        if hard is None and not entries:
+    def save(self, hard: HardState | None, entries: list[Entry], reset_to: int = 0) -> None:
+        """One durable transaction: entries (replacing any suffix from the first) and hard state.
+        With `reset_to` (a leader's snapshot ending there is durable), every older entry goes first."""
+        if hard is None and not entries and not reset_to:
             return
         try:
             self.db.execute("BEGIN IMMEDIATE")
+            if reset_to:
+                self.db.execute("DELETE FROM entries")
             if entries:
                 self.db.execute("DELETE FROM entries WHERE idx >= ?", (entries[0].index,))
                 self.db.executemany("INSERT INTO entries VALUES (?, ?, ?, ?, ?)",
@@ -105,6 +135,15 @@ class RaftStorage:
         except sqlite3.Error as exc:
             # An fsync or write error: never retry silently; the caller stops the agent.
             raise StorageError(f"{self.path}: writing the raft log failed: {exc}") from exc
+
+    def compact(self, index: int) -> None:
+        """Delete the entries up to `index`: a durable snapshot covers them."""
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.execute("DELETE FROM entries WHERE idx <= ?", (index,))
+            self.db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StorageError(f"{self.path}: compacting the raft log failed: {exc}") from exc
 
     def close(self) -> None:
         self.db.close()

@@ -22,10 +22,12 @@ def leader_of(a: AgentProc) -> str:
         return ""
 
 
-def start_servers(tmp_path: Path, start_agent) -> list[AgentProc]:  # type: ignore[no-untyped-def]
+def start_servers(tmp_path: Path, start_agent, snapshot_threshold: int = 0) -> list[AgentProc]:  # type: ignore[no-untyped-def]
     conf = tmp_path / "conf"
     conf.mkdir(exist_ok=True)
     (conf / "gossip.toml").write_text('[gossip_lan]\npreset = "local"\n')
+    if snapshot_threshold:
+        (conf / "raft.toml").write_text(f"raft_snapshot_threshold = {snapshot_threshold}\nraft_trailing_logs = 5\n")
     servers: list[AgentProc] = []
     for i in range(3):
         extra = ["--server", "--bootstrap-expect", "3"]
@@ -122,32 +124,121 @@ def test_kill9_of_the_leader_under_writes_loses_no_acknowledged_write(tmp_path, 
     print(f"acked {len(acked)} writes, {writer.failed} failed or unknown")
 
 
+def leader_proc(servers: list[AgentProc]) -> AgentProc:
+    lead_addr = leader_of(servers[0])
+    return next(s for s in servers if lead_addr.endswith(f":{s.args[s.args.index('--server-port') + 1]}"))
+
+
+def data_dir(s: AgentProc) -> Path:
+    return Path(s.args[s.args.index("--data-dir") + 1])
+
+
+def snapshot_files(s: AgentProc) -> list[Path]:
+    return sorted((data_dir(s) / "raft" / "snapshots").glob("snap-*.snap"))
+
+
+def check_data_dir(s: AgentProc) -> None:
+    """A stopped server's data dir reads back: snapshots whole, none set aside as corrupt, and the
+    log consistent with the newest snapshot."""
+    from murmur.agent.storage.raft_log import RaftStorage
+    from murmur.agent.storage.snapshots import SnapshotStore
+
+    snaps = data_dir(s) / "raft" / "snapshots"
+    assert not list(snaps.glob("*.corrupt")), f"{s.node}: a snapshot was set aside as corrupt"
+    snap = SnapshotStore(snaps).load() if snaps.exists() else None
+    storage = RaftStorage(data_dir(s) / "raft" / "raft.db")
+    try:
+        storage.load(snap.meta if snap else None)
+    finally:
+        storage.close()
+
+
+def test_a_follower_restarted_behind_the_snapshot_catches_up(tmp_path, start_agent) -> None:  # type: ignore[no-untyped-def]
+    """A follower is killed, the others write far past a low snapshot threshold (their logs no
+    longer reach back to where it stopped), it restarts and catches up by installing a snapshot,
+    and nothing acknowledged is lost, on it or elsewhere. Restarted again, it comes back from its
+    own snapshot plus its log."""
+    servers = start_servers(tmp_path, start_agent, snapshot_threshold=20)
+    writer = Writer(servers)
+    writer.thread.start()
+    wait_for(lambda: len(writer.acked) >= 30, 60, what="30 acknowledged writes")
+    leader = leader_proc(servers)
+    follower = next(s for s in servers if s is not leader)
+    follower.kill9()
+    mark = len(writer.acked)
+    wait_for(lambda: len(writer.acked) >= mark + 150, 120, what="150 writes while the follower is down")
+    # The live servers snapshotted and compacted past everything the follower has.
+    newest = max(int(p.name.split("-")[1]) for s in servers if s is not follower for p in snapshot_files(s))
+    assert newest >= mark + 100
+    assert "snapshot at index" in leader.logs()
+    assert "installed a snapshot" not in follower.logs()
+    follower.wait_leader = False
+    follower.restart()
+    acked = dict(writer.acked)
+    wait_for(lambda: holds_all(follower, acked), 60, what="the restarted follower caught up")
+    assert "installed a snapshot from the leader" in follower.logs()
+    stats = httpx.get(follower.url + "/v1/agent/self", timeout=10).json()["Stats"]["raft"]
+    assert int(stats["snapshots_installed"]) >= 1 and int(stats["last_snapshot_index"]) >= mark + 100
+    writer.stop.set()
+    writer.thread.join(timeout=30)
+    acked = dict(writer.acked)
+    for s in servers:
+        wait_for(lambda s=s: holds_all(s, acked), 60, what=f"{s.node} holds every acknowledged write")
+    # Its own snapshot and log bring it back after a restart.
+    follower.stop()
+    check_data_dir(follower)
+    follower.restart()
+    assert "restored the catalog from the snapshot" in follower.logs()
+    wait_for(lambda: holds_all(follower, acked), 60, what="the follower after a restart")
+    got = read_all(follower)  # a linearizable read agrees too
+    assert all(got.get(k) == v for k, v in acked.items())
+    print(f"acked {len(acked)} writes, {writer.failed} failed or unknown; newest snapshot {newest}")
+
+
 FAILPOINTS = ("raft-before-append", "raft-after-fsync", "raft-before-apply", "raft-after-apply")
+SNAPSHOT_FAILPOINTS = ("raft-before-snapshot-write", "raft-after-snapshot-write", "raft-after-snapshot-rename",
+                       "raft-after-snapshot-dirsync")
 
 
 @pytest.mark.parametrize("repeats", [3])
 def test_failpoints_kill_servers_mid_write_and_nothing_is_lost(tmp_path, start_agent, repeats: int) -> None:  # type: ignore[no-untyped-def]
     """Each failpoint kills a server `repeats` times (20 in make test-full) while writes flow; it
     restarts from its data dir every time. No data dir may be unreadable, no acked write lost."""
+    run_failpoints(tmp_path, start_agent, FAILPOINTS, repeats)
+
+
+@pytest.mark.parametrize("repeats", [3])
+def test_snapshot_failpoints_kill_servers_mid_snapshot_and_nothing_is_lost(tmp_path, start_agent,  # type: ignore[no-untyped-def]
+                                                                             repeats: int) -> None:
+    """The same with a snapshot every 10 entries, killing servers before and after the snapshot
+    file is written, renamed and its directory fsynced: every data dir reads back whole."""
+    run_failpoints(tmp_path, start_agent, SNAPSHOT_FAILPOINTS, repeats, snapshot_threshold=10,
+                   kill_at=(1, 3))
+
+
+def run_failpoints(tmp_path, start_agent, failpoints: tuple[str, ...], repeats: int,  # type: ignore[no-untyped-def]
+                   snapshot_threshold: int = 0, kill_at: tuple[int, int] = (3, 15)) -> None:
     import os
 
     repeats = int(os.environ.get("MURMUR_FAILPOINT_REPEATS", repeats))
-    servers = start_servers(tmp_path, start_agent)
+    servers = start_servers(tmp_path, start_agent, snapshot_threshold)
     writer = Writer(servers)
     writer.thread.start()
     rng = random.Random(11)
     kills = 0
-    for fp in FAILPOINTS:
+    for fp in failpoints:
         for rep in range(repeats):
             victim = servers[(kills + rep) % 3]
             victim.stop()
-            victim.env = {"MURMUR_FAILPOINTS": f"{fp}=kill@{rng.randint(3, 15)}"}
+            hits_before = victim.logs().count(f"failpoint {fp}:")
+            victim.env = {"MURMUR_FAILPOINTS": f"{fp}=kill@{rng.randint(*kill_at)}"}
             victim.wait_leader = False
-            victim.restart()
+            victim.restart(wait=False)  # the failpoint may fire while it starts (installing a snapshot)
             assert victim.proc is not None
             proc = victim.proc
             wait_for(lambda p=proc: p.poll() is not None, 120, what=f"{fp} to kill {victim.node}")
-            assert "failpoint " + fp in victim.logs()
+            assert proc.returncode == -9 and victim.logs().count(f"failpoint {fp}:") == hits_before + 1
+            check_data_dir(victim)
             victim.env = None
             victim.restart()  # the data dir it died with must open cleanly
             kills += 1
@@ -158,7 +249,7 @@ def test_failpoints_kill_servers_mid_write_and_nothing_is_lost(tmp_path, start_a
     writer.stop.set()
     writer.thread.join(timeout=30)
     acked = dict(writer.acked)
-    assert kills == len(FAILPOINTS) * repeats
+    assert kills == len(failpoints) * repeats
     for s in servers:
         wait_for(lambda s=s: holds_all(s, acked), 60, what=f"{s.node} holds every acknowledged write")
     print(f"{kills} failpoint kills, {len(acked)} acked writes, {writer.failed} failed or unknown")

@@ -3,15 +3,16 @@ proposals resolved on apply, failover, ReadIndex."""
 
 from __future__ import annotations
 
+import json
 import random
 from typing import Any
 
 import pytest
 import trio
 import trio.testing
-from murmur.agent.drivers.raft import MemoryStorage, NotLeader, OutcomeUnknown, RaftDriver
+from murmur.agent.drivers.raft import MemorySnapshots, MemoryStorage, NotLeader, OutcomeUnknown, RaftDriver
 from murmur.raft.config import RaftConfig
-from murmur.raft.messages import Entry, HardState, Message
+from murmur.raft.messages import Entry, HardState, Message, MessageType
 from murmur.raft.rawnode import RawNode
 
 
@@ -26,15 +27,21 @@ class KV:
         self.data[k] = v
         return index
 
+    def snapshot(self) -> bytes:
+        return json.dumps(self.data).encode()
+
+    def restore(self, data: bytes) -> None:
+        self.data = json.loads(data)
+
 
 class CountingStorage(MemoryStorage):
     def __init__(self) -> None:
         super().__init__()
         self.saves = 0
 
-    def save(self, hard: HardState | None, entries: list[Entry]) -> None:
+    def save(self, hard: HardState | None, entries: list[Entry], reset_to: int = 0) -> None:
         self.saves += 1
-        super().save(hard, entries)
+        super().save(hard, entries, reset_to)
 
 
 class MemNet:
@@ -44,6 +51,7 @@ class MemNet:
         self.drivers: dict[int, RaftDriver] = {}
         self.cut: set[int] = set()
         self.nursery: trio.Nursery | None = None
+        self.snapshots: list[tuple[int, int, bool]] = []  # (from, to, failed) as reported
 
     def transport(self, me: int) -> Any:
         net = self
@@ -59,18 +67,24 @@ class MemNet:
 
     async def _deliver(self, m: Message) -> None:
         await trio.sleep(0.001)
-        if m.frm not in self.cut and m.to not in self.cut:
+        delivered = m.frm not in self.cut and m.to not in self.cut
+        if delivered:
             self.drivers[m.to].receive(m)
+        if m.type == MessageType.SNAP:  # a transport reports how each snapshot transfer went
+            self.snapshots.append((m.frm, m.to, not delivered))
+            self.drivers[m.frm].snapshot_status(m.to, not delivered)
 
 
-async def cluster(nursery: trio.Nursery, n: int = 3) -> tuple[MemNet, dict[int, RaftDriver], dict[int, KV]]:
+async def cluster(nursery: trio.Nursery, n: int = 3, snapshot_threshold: int = 0
+                  ) -> tuple[MemNet, dict[int, RaftDriver], dict[int, KV]]:
     net = MemNet()
     net.nursery = nursery
     ids = list(range(1, n + 1))
     fsms = {i: KV() for i in ids}
     for i in ids:
         node = RawNode(RaftConfig(id=i, election_tick=10, heartbeat_tick=1), ids, random.Random(i))
-        net.drivers[i] = RaftDriver(node, CountingStorage(), fsms[i], net.transport(i), tick_interval=0.05)
+        net.drivers[i] = RaftDriver(node, CountingStorage(), fsms[i], net.transport(i), tick_interval=0.05,
+                                    snapshots=MemorySnapshots(), snapshot_threshold=snapshot_threshold)
     for d in net.drivers.values():
         await nursery.start(d.serve)
     return net, net.drivers, fsms
@@ -138,4 +152,100 @@ async def test_leader_loss_fails_pending_writes_and_a_new_leader_takes_over(
             while fsms[lead].data.get("c") != "3":
                 await trio.sleep(0.05)
         assert "b" not in fsms[lead].data  # the unacknowledged write never surfaced
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_follower_behind_the_compacted_log_catches_up_by_snapshot(
+        mock_clock: trio.testing.MockClock) -> None:
+    async with trio.open_nursery() as nursery:
+        net, drivers, fsms = await cluster(nursery, snapshot_threshold=10)
+        lead = await wait_leader(drivers)
+        lagging = next(i for i in drivers if i != lead)
+        assert await drivers[lead].propose(b"a=1")
+        net.cut.add(lagging)
+        for i in range(40):
+            await drivers[lead].propose(f"k{i}={i}".encode())
+        leader_log = drivers[lead].node.raft.log
+        assert drivers[lead].stats["snapshots_taken"] >= 3
+        assert leader_log.offset > drivers[lagging].node.raft.log.last_index()  # its next entries are gone
+        storage = drivers[lead].storage
+        assert isinstance(storage, CountingStorage) and storage.offset == leader_log.offset
+        net.cut.clear()
+        with trio.fail_after(30):
+            while fsms[lagging].data != fsms[lead].data:
+                await trio.sleep(0.05)
+        assert drivers[lagging].stats["snapshots_installed"] >= 1
+        assert (lead, lagging, False) in net.snapshots
+        assert drivers[lagging].node.raft.log.offset >= leader_log.offset
+        # Later entries reach it by ordinary appends, on top of the restored state.
+        assert await drivers[lead].propose(b"after=1")
+        with trio.fail_after(30):
+            while fsms[lagging].data.get("after") != "1":
+                await trio.sleep(0.05)
+        assert fsms[lagging].data == fsms[lead].data and len(fsms[lead].data) == 42
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_lost_snapshot_is_reported_and_sent_again(mock_clock: trio.testing.MockClock) -> None:
+    async with trio.open_nursery() as nursery:
+        net, drivers, fsms = await cluster(nursery, snapshot_threshold=5)
+        lead = await wait_leader(drivers)
+        lagging = next(i for i in drivers if i != lead)
+        net.cut.add(lagging)
+        for i in range(20):
+            await drivers[lead].propose(f"k{i}={i}".encode())
+        # Let it answer heartbeats again but lose every snapshot for a while.
+        real = net._deliver
+
+        async def lossy(m: Message) -> None:
+            if m.type == MessageType.SNAP and sum(1 for s in net.snapshots if s[2]) < 3:
+                await trio.sleep(0.001)
+                net.snapshots.append((m.frm, m.to, True))
+                drivers[m.frm].snapshot_status(m.to, True)
+                return
+            await real(m)
+
+        net._deliver = lossy  # type: ignore[method-assign]
+        net.cut.clear()
+        with trio.fail_after(60):
+            while fsms[lagging].data != fsms[lead].data:
+                await trio.sleep(0.05)
+        failures = [s for s in net.snapshots if s[2]]
+        assert len(failures) == 3 and (lead, lagging, False) in net.snapshots
+        nursery.cancel_scope.cancel()
+
+
+class BlockingSnapshots:
+    """A snapshot sink whose writes (in a worker thread) wait until the test releases them."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.release = threading.Event()
+        self.written: list[int] = []
+
+    def write(self, snap: Any) -> None:
+        assert self.release.wait(timeout=30), "never released"
+        self.written.append(snap.meta.index)
+
+
+async def test_a_slow_snapshot_write_does_not_stall_the_raft_loop(mock_clock: trio.testing.MockClock) -> None:
+    async with trio.open_nursery() as nursery:
+        net, drivers, fsms = await cluster(nursery, snapshot_threshold=5)
+        lead = await wait_leader(drivers)
+        sink = BlockingSnapshots()
+        drivers[lead].snapshots = sink
+        for i in range(10):
+            await drivers[lead].propose(f"k{i}={i}".encode())
+        # The first snapshot is being written (blocked); the loop commits and applies meanwhile.
+        assert drivers[lead].snapshot_in_flight and sink.written == []
+        assert drivers[lead].node.raft.log.offset < 5  # nothing compacted before the file is durable
+        for i in range(10, 30):
+            assert await drivers[lead].propose(f"k{i}={i}".encode())
+        assert len(fsms[lead].data) == 30
+        sink.release.set()
+        with trio.fail_after(30):
+            while drivers[lead].node.raft.log.offset == 0 or drivers[lead].snapshot_in_flight:
+                await trio.sleep(0.05)
+        assert sink.written and drivers[lead].node.raft.log.offset >= sink.written[0]
         nursery.cancel_scope.cancel()

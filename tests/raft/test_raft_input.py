@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from murmur.raft.core import ProposalDropped
-from murmur.raft.messages import Entry, EntryType, Message, MessageType, Role
+from murmur.raft.messages import Entry, EntryType, Message, MessageType, Role, Snapshot, SnapshotMeta
 from support.raftscript import Env
 
 MT = MessageType
@@ -58,6 +58,16 @@ BAD: dict[str, tuple[Message, str]] = {
     "entry data not bytes": (dataclasses.replace(GOOD_TO_FOLLOWER, entries=(Entry(1, 3, EntryType.NORMAL,
                                                                                  "y"),)),  # type: ignore[arg-type]
                              "malformed"),
+    "SNAP_STATUS from the network": (Message(MT.SNAP_STATUS, to=2, frm=1, term=1), "local_from_network"),
+    "a snapshot message without a snapshot": (Message(MT.SNAP, to=2, frm=1, term=1), "malformed"),
+    "a snapshot newer than its message": (Message(MT.SNAP, to=2, frm=1, term=1, snapshot=Snapshot(
+        SnapshotMeta(9, 4, (1, 2, 3)), b"s")), "malformed"),
+    "a snapshot without voters": (Message(MT.SNAP, to=2, frm=1, term=1, snapshot=Snapshot(
+        SnapshotMeta(9, 1, ()), b"s")), "malformed"),
+    "a snapshot at index 0": (Message(MT.SNAP, to=2, frm=1, term=1, snapshot=Snapshot(
+        SnapshotMeta(0, 1, (1, 2, 3)), b"s")), "malformed"),
+    "a snapshot with a negative voter": (Message(MT.SNAP, to=2, frm=1, term=1, snapshot=Snapshot(
+        SnapshotMeta(9, 1, (1, -2)), b"s")), "malformed"),
 }
 
 

@@ -57,6 +57,22 @@ def test_a_newer_format_is_refused(tmp_path: Path) -> None:
         RaftStorage(path)
 
 
+def test_a_format_1_data_dir_is_migrated_to_2(tmp_path: Path) -> None:
+    path = tmp_path / "raft.db"
+    s = RaftStorage(path)
+    s.save(HardState(1, 1, 2), entries(1, 3))
+    s.close()
+    db = sqlite3.connect(path)
+    db.execute("UPDATE meta SET value = ? WHERE key = 'format'", (b"1",))  # as the release before snapshots
+    db.commit()
+    db.close()
+    hard, log = RaftStorage(path).load()
+    assert hard == HardState(1, 1, 2) and [e.index for e in log] == [1, 2, 3]
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()[0] == b"2" == str(FORMAT_VERSION).encode()
+    db.close()
+
+
 def test_a_write_failure_raises_storage_error(tmp_path: Path) -> None:
     s = RaftStorage(tmp_path / "raft.db")
     s.db.close()  # any sqlite failure (disk full, fsync error) must surface, never be retried

@@ -6,6 +6,13 @@ a nemesis partitions the network (splits, isolation, one-way cuts, bridges), cra
 and restarts them from what their disk holds. Every Ready is persisted to the node's Disk
 before its messages go out and its committed entries are applied, as a driver must.
 
+Most seeds also compact: a node whose applied index runs `snapshot_threshold` (drawn per seed,
+5 to 50 entries) past its last snapshot snapshots its state machine, durably, and its log drops
+the entries covered but the last few (0, 3 or 10, drawn per seed: trailing logs). A follower that falls behind a leader's first index gets the snapshot (a
+SNAP message, lost, duplicated and delayed like any other; the sender hears whether it arrived,
+as a real transport reports) and restores its state machine from it. A restart begins from the
+disk's snapshot.
+
 Clients run a key-value workload (put/get/cas on a few keys). A put or cas is proposed on the
 node a client believes leads; it is acknowledged when that same node (same incarnation) applies
 it. A get asks any node for a ReadIndex and is answered from that node's state once it has
@@ -15,7 +22,9 @@ linearizability checker; ones without an answer are "unknown".
 Checked while it runs (InvariantChecker): at most one leader per term; log matching (an
 (index, term) pair always names the same log prefix); leader append-only; leader completeness
 (a new leader of term T holds every entry committed in a term before T); state machine safety
-(no two nodes apply different entries at one index, each node applies 1, 2, 3, ...).
+(no two nodes apply different entries at one index, each node applies 1, 2, 3, ... or jumps
+forward by restoring a snapshot, whose state must be the one applying the committed entries up
+to its index gives, checked by a hash chain over the applied entries).
 Checked at the end, after healing everything and letting the cluster converge: every
 acknowledged write is in every node's applied stream (AckChecker), the cluster converged at all
 (liveness), and the client history is linearizable (support.lincheck).
@@ -37,7 +46,7 @@ from typing import Any
 
 from murmur.raft.config import RaftConfig
 from murmur.raft.core import Raft
-from murmur.raft.messages import Entry, EntryType, HardState, Message, ReadState, Role
+from murmur.raft.messages import Entry, EntryType, HardState, Message, MessageType, ReadState, Role, Snapshot
 from murmur.raft.rawnode import ProposalDropped, RawNode
 
 try:
@@ -57,16 +66,36 @@ class Disk:
 
     def __init__(self) -> None:
         self.hard = HardState()
-        self.entries: list[Entry] = []
+        self.entries: list[Entry] = []  # from base + 1
+        self.base = 0
+        self.snapshot: Snapshot | None = None
 
-    def persist(self, hard: HardState | None, entries: list[Entry]) -> None:
-        self._write(hard, entries)
+    def offset(self) -> int:
+        return self.base
 
-    def _write(self, hard: HardState | None, entries: list[Entry]) -> None:
+    def log_after_snapshot(self) -> list[Entry]:
+        """What a restart reads: the entries after the snapshot (a loader drops the ones it covers)."""
+        s = self.snapshot.meta.index if self.snapshot else 0
+        return [e for e in self.entries if e.index > s]
+
+    def persist(self, hard: HardState | None, entries: list[Entry], snapshot: Snapshot | None = None) -> None:
+        self._write(hard, entries, snapshot)
+
+    def compact(self, snapshot: Snapshot, upto: int) -> None:
+        """The node's own snapshot is durable: the entries up to `upto` go."""
+        del self.entries[:max(0, upto - self.base)]
+        self.base = max(self.base, upto)
+        self.snapshot = snapshot
+
+    def _write(self, hard: HardState | None, entries: list[Entry], snapshot: Snapshot | None = None) -> None:
+        if snapshot is not None:  # a leader's snapshot replaces the log
+            self.snapshot = snapshot
+            self.entries = []
+            self.base = snapshot.meta.index
         if hard is not None:
             self.hard = hard
         if entries:
-            del self.entries[entries[0].index - 1:]
+            del self.entries[entries[0].index - 1 - self.offset():]
             self.entries.extend(entries)
 
     def crash(self) -> None:
@@ -81,14 +110,21 @@ class LyingDisk(Disk):
     def __init__(self, every: int = 64) -> None:
         super().__init__()
         self.every = every
-        self.buffer: list[tuple[HardState | None, list[Entry]]] = []
+        self.buffer: list[tuple[HardState | None, list[Entry], Snapshot | None]] = []
 
-    def persist(self, hard: HardState | None, entries: list[Entry]) -> None:
-        self.buffer.append((hard, list(entries)))
+    def persist(self, hard: HardState | None, entries: list[Entry], snapshot: Snapshot | None = None) -> None:
+        self.buffer.append((hard, list(entries), snapshot))
         if len(self.buffer) >= self.every:
-            for h, es in self.buffer:
-                self._write(h, es)
-            self.buffer.clear()
+            self._flush()
+
+    def _flush(self) -> None:
+        for h, es, snap in self.buffer:
+            self._write(h, es, snap)
+        self.buffer.clear()
+
+    def compact(self, snapshot: Snapshot, upto: int) -> None:
+        self._flush()  # the snapshot file is written for real (it alone is fsynced)
+        super().compact(snapshot, upto)
 
     def crash(self) -> None:
         self.buffer.clear()
@@ -117,6 +153,11 @@ class InvariantChecker:
         self.commit_term: list[int] = []  # per index: the leader term that committed it
         self.applied: dict[int, tuple[int, int, bytes]] = {}  # index -> (term, type, data)
         self.next_apply: dict[int, int] = {}
+        # Hash chain over applied entries: per node the chain so far, globally the chain at each
+        # index (the state machine's state there, as far as the order of applies decides it).
+        self.chain: dict[int, int] = {}
+        self.chain_at: dict[int, int] = {}
+        self.snapshots = 0
         self.lead_term: dict[int, int] = {}  # node -> term it was last seen leading
 
     def fail(self, what: str) -> None:
@@ -124,11 +165,34 @@ class InvariantChecker:
             self.violations.append(what)
 
     # -- log mirror --
-    def restart(self, node: int, entries: list[Entry]) -> None:
+    def restart(self, node: int, entries: list[Entry], snapshot: tuple[int, int] | None = None) -> None:
+        """`node` starts from its disk: a snapshot (index, apply chain) and the entries after it."""
         self.mirror[node], self.mirror_terms[node] = [], []
         self.next_apply[node] = 1
+        self.chain[node] = 0
         self.lead_term.pop(node, None)
+        if snapshot is not None:
+            self.restored(node, *snapshot)
         self.persisted(node, entries)
+
+    def restored(self, node: int, index: int, chain: int) -> None:
+        """`node` replaced its log and state machine by a snapshot through `index`. A snapshot
+        holds committed state only: its log prefix is the committed one, and its state must be
+        what applying the committed entries up to `index` gives."""
+        self.snapshots += 1
+        if index > len(self.committed_hash):
+            self.fail(f"node {node} has a snapshot at {index}, beyond anything committed "
+                      f"({len(self.committed_hash)})")
+            return
+        if index < self.next_apply[node] - 1:
+            self.fail(f"node {node} restored a snapshot at {index} after applying {self.next_apply[node] - 1}")
+        known = self.chain_at.setdefault(index, chain)
+        if known != chain:
+            self.fail(f"state machine safety: node {node}'s snapshot at {index} differs from the applied state")
+        self.mirror[node] = self.committed_hash[:index]
+        self.mirror_terms[node] = [0] * index
+        self.next_apply[node] = index + 1
+        self.chain[node] = chain
 
     def persisted(self, node: int, entries: list[Entry], leading: int | None = None) -> None:
         """`node` made `entries` durable; `leading` is its term if it leads now."""
@@ -184,6 +248,9 @@ class InvariantChecker:
         if e.index != want:
             self.fail(f"node {node} applied index {e.index}, expected {want}")
         self.next_apply[node] = e.index + 1
+        self.chain[node] = hash((self.chain[node], e.index, e.term, int(e.type), e.data))
+        if self.chain_at.setdefault(e.index, self.chain[node]) != self.chain[node]:
+            self.fail(f"state machine safety: node {node}'s state after {e.index} differs from another's")
         seen = self.applied.setdefault(e.index, (e.term, int(e.type), e.data))
         if seen != (e.term, int(e.type), e.data):
             self.fail(f"state machine safety: node {node} applied {e.index}@{e.term} {e.data!r}, "
@@ -231,6 +298,11 @@ class SimParams:
     stale_reads: bool = False  # planted bug: serve gets from local state, without ReadIndex
     drop_apply_every: int = 0  # planted bug: node 1's driver skips every n-th committed entry
     check_invariants: bool = True  # False: leave a planted bug to the end-of-run checkers
+    # Compact after this many applied entries; -1: drawn per seed (a quarter of the seeds never
+    # compact), 0: never.
+    snapshot_threshold: int = -1
+    trailing_logs: int = -1  # entries kept behind a snapshot; -1: drawn per seed
+    skip_restore: bool = False  # planted bug: a leader's snapshot replaces the log, not the state machine
 
 
 @dataclass
@@ -266,6 +338,7 @@ class SimNode:
     skew: float = 1.0
     applies: int = 0
     applied_index: int = 0  # what the driver has handed to the state machine
+    chain: int = 0  # hash chain over what the state machine applied (InvariantChecker's, mirrored)
 
 
 class Simulation:
@@ -292,13 +365,22 @@ class Simulation:
                              max_inflight_msgs=rng.choice([1, 4, 256]),
                              max_size_per_msg=rng.choice([64, 1 << 20]))
         self.nodes = {i: SimNode(i, p.disk(), skew=1 + rng.uniform(-0.05, 0.05)) for i in self.ids}
+        # Drawn from its own stream, so seeds keep their network and Raft settings.
+        snap_rng = random.Random(f"snap{seed}")
+        self.snapshot_threshold = p.snapshot_threshold if p.snapshot_threshold >= 0 else \
+            snap_rng.choice([0, 5, 20, 50])
+        # Entries kept behind each snapshot (Consul's trailing logs), drawn per seed.
+        self.trailing = p.trailing_logs if p.trailing_logs >= 0 else snap_rng.choice([0, 0, 3, 10])
+        # Snapshot contents by key (a snapshot's data is its key): kv, applied op ids, apply chain.
+        self.snap_store: dict[bytes, tuple[dict[str, str], list[str], int]] = {}
         self.inv = InvariantChecker()
         self.acks = AckChecker()
         self.clients = [Client(c, rng.choice(self.ids)) for c in range(p.clients)]
         self.pending: dict[str, Pending] = {}
         self.history: list[Op] = []
         self.timeline: deque[str] = deque(maxlen=60)
-        self.stats = {"msgs": 0, "acked": 0, "unknown": 0, "reads": 0, "crashes": 0, "elections": 0}
+        self.stats = {"msgs": 0, "acked": 0, "unknown": 0, "reads": 0, "crashes": 0, "elections": 0,
+                      "compactions": 0, "snapshots_sent": 0, "snapshots_restored": 0}
         self.accepting = True
         for i in self.ids:
             self._start(i)
@@ -327,9 +409,13 @@ class Simulation:
         n = self.nodes[i]
         n.incarnation += 1
         cfg = RaftConfig(id=i, **self.raft_cfg)  # type: ignore[arg-type]
-        n.raw = RawNode(cfg, self.ids, random.Random(self.rng.random()), n.disk.hard, list(n.disk.entries))
-        n.kv, n.applied_ids, n.waiting_reads, n.applies, n.applied_index = {}, [], [], 0, 0
-        self.inv.restart(i, list(n.disk.entries))
+        n.raw = RawNode(cfg, self.ids, random.Random(self.rng.random()), n.disk.hard, n.disk.log_after_snapshot(),
+                        snapshot=n.disk.snapshot)
+        n.kv, n.applied_ids, n.waiting_reads, n.applies, n.applied_index, n.chain = {}, [], [], 0, 0, 0
+        snap = n.disk.snapshot
+        if snap is not None:
+            self._restore(n, snap)
+        self.inv.restart(i, n.disk.log_after_snapshot(), (snap.meta.index, n.chain) if snap else None)
         self._at(self.p.tick * n.skew * self.rng.random(), self._tick, i, n.incarnation)
 
     def crash(self, i: int) -> None:
@@ -359,7 +445,15 @@ class Simulation:
         assert raw is not None
         while raw.has_ready():
             rd = raw.ready()
-            n.disk.persist(rd.hard_state, rd.entries)  # durable (or so it says) before sending
+            n.disk.persist(rd.hard_state, rd.entries, rd.snapshot)  # durable (or so it says) before sending
+            if rd.snapshot is not None:
+                if self.p.skip_restore:
+                    n.applied_index = rd.snapshot.meta.index
+                else:
+                    self._restore(n, rd.snapshot)
+                self.inv.restored(n.id, rd.snapshot.meta.index, n.chain)
+                self.stats["snapshots_restored"] += 1
+                self.note(f"{n.id} restores a snapshot at {rd.snapshot.meta.index}")
             self.inv.persisted(n.id, rd.entries, raw.raft.term if raw.raft.role == Role.LEADER else None)
             for m in rd.messages:
                 self._send(m)
@@ -372,27 +466,68 @@ class Simulation:
                 self.note(f"{n.id} leads term {raw.raft.term}")
             raw.advance(rd)
         self.inv.observe(n.id, raw.raft)
+        log = raw.raft.log
+        if self.snapshot_threshold and log.applied - log.snapshot.meta.index >= self.snapshot_threshold:
+            self._compact(n, log.applied)
+
+    def _compact(self, n: SimNode, index: int) -> None:
+        """The application snapshots its state through `index` (all it applied), the disk keeps
+        it, and only then does the log let go of the entries."""
+        raw = n.raw
+        assert raw is not None and index == n.applied_index
+        key = f"{n.id}.{n.incarnation}.{index}".encode()
+        self.snap_store[key] = (dict(n.kv), list(n.applied_ids), n.chain)
+        term = raw.raft.log.term(index)
+        assert term is not None
+        raw.compact(index, key, self.trailing)
+        assert raw.raft.log.snapshot.data == key
+        n.disk.compact(raw.raft.log.snapshot, raw.raft.log.offset)
+        self.stats["compactions"] += 1
+
+    def _restore(self, n: SimNode, snap: Snapshot) -> None:
+        kv, ids, chain = self.snap_store[snap.data]
+        n.kv, n.applied_ids, n.chain = dict(kv), list(ids), chain
+        n.applied_index = snap.meta.index
+        self._serve_reads(n)
 
     # -- network --
     def _send(self, m: Message) -> None:
         copies = 1 + (self.rng.random() < self.dup)
+        report = m.type == MessageType.SNAP  # the sender hears how a snapshot transfer went
+        if report:
+            self.stats["snapshots_sent"] += 1
         for copy in range(copies):
             if (m.frm, m.to) in self.cut or self.rng.random() < self.loss:
+                if report and copy == copies - 1:
+                    self._at(self.rng.uniform(0.2, self.max_latency), self._snap_status, m,
+                             self.nodes[m.frm].incarnation, True)
                 continue
             delay = self.rng.uniform(0.2, self.max_latency)
             if self.fifo and copy == 0:
                 link = (m.frm, m.to)
                 delay = max(delay, self.link_clock.get(link, 0.0) - self.now)
                 self.link_clock[link] = self.now + delay
-            self._at(delay, self._deliver, m)
+            self._at(delay, self._deliver, m, self.nodes[m.frm].incarnation if report else 0)
+            report = False
 
-    def _deliver(self, m: Message) -> None:
+    def _deliver(self, m: Message, reporter: int = 0) -> None:
         n = self.nodes[m.to]
         if n.raw is None or (m.frm, m.to) in self.cut:
+            if reporter:
+                self._snap_status(m, reporter, True)
             return
         self.stats["msgs"] += 1
         n.raw.step(m)
         self._process(n)
+        if reporter:
+            self._snap_status(m, reporter, False)
+
+    def _snap_status(self, m: Message, incarnation: int, failed: bool) -> None:
+        sender = self.nodes[m.frm]
+        if sender.raw is None or sender.incarnation != incarnation:
+            return
+        sender.raw.report_snapshot(m.to, failed)
+        self._process(sender)
 
     # -- the state machine and client answers --
     def _apply(self, n: SimNode, e: Entry) -> None:
@@ -401,6 +536,7 @@ class Simulation:
         if self.p.drop_apply_every and n.id == 1 and n.applies % self.p.drop_apply_every == 0:
             return  # the planted driver bug: this entry is never applied
         self.inv.apply(n.id, e)
+        n.chain = hash((n.chain, e.index, e.term, int(e.type), e.data))  # the state machine's own record
         if e.type != EntryType.NORMAL or not e.data:
             return
         op_id, kind, key, a, b = e.data.decode().split("|")
@@ -606,7 +742,7 @@ class Simulation:
         head = (f"raft sim seed={self.seed} nodes={self.p.nodes}: replay with "
                 f"`python tests/sim/raft_sim.py {self.seed} {self.p.nodes}`\n"
                 f"network: loss={self.loss} dup={self.dup} latency<={self.max_latency}ms fifo={self.fifo} "
-                f"raft={self.raft_cfg}")
+                f"raft={self.raft_cfg} snapshot_threshold={self.snapshot_threshold} trailing={self.trailing}")
         return "\n".join([head, *problems, "last events:", *self.timeline])
 
 

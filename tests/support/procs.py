@@ -17,15 +17,15 @@ MURMUR = [sys.executable, "-m", "murmur.cli.main"]
 START_TIMEOUT = 30.0  # seconds; a dev agent starts in well under 1 s, this is 10x+ slack
 
 
-def free_port() -> int:
-    """A port free for both TCP and UDP on 127.0.0.1 right now."""
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port free for both TCP and UDP on `host` (a loopback address) right now."""
     for _ in range(50):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-            t.bind(("127.0.0.1", 0))
+            t.bind((host, 0))
             port = t.getsockname()[1]
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
             try:
-                u.bind(("127.0.0.1", port))
+                u.bind((host, port))
             except OSError:
                 continue
         return port
@@ -52,28 +52,37 @@ def wait_for(predicate, timeout: float, interval: float = 0.05, what: str = "con
 
 class AgentProc:
     def __init__(self, tmp: Path, config_dirs: list[Path], extra: list[str] | None = None, node: str = "e2e",
-                 dev: bool = True) -> None:
+                 dev: bool = True, host: str = "127.0.0.1") -> None:
         self.node = node
-        self.http_port = free_port()
-        self.dns_port = free_port()
-        self.serf_port = free_port()
+        self.host = host
+        self.http_port = free_port(host)
+        self.dns_port = free_port(host)
+        self.serf_port = free_port(host)
+        self.server_port = free_port(host)
         self.tmp = tmp
         self.log_path = tmp / f"agent-{node}-{self.http_port}.log"
         self.args = [*MURMUR, "agent", *(["--dev"] if dev else ["--data-dir", str(tmp / f"data-{node}")]),
-                     "--node", node, "--bind", "127.0.0.1", "--http-port", str(self.http_port),
+                     "--node", node, "--bind", host, "--http-port", str(self.http_port),
                      "--dns-port", str(self.dns_port), "--serf-port", str(self.serf_port),
-                     "--server-port", str(free_port()), "--log-level", "debug"]
+                     "--server-port", str(self.server_port), "--log-level", "debug"]
+        if host != "127.0.0.1":
+            self.args += ["--client", host]
         for d in config_dirs:
             self.args += ["--config-dir", str(d)]
         self.args += extra or []
         self.proc: subprocess.Popen[bytes] | None = None
-        self.url = f"http://127.0.0.1:{self.http_port}"
+        self.url = f"http://{host}:{self.http_port}"
         self.wait_leader = True  # start() waits for a known leader; servers still bootstrapping cannot
+        # A client agent (neither --dev nor --server) learns the leader from servers; without
+        # servers to join (gossip-only tests) it is ready once its HTTP API answers at all.
+        self.has_servers = dev or "--server" in (extra or [])
         self.env: dict[str, str] | None = None
 
-    def start(self) -> AgentProc:
+    def start(self, wait: bool = True) -> AgentProc:
+        """Start the process; unless `wait` is False (a failpoint may kill it while it starts),
+        wait until its HTTP API answers."""
         self.launch()
-        return self.wait_ready()
+        return self.wait_ready() if wait else self
 
     def launch(self) -> AgentProc:
         """Start the process without waiting for it (start many, then wait_ready() on each)."""
@@ -91,14 +100,16 @@ class AgentProc:
         if self.proc.poll() is not None:
             raise AssertionError(f"agent exited with {self.proc.returncode}:\n{self.log_path.read_text()}")
         r = httpx.get(self.url + "/v1/status/leader", timeout=1)
+        if not self.has_servers:
+            return True
         return r.status_code == 200 and (bool(r.json()) or not self.wait_leader)
 
-    def restart(self) -> AgentProc:
+    def restart(self, wait: bool = True) -> AgentProc:
         """Start again with the same ports, data dir and flags (after stop() or a kill)."""
         if self.proc is not None and self.proc.poll() is None:
             raise RuntimeError("still running")
         self.log.close()
-        return self.start()
+        return self.start(wait)
 
     def kill9(self) -> None:
         assert self.proc is not None

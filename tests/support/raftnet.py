@@ -12,22 +12,43 @@ from dataclasses import dataclass, field
 
 from murmur.raft.config import RaftConfig
 from murmur.raft.core import ProposalDropped
-from murmur.raft.messages import Entry, EntryType, HardState, Message, MessageType, Role
+from murmur.raft.messages import Entry, EntryType, HardState, Message, MessageType, Role, Snapshot
 from murmur.raft.rawnode import RawNode
 
 
 @dataclass
 class Disk:
     hard: HardState = field(default_factory=HardState)
-    entries: list[Entry] = field(default_factory=list)
+    entries: list[Entry] = field(default_factory=list)  # from base + 1
+    snapshot: Snapshot | None = None
+    base: int = 0
 
-    def persist(self, hard: HardState | None, entries: list[Entry]) -> None:
+    def offset(self) -> int:
+        return self.base
+
+    def log_after_snapshot(self) -> list[Entry]:
+        """What a restart reads: the entries after the snapshot."""
+        s = self.snapshot.meta.index if self.snapshot else 0
+        return [e for e in self.entries if e.index > s]
+
+    def persist(self, hard: HardState | None, entries: list[Entry], snapshot: Snapshot | None = None) -> None:
+        if snapshot is not None:  # a leader's snapshot replaces the whole log
+            self.snapshot = snapshot
+            self.entries = []
+            self.base = snapshot.meta.index
         if hard is not None:
             self.hard = hard
         if entries:
             first = entries[0].index
-            del self.entries[first - 1:]
+            del self.entries[first - 1 - self.offset():]
             self.entries.extend(entries)
+
+    def compact(self, snapshot: Snapshot, upto: int | None = None) -> None:
+        """The application's own snapshot: drop the entries up to `upto` (default: all it covers)."""
+        upto = snapshot.meta.index if upto is None else upto
+        del self.entries[:max(0, upto - self.base)]
+        self.base = max(self.base, upto)
+        self.snapshot = snapshot
 
 
 class Net:
@@ -48,8 +69,8 @@ class Net:
     def start(self, i: int) -> None:
         disk = self.disks[i]
         config = RaftConfig(id=i, **self.cfg)  # type: ignore[arg-type]
-        self.nodes[i] = RawNode(config, self.ids, random.Random(self.rng.random()), disk.hard, list(disk.entries),
-                                applied=0)
+        self.nodes[i] = RawNode(config, self.ids, random.Random(self.rng.random()), disk.hard, disk.log_after_snapshot(),
+                                snapshot=disk.snapshot, applied=0)
         self.applied[i] = []
         self.down.discard(i)
 
@@ -73,7 +94,7 @@ class Net:
         out: list[Message] = []
         while node.has_ready():
             rd = node.ready()
-            self.disks[i].persist(rd.hard_state, rd.entries)
+            self.disks[i].persist(rd.hard_state, rd.entries, rd.snapshot)
             out.extend(rd.messages)
             self.applied[i].extend(rd.committed_entries)
             node.advance(rd)

@@ -16,6 +16,9 @@ Commands (IDs are node IDs; `opts` are key=value):
     process-ready ID...          # persist the Ready, queue its messages, apply, advance
     deliver-msgs ID... [type=T] [from=ID] [drop]  # step (or drop) what waits in each inbox, in order
     stabilize [ID...]            # process-ready + deliver-msgs until nothing moves
+    compact ID INDEX [keep=K]    # ID's application snapshots its state through INDEX (durably), then
+                                 # the log drops the entries it covers but the last K
+    report-snapshot ID TO [failed]  # ID's transport tells it how sending a snapshot to TO went
     status [ID...] | raft-log ID | progress ID | applied ID | dropped ID  # counters of refused input
     crash ID | restart ID        # crash loses the inbox and anything not persisted
     cut A B | isolate ID | heal  # a cut link drops what is sent on it, and what is in flight
@@ -23,7 +26,9 @@ Commands (IDs are node IDs; `opts` are key=value):
 
 Outputs: entries print as `index@term` plus `noop` or the data; messages as
 `from->to TYPE tTERM fields...`. A Ready prints what the driver does with it, in the order it
-must do it: `state`, `hard` (persist), `persist` (entries), `send`, `apply`, `read`.
+must do it: `state`, `hard` (persist), `snapshot` (persist), `persist` (entries), `send`,
+`restore` (the state machine, from the snapshot), `apply`, `read`. A snapshot's data is the
+applied entries' data, comma-separated; `applied ID` prints a restored snapshot as `[data]`.
 
 Set RAFT_REWRITE=1 to regenerate the expected outputs; commit the change only if you can
 explain every line that moved.
@@ -37,7 +42,16 @@ from pathlib import Path
 
 from murmur.raft.config import RaftConfig
 from murmur.raft.core import ProposalDropped
-from murmur.raft.messages import Entry, EntryType, HardState, Message, MessageType, Ready
+from murmur.raft.messages import (
+    Entry,
+    EntryType,
+    HardState,
+    Message,
+    MessageType,
+    Ready,
+    Snapshot,
+    SnapshotMeta,
+)
 from murmur.raft.progress import ProgressState
 from murmur.raft.rawnode import RawNode
 
@@ -82,10 +96,17 @@ def fmt_msg(m: Message) -> str:
         s += f" commit={m.commit}"
     elif m.type == MT.READ_INDEX_RESP:
         s += f" index={m.index}"
+    elif m.type == MT.SNAP and m.snapshot is not None:
+        s += f" snap={fmt_snap(m.snapshot)}"
     if m.context:
         s += f" ctx={m.context.hex()}" if m.type in (MT.HEARTBEAT, MT.HEARTBEAT_RESP) \
             else f" ctx={m.context.decode(errors='backslashreplace')}"
     return s
+
+
+def fmt_snap(snap: Snapshot) -> str:
+    meta = snap.meta
+    return f"{meta.index}@{meta.term} voters={','.join(map(str, meta.voters))} data=\"{snap.data.decode()}\""
 
 
 def parse_entries(spec: str) -> list[Entry]:
@@ -104,6 +125,7 @@ class Env:
     disks: dict[int, Disk] = field(default_factory=dict)
     inbox: dict[int, list[Message]] = field(default_factory=dict)
     applied: dict[int, list[Entry]] = field(default_factory=dict)
+    restored: dict[int, str] = field(default_factory=dict)  # the snapshot data the state machine began from
     down: set[int] = field(default_factory=set)
     cut: set[tuple[int, int]] = field(default_factory=set)
     voters: list[int] = field(default_factory=list)
@@ -112,8 +134,10 @@ class Env:
     # -- lifecycle --
     def _start(self, i: int) -> None:
         d = self.disks[i]
-        self.nodes[i] = RawNode(self.configs[i], self.voters, FixedTimeout(i), d.hard, list(d.entries))
+        self.nodes[i] = RawNode(self.configs[i], self.voters, FixedTimeout(i), d.hard, d.log_after_snapshot(),
+                                snapshot=d.snapshot)
         self.applied[i] = []
+        self.restored[i] = d.snapshot.data.decode() if d.snapshot else ""
         self.inbox[i] = []
         self.down.discard(i)
 
@@ -144,9 +168,11 @@ class Env:
         if rd.hard_state is not None:
             h = rd.hard_state
             out.append(f"  hard: term={h.term} vote={h.vote} commit={h.commit}")
+        if rd.snapshot is not None:
+            out.append("  snapshot: " + fmt_snap(rd.snapshot))
         if rd.entries:
             out.append("  persist: " + ", ".join(fmt_entry(e) for e in rd.entries))
-        self.disks[i].persist(rd.hard_state, rd.entries)  # durable before anything is sent
+        self.disks[i].persist(rd.hard_state, rd.entries, rd.snapshot)  # durable before anything is sent
         for m in rd.messages:
             if (m.frm, m.to) in self.cut:
                 out.append("  send: " + fmt_msg(m) + " -- cut")
@@ -154,6 +180,10 @@ class Env:
             out.append("  send: " + fmt_msg(m))
             if m.to not in self.down and m.to in self.inbox:
                 self.inbox[m.to].append(m)
+        if rd.snapshot is not None:
+            out.append(f"  restore: {rd.snapshot.meta.index}@{rd.snapshot.meta.term}")
+            self.applied[i] = []
+            self.restored[i] = rd.snapshot.data.decode()
         if rd.committed_entries:
             out.append("  apply: " + ", ".join(fmt_entry(e) for e in rd.committed_entries))
             self.applied[i].extend(rd.committed_entries)
@@ -211,6 +241,8 @@ class Env:
             s = f"{v}: {pr.state.name} match={pr.match} next={pr.next}"
             if pr.state == ProgressState.PROBE and pr.probe_sent:
                 s += " paused"
+            if pr.state == ProgressState.SNAPSHOT:
+                s += f" pending={pr.pending_snapshot}"
             if pr.state == ProgressState.REPLICATE:
                 s += f" inflight={len(pr.inflights)}" + (" full" if pr.is_paused() else "")
             s += " active" if pr.recent_active else ""
@@ -269,12 +301,30 @@ class Env:
             frm = int(opts["from"]) if "from" in opts else None
             for i in ids:
                 self._deliver(i, out, only, frm, drop="drop" in pos)
+        elif cmd == "compact":
+            i, index = ids[0], ids[1]
+            node = self.nodes[i]
+            datas = [self.restored[i]] if self.restored[i] else []
+            datas += [e.data.decode() for e in self.applied[i] if e.index <= index and e.data]
+            term = node.raft.log.term(index)
+            assert term is not None, f"compact {i} {index}: not in the log"
+            snap = Snapshot(SnapshotMeta(index, term, tuple(sorted(node.raft.voters))), ",".join(datas).encode())
+            node.compact(index, snap.data, int(opts.get("keep", 0)))
+            self.disks[i].compact(snap, node.raft.log.offset)  # (durable before the core drops them)
+            out.append(f"{i}: snapshot {fmt_snap(snap)}, log {node.raft.log.offset + 1}.."
+                       f"{node.raft.log.last_index()}")
+        elif cmd == "report-snapshot":
+            self.nodes[ids[0]].report_snapshot(ids[1], failed="failed" in pos)
         elif cmd == "stabilize":
             self._stabilize(ids or list(self.voters), out)
         elif cmd == "status":
             out.extend(self._status(i) for i in (ids or self.voters))
         elif cmd == "raft-log":
             r = self.nodes[ids[0]].raft
+            if r.log.offset:
+                out.append(f"(compacted through {r.log.offset}@{r.log.offset_term})")
+            if r.log.snapshot.meta.index:
+                out.append(f"(snapshot {r.log.snapshot.meta.index}@{r.log.snapshot.meta.term})")
             out.extend(fmt_entry(e) for e in r.log.entries)
             if not r.log.entries:
                 out.append("(empty)")
@@ -284,7 +334,9 @@ class Env:
             counts = self.nodes[ids[0]].raft.dropped
             out.append(" ".join(f"{k}={v}" for k, v in sorted(counts.items()) if v) or "(none)")
         elif cmd == "applied":
-            out.append(", ".join(fmt_entry(e) for e in self.applied[ids[0]]) or "(nothing)")
+            items = [f"[{self.restored[ids[0]]}]"] if self.restored[ids[0]] else []
+            items += [fmt_entry(e) for e in self.applied[ids[0]]]
+            out.append(", ".join(items) or "(nothing)")
         elif cmd == "crash":
             self.down.add(ids[0])
             self.inbox[ids[0]] = []

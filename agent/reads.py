@@ -1,0 +1,183 @@
+"""Named catalog reads: one registry shared by servers and clients.
+
+Every read route (`/v1/catalog/*`, `/v1/health/*`, `/v1/kv/*`, `/v1/status/*`) names a read here
+and passes its arguments. A server executes the read on its own store (`execute`); a client
+sends the same name and arguments over server RPC (`op: read`) and the server executes the same
+`execute`, so a client's answer and a server's answer come from one code path by construction.
+
+A read's `run` turns (store, args) into msgpack-able data; its `index` says which index the read
+reports and blocks on (`X-Consul-Index`). Mode: "default" and "consistent" wait on a ReadIndex
+first (linearizable), "stale" reads the server's store as it is and reports its last contact with
+the leader. Blocking (`index` > 0) waits on the server's change feed until the index passes.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import trio
+from murmur.catalog import queries
+from murmur.catalog.dns import slice_store
+from murmur.catalog.store import StateStore
+
+if TYPE_CHECKING:
+    from .agent import Agent
+
+MAX_WAIT = 600.0  # Consul caps a blocking query's wait at 10 minutes
+MODES = ("default", "consistent", "stale")
+_jitter = random.Random()
+
+
+class ReadError(Exception):
+    """A read that cannot be made: `kind` is "bad_request" (unknown read, bad args) or "no_leader"."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclass(frozen=True)
+class ReadResult:
+    data: Any
+    index: int
+    known_leader: bool = True
+    last_contact_ms: int = 0
+
+
+@dataclass(frozen=True)
+class Read:
+    run: Callable[[StateStore, dict[str, Any]], Any]
+    index: Callable[[StateStore, dict[str, Any]], int]
+    server_run: Callable[[Agent, dict[str, Any]], Any] | None = None  # reads of the server's Raft state
+
+
+def _tables(*names: str) -> Callable[[StateStore, dict[str, Any]], int]:
+    return lambda s, a: s.index_of(*names)
+
+
+def _service_index(s: StateStore, a: dict[str, Any]) -> int:
+    return s.index_of_service(str(a["name"]))
+
+
+def _kv_get(s: StateStore, a: dict[str, Any]) -> Any:
+    """keys: a list of key names; otherwise records as [key, value, flags, create, modify, lock, session]."""
+    key = str(a.get("key", ""))
+    if a.get("keys"):
+        return queries.kv_keys(s, key, str(a.get("separator") or ""))
+    if a.get("recurse"):
+        recs = queries.kv_list(s, key)
+    else:
+        rec = s.kvs.get(key)
+        recs = [rec] if rec is not None else []
+    return [[r.key, r.value, r.flags, r.create_index, r.modify_index, r.lock_index, r.session] for r in recs]
+
+
+def _node_slice(s: StateStore, a: dict[str, Any]) -> bytes:
+    """One node's catalog entries as a store snapshot (a client's anti-entropy diffs against it)."""
+    return slice_store(s, ("node-exact", str(a["node"]))).snapshot()
+
+
+def _dns_slice(s: StateStore, a: dict[str, Any]) -> bytes:
+    """What a DNS answer for one name needs, as a store snapshot (see catalog.dns.slice_key)."""
+    key = a.get("key")
+    if not isinstance(key, list) or not key or not all(isinstance(k, str) for k in key):
+        raise ReadError("bad_request", "dns.slice needs a key")
+    return slice_store(s, tuple(key)).snapshot()
+
+
+def _dns_slice_index(s: StateStore, a: dict[str, Any]) -> int:
+    """The index a slice's answer can change at: a service's own index (all its casings), the
+    node tables for node names, the nodes table for PTR."""
+    key = a.get("key") or ["none"]
+    kind = key[0]
+    if kind == "service" and len(key) > 1:
+        name = str(key[1]).lower()
+        own = [i for n, i in s.service_index.items() if n.lower() == name]
+        return max(own) if own else s.index_of("services")
+    if kind in ("node", "node-exact"):
+        return s.index_of("nodes", "services", "checks")
+    if kind == "nodes":
+        return s.index_of("nodes")
+    return 1
+
+
+READS: dict[str, Read] = {
+    "catalog.services": Read(lambda s, a: queries.catalog_services(s), _tables("services")),
+    "catalog.service": Read(lambda s, a: queries.catalog_service(s, str(a["name"]), a.get("tags")),
+                            _service_index),
+    "catalog.nodes": Read(lambda s, a: queries.catalog_nodes(s), _tables("nodes")),
+    "catalog.node": Read(lambda s, a: queries.catalog_node(s, str(a["node"])), _tables("nodes", "services")),
+    "catalog.connect": Read(lambda s, a: [], _tables("nodes", "services", "checks")),
+    "health.service": Read(lambda s, a: queries.health_service(s, str(a["name"]), a.get("tags"),
+                                                               bool(a.get("passing"))), _service_index),
+    "health.checks": Read(lambda s, a: queries.health_checks(s, str(a["name"])), _service_index),
+    "health.node": Read(lambda s, a: queries.health_node(s, str(a["node"])), _tables("checks")),
+    "health.state": Read(lambda s, a: queries.health_state(s, str(a["state"])), _tables("checks")),
+    "kv.get": Read(_kv_get, _tables("kvs")),
+    "node.slice": Read(_node_slice, _tables("nodes", "services", "checks")),
+    "dns.slice": Read(_dns_slice, lambda s, a: _dns_slice_index(s, a)),
+    "status.leader": Read(lambda s, a: None, lambda s, a: 0, server_run=lambda ag, a: _status_leader(ag)),
+    "status.peers": Read(lambda s, a: None, lambda s, a: 0, server_run=lambda ag, a: _status_peers(ag)),
+}
+
+
+def _status_leader(agent: Agent) -> str:
+    assert agent.server is not None
+    addr = agent.server.leader_address()
+    return f"{addr[0]}:{addr[1]}" if addr else ""
+
+
+def _status_peers(agent: Agent) -> list[str]:
+    srv = agent.server
+    assert srv is not None
+    return [f"{srv.addresses[v][0]}:{srv.addresses[v][1]}" for v in srv.voters if v in srv.addresses]
+
+
+def leader_info(agent: Agent) -> tuple[bool, int]:
+    """(a leader is known, ms since this server last heard from it; 0 on the leader)."""
+    srv = agent.server
+    if srv is None or srv.driver is None:
+        return False, 0
+    known = bool(srv.driver.leader)
+    contact = 0
+    if not srv.driver.is_leader and srv.driver.last_contact:
+        contact = int(max(0.0, trio.current_time() - srv.driver.last_contact) * 1000)
+    return known, contact
+
+
+async def execute(agent: Agent, name: str, args: dict[str, Any], mode: str = "default", min_index: int = 0,
+                  wait: float = 0.0) -> ReadResult:
+    """Run a named read on this server's store (the one path for local and RPC reads)."""
+    read = READS.get(name)
+    if read is None:
+        raise ReadError("bad_request", f"unknown read {name!r}")
+    if mode not in MODES:
+        raise ReadError("bad_request", f"unknown read mode {mode!r}")
+    if not isinstance(args, dict):
+        raise ReadError("bad_request", "read arguments must be a map")
+    if agent.server is None:
+        raise ReadError("bad_request", "this agent is not a server")
+    if mode != "stale" and read.server_run is None:
+        from .server import NoLeader
+
+        try:
+            await agent.server.read_barrier()
+        except NoLeader as exc:
+            raise ReadError("no_leader", "No cluster leader") from exc
+    store = agent.store
+    try:
+        current = read.index(store, args)
+        if min_index > 0 and current <= min_index and wait > 0:
+            wait = min(wait, MAX_WAIT)
+            wait += _jitter.uniform(0, wait / 16)
+            await agent.feed.wait_past(lambda: read.index(agent.store, args), min_index, wait)
+        store = agent.store  # the store may have been replaced (a snapshot restore) while we waited
+        index = read.index(store, args)
+        data = read.server_run(agent, args) if read.server_run is not None else read.run(store, args)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ReadError("bad_request", f"bad arguments for {name}: {exc!r}") from exc
+    known, contact = leader_info(agent)
+    return ReadResult(data, index, known, contact)
