@@ -193,11 +193,8 @@ class DNSServer:
     # ---- transports ----------------------------------------------------------------------------
     async def serve(self, host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
                     ) -> None:
-        udp = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
-        udp.setblocking(False)
-        udp.bind((host, port))
+        udp, listeners = await bind_udp_and_tcp(host, port)
         bound = udp.getsockname()[1]
-        listeners = await trio.open_tcp_listeners(bound, host=host)
         task_status.started(bound)
         try:
             async with trio.open_nursery() as nursery:
@@ -269,3 +266,25 @@ class DNSServer:
             pass
         finally:
             await stream.aclose()
+
+
+PORT_TRIES = 20  # with port 0: fresh picks until one is free for both UDP and TCP
+
+
+async def bind_udp_and_tcp(host: str, port: int) -> tuple[socket.socket, list[trio.SocketListener]]:
+    """A UDP socket and TCP listeners on one port. With port 0 the kernel picks the UDP port, and
+    another process may hold that number for TCP: pick again rather than fail."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for attempt in range(PORT_TRIES if port == 0 else 1):
+        udp = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            udp.setblocking(False)
+            udp.bind((host, port))
+            listeners = await trio.open_tcp_listeners(udp.getsockname()[1], host=host)
+        except OSError as exc:
+            udp.close()
+            if port != 0 or exc.errno != errno.EADDRINUSE or attempt == PORT_TRIES - 1:
+                raise
+            continue
+        return udp, listeners
+    raise AssertionError("unreachable")
