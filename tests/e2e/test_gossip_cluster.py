@@ -37,8 +37,17 @@ def cluster(tmp_path: Path, start_agent) -> list[AgentProc]:  # type: ignore[no-
     for i in range(1, N):
         agents.append(start_agent(conf, node=f"n{i}", dev=False, extra=["--join", seed]))
     names = {a.node for a in agents}
-    wait_for(lambda: all(statuses(a) == dict.fromkeys(names, ALIVE) for a in agents), 30,
-             what="all 5 agents list 5 alive members")
+    views: dict[str, dict[str, int]] = {}
+
+    def all_alive() -> bool:
+        views.clear()
+        views.update({a.node: statuses(a) for a in agents})
+        return all(v == dict.fromkeys(names, ALIVE) for v in views.values())
+
+    try:
+        wait_for(all_alive, 30, what="all 5 agents list 5 alive members")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; views: {views}") from None
     return agents
 
 
