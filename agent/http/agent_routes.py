@@ -219,9 +219,9 @@ def add_routes(router: Router, agent: Agent) -> None:
         body = req.json()
         try:
             sdef = parse_service(body, allow_scripts=allow_scripts())
+            agent.add_service(sdef, "api", replace_existing_checks=req.flag("replace-existing-checks"))
         except DefinitionError as exc:
             raise HTTPError(400, f"Invalid service definition: {exc}") from exc
-        agent.add_service(sdef, "api", replace_existing_checks=req.flag("replace-existing-checks"))
         await agent.sync()
         return Response()
 

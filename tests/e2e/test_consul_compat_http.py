@@ -36,3 +36,22 @@ def test_pyconsul_error_paths_and_peer_and_catalog_service_key(start_agent) -> N
         r = agent.get(path + "?peer=unknown-peer")
         assert r.status_code == 200 and r.json() == [] and int(r.headers["X-Consul-Index"]) > 0
     assert len(agent.get("/v1/health/service/s1").json()) == 1
+
+
+def test_connect_sidecar_registers_and_goes_with_its_parent(start_agent) -> None:  # type: ignore[no-untyped-def]
+    agent = start_agent()
+    c = consul.Consul(host="127.0.0.1", port=agent.http_port)
+    assert c.agent.service.register("web", port=8080, connect={"sidecar_service": {}}) is True
+    services = c.agent.services()
+    assert set(services) == {"web", "web-sidecar-proxy"}
+    side = services["web-sidecar-proxy"]
+    assert (side["Kind"], side["Port"], side["Proxy"]["DestinationServiceID"]) == ("connect-proxy", 21000, "web")
+    _, nodes = c.catalog.service("web-sidecar-proxy")
+    assert nodes[0]["ServiceKind"] == "connect-proxy" and nodes[0]["ServiceProxy"]["LocalServicePort"] == 8080
+    assert {ch for ch in c.agent.checks()} == {"service:web-sidecar-proxy:1", "service:web-sidecar-proxy:2"}
+    # Re-registering the parent keeps the sidecar's port.
+    assert c.agent.service.register("web", port=8080, connect={"sidecar_service": {}}) is True
+    assert c.agent.services()["web-sidecar-proxy"]["Port"] == 21000
+    assert c.agent.service.deregister("web") is True
+    assert c.agent.services() == {} and c.agent.checks() == {}
+    assert "web-sidecar-proxy" not in c.catalog.services()[1]
