@@ -6,7 +6,8 @@
    fresh copy, replacing its Docker-based root conftest.py with tests/pyconsul/shim_conftest.py.
 2. Runs each test module serially, each in its own pytest process inside a fresh network
    namespace (`unshare -rn`, loopback brought up), because the tests assume an agent on
-   127.0.0.1:8500; the shim starts a fresh agent per test. Every wait is bounded.
+   127.0.0.1:8500; the shim starts a fresh agent per test, each in a network namespace of its
+   own (unshare(CLONE_NEWNET) inside that user namespace). Every wait is bounded.
 3. Reports passed / failed / excepted per module. Tests listed in tests/pyconsul/exceptions.txt
    (a later issue's feature) are run as non-strict expected failures. Exit status 1 if any
    other test fails or a module's run breaks; an excepted test that passes is reported so the
@@ -70,7 +71,7 @@ def run_module(src: Path, module: str) -> tuple[list[dict[str, str]], str, int]:
     logs = BUILD / "logs" / module
     shutil.rmtree(logs, ignore_errors=True)
     env_vars = {"PYCONSUL_RESULTS": str(results), "PYCONSUL_EXCEPTIONS": str(HERE / "exceptions.txt"),
-                "PYCONSUL_LOGS": str(logs), "PYTHONDONTWRITEBYTECODE": "1"}
+                "PYCONSUL_LOGS": str(logs), "PYTHONDONTWRITEBYTECODE": "1", "PYCONSUL_NETNS_PER_TEST": "1"}
     pytest = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:trio",
               "-o", "addopts=", "-o", "asyncio_mode=strict", "-W", "ignore::pytest.PytestConfigWarning",
               "-rfE", f"tests/api/test_{module}.py"]

@@ -3,7 +3,9 @@
 tests/pyconsul/run.py copies this file over the sdist's root conftest.py (which starts Consul in
 Docker). It defines the same fixtures with the same tuple shapes, but each test gets a fresh murmur
 dev agent on 127.0.0.1:8500. The runner starts pytest inside its own network namespace
-(`unshare -rn`), so that fixed port is private to this run. Agents are stopped by PID.
+(`unshare -rn`), so that fixed port is private to this run, and with PYCONSUL_NETNS_PER_TEST=1
+(the runner sets it) each test moves into a fresh network namespace of its own before its agent
+starts: every agent has a loopback nobody else used. Agents are stopped by PID.
 
 It also marks the tests listed in tests/pyconsul/exceptions.txt as (non-strict) expected failures
 and records every test's outcome as JSON lines in $PYCONSUL_RESULTS for the runner's report.
@@ -130,7 +132,25 @@ class Agent:
             time.sleep(0.05)
 
 
+CLONE_NEWNET = 0x40000000
+
+
+def _fresh_netns() -> None:
+    """Move this (single-threaded) test process into a new network namespace, loopback up. It needs
+    the user namespace `unshare -r` gives; the agent started next inherits the namespace, and the
+    previous test's namespace goes away with its agent."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"unshare(CLONE_NEWNET): {os.strerror(err)}")
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True, timeout=10)
+
+
 def _instance(request: pytest.FixtureRequest):
+    if os.environ.get("PYCONSUL_NETNS_PER_TEST") == "1":
+        _fresh_netns()
     agent = Agent(request.node.name.replace("/", "_"))
     try:
         agent.wait_ready()
