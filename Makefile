@@ -3,12 +3,13 @@ SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := dnsutils dnsperf dnsmasq
+# iproute2 and util-linux: `ip` and `unshare` for the py-consul suite's private network namespaces.
+APT_PACKAGES := dnsutils dnsperf dnsmasq iproute2 util-linux
 # Peers the benchmarks compare against (not needed by `make test`).
 BENCH_APT_PACKAGES := serf
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-full bench lint types unit e2e install apt apt-bench apt-install clean
+.PHONY: run test test-full bench lint types unit e2e pyconsul install apt apt-bench apt-install clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -49,6 +50,11 @@ unit: install
 
 e2e: install
 	$(BIN)/pytest -q tests/e2e
+
+# py-consul 1.8.0's own tests (sdist from PyPI) against `murmur agent --dev`, one network namespace
+# per module (docs/operations.md). MODULES="agent status" runs a subset.
+pyconsul: install
+	$(BIN)/python tests/pyconsul/run.py $(MODULES)
 
 # Everything CI runs, each stage timed (budgets: docs/operations.md and the conventions page).
 test:

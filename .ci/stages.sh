@@ -17,3 +17,4 @@ stage types        make -s types
 stage unit         "${PYTEST[@]}" tests/unit tests/raft tests/lincheck tests/test_layering.py
 stage simulations  "${PYTEST[@]}" tests/sim
 stage e2e          "${PYTEST[@]}" tests/e2e
+stage "py-consul suite" .venv/bin/python tests/pyconsul/run.py

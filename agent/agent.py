@@ -32,7 +32,7 @@ from . import config as config_mod
 from . import conflicts
 from .checks_runner import CheckRunner
 from .config import RuntimeConfig
-from .definitions import ServiceDefinition, parse_service
+from .definitions import ServiceDefinition, parse_service, sidecar_definition
 from .drivers.gossip import GossipDriver
 from .events import UserEvents
 from .gossip_keyring import KeyringFileError, load_keyring
@@ -211,6 +211,18 @@ class Agent:
     # ---- local registrations ------------------------------------------------------------------
     def add_service(self, sdef: ServiceDefinition, source: str = "api", replace_existing_checks: bool = False
                     ) -> None:
+        if sdef.sidecar is not None:  # Connect sidecar_service: registered as a service of its own
+            own = f"{sdef.spec.id}-sidecar-proxy"
+            used = {s.port for sid, s in self.local.services.items() if sid != own}
+            sidecar = sidecar_definition(sdef, used, allow_scripts=bool(self.cfg.enable_script_checks))
+            self._add_one_service(sdef, source, replace_existing_checks)
+            self._add_one_service(sidecar, source, replace_existing_checks)
+            self.checks.reconcile()
+            return
+        self._add_one_service(sdef, source, replace_existing_checks)
+        self.checks.reconcile()
+
+    def _add_one_service(self, sdef: ServiceDefinition, source: str, replace_existing_checks: bool) -> None:
         old_checks = [cid for cid, c in self.local.checks.items() if c.defn.service_id == sdef.spec.id]
         self.local.add_service(sdef.spec, source)
         now = trio.current_time()
@@ -221,7 +233,6 @@ class Agent:
             for cid in old_checks:
                 if cid not in new_ids:
                     self.local.remove_check(cid)
-        self.checks.reconcile()
 
     def add_check(self, defn: CheckDefinition, source: str = "api") -> None:
         if defn.service_id and defn.service_id not in self.local.services:
@@ -233,6 +244,9 @@ class Agent:
         if sid not in self.local.services:
             return False
         self.local.remove_service(sid)
+        sidecar = self.local.services.get(f"{sid}-sidecar-proxy")
+        if sidecar is not None and sidecar.kind == "connect-proxy":  # as Consul: it goes with its parent
+            self.local.remove_service(sidecar.id)
         self.checks.reconcile()
         return True
 

@@ -7,18 +7,36 @@ whose IDs follow Consul: one check is `service:<id>`, several are `service:<id>:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 from murmur.catalog.commands import ServiceSpec
-from murmur.checks.definitions import CheckDefinition, DefinitionError, folded, from_api
+from murmur.checks.definitions import CheckDefinition, DefinitionError, fold, folded, from_api
 
 
 @dataclass(frozen=True)
 class ServiceDefinition:
     spec: ServiceSpec
     checks: tuple[CheckDefinition, ...]
+    # `connect.sidecar_service` as sent: the agent expands it (sidecar_definition) into a service of
+    # its own, because its port is picked from what the agent already has.
+    sidecar: Mapping[str, Any] | None = None
+
+
+SIDECAR_PORTS = range(21000, 21256)  # Consul's sidecar_min_port..sidecar_max_port
+
+
+def _json_obj(d: dict[str, Any], key: str, label: str, drop: tuple[str, ...] = ()) -> str:
+    """An object-valued field (Proxy, Connect, Locality) as canonical JSON text; "" when unset."""
+    v = d.get(key)
+    if v is None:
+        return ""
+    if not isinstance(v, Mapping):
+        raise DefinitionError(f"{label}: expected an object")
+    v = {k: x for k, x in v.items() if fold(str(k)) not in drop}
+    return json.dumps(v, sort_keys=True, separators=(",", ":")) if v else ""
 
 
 def _str(d: dict[str, Any], key: str, label: str) -> str:
@@ -65,8 +83,14 @@ def parse_service(obj: Any, *, allow_scripts: bool = False) -> ServiceDefinition
         id=sid, name=name, tags=tuple(tags), address=_str(d, "address", "Address"), port=port,
         meta=_str_map(d, "meta", "Meta"), weights=weights,
         enable_tag_override=bool(d.get("enabletagoverride", False)), tagged_addresses=tuple(tagged),
-        kind=_str(d, "kind", "Kind"),
+        kind=_str(d, "kind", "Kind"), proxy=_json_obj(d, "proxy", "Proxy"),
+        connect=_json_obj(d, "connect", "Connect", drop=("sidecarservice",)),
+        locality=_json_obj(d, "locality", "Locality"),
     )
+    connect = folded(d["connect"]) if isinstance(d.get("connect"), Mapping) else {}
+    sidecar = connect.get("sidecarservice")
+    if sidecar is not None and not isinstance(sidecar, Mapping):
+        raise DefinitionError("Connect.SidecarService: expected an object")
     raw_checks: list[Any] = []
     if d.get("check"):
         raw_checks.append(d["check"])
@@ -84,5 +108,32 @@ def parse_service(obj: Any, *, allow_scripts: bool = False) -> ServiceDefinition
         if defn.name == default_id and not folded(c).get("name"):
             defn = replace(defn, name=f"Service '{name}' check")
         checks.append(defn)
-    return ServiceDefinition(spec, tuple(checks))
+    return ServiceDefinition(spec, tuple(checks), sidecar)
+
+
+def sidecar_definition(parent: ServiceDefinition, used_ports: set[int], *, allow_scripts: bool = False
+                       ) -> ServiceDefinition:
+    """Consul's sidecar registration: `<id>-sidecar-proxy`, kind connect-proxy, the first free port
+    of 21000-21255 unless one is given, a Proxy pointing at the parent, and (unless the sidecar
+    brings its own checks) a TCP "listening" check plus an alias check of the parent."""
+    assert parent.sidecar is not None
+    given = {k: v for k, v in parent.sidecar.items() if fold(str(k)) not in ("id", "name", "kind", "port", "proxy")}
+    raw = folded(parent.sidecar)
+    p = parent.spec
+    sid = raw.get("id") or f"{p.id}-sidecar-proxy"
+    port = raw.get("port") or next((n for n in SIDECAR_PORTS if n not in used_ports), None)
+    if port is None:
+        raise DefinitionError("Connect.SidecarService: no free port in 21000-21255")
+    proxy = dict(raw.get("proxy") or {})
+    proxy.setdefault("DestinationServiceName", p.name)
+    proxy.setdefault("DestinationServiceID", p.id)
+    proxy.setdefault("LocalServiceAddress", "127.0.0.1")
+    proxy.setdefault("LocalServicePort", p.port)
+    body: dict[str, Any] = {**given, "ID": sid, "Name": raw.get("name") or f"{p.name}-sidecar-proxy",
+                            "Kind": "connect-proxy", "Port": port, "Proxy": proxy}
+    if not raw.get("check") and not raw.get("checks"):
+        address = raw.get("address") or p.address or "127.0.0.1"
+        body["Checks"] = [{"Name": "Connect Sidecar Listening", "TCP": f"{address}:{port}", "Interval": "10s"},
+                          {"Name": f"Connect Sidecar Aliasing {p.id}", "AliasService": p.id}]
+    return parse_service(body, allow_scripts=allow_scripts)
 

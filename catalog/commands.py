@@ -54,6 +54,10 @@ class ServiceSpec:
     enable_tag_override: bool = False
     tagged_addresses: tuple[tuple[str, str, int], ...] = ()  # (name, address, port)
     kind: str = ""
+    # Service-mesh fields, stored and echoed as sent: canonical JSON text of the object, "" if unset.
+    proxy: str = ""
+    connect: str = ""
+    locality: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,9 +131,14 @@ class ApplyError:
 
 
 def _service_to_map(s: ServiceSpec) -> dict[str, Any]:
-    return {"i": s.id, "n": s.name, "t": list(s.tags), "a": s.address, "p": s.port, "m": dict(s.meta),
-            "w": list(s.weights), "e": s.enable_tag_override, "ta": [list(t) for t in s.tagged_addresses],
-            "k": s.kind}
+    out = {"i": s.id, "n": s.name, "t": list(s.tags), "a": s.address, "p": s.port, "m": dict(s.meta),
+           "w": list(s.weights), "e": s.enable_tag_override, "ta": [list(t) for t in s.tagged_addresses],
+           "k": s.kind}
+    # Optional keys only when set: a service without them encodes exactly as before they existed.
+    for key, value in (("px", s.proxy), ("cn", s.connect), ("lo", s.locality)):
+        if value:
+            out[key] = value
+    return out
 
 
 def _service_from_map(m: dict[str, Any]) -> ServiceSpec:
@@ -139,7 +148,8 @@ def _service_from_map(m: dict[str, Any]) -> ServiceSpec:
         weights=(int(m.get("w", (1, 1))[0]), int(m.get("w", (1, 1))[1])),
         enable_tag_override=bool(m.get("e", False)),
         tagged_addresses=tuple((str(a), str(b), int(c)) for a, b, c in m.get("ta", ())),
-        kind=str(m.get("k", "")),
+        kind=str(m.get("k", "")), proxy=str(m.get("px", "")), connect=str(m.get("cn", "")),
+        locality=str(m.get("lo", "")),
     )
 
 

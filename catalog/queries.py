@@ -7,6 +7,7 @@ observe: nodes by name, instances by node then service ID, checks by check ID.
 from __future__ import annotations
 
 import base64
+import json
 from typing import Any
 
 from .store import CheckRecord, KVRecord, NodeRecord, ServiceRecord, StateStore
@@ -45,7 +46,14 @@ def agent_service_json(r: ServiceRecord | None, spec: Any = None, datacenter: st
         out["TaggedAddresses"] = {n: {"Address": a, "Port": p} for n, a, p in s.tagged_addresses}
     if s.kind:
         out["Kind"] = s.kind
+    for key, text in (("Proxy", s.proxy), ("Connect", s.connect), ("Locality", s.locality)):
+        if text:
+            out[key] = json.loads(text)
     return out
+
+
+def _obj(text: str) -> Any:
+    return json.loads(text) if text else {}
 
 
 def catalog_service_json(node: NodeRecord | None, r: ServiceRecord) -> dict[str, Any]:
@@ -59,7 +67,8 @@ def catalog_service_json(node: NodeRecord | None, r: ServiceRecord) -> dict[str,
         "ServiceTaggedAddresses": _service_tagged(r),
         "ServiceWeights": {"Passing": s.weights[0], "Warning": s.weights[1]},
         "ServiceMeta": dict(s.meta), "ServicePort": s.port, "ServiceSocketPath": "",
-        "ServiceEnableTagOverride": s.enable_tag_override, "ServiceProxy": {}, "ServiceConnect": {},
+        "ServiceEnableTagOverride": s.enable_tag_override, "ServiceProxy": _obj(s.proxy),
+        "ServiceConnect": _obj(s.connect),
         "CreateIndex": r.create_index, "ModifyIndex": r.modify_index,
     }
 
@@ -69,7 +78,7 @@ def health_service_json(r: ServiceRecord) -> dict[str, Any]:
     return {"ID": s.id, "Service": s.name, "Tags": list(s.tags), "Address": s.address,
             "TaggedAddresses": _service_tagged(r), "Meta": dict(s.meta), "Port": s.port,
             "Weights": {"Passing": s.weights[0], "Warning": s.weights[1]},
-            "EnableTagOverride": s.enable_tag_override, "Proxy": {}, "Connect": {},
+            "EnableTagOverride": s.enable_tag_override, "Proxy": _obj(s.proxy), "Connect": _obj(s.connect),
             "CreateIndex": r.create_index, "ModifyIndex": r.modify_index}
 
 

@@ -219,9 +219,9 @@ def add_routes(router: Router, agent: Agent) -> None:
         body = req.json()
         try:
             sdef = parse_service(body, allow_scripts=allow_scripts())
+            agent.add_service(sdef, "api", replace_existing_checks=req.flag("replace-existing-checks"))
         except DefinitionError as exc:
             raise HTTPError(400, f"Invalid service definition: {exc}") from exc
-        agent.add_service(sdef, "api", replace_existing_checks=req.flag("replace-existing-checks"))
         await agent.sync()
         return Response()
 
@@ -235,6 +235,12 @@ def add_routes(router: Router, agent: Agent) -> None:
         body = req.json()
         try:
             defn = from_api(body, allow_scripts=allow_scripts())
+        except DefinitionError as exc:
+            raise HTTPError(400, f"Invalid check: {exc}") from exc
+        if defn.service_id and defn.service_id not in agent.local.services:
+            # Consul (1.11+) answers 404 here; py-consul's check.register() then returns False.
+            raise HTTPError(404, f"ServiceID \"{defn.service_id}\" does not exist")
+        try:
             agent.add_check(defn, "api")
         except DefinitionError as exc:
             raise HTTPError(400, f"Invalid check: {exc}") from exc

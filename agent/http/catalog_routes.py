@@ -20,7 +20,18 @@ if TYPE_CHECKING:
 
 
 
+def no_peer(req: Request) -> tuple[Any, ...]:
+    """`?peer=NAME`: murmur has no cluster peerings, so any named peer has no instances (as Consul
+    answers for a peer it does not know). Extra arguments for json_result: replace the data by []."""
+    return ([],) if req.arg("peer") else ()
+
+
 def add_routes(router: Router, agent: Agent) -> None:
+    def check_body_dc(dc: str) -> None:
+        """A register/deregister body's Datacenter, like `?dc=`: another one has no path."""
+        if dc and dc != agent.cfg.datacenter:
+            raise HTTPError(500, f"No path to datacenter {dc!r}")
+
     async def leader(req: Request, m: re.Match[str]) -> Response:
         if agent.server is not None:
             return Response.json(leader_addr(agent))
@@ -37,7 +48,7 @@ def add_routes(router: Router, agent: Agent) -> None:
 
     async def service(req: Request, m: re.Match[str]) -> Response:
         args = {"name": m["name"], "tags": req.query.get("tag")}
-        return json_result(req, await named_read(agent, req, "catalog.service", args))
+        return json_result(req, await named_read(agent, req, "catalog.service", args), *no_peer(req))
 
     async def nodes(req: Request, m: re.Match[str]) -> Response:
         return json_result(req, await named_read(agent, req, "catalog.nodes", {}))
@@ -46,11 +57,11 @@ def add_routes(router: Router, agent: Agent) -> None:
         return json_result(req, await named_read(agent, req, "catalog.node", {"node": m["node"]}))
 
     async def connect(req: Request, m: re.Match[str]) -> Response:
-        return json_result(req, await named_read(agent, req, "catalog.connect", {}))
+        return json_result(req, await named_read(agent, req, "catalog.connect", {}), *no_peer(req))
 
     async def health_service(req: Request, m: re.Match[str]) -> Response:
         args = {"name": m["name"], "tags": req.query.get("tag"), "passing": req.flag("passing")}
-        return json_result(req, await named_read(agent, req, "health.service", args))
+        return json_result(req, await named_read(agent, req, "health.service", args), *no_peer(req))
 
     async def health_checks(req: Request, m: re.Match[str]) -> Response:
         return json_result(req, await named_read(agent, req, "health.checks", {"name": m["name"]}))
@@ -67,6 +78,7 @@ def add_routes(router: Router, agent: Agent) -> None:
     async def register(req: Request, m: re.Match[str]) -> Response:
         check_dc(agent, req)
         cmd = parse_catalog_register(req.json())
+        check_body_dc(cmd.datacenter)
         result = await agent.writer.apply(cmd)
         if isinstance(result, ApplyError):
             raise HTTPError(400, result.message)
@@ -80,6 +92,7 @@ def add_routes(router: Router, agent: Agent) -> None:
         d = folded(body)
         if not isinstance(d.get("node"), str) or not d["node"]:
             raise HTTPError(400, "Must provide node")
+        check_body_dc(str(d.get("datacenter") or ""))
         result = await agent.writer.apply(Deregister(node=d["node"], service_id=str(d.get("serviceid") or ""),
                                                      check_id=str(d.get("checkid") or "")))
         if isinstance(result, ApplyError):
@@ -140,7 +153,7 @@ def parse_catalog_register(body: Any) -> Register:
     if not isinstance(address, str) or not address:
         raise HTTPError(400, "Must provide address")
     try:
-        service = parse_service(d["service"]).spec if d.get("service") else None
+        service = parse_service(_catalog_service(d["service"])).spec if d.get("service") else None
     except DefinitionError as exc:
         raise HTTPError(400, f"Service: {exc}") from exc
     raw_checks = ([d["check"]] if d.get("check") else []) + list(d.get("checks") or [])
@@ -168,3 +181,14 @@ def parse_catalog_register(body: Any) -> Register:
                     tagged_addresses=tuple(sorted((str(k), str(v)) for k, v in tagged.items())),
                     node_meta=tuple(sorted((str(k), str(v)) for k, v in meta.items())),
                     service=service, checks=tuple(checks), skip_node_update=bool(d.get("skipnodeupdate")))
+
+
+def _catalog_service(obj: Any) -> Any:
+    """The catalog's NodeService names the service `Service`, where an agent service definition says
+    `Name` (py-consul sends `{"service": "s1"}`); accept either, in any casing."""
+    if not isinstance(obj, dict):
+        return obj
+    d = folded(obj)
+    if "name" in d or not isinstance(d.get("service"), str):
+        return obj
+    return {**{k: v for k, v in obj.items() if k.lower() != "service"}, "Name": d["service"]}

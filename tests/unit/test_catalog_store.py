@@ -37,7 +37,7 @@ service_specs = st.builds(
     port=st.integers(0, 65535), meta=sorted_pairs(),
     weights=st.tuples(st.integers(0, 100), st.integers(0, 100)), enable_tag_override=st.booleans(),
     tagged_addresses=st.lists(st.tuples(text, text, st.integers(0, 65535)), max_size=3).map(tuple),
-    kind=text,
+    kind=text, proxy=text, connect=text, locality=text,
 )
 json_values = st.one_of(text, st.integers(-(2**31), 2**31), st.booleans(), st.lists(text, max_size=3))
 check_specs = st.builds(
@@ -60,7 +60,7 @@ msgpack_docs = st.recursive(
     st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**64 - 1), st.floats(), text, st.binary(max_size=8)),
     lambda inner: st.one_of(st.lists(inner, max_size=4),
                             st.dictionaries(st.one_of(text, st.sampled_from(
-                                ["n", "a", "s", "c", "ta", "m", "i", "p", "t", "w", "e", "k", "d", "si", "ci"])),
+                                ["n", "a", "s", "c", "ta", "m", "i", "p", "t", "w", "e", "k", "d", "si", "ci", "px", "cn", "lo"])),
                                 inner, max_size=6)),
     max_leaves=12,
 )
@@ -70,6 +70,17 @@ msgpack_docs = st.recursive(
 @given(service_specs)
 def test_service_spec_round_trip(spec: ServiceSpec) -> None:
     assert cmds._service_from_map(msgpack.unpackb(msgpack.packb(cmds._service_to_map(spec)))) == spec
+
+
+def test_service_without_mesh_fields_encodes_as_before_they_existed() -> None:
+    # Logs and snapshots written before Proxy/Connect/Locality decode to the same specs, and a
+    # service without them is encoded byte for byte as then.
+    plain = ServiceSpec(id="web", name="web", port=80)
+    assert set(cmds._service_to_map(plain)) == {"i", "n", "t", "a", "p", "m", "w", "e", "ta", "k"}
+    proxied = ServiceSpec(id="p", name="p", kind="connect-proxy", proxy='{"DestinationServiceName":"web"}',
+                          locality='{"Region":"r"}')
+    m = cmds._service_to_map(proxied)
+    assert (m["px"], m["lo"], "cn" in m) == ('{"DestinationServiceName":"web"}', '{"Region":"r"}', False)
 
 
 @given(check_specs)
