@@ -36,6 +36,11 @@ class ProposalDropped(Exception):
     """This node cannot take the proposal now (not the leader, or the leader is stepping down)."""
 
 
+# The context of a VOTE sent because the leader asked for it (TIMEOUT_NOW): the voters' lease
+# check does not apply, since the leader itself is handing over (etcd's campaignTransfer).
+CAMPAIGN_TRANSFER = b"transfer"
+
+
 @dataclass
 class PendingRead:
     """A ReadIndex request waiting for a quorum to confirm the leadership it was taken under.
@@ -75,6 +80,10 @@ class Raft:
         self.randomized_timeout = config.election_tick
         self.read_states: list[ReadState] = []
         self.pending_reads: list[PendingRead] = []  # in arrival order
+        # Leadership transfer: the voter we are handing over to (NONE: no transfer), and the
+        # ticks since it began; it is abandoned after an election timeout.
+        self.lead_transferee = NONE
+        self.transfer_elapsed = 0
         self.read_seq = 0  # never reset: a late heartbeat response cannot confirm a newer read
         self.dropped: dict[str, int] = {"stale_term": 0, "unknown_peer": 0, "local_from_network": 0,
                                         "read_index_not_leader": 0, "malformed": 0}
@@ -107,6 +116,8 @@ class Raft:
         if self.id in self.prs:
             self.prs[self.id].match = last
         self.pending_reads.clear()
+        self.lead_transferee = NONE
+        self.transfer_elapsed = 0
 
     def become_follower(self, term: int, lead: int) -> None:
         self._reset(term)
@@ -214,6 +225,10 @@ class Raft:
             self.election_elapsed += 1
             if self.election_elapsed >= self.config.election_tick:
                 self.election_elapsed = 0  # a leader's lease never runs out while it leads
+            if self.lead_transferee != NONE:
+                self.transfer_elapsed += 1
+                if self.transfer_elapsed >= self.config.election_tick:
+                    self.abort_transfer()  # the target did not take over in time: lead on
             if self.config.check_quorum and not self._quorum_active():
                 self.become_follower(self.term, NONE)  # cut off from a quorum: stop leading
                 return
@@ -240,8 +255,32 @@ class Raft:
                 active += 1
         return active >= self.quorum()
 
+    # ---- leadership transfer (Raft thesis §3.10) -----------------------------------------------
+    def transfer_leader(self, target: int) -> None:
+        """Hand leadership to voter `target`: stop taking proposals, bring it up to date, then tell
+        it to campaign at once (TIMEOUT_NOW). Abandoned after an election timeout."""
+        if self.role != Role.LEADER:
+            raise ProposalDropped(f"not the leader (leader is {self.lead or 'unknown'})")
+        if target == self.id or target not in self.voters or target not in self.prs:
+            raise ValueError(f"cannot transfer leadership to {target}: not another voter")
+        if self.lead_transferee == target:
+            return  # already under way
+        self.lead_transferee = target
+        self.transfer_elapsed = 0
+        if self.prs[target].match == self.log.last_index():
+            self._send_timeout_now(target)
+        else:
+            self._send_append(target)
+
+    def abort_transfer(self) -> None:
+        self.lead_transferee = NONE
+        self.transfer_elapsed = 0
+
+    def _send_timeout_now(self, to: int) -> None:
+        self._send(Message(MT.TIMEOUT_NOW, to=to, frm=self.id, term=self.term))
+
     # ---- elections ------------------------------------------------------------------------------
-    def campaign(self, pre_vote: bool) -> None:
+    def campaign(self, pre_vote: bool, transfer: bool = False) -> None:
         if pre_vote:
             self._become_pre_candidate()
             vote_type, term = MT.PRE_VOTE, self.term + 1
@@ -254,10 +293,11 @@ class Raft:
             else:
                 self._become_leader()
             return
+        ctx = CAMPAIGN_TRANSFER if transfer else b""
         for v in sorted(self.voters):
             if v != self.id:
                 self._send(Message(vote_type, to=v, frm=self.id, term=term, index=self.log.last_index(),
-                                   log_term=self.log.last_term()))
+                                   log_term=self.log.last_term(), context=ctx))
 
     def _poll(self, frm: int, _kind: MessageType, granted: bool) -> int:
         self.votes.setdefault(frm, granted)
@@ -274,7 +314,8 @@ class Raft:
         if m.term > self.term:
             if m.type in (MT.VOTE, MT.PRE_VOTE):
                 in_lease = (self.config.check_quorum and self.lead != NONE
-                            and self.election_elapsed < self.config.election_tick)
+                            and self.election_elapsed < self.config.election_tick
+                            and not (m.type == MT.VOTE and m.context == CAMPAIGN_TRANSFER))
                 if in_lease:
                     return  # we heard from a live leader recently: do not help depose it
             if m.type == MT.PRE_VOTE or (m.type == MT.PRE_VOTE_RESP and not m.reject):
@@ -327,6 +368,8 @@ class Raft:
                 raise ProposalDropped("empty proposal")
             if self.id not in self.voters:
                 raise ProposalDropped("this node was removed from the group")
+            if self.lead_transferee != NONE:
+                raise ProposalDropped(f"leadership is being transferred to {self.lead_transferee}")
             self._append(m.entries)
             self._bcast_append()
             return
@@ -363,6 +406,8 @@ class Raft:
                 for _ in range(self.config.max_inflight_msgs):  # keep the pipeline full
                     if not self._send_append(m.frm, send_if_empty=False):
                         break
+                if m.frm == self.lead_transferee and pr.match == self.log.last_index():
+                    self._send_timeout_now(m.frm)  # the target has caught up: over to it
         elif m.type == MT.SNAP_STATUS:
             if pr.state != ProgressState.SNAPSHOT:
                 return
@@ -421,7 +466,9 @@ class Raft:
             self._send(Message(MT.HEARTBEAT_RESP, to=m.frm, frm=self.id, term=self.term, context=m.context))
         elif m.type == MT.TIMEOUT_NOW:
             if self.promotable():
-                self.campaign(False)  # a transfer: skip the pre-vote, the leader asked for this
+                # A transfer: skip the pre-vote (and the others skip their lease check), the
+                # leader asked for this.
+                self.campaign(False, transfer=True)
         elif m.type == MT.READ_INDEX:
             if m.frm not in (NONE, self.id):
                 # Forwarded to us while we led, arriving after we stopped: the asker retries.

@@ -59,6 +59,12 @@ class RawNode:
         """Ask for a linearizable read point; it comes back as a ReadState in a later Ready."""
         self.raft.step(Message(MessageType.READ_INDEX, frm=self.raft.id, context=context))
 
+    def transfer_leader(self, target: int) -> None:
+        """Hand leadership to voter `target` (the leader only; raises ProposalDropped elsewhere,
+        ValueError for a target that is not another voter). Proposals are refused meanwhile; the
+        attempt is abandoned after an election timeout."""
+        self.raft.transfer_leader(target)
+
     def compact(self, index: int, data: bytes, keep: int = 0) -> None:
         """The application made a snapshot (`data`, its state applied through `index`) durable:
         drop the log entries it covers, but the last `keep` of them (for followers just behind).
@@ -132,7 +138,7 @@ class RawNode:
         return {"id": r.id, "term": r.term, "vote": r.vote, "lead": r.lead, "role": r.role.name,
                 "commit": r.log.committed, "applied": r.log.applied, "last_index": r.log.last_index(),
                 "snapshot_index": r.log.snapshot.meta.index, "first_index": r.log.offset + 1,
-                "voters": sorted(r.voters)}
+                "voters": sorted(r.voters), "transferee": r.lead_transferee}
 
     def soft_state(self) -> SoftState:
         return self.raft.soft_state()

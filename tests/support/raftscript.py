@@ -11,6 +11,7 @@ Commands (IDs are node IDs; `opts` are key=value):
     add-nodes N [election=10 heartbeat=1 pre_vote=true check_quorum=true inflight=256 max_size=1048576]
     load-log ID [term=T] [vote=V] [commit=C] log=1@1,2@1,3@2   # rewrite ID's disk, restart ID
     campaign ID | propose ID DATA | read-index ID CTX
+    transfer-leader ID TARGET    # ID (the leader) hands leadership to TARGET
     tick ID [N] | tick-heartbeat ID | tick-election ID
     set-jitter ID N              # ID's election timeout is election+N from its next role change
     process-ready ID...          # persist the Ready, queue its messages, apply, advance
@@ -280,6 +281,11 @@ class Env:
                 self.nodes[ids[0]].propose(pos[1].encode())
             except ProposalDropped as e:
                 return f"ProposalDropped: {e}"
+        elif cmd == "transfer-leader":
+            try:
+                self.nodes[ids[0]].transfer_leader(ids[1])
+            except (ProposalDropped, ValueError) as e:
+                return f"{type(e).__name__}: {e}"
         elif cmd == "read-index":
             try:
                 self.nodes[ids[0]].read_index(pos[1].encode())
