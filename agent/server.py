@@ -215,8 +215,10 @@ class ServerRuntime:
         data = commands.encode(cmd)
         if self.driver is None:
             raise NoLeader("No cluster leader (raft is not bootstrapped yet)")
-        if self.driver.is_leader:
+        if self.driver.is_leader and not self.driver.node.raft.lead_transferee:
             return await self.driver.propose(data)
+        # (During a leadership transfer the leader refuses proposals: go the forwarding way,
+        # which retries under a request ID until the new leader takes it.)
         from .rpc.endpoint import forward_write
 
         return await forward_write(self, data)  # under a request ID, retried with it

@@ -401,5 +401,9 @@ from .events import event, query  # noqa: E402 - the commands live in their own 
 main.add_command(event)
 main.add_command(query)
 
+from .operator import operator  # noqa: E402 - the commands live in their own module
+
+main.add_command(operator)
+
 if __name__ == "__main__":
     main()

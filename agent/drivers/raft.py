@@ -205,6 +205,24 @@ class RaftDriver:
             await event.wait()
         return int(box[0])
 
+    async def transfer_leader(self, target: int, timeout: float) -> None:
+        """Hand leadership to voter `target` and wait until it leads (as this node sees it).
+        Raises NotLeader (we do not lead), ValueError (not another voter), or trio.TooSlowError
+        (the transfer did not complete in `timeout`; the core abandons it after an election
+        timeout and this node goes on leading)."""
+        if not self.is_leader:
+            raise NotLeader(self.leader)
+        box: list[BaseException | None] = []
+        done = trio.Event()
+        self._post("transfer", (target, box, done))
+        await done.wait()
+        if box and box[0] is not None:
+            raise box[0]
+        with trio.fail_after(timeout):
+            while self.leader != target:
+                event = self.leader_changed
+                await event.wait()
+
     # ---- the loop -------------------------------------------------------------------------------
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -244,6 +262,16 @@ class RaftDriver:
             node.step(item)
         elif kind == "tick":
             node.tick()
+        elif kind == "transfer":
+            target, box, done = item
+            try:
+                node.transfer_leader(target)
+                box.append(None)
+            except ProposalDropped:
+                box.append(NotLeader(node.raft.lead))
+            except ValueError as exc:
+                box.append(exc)
+            done.set()
         elif kind == "snapstatus":
             node.report_snapshot(item[0], item[1])
         elif kind == "read":
