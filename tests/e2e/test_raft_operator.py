@@ -8,9 +8,8 @@ import sys
 
 import httpx
 import pytest
-from support.procs import wait_for
-
 from e2e.test_raft_cluster import Writer, holds_all, leader_of, leader_proc, read_all, start_servers
+from support.procs import wait_for
 
 pytestmark = pytest.mark.e2e
 
