@@ -387,7 +387,7 @@ class RaftDriver:
         term = raft.log.term(index)
         if self.snapshots is None or index <= raft.log.snapshot.meta.index or term is None:
             return None
-        return Snapshot(SnapshotMeta(index, term, tuple(sorted(raft.voters))), self.fsm.snapshot())
+        return Snapshot(SnapshotMeta(index, term, tuple(sorted(raft.voters_at(index)))), self.fsm.snapshot())
 
     async def _write_in_background(self, snap: Snapshot) -> None:
         """A write error propagates and stops the driver (and the agent): never retried silently."""
