@@ -1,4 +1,4 @@
-"""Raft operator actions on a server: leadership transfer and (later) membership changes.
+"""Raft operator actions on a server: leadership transfer and membership changes.
 
 Each action runs on the leader. A follower forwards it once over server RPC (op "operator"), as
 Consul forwards operator requests to its leader. Errors are OperatorError; the HTTP layer turns
@@ -11,8 +11,10 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import trio
+from murmur.raft.core import ProposalDropped
+from murmur.raft.messages import ConfChangeType
 
-from .drivers.raft import NotLeader
+from .drivers.raft import NotLeader, OutcomeUnknown
 
 if TYPE_CHECKING:
     from .server import ServerRuntime
@@ -60,6 +62,63 @@ async def transfer_leader(server: ServerRuntime, target: int | None) -> int:
     return target
 
 
+# Seconds a membership change may wait for a pending one to commit (one change at a time).
+CHANGE_TIMEOUT = 15.0
+RECONCILE_INTERVAL = 1.0
+
+
+async def change_membership(server: ServerRuntime, kind: ConfChangeType, target: int) -> int:
+    """Add or remove voter `target` (single-server change), waiting (bounded) for a pending change
+    to commit first. Returns the index of the committed change."""
+    driver = server.driver
+    if driver is None:
+        raise OperatorError("No cluster leader (raft is not bootstrapped yet)")
+    what = "add" if kind == ConfChangeType.ADD_VOTER else "remove"
+    with trio.move_on_after(CHANGE_TIMEOUT):
+        while True:
+            try:
+                index = await driver.propose_conf_change(kind, target)
+            except ProposalDropped as exc:
+                if "pending" in str(exc) or "not committed an entry" in str(exc) or "transferred" in str(exc):
+                    await trio.sleep(0.1)
+                    continue
+                raise OperatorError(str(exc)) from exc
+            except (NotLeader, OutcomeUnknown) as exc:
+                raise OperatorError(str(exc)) from exc
+            except ValueError as exc:
+                raise OperatorError(str(exc)) from exc
+            log.info("operator: %s voter %d committed at index %d", what, target, index)
+            return index
+    raise OperatorError(f"could not {what} voter {target}: another change stayed pending for {CHANGE_TIMEOUT:g}s")
+
+
+async def reconcile_loop(server: ServerRuntime) -> None:
+    """The leader's membership upkeep (as Consul's leader reconciles serf members): a server gossip
+    shows alive but not in the configuration is added; one that left gracefully is removed. One
+    change at a time; errors are logged and retried on the next round."""
+    while True:
+        await trio.sleep(RECONCILE_INTERVAL)
+        driver = server.driver
+        if driver is None or not driver.is_leader or server.agent.leaving:
+            continue
+        raft = driver.node.raft
+        if raft.conf_pending() or raft.lead_transferee:
+            continue
+        voters = set(raft.voters)
+        try:
+            left = sorted((server.left_servers() & voters) - {server.id})
+            if left:
+                log.info("reconcile: server %d left: removing it from the raft configuration", left[0])
+                await change_membership(server, ConfChangeType.REMOVE_VOTER, left[0])
+                continue
+            new = sorted(set(server.known_servers()) - voters)
+            if new:
+                log.info("reconcile: server %d is alive but not a voter: adding it", new[0])
+                await change_membership(server, ConfChangeType.ADD_VOTER, new[0])
+        except OperatorError as exc:
+            log.warning("reconcile: %s", exc)
+
+
 async def run_on_leader(server: ServerRuntime, action: str, args: dict[str, Any], hops: int = 0) -> Any:
     """Run an operator action on the leader: here if we lead, else forwarded once over RPC."""
     from .rpc.protocol import RPCError, call
@@ -85,4 +144,12 @@ async def perform(server: ServerRuntime, action: str, args: dict[str, Any]) -> A
         if target is not None and (not isinstance(target, int) or isinstance(target, bool)):
             raise OperatorError("transfer: target must be a raft id")
         return await transfer_leader(server, target)
+    if action == "remove":
+        target = args.get("target")
+        if not isinstance(target, int) or isinstance(target, bool):
+            raise OperatorError("remove: target must be a raft id")
+        assert server.driver is not None
+        if target not in server.driver.node.raft.voters:
+            raise OperatorError(f"{target} is not a raft peer")
+        return await change_membership(server, ConfChangeType.REMOVE_VOTER, target)
     raise OperatorError(f"unknown operator action {action!r}")

@@ -5,6 +5,11 @@
 up-to-date other voter. `{"Success": true}` once the target leads; 500 when there is no other
 voter, the ID is not a voter, or the transfer did not complete (as Consul).
 
+`DELETE /v1/operator/raft/peer?id=ID` or `?address=IP:PORT` (the server port address listed by
+the configuration route): remove a server from the Raft configuration, one server at a time;
+200 once the change commits, 500 if it is not a peer (as Consul). A server still alive in gossip
+is added back by the leader: this is for servers that are gone.
+
 The list route (`GET /v1/operator/raft/configuration`) lives in catalog_routes.py.
 """
 
@@ -53,4 +58,25 @@ def add_routes(router: Router, agent: Agent) -> None:
             raise HTTPError(500, str(exc)) from exc
         return Response.json({"Success": True})
 
+    async def remove_peer(req: Request, m: re.Match[str]) -> Response:
+        srv = _server(agent)
+        raw_id, raw_addr = req.arg("id"), req.arg("address")
+        if raw_id:
+            target = resolve_id(raw_id)
+        elif raw_addr:
+            found = [rid for rid, (host, port) in srv.addresses.items() if f"{host}:{port}" == raw_addr.strip()]
+            if not found:
+                raise HTTPError(500, f"address {raw_addr!r} was not found in the Raft configuration")
+            target = found[0]
+        else:
+            raise HTTPError(400, "Must specify either ?id with the server's ID or ?address with IP:port of peer to remove")
+        if target not in srv.voters:
+            raise HTTPError(500, f"id {raw_id or raw_addr!r} was not found in the Raft configuration")
+        try:
+            await run_on_leader(srv, "remove", {"target": target})
+        except OperatorError as exc:
+            raise HTTPError(500, str(exc)) from exc
+        return Response(200)
+
     router.add("POST", r"/v1/operator/raft/transfer-leader", transfer_leader)
+    router.add("DELETE", r"/v1/operator/raft/peer", remove_peer)

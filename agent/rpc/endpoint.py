@@ -95,6 +95,10 @@ async def handle_payload(server: ServerRuntime, payload: bytes) -> dict[str, Any
             return await _read(server, req)
         if op == "operator":
             return await _operator(server, req)
+        if op == "status":
+            driver = server.driver
+            return {"v": VERSION, "voters": sorted(driver.node.raft.voters) if driver else [],
+                    "leader": driver.leader if driver else 0}
         raise RPCError("unknown_op", f"unknown RPC op {op!r}")
     except RPCError as exc:
         return error_reply(exc.kind, str(exc))

@@ -65,3 +65,75 @@ def test_transfer_leader_without_another_voter_is_a_500(start_agent) -> None:  #
     # Positive control: the same agent answers the list route.
     r = httpx.get(a.url + "/v1/operator/raft/configuration", timeout=10)
     assert r.status_code == 200 and len(r.json()["Servers"]) == 1
+
+
+def voter_count(s) -> int:  # type: ignore[no-untyped-def]
+    try:
+        r = httpx.get(s.url + "/v1/operator/raft/configuration", timeout=5)
+        return len(r.json()["Servers"]) if r.status_code == 200 else -1
+    except httpx.HTTPError:
+        return -1
+
+
+def test_grow_to_five_and_shrink_to_three_under_writes(tmp_path, start_agent) -> None:  # type: ignore[no-untyped-def]
+    """Two new servers join a running cluster (the leader adds them, one at a time), then two leave
+    gracefully (each takes itself out); writes flow throughout and none acknowledged is lost. Then
+    a server is killed and removed with remove-peer; the remaining two go on."""
+    servers = start_servers(tmp_path, start_agent)
+    conf = tmp_path / "conf"
+    writer = Writer(servers)
+    writer.thread.start()
+    wait_for(lambda: len(writer.acked) >= 30, 60, what="30 acknowledged writes")
+    for i in (3, 4):
+        extra = ["--server", "--bootstrap-expect", "3", "--join", f"127.0.0.1:{servers[0].serf_port}"]
+        s = start_agent(conf, node=f"s{i}", dev=False, wait_leader=False, extra=extra)
+        servers.append(s)
+        wait_for(lambda n=i + 1: all(voter_count(x) == n for x in servers), 60, what=f"{i + 1} voters everywhere")
+        mark = len(writer.acked)
+        wait_for(lambda m=mark: len(writer.acked) >= m + 20, 60, what=f"writes with {i + 1} voters")
+    assert "joining it (the leader adds us)" in servers[3].logs()
+    wait_for(lambda: holds_all(servers[4], dict(writer.acked)), 60, what="the fifth server caught up")
+    # Shrink: the leader and a follower leave gracefully.
+    leaving = [leader_proc(servers), servers[1] if leader_proc(servers) is not servers[1] else servers[2]]
+    for s in leaving:
+        r = httpx.put(s.url + "/v1/agent/leave", timeout=30)
+        assert r.status_code == 200, r.text
+        assert s.proc is not None
+        s.proc.wait(timeout=60)
+        rest = [x for x in servers if x.proc is not None and x.proc.poll() is None]
+        wait_for(lambda rest=rest: all(voter_count(x) == len(rest) for x in rest), 60,
+                 what=f"{len(rest)} voters after {s.node} left")
+        wait_for(lambda rest=rest: len({leader_of(x) for x in rest}) == 1 and leader_of(rest[0]), 60,
+                 what="one leader after the leave")
+        mark = len(writer.acked)
+        wait_for(lambda m=mark: len(writer.acked) >= m + 20, 60, what="writes after the leave")
+    rest = [x for x in servers if x.proc is not None and x.proc.poll() is None]
+    assert len(rest) == 3
+    # A dead server is removed by hand (remove-peer through the CLI); removing it again is a 500.
+    victim = next(x for x in rest if x is not leader_proc(rest))
+    victim_id = node_id(victim)
+    victim.kill9()
+    rest.remove(victim)
+    out = cli(rest[0], "operator", "raft", "remove-peer", "-id", victim_id)
+    assert out.returncode == 0, out.stderr
+    wait_for(lambda: all(voter_count(x) == 2 for x in rest), 60, what="2 voters after remove-peer")
+    r = httpx.delete(rest[0].url + "/v1/operator/raft/peer", params={"id": victim_id}, timeout=30)
+    assert r.status_code == 500, r.text
+    mark = len(writer.acked)
+    wait_for(lambda: len(writer.acked) >= mark + 20, 60, what="writes with 2 voters")
+    writer.stop.set()
+    writer.thread.join(timeout=30)
+    acked = dict(writer.acked)
+    for s in rest:
+        wait_for(lambda s=s: holds_all(s, acked), 60, what=f"{s.node} holds every acknowledged write")
+    got = read_all(rest[0])
+    assert all(got.get(k) == v for k, v in acked.items())
+    # The survivors restart from their data dirs with the configuration they ended with.
+    for s in rest:
+        s.stop()
+    for s in rest:
+        s.wait_leader = False
+        s.restart()
+    wait_for(lambda: len({leader_of(s) for s in rest}) == 1 and leader_of(rest[0]), 60, what="leader after restart")
+    assert all(voter_count(s) == 2 for s in rest)
+    print(f"acked {len(acked)} writes, {writer.failed} failed or unknown")
