@@ -65,6 +65,9 @@ async def transfer_leader(server: ServerRuntime, target: int | None) -> int:
 # Seconds a membership change may wait for a pending one to commit (one change at a time).
 CHANGE_TIMEOUT = 15.0
 RECONCILE_INTERVAL = 1.0
+# Seconds the leader does not add back a server an operator removed: gossip may still call it
+# alive for a few seconds after it died (the failure detector's delay).
+REMOVED_HOLD = 60.0
 
 
 async def change_membership(server: ServerRuntime, kind: ConfChangeType, target: int) -> int:
@@ -111,7 +114,9 @@ async def reconcile_loop(server: ServerRuntime) -> None:
                 log.info("reconcile: server %d left: removing it from the raft configuration", left[0])
                 await change_membership(server, ConfChangeType.REMOVE_VOTER, left[0])
                 continue
-            new = sorted(set(server.known_servers()) - voters)
+            now = trio.current_time()
+            held = {rid for rid, t in server.removed_at.items() if now - t < REMOVED_HOLD}
+            new = sorted(set(server.known_servers()) - voters - held)
             if new:
                 log.info("reconcile: server %d is alive but not a voter: adding it", new[0])
                 await change_membership(server, ConfChangeType.ADD_VOTER, new[0])
@@ -151,5 +156,6 @@ async def perform(server: ServerRuntime, action: str, args: dict[str, Any]) -> A
         assert server.driver is not None
         if target not in server.driver.node.raft.voters:
             raise OperatorError(f"{target} is not a raft peer")
+        server.removed_at[target] = trio.current_time()
         return await change_membership(server, ConfChangeType.REMOVE_VOTER, target)
     raise OperatorError(f"unknown operator action {action!r}")

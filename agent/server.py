@@ -82,6 +82,8 @@ class ServerRuntime:
         self.driver: RaftDriver | None = None
         self.storage: RaftStorage | MemoryStorage | None = None
         self.voters: list[int] = []
+        self.bootstrap_voters: list[int] = []  # the configuration this server started the cluster with
+        self.removed_at: dict[int, float] = {}  # raft id -> when an operator removed it (trio time)
         self.addresses: dict[int, tuple[str, int]] = {}  # raft id -> server port address
         self.ready = trio.Event()
         self.nursery: trio.Nursery | None = None
@@ -137,11 +139,11 @@ class ServerRuntime:
         log.info("waiting for %d servers to bootstrap the raft cluster", expect)
         while True:
             servers = self.known_servers()
-            existing = await self._existing_config(servers) if len(servers) > 1 else []
-            if existing and self.id in existing:
+            existing = await self._existing_config(servers) if len(servers) > 1 else None
+            if existing is not None and self.id in existing:
                 log.info("bootstrapping raft with the voters another server started with: %s", existing)
                 return existing  # (it bootstrapped a moment before us, with us in the set)
-            if existing:
+            if existing is not None:
                 log.info("the servers we see already run a raft cluster: joining it (the leader adds us)")
                 return []
             if expect > 0 and len(servers) >= expect:
@@ -150,8 +152,10 @@ class ServerRuntime:
                 return voters
             await trio.sleep(BOOTSTRAP_POLL)
 
-    async def _existing_config(self, servers: dict[int, tuple[str, int]]) -> list[int]:
-        """The voters of a Raft configuration another server we see already has ([]: none)."""
+    async def _existing_config(self, servers: dict[int, tuple[str, int]]) -> list[int] | None:
+        """The bootstrap voters of a Raft cluster another server we see already runs (None: none
+        runs yet). Someone else's changed configuration that includes us means the leader added
+        us already: we still join with no configuration and learn it from the log."""
         from .rpc.protocol import RPCError, call
 
         for rid, addr in servers.items():
@@ -161,10 +165,12 @@ class ServerRuntime:
                 reply = await call(addr, {"op": "status"}, timeout=2.0)
             except RPCError:
                 continue
-            voters = reply.get("voters")
-            if isinstance(voters, list) and voters and all(isinstance(v, int) for v in voters):
-                return sorted(voters)
-        return []
+            voters, boot = reply.get("voters"), reply.get("bootstrap")
+            if isinstance(voters, list) and voters:
+                if isinstance(boot, list) and all(isinstance(v, int) for v in boot):
+                    return sorted(boot)
+                return []
+        return None
 
     def left_servers(self) -> set[int]:
         """Raft ids of servers of our datacenter that gossip says left gracefully."""
@@ -246,6 +252,7 @@ class ServerRuntime:
                                  trailing_logs=self.agent.cfg.raft_trailing_logs,
                                  on_voters=self._voters_changed)
         self.voters = sorted(node.raft.voters)
+        self.bootstrap_voters = sorted(voters)
         self.update_peers()
         assert self.nursery is not None
         await self.nursery.start(self.driver.serve)

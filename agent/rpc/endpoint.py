@@ -98,7 +98,7 @@ async def handle_payload(server: ServerRuntime, payload: bytes) -> dict[str, Any
         if op == "status":
             driver = server.driver
             return {"v": VERSION, "voters": sorted(driver.node.raft.voters) if driver else [],
-                    "leader": driver.leader if driver else 0}
+                    "leader": driver.leader if driver else 0, "bootstrap": server.bootstrap_voters}
         raise RPCError("unknown_op", f"unknown RPC op {op!r}")
     except RPCError as exc:
         return error_reply(exc.kind, str(exc))

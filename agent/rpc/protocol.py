@@ -12,8 +12,9 @@ either the op's result or `{"err": message, "kind": kind}`. Ops:
 - `operator`: `{"action": "transfer"|..., "args": {...}, "hops": n}`: a Raft operator action
   (agent/operator.py), run on the leader; a follower forwards it once. Reply `{"r": result}`;
   failures have kind "operator".
-- `status`: `{}` → `{"voters": [raft ids], "leader": id}` (empty voters: no Raft configuration
-  yet). A new server asks before bootstrapping, to join a running cluster instead.
+- `status`: `{}` → `{"voters": [raft ids], "leader": id, "bootstrap": [raft ids]}` (empty
+  voters: no Raft configuration yet). A new server asks before bootstrapping: in the bootstrap
+  set, it starts with that set; otherwise it joins the running cluster with none.
 
 Error kinds: "not_leader", "no_leader", "unknown_outcome", "bad_request", "bad_version",
 "unknown_op". A request with a version we do not speak or an op we do not know gets an error
