@@ -131,6 +131,9 @@ class Agent:
                         meta=tuple(sorted(cfg.node_meta.items())))
         self.local = LocalState(node)
         self.server: ServerRuntime | None = ServerRuntime(self) if cfg.server else None
+        from .autopilot import AutopilotConfig
+
+        self.autopilot = AutopilotConfig(self)
         self.remote = Remote(self)  # a client's way to the servers (agent/remote.py)
         self.writer: Writer = ServerWriter(self.server) if self.server else ClientWriter(self.remote)
         self.sync_lock = trio.Lock()

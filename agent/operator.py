@@ -109,6 +109,13 @@ async def reconcile_loop(server: ServerRuntime) -> None:
             continue
         voters = set(raft.voters)
         try:
+            from .autopilot import dead_servers_to_remove
+
+            dead = dead_servers_to_remove(server.agent, trio.current_time())
+            if dead:
+                log.info("autopilot: server %d failed: removing it (CleanupDeadServers)", dead[0])
+                await change_membership(server, ConfChangeType.REMOVE_VOTER, dead[0])
+                continue
             left = sorted((server.left_servers() & voters) - {server.id})
             if left:
                 log.info("reconcile: server %d left: removing it from the raft configuration", left[0])
@@ -149,6 +156,10 @@ async def perform(server: ServerRuntime, action: str, args: dict[str, Any]) -> A
         if target is not None and (not isinstance(target, int) or isinstance(target, bool)):
             raise OperatorError("transfer: target must be a raft id")
         return await transfer_leader(server, target)
+    if action == "health":
+        from .autopilot import server_health
+
+        return server_health(server.agent)
     if action == "remove":
         target = args.get("target")
         if not isinstance(target, int) or isinstance(target, bool):

@@ -144,3 +144,42 @@ def test_grow_to_five_and_shrink_to_three_under_writes(tmp_path, start_agent) ->
     wait_for(lambda: len({leader_of(s) for s in rest}) == 1 and leader_of(rest[0]), 60, what="leader after restart")
     assert all(voter_count(s) == 2 for s in rest)
     print(f"acked {len(acked)} writes, {writer.failed} failed or unknown")
+
+
+def test_autopilot_usage_and_coordinate_shapes_on_a_dev_agent(start_agent) -> None:  # type: ignore[no-untyped-def]
+    a = start_agent()
+    cfg = httpx.get(a.url + "/v1/operator/autopilot/configuration", timeout=10).json()
+    assert cfg["CleanupDeadServers"] is True and {"LastContactThreshold", "MaxTrailingLogs", "MinQuorum",
+                                                  "ServerStabilizationTime", "CreateIndex", "ModifyIndex"} <= set(cfg)
+    # CAS: a stale index is refused (false, nothing changes); the current one wins.
+    r = httpx.put(a.url + "/v1/operator/autopilot/configuration", params={"cas": cfg["ModifyIndex"] + 5},
+                  json={"CleanupDeadServers": False}, timeout=10)
+    assert r.json() is False
+    assert httpx.get(a.url + "/v1/operator/autopilot/configuration", timeout=10).json()["CleanupDeadServers"] is True
+    r = httpx.put(a.url + "/v1/operator/autopilot/configuration", params={"cas": cfg["ModifyIndex"]},
+                  json={"CleanupDeadServers": False}, timeout=10)
+    assert r.json() is True
+    new = httpx.get(a.url + "/v1/operator/autopilot/configuration", timeout=10).json()
+    assert new["CleanupDeadServers"] is False and new["ModifyIndex"] > cfg["ModifyIndex"]
+    health = httpx.get(a.url + "/v1/operator/autopilot/health", timeout=10)
+    assert health.status_code == 200, health.text
+    h = health.json()
+    assert h["Healthy"] is True and h["FailureTolerance"] == 0 and len(h["Servers"]) == 1
+    assert {"ID", "Name", "Address", "SerfStatus", "Version", "Leader", "LastContact", "LastTerm", "LastIndex",
+            "Healthy", "Voter", "StableSince"} <= set(h["Servers"][0])
+    httpx.put(a.url + "/v1/agent/service/register", json={"Name": "web", "ID": "web1"}, timeout=10)
+    httpx.put(a.url + "/v1/agent/service/register", json={"Name": "web", "ID": "web2"}, timeout=10)
+    wait_for(lambda: httpx.get(a.url + "/v1/operator/usage", timeout=10).json()["Usage"]["dc1"]["ServiceInstances"]
+             >= 3, 30, what="usage counts the services")
+    u = httpx.get(a.url + "/v1/operator/usage", timeout=10).json()["Usage"]["dc1"]
+    assert u["Nodes"] == 1 and u["Services"] == 2 and u["ServiceInstances"] == 3  # consul + web x2
+    dcs = httpx.get(a.url + "/v1/coordinate/datacenters", timeout=10).json()
+    assert dcs[0]["Datacenter"] == "dc1" and "AreaID" in dcs[0]
+    assert all(len(c["Coord"]["Vec"]) == 8 for c in dcs[0]["Coordinates"])
+    nodes = httpx.get(a.url + "/v1/coordinate/nodes", timeout=10).json()
+    assert nodes and set(nodes[0]) == {"Node", "Segment", "Coord"}
+    assert httpx.get(a.url + f"/v1/coordinate/node/{nodes[0]['Node']}", timeout=10).json()[0]["Node"] == nodes[0]["Node"]
+    assert httpx.get(a.url + "/v1/coordinate/node/nope", timeout=10).status_code == 404
+    r = httpx.put(a.url + "/v1/coordinate/update", json={"Node": nodes[0]["Node"], "Coord": nodes[0]["Coord"]},
+                  timeout=10)
+    assert r.json() is True
