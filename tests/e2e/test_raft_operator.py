@@ -48,6 +48,14 @@ def test_transfer_leader_moves_leadership_and_writes_continue(tmp_path, start_ag
         peers.stdout
     mark = len(writer.acked)
     wait_for(lambda: len(writer.acked) >= mark + 30, 60, what="writes after the second transfer")
+
+    def healthy() -> bool:  # asked of a follower: answered by the leader
+        follower = next(s for s in servers if s is not leader_proc(servers))
+        r = httpx.get(follower.url + "/v1/operator/autopilot/health", timeout=10)
+        h = r.json()
+        return (r.status_code == 200 and h["Healthy"] and h["FailureTolerance"] == 1 and len(h["Servers"]) == 3
+                and sum(x["Leader"] for x in h["Servers"]) == 1)
+    wait_for(healthy, 60, what="autopilot health: 3 healthy servers")
     writer.stop.set()
     writer.thread.join(timeout=30)
     acked = dict(writer.acked)
