@@ -89,3 +89,22 @@ def remove_peer(server_id: str, address: str, http_addr: str | None, token: str 
         _fail(str(exc))
         return
     click.echo(f"Removed peer with {'id' if server_id else 'address'} {server_id or address!r}")
+
+
+@click.command()
+@_http_options
+def info(http_addr: str | None, token: str | None) -> None:
+    """Print the agent's own summary by section, as `consul info` does (GET /v1/agent/self)."""
+    try:
+        data = Client(http_addr, token).call("GET", "/v1/agent/self")
+    except APIError as exc:
+        _fail(str(exc))
+        return
+    stats = data.get("Stats") or {}
+    for section in sorted(stats):
+        values = stats[section]
+        if not isinstance(values, dict):
+            continue
+        click.echo(f"{section}:")
+        for k in sorted(values):
+            click.echo(f"\t{k} = {values[k]}")

@@ -191,3 +191,5 @@ def test_autopilot_usage_and_coordinate_shapes_on_a_dev_agent(start_agent) -> No
     r = httpx.put(a.url + "/v1/coordinate/update", json={"Node": nodes[0]["Node"], "Coord": nodes[0]["Coord"]},
                   timeout=10)
     assert r.json() is True
+    out = cli(a, "info")  # `murmur info`: the agent's Stats by section
+    assert out.returncode == 0 and "agent:\n" in out.stdout and "\tservices = " in out.stdout, out.stdout + out.stderr
