@@ -131,6 +131,9 @@ class Agent:
                         meta=tuple(sorted(cfg.node_meta.items())))
         self.local = LocalState(node)
         self.server: ServerRuntime | None = ServerRuntime(self) if cfg.server else None
+        from .autopilot import AutopilotConfig
+
+        self.autopilot = AutopilotConfig(self)
         self.remote = Remote(self)  # a client's way to the servers (agent/remote.py)
         self.writer: Writer = ServerWriter(self.server) if self.server else ClientWriter(self.remote)
         self.sync_lock = trio.Lock()
@@ -508,6 +511,25 @@ class Agent:
         if self.gossip is not None:
             log.info("leaving the cluster")
             await self.gossip.leave(LEAVE_TIMEOUT)
+        if self.server is not None and not self.cfg.dev:
+            await self._leave_raft()
+
+    async def _leave_raft(self) -> None:
+        """A server leaving gracefully takes itself out of the Raft configuration (through the
+        leader; a leader hands over and steps down once the change commits), so the cluster's
+        quorum shrinks with it. Bounded: if it fails, the leader removes us when gossip says we left."""
+        from .operator import OperatorError, run_on_leader
+
+        srv = self.server
+        if srv is None or srv.driver is None or srv.id not in srv.driver.node.raft.voters \
+                or len(srv.driver.node.raft.voters) < 2:
+            return
+        with trio.move_on_after(LEAVE_TIMEOUT * 2):
+            try:
+                await run_on_leader(srv, "remove", {"target": srv.id})
+                log.info("left the raft configuration")
+            except OperatorError as exc:
+                log.warning("could not leave the raft configuration (the leader removes us later): %s", exc)
 
     async def _signals(self, scope: trio.CancelScope) -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:

@@ -82,6 +82,8 @@ class ServerRuntime:
         self.driver: RaftDriver | None = None
         self.storage: RaftStorage | MemoryStorage | None = None
         self.voters: list[int] = []
+        self.bootstrap_voters: list[int] = []  # the configuration this server started the cluster with
+        self.removed_at: dict[int, float] = {}  # raft id -> when an operator removed it (trio time)
         self.addresses: dict[int, tuple[str, int]] = {}  # raft id -> server port address
         self.ready = trio.Event()
         self.nursery: trio.Nursery | None = None
@@ -115,25 +117,78 @@ class ServerRuntime:
                 path.mkdir(parents=True, exist_ok=True)
                 storage = RaftStorage(path / "raft.db")
                 self.storage = storage
-                voters = storage_voters(storage)
-                if not voters:
-                    voters = await self._await_bootstrap()
-                    set_storage_voters(storage, voters)
-                await self._start_raft(voters, storage, SnapshotStore(path / "snapshots"))
+                boot = get_storage_meta(storage, "bootstrap_voters")
+                if boot is None:  # a data dir from before membership changes: no change was ever made
+                    boot = storage_voters(storage) or None
+                    if boot is not None:
+                        set_storage_meta(storage, "bootstrap_voters", boot)
+                if boot is None:
+                    boot = await self._await_bootstrap()
+                    set_storage_meta(storage, "bootstrap_voters", boot)
+                    if boot:
+                        set_storage_voters(storage, boot)
+                await self._start_raft(list(boot), storage, SnapshotStore(path / "snapshots"))
             await trio.sleep_forever()
 
     async def _await_bootstrap(self) -> list[int]:
+        """The bootstrap voter set; empty when the servers we see already run a Raft cluster: then
+        we join it, waiting for its leader to add us (as Consul's leader adds new servers)."""
         expect = self.agent.cfg.bootstrap_expect
         if expect <= 0:
             log.warning("no bootstrap_expect and no existing raft state: waiting for a manual bootstrap")
         log.info("waiting for %d servers to bootstrap the raft cluster", expect)
         while True:
             servers = self.known_servers()
+            existing = await self._existing_config(servers) if len(servers) > 1 else None
+            if existing is not None and self.id in existing:
+                log.info("bootstrapping raft with the voters another server started with: %s", existing)
+                return existing  # (it bootstrapped a moment before us, with us in the set)
+            if existing is not None:
+                log.info("the servers we see already run a raft cluster: joining it (the leader adds us)")
+                return []
             if expect > 0 and len(servers) >= expect:
                 voters = sorted(servers)[:expect] if len(servers) == expect else sorted(servers)
                 log.info("bootstrapping raft with %d voters: %s", len(voters), voters)
                 return voters
             await trio.sleep(BOOTSTRAP_POLL)
+
+    async def _existing_config(self, servers: dict[int, tuple[str, int]]) -> list[int] | None:
+        """The bootstrap voters of a Raft cluster another server we see already runs (None: none
+        runs yet). Someone else's changed configuration that includes us means the leader added
+        us already: we still join with no configuration and learn it from the log."""
+        from .rpc.protocol import RPCError, call
+
+        for rid, addr in servers.items():
+            if rid == self.id:
+                continue
+            try:
+                reply = await call(addr, {"op": "status"}, timeout=2.0)
+            except RPCError:
+                continue
+            voters, boot = reply.get("voters"), reply.get("bootstrap")
+            if isinstance(voters, list) and voters:
+                if isinstance(boot, list) and all(isinstance(v, int) for v in boot):
+                    return sorted(boot)
+                return []
+        return None
+
+    def left_servers(self) -> set[int]:
+        """Raft ids of servers of our datacenter that gossip says left gracefully."""
+        ms = self.agent.membership
+        out: set[int] = set()
+        if ms is None:
+            return out
+        from murmur.gossip.membership import State
+
+        for m in ms.members.values():
+            tags = m.tags
+            if m.state != State.LEFT or tags.get("role") != "consul" or tags.get("dc") != self.agent.cfg.datacenter:
+                continue
+            try:
+                out.add(raft_id(tags["id"]))
+            except (KeyError, ValueError):
+                continue
+        return out
 
     def known_servers(self) -> dict[int, tuple[str, int]]:
         """Alive servers of our datacenter seen by gossip: raft id -> server port address."""
@@ -162,8 +217,13 @@ class ServerRuntime:
             if self.addresses.get(rid) != addr:
                 self.addresses[rid] = addr
                 changed = True
-        for rid in self.voters:
-            if rid != self.id and rid in self.addresses:
+        # Voters, and the leader we follow: a server that is joining (no voters of its own yet)
+        # answers the leader; the leader reaches servers it just added.
+        wanted = set(self.voters)
+        if self.driver is not None:
+            wanted |= set(self.driver.node.raft.prs) | {self.driver.leader}
+        for rid in sorted(wanted):
+            if rid and rid != self.id and rid in self.addresses:
                 self.transport.set_peer(rid, self.addresses[rid])
         if changed and isinstance(self.storage, RaftStorage):
             set_storage_meta(self.storage, "peers", {str(k): list(v) for k, v in self.addresses.items()})
@@ -189,15 +249,30 @@ class ServerRuntime:
         self.driver = RaftDriver(node, storage, CatalogFSM(self.agent.store), self.transport, TICK_INTERVAL,
                                  on_apply=self.agent.feed.notify, snapshots=snapshots,
                                  snapshot_threshold=self.agent.cfg.raft_snapshot_threshold,
-                                 trailing_logs=self.agent.cfg.raft_trailing_logs)
+                                 trailing_logs=self.agent.cfg.raft_trailing_logs,
+                                 on_voters=self._voters_changed)
+        self.voters = sorted(node.raft.voters)
+        self.bootstrap_voters = sorted(voters)
         self.update_peers()
         assert self.nursery is not None
         await self.nursery.start(self.driver.serve)
         self.nursery.start_soon(self._peer_refresher)
-        if len(voters) == 1:
+        if not self.agent.cfg.dev:
+            from .operator import reconcile_loop
+
+            self.nursery.start_soon(reconcile_loop, self)
+        if sorted(node.raft.voters) == [self.id]:
             self.driver.node.campaign()  # a single voter need not wait out an election timeout
             self.driver.kick.set()
         self.ready.set()
+
+    def _voters_changed(self, voters: list[int]) -> None:
+        """A configuration change reached our log: the voter list, its copy in the data dir (for
+        operators; the log and snapshots are the truth), and the transport's peers follow."""
+        self.voters = voters
+        if isinstance(self.storage, RaftStorage):
+            set_storage_voters(self.storage, voters)
+        self.update_peers()
 
     async def _peer_refresher(self) -> None:
         while True:
@@ -215,8 +290,10 @@ class ServerRuntime:
         data = commands.encode(cmd)
         if self.driver is None:
             raise NoLeader("No cluster leader (raft is not bootstrapped yet)")
-        if self.driver.is_leader:
+        if self.driver.is_leader and not self.driver.node.raft.lead_transferee:
             return await self.driver.propose(data)
+        # (During a leadership transfer the leader refuses proposals: go the forwarding way,
+        # which retries under a request ID until the new leader takes it.)
         from .rpc.endpoint import forward_write
 
         return await forward_write(self, data)  # under a request ID, retried with it
@@ -243,9 +320,10 @@ def get_storage_meta(storage: RaftStorage, key: str) -> Any:
 
 
 def set_storage_meta(storage: RaftStorage, key: str, value: Any) -> None:
-    storage.db.execute("BEGIN IMMEDIATE")
-    storage.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, bytes(msgpack.packb(value))))
-    storage.db.execute("COMMIT")
+    with storage.lock:  # a save may be running in a worker thread on the same connection
+        storage.db.execute("BEGIN IMMEDIATE")
+        storage.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, bytes(msgpack.packb(value))))
+        storage.db.execute("COMMIT")
 
 
 def storage_voters(storage: RaftStorage) -> list[int]:

@@ -401,5 +401,10 @@ from .events import event, query  # noqa: E402 - the commands live in their own 
 main.add_command(event)
 main.add_command(query)
 
+from .operator import info, operator  # noqa: E402 - the commands live in their own module
+
+main.add_command(operator)
+main.add_command(info)
+
 if __name__ == "__main__":
     main()

@@ -16,6 +16,8 @@ from .config import RaftConfig
 from .log import LogError, RaftLog
 from .messages import (
     NONE,
+    ConfChange,
+    ConfChangeType,
     Entry,
     EntryType,
     HardState,
@@ -34,6 +36,11 @@ MT = MessageType
 
 class ProposalDropped(Exception):
     """This node cannot take the proposal now (not the leader, or the leader is stepping down)."""
+
+
+# The context of a VOTE sent because the leader asked for it (TIMEOUT_NOW): the voters' lease
+# check does not apply, since the leader itself is handing over (etcd's campaignTransfer).
+CAMPAIGN_TRANSFER = b"transfer"
 
 
 @dataclass
@@ -60,9 +67,15 @@ class Raft:
         self.rng = rng
         hs = hard_state or HardState()
         self.log = RaftLog(snapshot, entries, hs.commit, applied)
-        self.voters: set[int] = set(snapshot.meta.voters if snapshot and snapshot.meta.voters else voters)
-        if not self.voters:
-            raise ValueError("a raft group needs at least one voter")
+        # The configuration (Raft thesis §4.1): each change takes effect as soon as its entry is in
+        # the log, committed or not. conf_history holds (index, voters from then on), starting
+        # with the snapshot's (or the bootstrap) set; a truncated log drops the changes it loses.
+        # An empty voter set: a new server waiting for a leader to send it the configuration.
+        base = snapshot.meta.voters if snapshot and snapshot.meta.voters else voters
+        self.conf_history: list[tuple[int, frozenset[int]]] = [(self.log.offset, frozenset(base))]
+        self.voters: set[int] = set(base)
+        self._scan_conf(self.log.offset + 1)
+        self.voters = set(self.conf_history[-1][1])
         self.term = hs.term
         self.vote = hs.vote
         self.lead = NONE
@@ -75,6 +88,10 @@ class Raft:
         self.randomized_timeout = config.election_tick
         self.read_states: list[ReadState] = []
         self.pending_reads: list[PendingRead] = []  # in arrival order
+        # Leadership transfer: the voter we are handing over to (NONE: no transfer), and the
+        # ticks since it began; it is abandoned after an election timeout.
+        self.lead_transferee = NONE
+        self.transfer_elapsed = 0
         self.read_seq = 0  # never reset: a late heartbeat response cannot confirm a newer read
         self.dropped: dict[str, int] = {"stale_term": 0, "unknown_peer": 0, "local_from_network": 0,
                                         "read_index_not_leader": 0, "malformed": 0}
@@ -107,6 +124,8 @@ class Raft:
         if self.id in self.prs:
             self.prs[self.id].match = last
         self.pending_reads.clear()
+        self.lead_transferee = NONE
+        self.transfer_elapsed = 0
 
     def become_follower(self, term: int, lead: int) -> None:
         self._reset(term)
@@ -123,6 +142,93 @@ class Raft:
         self.votes = {}
         self.lead = NONE
         self.role = Role.PRE_CANDIDATE
+
+    # ---- configuration ----------------------------------------------------------------------------
+    def voters_at(self, index: int) -> frozenset[int]:
+        """The voter set in force at log index `index` (as far back as the history reaches)."""
+        found = self.conf_history[0][1]
+        for i, v in self.conf_history:
+            if i > index:
+                break
+            found = v
+        return found
+
+    def conf_pending(self) -> bool:
+        """A configuration change is in the log but not yet committed."""
+        return self.conf_history[-1][0] > self.log.committed
+
+    def _scan_conf(self, lo: int) -> None:
+        """Record the conf entries in the log from `lo` on (history past lo-1 already dropped)."""
+        last = self.log.last_index()
+        if lo > last:
+            return
+        for e in self.log.slice(lo, last + 1):
+            if e.type == EntryType.CONF_CHANGE:
+                try:
+                    cc = ConfChange.decode(e.data)
+                except ValueError:
+                    continue  # never proposed by a correct leader; nothing to do with it
+                self.conf_history.append((e.index, frozenset(cc.voters)))
+
+    def _rebuild_conf(self, after: int) -> None:
+        """The log past `after` changed: recompute the configuration from the entries there."""
+        while len(self.conf_history) > 1 and self.conf_history[-1][0] > after:
+            self.conf_history.pop()
+        self._scan_conf(after + 1)
+        self._set_voters(self.conf_history[-1][1])
+
+    def _set_voters(self, new: frozenset[int]) -> None:
+        old, self.voters = self.voters, set(new)
+        if old == self.voters or self.role != Role.LEADER:
+            return
+        last = self.log.last_index()
+        for v in sorted(self.voters - old):
+            if v not in self.prs:
+                self.prs[v] = Progress(last + 1, self.config.max_inflight_msgs)
+        # A removed server keeps getting appends until the change commits, so it learns it is
+        # out (and stops campaigning); _maybe_commit forgets it then.
+        if self.lead_transferee not in self.voters:
+            self.abort_transfer()
+
+    def propose_conf_change(self, kind: ConfChangeType, node: int) -> int:
+        """The leader appends a single-server change; returns its log index. At most one change
+        may be pending (uncommitted), and none before the leader has committed an entry of its
+        term (so it knows every earlier change is committed)."""
+        if self.role != Role.LEADER:
+            raise ProposalDropped(f"not the leader (leader is {self.lead or 'unknown'})")
+        if self.lead_transferee != NONE:
+            raise ProposalDropped(f"leadership is being transferred to {self.lead_transferee}")
+        if self.log.term(self.log.committed) != self.term:
+            raise ProposalDropped("the leader has not committed an entry in its term yet")
+        if self.conf_pending():
+            raise ProposalDropped(f"a configuration change is pending (index {self.conf_history[-1][0]})")
+        if node <= 0:
+            raise ValueError("node ids are positive")
+        if kind == ConfChangeType.ADD_VOTER:
+            if node in self.voters:
+                raise ValueError(f"{node} is already a voter")
+            new = self.voters | {node}
+        else:
+            if node not in self.voters:
+                raise ValueError(f"{node} is not a voter")
+            if self.voters == {node}:
+                raise ValueError("cannot remove the last voter")
+            new = self.voters - {node}
+        cc = ConfChange(kind, node, tuple(sorted(new)))
+        self._append([Entry(0, 0, EntryType.CONF_CHANGE, cc.encode())])
+        self._bcast_append()
+        return self.log.last_index()
+
+    def _maybe_step_down_removed(self) -> None:
+        """A leader no longer in the configuration leads until the change commits (thesis §4.2.2),
+        then hands over (TIMEOUT_NOW to an up-to-date voter, if there is one) and steps down."""
+        if self.role != Role.LEADER or self.id in self.voters or self.conf_pending():
+            return
+        last = self.log.last_index()
+        ready = [v for v in sorted(self.voters) if v in self.prs and self.prs[v].match == last]
+        if ready:
+            self._send_timeout_now(ready[0])
+        self.become_follower(self.term, NONE)
 
     def _become_leader(self) -> None:
         self._reset(self.term)
@@ -181,6 +287,8 @@ class Raft:
         last = self.log.last_index()
         stamped = [Entry(self.term, last + 1 + i, e.type, e.data) for i, e in enumerate(entries)]
         self.log.append(stamped)
+        if any(e.type == EntryType.CONF_CHANGE for e in stamped):
+            self._rebuild_conf(last)  # in force from the moment it is in our log
         self.prs[self.id].maybe_update(self.log.last_index())
         self._maybe_commit()
 
@@ -192,6 +300,9 @@ class Raft:
         # Raft §5.4.2: only entries of the current term are committed by counting replicas.
         if candidate > self.log.committed and self.log.term(candidate) == self.term:
             self.log.commit_to(candidate)
+            if not self.conf_pending():
+                for v in [v for v in self.prs if v not in self.voters and v != self.id]:
+                    del self.prs[v]  # removed, and the removal is committed
             return True
         return False
 
@@ -205,7 +316,10 @@ class Raft:
         if term is None:
             raise LogError(f"cannot compact to {index}: not in the log (offset {self.log.offset}, "
                            f"last {self.log.last_index()})")
-        self.log.compact(Snapshot(SnapshotMeta(index, term, tuple(sorted(self.voters))), data), keep)
+        self.log.compact(Snapshot(SnapshotMeta(index, term, tuple(sorted(self.voters_at(index)))), data), keep)
+        # Keep the newest configuration at or before the new offset as the base, and all after.
+        while len(self.conf_history) > 1 and self.conf_history[1][0] <= self.log.offset:
+            self.conf_history.pop(0)
 
     # ---- time -----------------------------------------------------------------------------------
     def tick(self) -> None:
@@ -214,6 +328,10 @@ class Raft:
             self.election_elapsed += 1
             if self.election_elapsed >= self.config.election_tick:
                 self.election_elapsed = 0  # a leader's lease never runs out while it leads
+            if self.lead_transferee != NONE:
+                self.transfer_elapsed += 1
+                if self.transfer_elapsed >= self.config.election_tick:
+                    self.abort_transfer()  # the target did not take over in time: lead on
             if self.config.check_quorum and not self._quorum_active():
                 self.become_follower(self.term, NONE)  # cut off from a quorum: stop leading
                 return
@@ -240,8 +358,32 @@ class Raft:
                 active += 1
         return active >= self.quorum()
 
+    # ---- leadership transfer (Raft thesis §3.10) -----------------------------------------------
+    def transfer_leader(self, target: int) -> None:
+        """Hand leadership to voter `target`: stop taking proposals, bring it up to date, then tell
+        it to campaign at once (TIMEOUT_NOW). Abandoned after an election timeout."""
+        if self.role != Role.LEADER:
+            raise ProposalDropped(f"not the leader (leader is {self.lead or 'unknown'})")
+        if target == self.id or target not in self.voters or target not in self.prs:
+            raise ValueError(f"cannot transfer leadership to {target}: not another voter")
+        if self.lead_transferee == target:
+            return  # already under way
+        self.lead_transferee = target
+        self.transfer_elapsed = 0
+        if self.prs[target].match == self.log.last_index():
+            self._send_timeout_now(target)
+        else:
+            self._send_append(target)
+
+    def abort_transfer(self) -> None:
+        self.lead_transferee = NONE
+        self.transfer_elapsed = 0
+
+    def _send_timeout_now(self, to: int) -> None:
+        self._send(Message(MT.TIMEOUT_NOW, to=to, frm=self.id, term=self.term))
+
     # ---- elections ------------------------------------------------------------------------------
-    def campaign(self, pre_vote: bool) -> None:
+    def campaign(self, pre_vote: bool, transfer: bool = False) -> None:
         if pre_vote:
             self._become_pre_candidate()
             vote_type, term = MT.PRE_VOTE, self.term + 1
@@ -254,10 +396,11 @@ class Raft:
             else:
                 self._become_leader()
             return
+        ctx = CAMPAIGN_TRANSFER if transfer else b""
         for v in sorted(self.voters):
             if v != self.id:
                 self._send(Message(vote_type, to=v, frm=self.id, term=term, index=self.log.last_index(),
-                                   log_term=self.log.last_term()))
+                                   log_term=self.log.last_term(), context=ctx))
 
     def _poll(self, frm: int, _kind: MessageType, granted: bool) -> int:
         self.votes.setdefault(frm, granted)
@@ -274,7 +417,8 @@ class Raft:
         if m.term > self.term:
             if m.type in (MT.VOTE, MT.PRE_VOTE):
                 in_lease = (self.config.check_quorum and self.lead != NONE
-                            and self.election_elapsed < self.config.election_tick)
+                            and self.election_elapsed < self.config.election_tick
+                            and not (m.type == MT.VOTE and m.context == CAMPAIGN_TRANSFER))
                 if in_lease:
                     return  # we heard from a live leader recently: do not help depose it
             if m.type == MT.PRE_VOTE or (m.type == MT.PRE_VOTE_RESP and not m.reject):
@@ -325,8 +469,12 @@ class Raft:
         if m.type == MT.PROP:
             if not m.entries:
                 raise ProposalDropped("empty proposal")
+            if any(e.type == EntryType.CONF_CHANGE for e in m.entries):
+                raise ProposalDropped("configuration changes go through propose_conf_change")
             if self.id not in self.voters:
                 raise ProposalDropped("this node was removed from the group")
+            if self.lead_transferee != NONE:
+                raise ProposalDropped(f"leadership is being transferred to {self.lead_transferee}")
             self._append(m.entries)
             self._bcast_append()
             return
@@ -358,11 +506,16 @@ class Raft:
                     pr.become_replicate()
                 if self._maybe_commit():
                     self._bcast_append()
+                    self._maybe_step_down_removed()
+                    if self.role != Role.LEADER:
+                        return
                 elif was_paused:
                     self._send_append(m.frm)
                 for _ in range(self.config.max_inflight_msgs):  # keep the pipeline full
                     if not self._send_append(m.frm, send_if_empty=False):
                         break
+                if m.frm == self.lead_transferee and pr.match == self.log.last_index():
+                    self._send_timeout_now(m.frm)  # the target has caught up: over to it
         elif m.type == MT.SNAP_STATUS:
             if pr.state != ProgressState.SNAPSHOT:
                 return
@@ -421,7 +574,9 @@ class Raft:
             self._send(Message(MT.HEARTBEAT_RESP, to=m.frm, frm=self.id, term=self.term, context=m.context))
         elif m.type == MT.TIMEOUT_NOW:
             if self.promotable():
-                self.campaign(False)  # a transfer: skip the pre-vote, the leader asked for this
+                # A transfer: skip the pre-vote (and the others skip their lease check), the
+                # leader asked for this.
+                self.campaign(False, transfer=True)
         elif m.type == MT.READ_INDEX:
             if m.frm not in (NONE, self.id):
                 # Forwarded to us while we led, arriving after we stopped: the asker retries.
@@ -438,6 +593,9 @@ class Raft:
             self._send(Message(MT.APP_RESP, to=m.frm, frm=self.id, term=self.term, index=self.log.committed))
             return
         last_new = self.log.maybe_append(m.index, m.log_term, m.commit, m.entries)
+        if last_new is not None and (self.conf_history[-1][0] > m.index
+                                     or any(e.type == EntryType.CONF_CHANGE for e in m.entries)):
+            self._rebuild_conf(m.index)
         if last_new is not None:
             self._send(Message(MT.APP_RESP, to=m.frm, frm=self.id, term=self.term, index=last_new))
         else:
@@ -459,7 +617,8 @@ class Raft:
             return
         self.log.restore(m.snapshot)
         if meta.voters:
-            self.voters = set(meta.voters)
+            self.conf_history = [(meta.index, frozenset(meta.voters))]
+            self._set_voters(frozenset(meta.voters))
         # Sent after the Ready that carries the snapshot is durable, like any ack.
         self._send(Message(MT.APP_RESP, to=m.frm, frm=self.id, term=self.term, index=self.log.last_index()))
 

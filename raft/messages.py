@@ -64,6 +64,43 @@ class Entry:
     data: bytes = b""
 
 
+class ConfChangeType(IntEnum):
+    """Only append."""
+
+    ADD_VOTER = 0
+    REMOVE_VOTER = 1
+
+
+@dataclass(frozen=True, slots=True)
+class ConfChange:
+    """A single-server membership change (Raft thesis §4.1), the data of a CONF_CHANGE entry. It
+    carries the whole voter set it leads to, so a server replaying the log from any conf entry
+    (a new one catching up from index 1, say) knows the configuration without the bootstrap set."""
+
+    type: ConfChangeType
+    node: int
+    voters: tuple[int, ...] = ()
+
+    def encode(self) -> bytes:
+        return f"{self.type.name.lower()} {self.node} {','.join(map(str, self.voters))}".encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> ConfChange:
+        """Raises ValueError for anything that is not an encoded ConfChange."""
+        parts = data.decode("ascii").split(" ")
+        if len(parts) != 3:
+            raise ValueError("a conf change is 'type node voters'")
+        try:
+            kind = ConfChangeType[parts[0].upper()]
+        except KeyError as exc:
+            raise ValueError(f"unknown conf change type {parts[0]!r}") from exc
+        voters = tuple(int(v) for v in parts[2].split(",")) if parts[2] else ()
+        node = int(parts[1])
+        if node <= 0 or any(v <= 0 for v in voters):
+            raise ValueError("node ids are positive")
+        return cls(kind, node, voters)
+
+
 @dataclass(frozen=True, slots=True)
 class SnapshotMeta:
     """Where a snapshot ends: the last index and term it covers, and the voters as of then."""

@@ -14,6 +14,7 @@ from .config import RaftConfig
 from .core import ProposalDropped, Raft
 from .messages import (
     LOCAL_MESSAGES,
+    ConfChangeType,
     Entry,
     EntryType,
     HardState,
@@ -59,6 +60,18 @@ class RawNode:
         """Ask for a linearizable read point; it comes back as a ReadState in a later Ready."""
         self.raft.step(Message(MessageType.READ_INDEX, frm=self.raft.id, context=context))
 
+    def transfer_leader(self, target: int) -> None:
+        """Hand leadership to voter `target` (the leader only; raises ProposalDropped elsewhere,
+        ValueError for a target that is not another voter). Proposals are refused meanwhile; the
+        attempt is abandoned after an election timeout."""
+        self.raft.transfer_leader(target)
+
+    def propose_conf_change(self, kind: ConfChangeType, node: int) -> int:
+        """Add or remove one voter (the leader only). Returns the entry's index; the change is in
+        force at once, and done when that index commits. Raises ProposalDropped (not the leader,
+        another change pending, a transfer under way) or ValueError (already / not a voter)."""
+        return self.raft.propose_conf_change(kind, node)
+
     def compact(self, index: int, data: bytes, keep: int = 0) -> None:
         """The application made a snapshot (`data`, its state applied through `index`) durable:
         drop the log entries it covers, but the last `keep` of them (for followers just behind).
@@ -79,7 +92,13 @@ class RawNode:
         if m.type in LOCAL_MESSAGES or m.type == MessageType.PROP:
             self.raft.dropped["local_from_network"] += 1
             return False
-        if m.frm == self.raft.id or (m.frm not in self.raft.voters and m.frm not in self.raft.prs):
+        r = self.raft
+        # A sender outside our configuration may be in a newer one we have not heard of yet (a
+        # server just added, now a candidate or the leader): take what comes with a newer term,
+        # then from the leader we follow; and anything while we have no configuration at all (a
+        # new server waiting for the leader to send it the log).
+        known = (m.frm in r.voters or m.frm in r.prs or m.frm == r.lead or m.term > r.term or not r.voters)
+        if m.frm == self.raft.id or not known:
             self.raft.dropped["unknown_peer"] += 1
             return False
         self.raft.step(m)
@@ -132,7 +151,7 @@ class RawNode:
         return {"id": r.id, "term": r.term, "vote": r.vote, "lead": r.lead, "role": r.role.name,
                 "commit": r.log.committed, "applied": r.log.applied, "last_index": r.log.last_index(),
                 "snapshot_index": r.log.snapshot.meta.index, "first_index": r.log.offset + 1,
-                "voters": sorted(r.voters)}
+                "voters": sorted(r.voters), "transferee": r.lead_transferee}
 
     def soft_state(self) -> SoftState:
         return self.raft.soft_state()

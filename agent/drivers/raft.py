@@ -26,6 +26,7 @@ import trio
 from murmur.raft.core import ProposalDropped
 from murmur.raft.messages import (
     EARLY_SEND,
+    ConfChangeType,
     Entry,
     EntryType,
     HardState,
@@ -128,7 +129,7 @@ class RaftDriver:
     def __init__(self, node: RawNode, storage: Storage, fsm: FSM, transport: Transport,
                  tick_interval: float = 0.1, on_apply: Callable[[], None] | None = None,
                  snapshots: SnapshotSink | None = None, snapshot_threshold: int = 0,
-                 trailing_logs: int = 0) -> None:
+                 trailing_logs: int = 0, on_voters: Callable[[list[int]], None] | None = None) -> None:
         self.node = node
         self.storage = storage
         self.snapshots = snapshots
@@ -153,6 +154,9 @@ class RaftDriver:
         self.pending_hard: HardState | None = None
         self.snapshot_in_flight = False
         self._nursery: trio.Nursery | None = None
+        # Told the voter set whenever it changes (a conf entry appended, truncated or installed).
+        self.on_voters = on_voters
+        self._known_voters = sorted(node.raft.voters)
 
     # ---- inputs (any task) ----------------------------------------------------------------------
     def _post(self, kind: str, item: Any) -> None:
@@ -205,6 +209,37 @@ class RaftDriver:
             await event.wait()
         return int(box[0])
 
+    async def propose_conf_change(self, kind: ConfChangeType, node_id: int) -> int:
+        """Add or remove one voter; returns the entry's index once it is committed and applied
+        here. Raises NotLeader, ProposalDropped (a change is pending, a transfer under way),
+        ValueError (already / not a voter) or OutcomeUnknown."""
+        if not self.is_leader:
+            raise NotLeader(self.leader)
+        waiter = _Waiter(self.node.raft.term)
+        self._post("conf", (kind, node_id, waiter))
+        await waiter.done.wait()
+        if waiter.error is not None:
+            raise waiter.error
+        return int(waiter.result)
+
+    async def transfer_leader(self, target: int, timeout: float) -> None:
+        """Hand leadership to voter `target` and wait until it leads (as this node sees it).
+        Raises NotLeader (we do not lead), ValueError (not another voter), or trio.TooSlowError
+        (the transfer did not complete in `timeout`; the core abandons it after an election
+        timeout and this node goes on leading)."""
+        if not self.is_leader:
+            raise NotLeader(self.leader)
+        box: list[BaseException | None] = []
+        done = trio.Event()
+        self._post("transfer", (target, box, done))
+        await done.wait()
+        if box and box[0] is not None:
+            raise box[0]
+        with trio.fail_after(timeout):
+            while self.leader != target:
+                event = self.leader_changed
+                await event.wait()
+
     # ---- the loop -------------------------------------------------------------------------------
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -244,6 +279,27 @@ class RaftDriver:
             node.step(item)
         elif kind == "tick":
             node.tick()
+        elif kind == "conf":
+            cc_kind, cc_node, waiter = item
+            try:
+                index = node.propose_conf_change(cc_kind, cc_node)
+            except ProposalDropped as exc:
+                waiter.finish(error=NotLeader(node.raft.lead) if not self.is_leader else exc)
+            except ValueError as exc:
+                waiter.finish(error=exc)
+            else:
+                waiter.term = node.raft.term
+                self.waiters[index] = waiter
+        elif kind == "transfer":
+            target, box, done = item
+            try:
+                node.transfer_leader(target)
+                box.append(None)
+            except ProposalDropped:
+                box.append(NotLeader(node.raft.lead))
+            except ValueError as exc:
+                box.append(exc)
+            done.set()
         elif kind == "snapstatus":
             node.report_snapshot(item[0], item[1])
         elif kind == "read":
@@ -312,10 +368,18 @@ class RaftDriver:
         if rd.soft_state is not None:
             log.info("raft: %s, leader %s, term %d", rd.soft_state.role.name.lower(),
                      rd.soft_state.lead or "unknown", self.node.raft.term)
+            if self.on_voters is not None:
+                self.on_voters(sorted(self.node.raft.voters))  # (the peers to reach may change with the leader)
             self.leader_changed.set()
             self.leader_changed = trio.Event()
             if not self.is_leader:
                 self._fail_waiters(was_leader)
+        voters = sorted(self.node.raft.voters)
+        if voters != self._known_voters:
+            log.info("raft: voters now %s", voters)
+            self._known_voters = voters
+            if self.on_voters is not None:
+                self.on_voters(voters)
         if rd.committed_entries or rd.snapshot is not None:
             self.applied_event.set()
             self.applied_event = trio.Event()
@@ -359,7 +423,7 @@ class RaftDriver:
         term = raft.log.term(index)
         if self.snapshots is None or index <= raft.log.snapshot.meta.index or term is None:
             return None
-        return Snapshot(SnapshotMeta(index, term, tuple(sorted(raft.voters))), self.fsm.snapshot())
+        return Snapshot(SnapshotMeta(index, term, tuple(sorted(raft.voters_at(index)))), self.fsm.snapshot())
 
     async def _write_in_background(self, snap: Snapshot) -> None:
         """A write error propagates and stops the driver (and the agent): never retried silently."""
@@ -397,6 +461,8 @@ class RaftDriver:
         result: Any = None
         if e.type == EntryType.NORMAL:
             result = self.fsm.apply(e.index, e.data)
+        elif e.type == EntryType.CONF_CHANGE:
+            result = e.index
         self.stats["applied"] += 1
         waiter = self.waiters.pop(e.index, None)
         if waiter is not None:

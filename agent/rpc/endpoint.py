@@ -93,6 +93,12 @@ async def handle_payload(server: ServerRuntime, payload: bytes) -> dict[str, Any
             return await _apply(server, req)
         if op == "read":
             return await _read(server, req)
+        if op == "operator":
+            return await _operator(server, req)
+        if op == "status":
+            driver = server.driver
+            return {"v": VERSION, "voters": sorted(driver.node.raft.voters) if driver else [],
+                    "leader": driver.leader if driver else 0, "bootstrap": server.bootstrap_voters}
         raise RPCError("unknown_op", f"unknown RPC op {op!r}")
     except RPCError as exc:
         return error_reply(exc.kind, str(exc))
@@ -132,6 +138,20 @@ async def _apply(server: ServerRuntime, req: dict[str, Any]) -> dict[str, Any]:
     except OutcomeUnknown as exc:
         raise RPCError("unknown_outcome", str(exc)) from exc
     return {"v": VERSION, **encode_result(result)}
+
+
+async def _operator(server: ServerRuntime, req: dict[str, Any]) -> dict[str, Any]:
+    """Raft operator actions (agent/operator.py), run on the leader; forwarded at most once."""
+    from ..operator import OperatorError, run_on_leader
+
+    action, args, hops = req.get("action"), req.get("args", {}), req.get("hops", 0)
+    if not isinstance(action, str) or not isinstance(args, dict) or not isinstance(hops, int) or hops < 0:
+        raise RPCError("bad_request", "operator needs action (str), args (map), hops (int >= 0)")
+    try:
+        result = await run_on_leader(server, action, args, hops)
+    except OperatorError as exc:
+        raise RPCError("operator", str(exc)) from exc
+    return {"v": VERSION, "r": result}
 
 
 async def _read(server: ServerRuntime, req: dict[str, Any]) -> dict[str, Any]:

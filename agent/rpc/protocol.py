@@ -9,6 +9,12 @@ either the op's result or `{"err": message, "kind": kind}`. Ops:
 - `read`: `{"name": read name, "args": {...}, "mode": "default"|"consistent"|"stale",
   "index": n, "wait": seconds}` (agent/reads.py). The reply carries `data`, `index`, `leader`
   (known) and `contact` (ms since the answering server heard from the leader).
+- `operator`: `{"action": "transfer"|..., "args": {...}, "hops": n}`: a Raft operator action
+  (agent/operator.py), run on the leader; a follower forwards it once. Reply `{"r": result}`;
+  failures have kind "operator".
+- `status`: `{}` → `{"voters": [raft ids], "leader": id, "bootstrap": [raft ids]}` (empty
+  voters: no Raft configuration yet). A new server asks before bootstrapping: in the bootstrap
+  set, it starts with that set; otherwise it joins the running cluster with none.
 
 Error kinds: "not_leader", "no_leader", "unknown_outcome", "bad_request", "bad_version",
 "unknown_op". A request with a version we do not speak or an op we do not know gets an error

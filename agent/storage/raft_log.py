@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import threading
 import zlib
 from pathlib import Path
 
@@ -46,6 +47,9 @@ def entry_crc(e: Entry) -> int:
 class RaftStorage:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        # One connection, used from worker threads (saves) and the event loop (meta writes):
+        # one transaction at a time.
+        self.lock = threading.Lock()
         try:
             self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self.db.execute("PRAGMA journal_mode=WAL")
@@ -112,15 +116,20 @@ class RaftStorage:
         return hard, entries
 
     def _truncate_from(self, index: int) -> None:
-        self.db.execute("BEGIN IMMEDIATE")
-        self.db.execute("DELETE FROM entries WHERE idx >= ?", (index,))
-        self.db.execute("COMMIT")
+        with self.lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.execute("DELETE FROM entries WHERE idx >= ?", (index,))
+            self.db.execute("COMMIT")
 
     def save(self, hard: HardState | None, entries: list[Entry], reset_to: int = 0) -> None:
         """One durable transaction: entries (replacing any suffix from the first) and hard state.
         With `reset_to` (a leader's snapshot ending there is durable), every older entry goes first."""
         if hard is None and not entries and not reset_to:
             return
+        with self.lock:
+            self._save(hard, entries, reset_to)
+
+    def _save(self, hard: HardState | None, entries: list[Entry], reset_to: int) -> None:
         try:
             self.db.execute("BEGIN IMMEDIATE")
             if reset_to:
@@ -139,9 +148,10 @@ class RaftStorage:
     def compact(self, index: int) -> None:
         """Delete the entries up to `index`: a durable snapshot covers them."""
         try:
-            self.db.execute("BEGIN IMMEDIATE")
-            self.db.execute("DELETE FROM entries WHERE idx <= ?", (index,))
-            self.db.execute("COMMIT")
+            with self.lock:
+                self.db.execute("BEGIN IMMEDIATE")
+                self.db.execute("DELETE FROM entries WHERE idx <= ?", (index,))
+                self.db.execute("COMMIT")
         except sqlite3.Error as exc:
             raise StorageError(f"{self.path}: compacting the raft log failed: {exc}") from exc
 

@@ -298,6 +298,7 @@ class SimParams:
     stale_reads: bool = False  # planted bug: serve gets from local state, without ReadIndex
     drop_apply_every: int = 0  # planted bug: node 1's driver skips every n-th committed entry
     check_invariants: bool = True  # False: leave a planted bug to the end-of-run checkers
+    transfers: bool = False  # the nemesis also asks the leader to hand leadership to another node
     # Compact after this many applied entries; -1: drawn per seed (a quarter of the seeds never
     # compact), 0: never.
     snapshot_threshold: int = -1
@@ -647,8 +648,20 @@ class Simulation:
         leader = next((i for i in live if self.nodes[i].raw.is_leader), None)  # type: ignore[union-attr]
         action = rng.choice(["heal", "heal", "isolate", "isolate-leader", "split", "oneway", "bridge",
                              "crash", "crash-leader", "restart", "restart", "crash-all", "bounce",
-                             "bounce-leader"])
-        if action == "heal":
+                             "bounce-leader"] + (["transfer", "transfer", "transfer"] if self.p.transfers else []))
+        if action == "transfer":
+            if leader is not None:
+                target = rng.choice([i for i in self.ids if i != leader])
+                raw = self.nodes[leader].raw
+                assert raw is not None
+                try:
+                    raw.transfer_leader(target)
+                    self.stats["transfers"] = self.stats.get("transfers", 0) + 1
+                    self.note(f"transfer leadership {leader} -> {target}")
+                except (ProposalDropped, ValueError):
+                    pass
+                self._process(self.nodes[leader])
+        elif action == "heal":
             self.cut.clear()
             self.note("heal")
         elif action in ("isolate", "isolate-leader"):

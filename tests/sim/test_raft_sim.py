@@ -37,6 +37,21 @@ def test_five_nodes(seed: int) -> None:
     run(seed, nodes=5)
 
 
+@pytest.mark.parametrize("seed", range(30))
+def test_leadership_transfers_in_the_fault_mix(seed: int) -> None:
+    """Transfers (to live, lagging, cut-off or dead targets) among the faults: every invariant and
+    the linearizability of the history still hold."""
+    run(seed, nodes=3 + 2 * (seed % 2), transfers=True)
+
+
+def test_transfers_happen_and_leadership_moves() -> None:
+    totals = 0
+    for seed in range(10):
+        sim = run(seed, nodes=3, transfers=True)
+        totals += sim.stats.get("transfers", 0)
+    assert totals >= 5, totals
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("nodes,seeds", [(3, range(1000, 3000)), (5, range(1000, 2000))])
 def test_many_seeds(nodes: int, seeds: range) -> None:

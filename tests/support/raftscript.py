@@ -11,6 +11,10 @@ Commands (IDs are node IDs; `opts` are key=value):
     add-nodes N [election=10 heartbeat=1 pre_vote=true check_quorum=true inflight=256 max_size=1048576]
     load-log ID [term=T] [vote=V] [commit=C] log=1@1,2@1,3@2   # rewrite ID's disk, restart ID
     campaign ID | propose ID DATA | read-index ID CTX
+    transfer-leader ID TARGET    # ID (the leader) hands leadership to TARGET
+    new-node N [opts]            # N more nodes outside the configuration (empty voter set), to add
+    add-voter ID NODE | remove-voter ID NODE  # ID (the leader) proposes a single-server change
+    voters ID                    # ID's configuration, and whether a change is pending
     tick ID [N] | tick-heartbeat ID | tick-election ID
     set-jitter ID N              # ID's election timeout is election+N from its next role change
     process-ready ID...          # persist the Ready, queue its messages, apply, advance
@@ -43,6 +47,7 @@ from pathlib import Path
 from murmur.raft.config import RaftConfig
 from murmur.raft.core import ProposalDropped
 from murmur.raft.messages import (
+    ConfChangeType,
     Entry,
     EntryType,
     HardState,
@@ -76,7 +81,7 @@ def fmt_entry(e: Entry) -> str:
     if e.type == EntryType.NOOP:
         return s + " noop"
     if e.type == EntryType.CONF_CHANGE:
-        return s + " conf"
+        return s + " conf " + e.data.decode(errors="backslashreplace")
     return s + (f' "{e.data.decode(errors="backslashreplace")}"' if e.data else "")
 
 
@@ -129,21 +134,27 @@ class Env:
     down: set[int] = field(default_factory=set)
     cut: set[tuple[int, int]] = field(default_factory=set)
     voters: list[int] = field(default_factory=list)
+    bootstrap: list[int] = field(default_factory=list)  # the initial configuration
+    boot: dict[int, list[int]] = field(default_factory=dict)  # new-node's: empty
     echo: bool = True
 
     # -- lifecycle --
     def _start(self, i: int) -> None:
         d = self.disks[i]
-        self.nodes[i] = RawNode(self.configs[i], self.voters, FixedTimeout(i), d.hard, d.log_after_snapshot(),
+        self.nodes[i] = RawNode(self.configs[i], self.boot.get(i, self.bootstrap), FixedTimeout(i), d.hard, d.log_after_snapshot(),
                                 snapshot=d.snapshot)
         self.applied[i] = []
         self.restored[i] = d.snapshot.data.decode() if d.snapshot else ""
         self.inbox[i] = []
         self.down.discard(i)
 
-    def add_nodes(self, n: int, opts: dict[str, str]) -> str:
+    def add_nodes(self, n: int, opts: dict[str, str], joining: bool = False) -> str:
         first = len(self.voters) + 1
         ids = list(range(first, first + n))
+        if joining:
+            self.boot.update({i: [] for i in ids})
+        else:
+            self.bootstrap.extend(ids)
         self.voters.extend(ids)
 
         def flag(k: str, default: bool) -> bool:
@@ -262,6 +273,8 @@ class Env:
             return "ok"
         if cmd == "add-nodes":
             return self.add_nodes(int(pos[0]), opts)
+        if cmd == "new-node":
+            return self.add_nodes(int(pos[0]), opts, joining=True)
         if cmd == "load-log":
             i = ids[0]
             ents = parse_entries(opts["log"]) if opts.get("log") else []
@@ -280,6 +293,22 @@ class Env:
                 self.nodes[ids[0]].propose(pos[1].encode())
             except ProposalDropped as e:
                 return f"ProposalDropped: {e}"
+        elif cmd == "transfer-leader":
+            try:
+                self.nodes[ids[0]].transfer_leader(ids[1])
+            except (ProposalDropped, ValueError) as e:
+                return f"{type(e).__name__}: {e}"
+        elif cmd in ("add-voter", "remove-voter"):
+            kind = ConfChangeType.ADD_VOTER if cmd == "add-voter" else ConfChangeType.REMOVE_VOTER
+            try:
+                index = self.nodes[ids[0]].propose_conf_change(kind, ids[1])
+            except (ProposalDropped, ValueError) as e:
+                return f"{type(e).__name__}: {e}"
+            return f"proposed at index {index}"
+        elif cmd == "voters":
+            r = self.nodes[ids[0]].raft
+            out.append(f"{ids[0]}: voters={','.join(map(str, sorted(r.voters))) or '(none)'}"
+                       + (" (change pending)" if r.conf_pending() else ""))
         elif cmd == "read-index":
             try:
                 self.nodes[ids[0]].read_index(pos[1].encode())
@@ -308,7 +337,7 @@ class Env:
             datas += [e.data.decode() for e in self.applied[i] if e.index <= index and e.data]
             term = node.raft.log.term(index)
             assert term is not None, f"compact {i} {index}: not in the log"
-            snap = Snapshot(SnapshotMeta(index, term, tuple(sorted(node.raft.voters))), ",".join(datas).encode())
+            snap = Snapshot(SnapshotMeta(index, term, tuple(sorted(node.raft.voters_at(index)))), ",".join(datas).encode())
             node.compact(index, snap.data, int(opts.get("keep", 0)))
             self.disks[i].compact(snap, node.raft.log.offset)  # (durable before the core drops them)
             out.append(f"{i}: snapshot {fmt_snap(snap)}, log {node.raft.log.offset + 1}.."
