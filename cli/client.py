@@ -3,12 +3,29 @@
 from __future__ import annotations
 
 import os
+import sys
 from typing import TYPE_CHECKING, Any
+
+import click
 
 if TYPE_CHECKING:
     import httpx
 
 DEFAULT_ADDR = "http://127.0.0.1:8500"
+
+
+def http_options(f: Any) -> Any:
+    """--http-addr and --token (Consul's single-dash spellings too) for commands that call an agent."""
+    f = click.option("--token", "-token", default=None, help="ACL token (else MURMUR_HTTP_TOKEN / CONSUL_HTTP_TOKEN).")(f)
+    f = click.option("--http-addr", "-http-addr", default=None,
+                     help="Agent HTTP address (else MURMUR_HTTP_ADDR / CONSUL_HTTP_ADDR; default http://127.0.0.1:8500).")(f)
+    return f
+
+
+def fail(msg: str) -> None:
+    """One line on stderr and exit status 1: how every command reports an error."""
+    click.echo(f"Error: {msg}", err=True)
+    sys.exit(1)
 
 
 def resolve_addr(flag: str | None) -> str:

@@ -4,24 +4,11 @@ from __future__ import annotations
 
 import base64
 import json
-import sys
 from typing import Any
 
 import click
 
-from .client import APIError, Client
-
-
-def _http_options(f: Any) -> Any:
-    f = click.option("--token", "-token", default=None, help="ACL token (else MURMUR_HTTP_TOKEN / CONSUL_HTTP_TOKEN).")(f)
-    f = click.option("--http-addr", "-http-addr", default=None,
-                     help="Agent HTTP address (else MURMUR_HTTP_ADDR / CONSUL_HTTP_ADDR).")(f)
-    return f
-
-
-def _fail(msg: str) -> None:
-    click.echo(f"Error: {msg}", err=True)
-    sys.exit(1)
+from .client import APIError, Client, fail, http_options
 
 
 @click.command()
@@ -30,18 +17,18 @@ def _fail(msg: str) -> None:
 @click.option("-service", "--service", "service", default="", help="Regex: only nodes with a matching service.")
 @click.option("-tag", "--tag", "tag", default="", help="Regex on the tags of the services matched by -service.")
 @click.argument("payload", required=False, default="")
-@_http_options
+@http_options
 def event(name: str, node: str, service: str, tag: str, payload: str, http_addr: str | None,
           token: str | None) -> None:
     """Fire a user event to the cluster (PUT /v1/event/fire/NAME); PAYLOAD is optional."""
     if tag and not service:
-        _fail("Cannot provide tag filter without service filter.")
+        fail("Cannot provide tag filter without service filter.")
     params = {k: v for k, v in (("node", node), ("service", service), ("tag", tag)) if v}
     try:
         data = Client(http_addr, token).call("PUT", f"/v1/event/fire/{name}", params=params,
                                              content=payload.encode())
     except APIError as exc:
-        _fail(f"Error firing event: {exc}")
+        fail(f"Error firing event: {exc}")
     click.echo(f"Event ID: {data['ID']}")
 
 
@@ -55,7 +42,7 @@ def event(name: str, node: str, service: str, tag: str, payload: str, http_addr:
               help="Members that also relay each answer (0-5).")
 @click.option("-no-ack", "--no-ack", "no_ack", is_flag=True, help="Do not ask for acks.")
 @click.option("-format", "--format", "fmt", type=click.Choice(["text", "json"]), default="text")
-@_http_options
+@http_options
 def query(name: str, payload: str, nodes: tuple[str, ...], tags: tuple[str, ...], timeout: str, relay_factor: int,
           no_ack: bool, fmt: str, http_addr: str | None, token: str | None) -> None:
     """Send a query to the cluster and print the acks and answers (murmur query _murmur_ping)."""
@@ -65,7 +52,7 @@ def query(name: str, payload: str, nodes: tuple[str, ...], tags: tuple[str, ...]
     for t in tags:
         key, sep, rx = t.partition("=")
         if not sep or not key:
-            _fail(f"-tag {t!r}: expected tag=regex")
+            fail(f"-tag {t!r}: expected tag=regex")
         filter_tags[key] = rx
     body: dict[str, Any] = {"Payload": base64.b64encode(payload.encode()).decode(), "FilterNodes": list(nodes),
                             "FilterTags": filter_tags, "RequestAck": not no_ack, "RelayFactor": relay_factor}
@@ -74,13 +61,13 @@ def query(name: str, payload: str, nodes: tuple[str, ...], tags: tuple[str, ...]
         try:
             wait = parse_duration(timeout)
         except ValueError as exc:
-            _fail(str(exc))
+            fail(str(exc))
         body["Timeout"] = timeout
     try:
         data = Client(http_addr, token, timeout=wait + 30).call(
             "POST", f"/v1/internal/query/{name}", content=json.dumps(body))
     except APIError as exc:
-        _fail(f"Error sending query: {exc}")
+        fail(f"Error sending query: {exc}")
     if fmt == "json":
         click.echo(json.dumps(data, indent=2))
         return

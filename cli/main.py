@@ -11,22 +11,10 @@ from typing import Any
 import click
 from murmur import CONSUL_COMPAT_VERSION, __version__
 
-from .client import APIError, Client
+from .client import APIError, Client, fail, http_options
 
 LOG_LEVELS = {"trace": logging.DEBUG, "debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
               "warning": logging.WARNING, "error": logging.ERROR}
-
-
-def http_options(f: Any) -> Any:
-    f = click.option("--token", default=None, help="ACL token (else MURMUR_HTTP_TOKEN / CONSUL_HTTP_TOKEN).")(f)
-    f = click.option("--http-addr", default=None,
-                     help="Agent HTTP address (else MURMUR_HTTP_ADDR / CONSUL_HTTP_ADDR; default http://127.0.0.1:8500).")(f)
-    return f
-
-
-def fail(msg: str) -> None:
-    click.echo(f"Error: {msg}", err=True)
-    sys.exit(1)
 
 
 @click.group()

@@ -4,24 +4,9 @@ the leader."""
 
 from __future__ import annotations
 
-import sys
-from typing import Any
-
 import click
 
-from .client import APIError, Client
-
-
-def _http_options(f: Any) -> Any:
-    f = click.option("--token", "-token", default=None, help="ACL token (else MURMUR_HTTP_TOKEN / CONSUL_HTTP_TOKEN).")(f)
-    f = click.option("--http-addr", "-http-addr", default=None,
-                     help="Agent HTTP address (else MURMUR_HTTP_ADDR / CONSUL_HTTP_ADDR).")(f)
-    return f
-
-
-def _fail(msg: str) -> None:
-    click.echo(f"Error: {msg}", err=True)
-    sys.exit(1)
+from .client import APIError, Client, fail, http_options
 
 
 @click.group()
@@ -41,14 +26,14 @@ def _table(rows: list[list[str]]) -> str:
 
 @raft.command("list-peers")
 @click.option("-stale", "--stale", is_flag=True, help="Any server may answer (no leader needed).")
-@_http_options
+@http_options
 def list_peers(stale: bool, http_addr: str | None, token: str | None) -> None:
     """List the Raft peers (GET /v1/operator/raft/configuration)."""
     try:
         data = Client(http_addr, token).call("GET", "/v1/operator/raft/configuration",
                                              params={"stale": "1"} if stale else None)
     except APIError as exc:
-        _fail(str(exc))
+        fail(str(exc))
         return
     rows = [["Node", "ID", "Address", "State", "Voter", "RaftProtocol"]]
     for s in data.get("Servers", []):
@@ -61,14 +46,14 @@ def list_peers(stale: bool, http_addr: str | None, token: str | None) -> None:
 @raft.command("transfer-leader")
 @click.option("-id", "--id", "server_id", default="", help="Node ID of the server to hand leadership to "
               "(default: the most up-to-date other voter).")
-@_http_options
+@http_options
 def transfer_leader(server_id: str, http_addr: str | None, token: str | None) -> None:
     """Transfer Raft leadership to another voter (POST /v1/operator/raft/transfer-leader)."""
     try:
         Client(http_addr, token).call("POST", "/v1/operator/raft/transfer-leader",
                                       params={"id": server_id} if server_id else None)
     except APIError as exc:
-        _fail(str(exc))
+        fail(str(exc))
         return
     click.echo("Success")
 
@@ -76,29 +61,29 @@ def transfer_leader(server_id: str, http_addr: str | None, token: str | None) ->
 @raft.command("remove-peer")
 @click.option("-id", "--id", "server_id", default="", help="Node ID of the server to remove.")
 @click.option("-address", "--address", "address", default="", help="Server address (ip:port) to remove.")
-@_http_options
+@http_options
 def remove_peer(server_id: str, address: str, http_addr: str | None, token: str | None) -> None:
     """Remove a server from the Raft configuration (DELETE /v1/operator/raft/peer)."""
     if bool(server_id) == bool(address):
-        _fail("Exactly one of -id or -address is required")
+        fail("Exactly one of -id or -address is required")
         return
     params = {"id": server_id} if server_id else {"address": address}
     try:
         Client(http_addr, token).call("DELETE", "/v1/operator/raft/peer", params=params)
     except APIError as exc:
-        _fail(str(exc))
+        fail(str(exc))
         return
     click.echo(f"Removed peer with {'id' if server_id else 'address'} {server_id or address!r}")
 
 
 @click.command()
-@_http_options
+@http_options
 def info(http_addr: str | None, token: str | None) -> None:
     """Print the agent's own summary by section, as `consul info` does (GET /v1/agent/self)."""
     try:
         data = Client(http_addr, token).call("GET", "/v1/agent/self")
     except APIError as exc:
-        _fail(str(exc))
+        fail(str(exc))
         return
     stats = data.get("Stats") or {}
     for section in sorted(stats):
