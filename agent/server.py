@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import random
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -172,39 +173,34 @@ class ServerRuntime:
                 return []
         return None
 
-    def left_servers(self) -> set[int]:
-        """Raft ids of servers of our datacenter that gossip says left gracefully."""
+    def _gossip_servers(self, state: Any) -> Iterator[tuple[int, Any]]:
+        """(raft id, member) of the servers of our datacenter that gossip shows in `state`."""
         ms = self.agent.membership
-        out: set[int] = set()
         if ms is None:
-            return out
-        from murmur.gossip.membership import State
-
+            return
         for m in ms.members.values():
             tags = m.tags
-            if m.state != State.LEFT or tags.get("role") != "consul" or tags.get("dc") != self.agent.cfg.datacenter:
+            if m.state != state or tags.get("role") != "consul" or tags.get("dc") != self.agent.cfg.datacenter:
                 continue
             try:
-                out.add(raft_id(tags["id"]))
+                yield raft_id(tags["id"]), m
             except (KeyError, ValueError):
                 continue
-        return out
+
+    def left_servers(self) -> set[int]:
+        """Raft ids of servers of our datacenter that gossip says left gracefully."""
+        from murmur.gossip.membership import State
+
+        return {rid for rid, _ in self._gossip_servers(State.LEFT)}
 
     def known_servers(self) -> dict[int, tuple[str, int]]:
         """Alive servers of our datacenter seen by gossip: raft id -> server port address."""
-        out = {self.id: self.addresses[self.id]}
-        ms = self.agent.membership
-        if ms is None:
-            return out
         from murmur.gossip.membership import State
 
-        for m in ms.members.values():
-            tags = m.tags
-            if m.state != State.ALIVE or tags.get("role") != "consul" or tags.get("dc") != self.agent.cfg.datacenter:
-                continue
+        out = {self.id: self.addresses[self.id]}
+        for rid, m in self._gossip_servers(State.ALIVE):
             try:
-                rid = raft_id(tags["id"])
-                out[rid] = (m.addr, int(tags["port"]))
+                out[rid] = (m.addr, int(m.tags["port"]))
             except (KeyError, ValueError):
                 continue
         return out
