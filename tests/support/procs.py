@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -17,17 +18,37 @@ MURMUR = [sys.executable, "-m", "murmur.cli.main"]
 START_TIMEOUT = 30.0  # seconds; a dev agent starts in well under 1 s, this is 10x+ slack
 
 
+_HANDED_OUT: set[int] = set()
+# Below Linux's default ephemeral range (32768-60999), so no socket the kernel numbers for itself
+# (an agent's outbound connection, another test's port-0 bind) can take a port we handed out
+# between our check and the agent's bind; and never the same port twice in one test run.
+_PORT_RANGE = (20000, 32767)
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port free for both TCP and UDP on `host` (a loopback address) right now."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-            t.bind((host, 0))
-            port = t.getsockname()[1]
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-            try:
+    """A port free for both TCP and UDP on `host` (a loopback address) right now, outside the
+    kernel's ephemeral range and not handed out before in this process."""
+    lo, hi = _PORT_RANGE[0], min(_PORT_RANGE[1], _ephemeral_low() - 1)
+    rng = random.Random(os.getpid() ^ time.monotonic_ns())
+    for _ in range(200):
+        port = rng.randint(lo, hi)
+        if port in _HANDED_OUT:
+            continue
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+                t.bind((host, port))
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
                 u.bind((host, port))
-            except OSError:
-                continue
+        except OSError:
+            continue
+        _HANDED_OUT.add(port)
         return port
     raise RuntimeError("no free port found")
 
