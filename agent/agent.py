@@ -39,6 +39,7 @@ from .gossip_keyring import KeyringFileError, load_keyring
 from .local_state import LocalState, NodeInfo
 from .member_snapshot import MemberSnapshot
 from .node_sync import client_sync, client_sync_interval
+from .persisted import PersistedRegistrations
 from .reconcile import MemberView, reconcile_commands
 from .remote import ClientWriter, Remote
 from .server import ServerRuntime
@@ -130,6 +131,8 @@ class Agent:
                         address=pick_address(cfg), datacenter=cfg.datacenter,
                         meta=tuple(sorted(cfg.node_meta.items())))
         self.local = LocalState(node)
+        # API registrations survive a restart (agent/persisted.py); --dev keeps nothing, as Consul.
+        self.persisted = PersistedRegistrations(cfg.data_dir) if cfg.data_dir and not cfg.dev else None
         self.server: ServerRuntime | None = ServerRuntime(self) if cfg.server else None
         from .autopilot import AutopilotConfig
 
@@ -246,17 +249,51 @@ class Agent:
     def remove_service(self, sid: str) -> bool:
         if sid not in self.local.services:
             return False
-        self.local.remove_service(sid)
+        gone = self.local.remove_service(sid)
         sidecar = self.local.services.get(f"{sid}-sidecar-proxy")
         if sidecar is not None and sidecar.kind == "connect-proxy":  # as Consul: it goes with its parent
-            self.local.remove_service(sidecar.id)
+            gone += self.local.remove_service(sidecar.id)
+        if self.persisted is not None:
+            self.persisted.drop("services", sid)
+            for cid in gone:
+                self.persisted.drop("checks", cid)
         self.checks.reconcile()
         return True
 
     def remove_check(self, cid: str) -> bool:
         ok = self.local.remove_check(cid)
+        if self.persisted is not None:
+            self.persisted.drop("checks", cid)
         self.checks.reconcile()
         return ok
+
+    def persist(self, kind: str, rid: str, body: Any) -> None:
+        """Keep an accepted API registration's body for the next start (no-op without a data dir)."""
+        if self.persisted is not None:
+            self.persisted.save(kind, rid, body)
+
+    def load_persisted_registrations(self) -> None:
+        """Replay the API registrations of earlier runs. One a config file now defines is dropped
+        (the config owns that ID); one that no longer parses is skipped with a warning, never fatal."""
+        if self.persisted is None:
+            return
+        for sid, body in self.persisted.load("services"):
+            if self.local.service_source.get(sid) == "config":
+                self.persisted.drop("services", sid)
+                continue
+            try:
+                self.add_service(parse_service(body, allow_scripts=bool(self.cfg.enable_script_checks)), "api")
+            except (DefinitionError, TypeError, ValueError) as exc:
+                log.warning("persisted service %r not restored: %s", sid, exc)
+        for cid, body in self.persisted.load("checks"):
+            held = self.local.checks.get(cid)
+            if held is not None and held.source == "config":
+                self.persisted.drop("checks", cid)
+                continue
+            try:
+                self.add_check(from_api(body, allow_scripts=bool(self.cfg.enable_script_checks)), "api")
+            except (DefinitionError, TypeError, ValueError) as exc:
+                log.warning("persisted check %r not restored: %s", cid, exc)
 
     def update_check(self, cid: str, status: str, output: str) -> bool:
         """TTL-style update (`check/pass|warn|fail|update`). False if the check is unknown."""
@@ -317,6 +354,7 @@ class Agent:
             if self.cfg.ports.serf_lan >= 0:
                 await self._start_gossip(nursery)
             self.load_config_registrations(self.cfg)
+            self.load_persisted_registrations()
             if self.cfg.dev and self.server is not None:
                 await self._await_dev_leader()
             if self.server is not None:

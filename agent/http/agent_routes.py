@@ -222,6 +222,7 @@ def add_routes(router: Router, agent: Agent) -> None:
             agent.add_service(sdef, "api", replace_existing_checks=req.flag("replace-existing-checks"))
         except DefinitionError as exc:
             raise HTTPError(400, f"Invalid service definition: {exc}") from exc
+        agent.persist("services", sdef.spec.id, body)
         await agent.sync()
         return Response()
 
@@ -244,6 +245,7 @@ def add_routes(router: Router, agent: Agent) -> None:
             agent.add_check(defn, "api")
         except DefinitionError as exc:
             raise HTTPError(400, f"Invalid check: {exc}") from exc
+        agent.persist("checks", defn.id, body)
         await agent.sync()
         return Response()
 
