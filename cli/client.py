@@ -70,3 +70,20 @@ class Client:
             return resp.json()
         except ValueError:
             return resp.text
+
+    def blocking_get(self, path: str, index: int, wait: str, params: dict[str, Any] | None = None
+                     ) -> tuple[Any, int, int]:
+        """One blocking query: (JSON body or None for a 404, X-Consul-Index, HTTP status)."""
+        query = {**(params or {}), "index": str(index), "wait": wait}
+        try:
+            resp = self.http.request("GET", path, params=query)
+        except self._error as exc:
+            raise APIError(f"cannot reach the agent at {self.base}: {exc}") from exc
+        if resp.status_code >= 400 and resp.status_code != 404:
+            raise APIError(f"GET {path}: {resp.status_code} {resp.text.strip()}")
+        try:
+            new_index = int(resp.headers.get("X-Consul-Index", "0"))
+        except ValueError:
+            new_index = 0
+        body = resp.json() if resp.status_code == 200 and resp.content else None
+        return body, new_index, resp.status_code

@@ -293,6 +293,18 @@ def catalog_services(tags: bool, http_addr: str | None, token: str | None) -> No
         click.echo(f"{name:<30} {','.join(data[name])}" if tags else name)
 
 
+@catalog.command("datacenters")
+@http_options
+def catalog_datacenters(http_addr: str | None, token: str | None) -> None:
+    """List the known datacenters."""
+    try:
+        data = Client(http_addr, token).call("GET", "/v1/catalog/datacenters")
+    except APIError as exc:
+        fail(str(exc))
+    for dc in data:
+        click.echo(dc)
+
+
 @catalog.command("nodes")
 @http_options
 def catalog_nodes(http_addr: str | None, token: str | None) -> None:
@@ -388,6 +400,10 @@ from .events import event, query  # noqa: E402 - the commands live in their own 
 
 main.add_command(event)
 main.add_command(query)
+
+from .watch import watch  # noqa: E402 - the command lives in its own module
+
+main.add_command(watch)
 
 from .operator import info, operator  # noqa: E402 - the commands live in their own module
 
