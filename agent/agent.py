@@ -40,6 +40,7 @@ from .local_state import LocalState, NodeInfo
 from .member_snapshot import MemberSnapshot
 from .node_sync import client_sync, client_sync_interval
 from .persisted import PersistedRegistrations
+from .protocol import protocol_tags
 from .reconcile import MemberView, reconcile_commands
 from .remote import ClientWriter, Remote
 from .server import ServerRuntime
@@ -81,7 +82,6 @@ def pick_address(cfg: RuntimeConfig) -> str:
         return "127.0.0.1"
 
 
-PROTOCOL_TAGS = {"vsn": "2", "vsn_min": "2", "vsn_max": "3"}
 LEAVE_TIMEOUT = 5.0  # seconds a graceful leave waits for its broadcast to go out
 ANTI_ENTROPY_INTERVAL = 1.0  # seconds between anti-entropy passes (a diff; writes only on change)
 RECONCILE_INTERVAL = 1.0  # seconds between the leader's member-list reconcile passes
@@ -408,7 +408,7 @@ class Agent:
         n = self.local.node
         tags = {"role": "consul" if self.cfg.server else "node", "dc": self.cfg.datacenter, "id": n.id,
                 "port": str(self.server_port), "build": f"{CONSUL_COMPAT_VERSION}:murmur-{__version__}",
-                **PROTOCOL_TAGS}
+                **protocol_tags(self.cfg.protocol)}
         if self.cfg.server:
             tags["expect"] = str(self.cfg.bootstrap_expect or 1)
         return tags

@@ -129,6 +129,14 @@ def _at_least(low: int) -> Callable[[int], int]:
     return check
 
 
+def _protocol(value: int) -> int:
+    from .protocol import PROTOCOL_MAX, PROTOCOL_MIN
+
+    if PROTOCOL_MIN <= value <= PROTOCOL_MAX:
+        return value
+    raise _Bad(f"protocol {value} is not supported: this agent speaks {PROTOCOL_MIN}..{PROTOCOL_MAX}")
+
+
 def _one_of(*choices: str, upper: bool = False) -> Callable[[str], str]:
     def check(value: str) -> str:
         if value.lower() not in choices:
@@ -497,6 +505,10 @@ class RuntimeConfig:
     # Servers: entries kept in the log behind each snapshot (Consul's default), so a follower
     # that is only that far behind catches up from the log instead of receiving a snapshot.
     raft_trailing_logs: int = _opt(10240, check=_at_least(0))
+    # The cluster protocol this agent speaks (murmur.agent.protocol): the newest by default.
+    # Pinning the previous one (N-1) lets a rolling upgrade keep old and new servers together;
+    # the leader uses a newer feature only once every server advertises it. Consul's `protocol`.
+    protocol: int = _opt(3, check=_protocol)
     # TRACE, DEBUG, INFO, WARN or ERROR (files may use any case; stored upper-case).
     log_level: str = _opt("INFO", check=_one_of("trace", "debug", "info", "warn", "error", upper=True))
     # --dev: a single in-memory server. Set by load(dev=True), not by files.
@@ -542,7 +554,7 @@ UNIMPLEMENTED_CONSUL_KEYS: frozenset[str] = frozenset({
     "enable_central_service_config", "enable_debug", "enable_syslog", "experiments", "http_config",
     "license_path", "locality", "log_file", "log_json", "log_rotate_bytes", "log_rotate_duration",
     "log_rotate_max_files", "max_query_time", "non_voting_server", "partition", "peering", "performance",
-    "pid_file", "primary_datacenter", "primary_gateways", "primary_gateways_retry_interval", "protocol",
+    "pid_file", "primary_datacenter", "primary_gateways", "primary_gateways_retry_interval",
     "raft_boltdb", "raft_logstore", "raft_protocol", "raft_snapshot_interval",
     "read_replica", "reconnect_timeout_wan",
     "reporting", "retry_interval_wan", "retry_join_wan", "retry_max_wan", "rpc",

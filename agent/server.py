@@ -28,6 +28,7 @@ from murmur.raft.rawnode import RawNode
 
 from .drivers.raft import MemorySnapshots, MemoryStorage, NotLeader, RaftDriver
 from .drivers.raft_transport import TCPTransport
+from .protocol import PROTOCOL_MAX, REQUEST_IDS, cluster_protocol
 from .rpc.mux import RAFT, RPC, SNAPSHOT, FramedStream, ServerPort
 from .rpc.protocol import decode_result
 from .storage.raft_log import RaftStorage
@@ -54,11 +55,14 @@ class NoLeader(Exception):
 class CatalogFSM:
     """The catalog store as Raft's state machine; unknown commands stop or skip as the byte says."""
 
-    def __init__(self, store: StateStore) -> None:
+    def __init__(self, store: StateStore, protocol: int = PROTOCOL_MAX) -> None:
         self.store = store
+        self.protocol = protocol  # below REQUEST_IDS: refuse REQUEST entries, as an older build would
 
     def apply(self, index: int, data: bytes) -> Any:
         try:
+            if self.protocol < REQUEST_IDS and data and data[0] == commands.CommandType.REQUEST:
+                raise commands.UnknownCommand(data[0])
             return self.store.apply(index, data)
         except commands.UnknownCommand as exc:
             if exc.ignorable:
@@ -187,6 +191,14 @@ class ServerRuntime:
             except (KeyError, ValueError):
                 continue
 
+    def cluster_protocol(self) -> int:
+        """The newest protocol every server of our datacenter speaks (agent/protocol.py): gossip's
+        alive and failed servers count, left ones do not."""
+        from murmur.gossip.membership import State
+
+        servers = [m.tags for st in (State.ALIVE, State.SUSPECT, State.DEAD) for _, m in self._gossip_servers(st)]
+        return cluster_protocol(self.agent.cfg.protocol, servers)
+
     def left_servers(self) -> set[int]:
         """Raft ids of servers of our datacenter that gossip says left gracefully."""
         from murmur.gossip.membership import State
@@ -242,7 +254,7 @@ class ServerRuntime:
                 self.addresses.setdefault(int(rid), (str(addr[0]), int(addr[1])))
         node = RawNode(RaftConfig(id=self.id), voters, random.Random(self.agent.rng.random()), hard, entries,
                        snapshot=snap)
-        self.driver = RaftDriver(node, storage, CatalogFSM(self.agent.store), self.transport, TICK_INTERVAL,
+        self.driver = RaftDriver(node, storage, CatalogFSM(self.agent.store, self.agent.cfg.protocol), self.transport, TICK_INTERVAL,
                                  on_apply=self.agent.feed.notify, snapshots=snapshots,
                                  snapshot_threshold=self.agent.cfg.raft_snapshot_threshold,
                                  trailing_logs=self.agent.cfg.raft_trailing_logs,

@@ -59,6 +59,8 @@ def keygen() -> None:
 @click.option("--retry-join", multiple=True, help="Like --join, retried until it succeeds (repeatable).")
 @click.option("--encrypt", default=None, help="Gossip encryption key (base64, 32 bytes).")
 @click.option("--log-level", default=None, help="trace, debug, info, warn or error.")
+@click.option("--protocol", type=int, default=None, hidden=True,
+              help="Speak an older cluster protocol (rolling upgrades and their tests).")
 def agent(dev: bool, config_dir: tuple[str, ...], config_file: tuple[str, ...], join: tuple[str, ...],
           retry_join: tuple[str, ...], **flags: Any) -> None:
     """Run an agent."""

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 from murmur.catalog import commands
 
+from ..protocol import REQUEST_IDS
 from .mux import FramedStream
 from .protocol import MIN_VERSION, VERSION, RPCError, call_apply, decode_result, encode_result, error_reply
 
@@ -117,7 +118,8 @@ async def _apply(server: ServerRuntime, req: dict[str, Any]) -> dict[str, Any]:
         raise RPCError("bad_request", "apply needs d (bytes), rid (str), hops (int >= 0)")
     try:
         commands.decode(data)  # refuse what would stop the servers if it reached the log
-        entry = commands.wrap_request(rid, data) if rid else data
+        # Request IDs only once every server can apply the wrapper (agent/protocol.py).
+        entry = commands.wrap_request(rid, data) if rid and server.cluster_protocol() >= REQUEST_IDS else data
     except commands.CommandError as exc:
         raise RPCError("bad_request", f"bad command: {exc}") from exc
     driver = server.driver
