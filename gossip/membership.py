@@ -87,6 +87,9 @@ class Member:
     state_change: float
     tags: dict[str, str] = field(default_factory=dict)
     vsn: Vsn = DEFAULT_VSN
+    # True for a record several cores hold at once (preload_shared: a simulation of thousands of
+    # members); a core copies it before its first change (Membership._own). Never on the wire.
+    shared: bool = field(default=False, compare=False, repr=False)
 
     @property
     def address(self) -> Address:
@@ -172,7 +175,7 @@ class Membership:
         self.wall_offset = 0.0  # wall clock minus `now`: the driver sets it; the rotation ticks on it
         self._rotation_key: tuple[int, int] | None = None
         self._rotation: list[str] = []
-        self._rotation_pos: dict[str, int] = {}
+        self._rotation_self = -1  # our position in _rotation (-1: we are not in it)
         self.unique_tag = unique_tag
         self._conflicts_told: set[tuple[str, str, int]] = set()  # CONFLICT events already emitted
         self._live = 1  # members in LIVE states, kept by _set_state (live_count is on every send path)
@@ -268,6 +271,7 @@ class Membership:
 
     # ---- helpers --------------------------------------------------------------------------------
     def _set_state(self, m: Member, state: State, now: float) -> None:
+        assert not m.shared, "copy a shared record (_own) before changing it"
         if (state in LIVE) != (m.state in LIVE):
             self._live += 1 if state in LIVE else -1
             self._live_names = None
@@ -277,6 +281,15 @@ class Membership:
             del self._dead_at[(m.addr, m.port)]
         m.state = state
         m.state_change = now
+
+    def _own(self, m: Member) -> Member:
+        """`m`, or this core's private copy of it if it is a shared record: call before changing it."""
+        if not m.shared:
+            return m
+        mine = Member(m.name, m.addr, m.port, m.incarnation, m.state, m.state_change, m.tags, m.vsn)
+        self.members[m.name] = mine
+        self._member_list = None
+        return mine
 
     def _event(self, kind: EventKind, m: Member) -> None:
         self._events.append(MemberEvent(kind, m.name, m.addr, m.port, dict(m.tags), m.incarnation))
@@ -343,14 +356,22 @@ class Membership:
     def preload(self, states: list[PushState], now: float) -> None:
         """Install a member table as already known, without events or broadcasts: a simulation
         that starts converged, or (later) a member snapshot read back after a restart."""
-        for st in states:
-            if st.name == self.name or st.name in self.members:
-                continue
-            # The tags dict is shared, not copied: members' tags are replaced, never edited in place,
-            # and a simulation preloads the same table into thousands of cores.
-            self.members[st.name] = Member(st.name, st.addr, st.port, st.incarnation, st.state, now,
-                                           st.tags, st.vsn)
-            self._live += st.state in LIVE
+        # The tags dict is shared, not copied: members' tags are replaced, never edited in place,
+        # and a simulation preloads the same table into thousands of cores.
+        self._install([Member(st.name, st.addr, st.port, st.incarnation, st.state, now, st.tags, st.vsn)
+                       for st in states if st.name != self.name and st.name not in self.members])
+
+    def preload_shared(self, records: list[Member]) -> None:
+        """Like preload, but install the given records themselves, shared with other cores (each
+        marked `shared`, copied by a core before it changes one): a converged simulation of N
+        members then holds N records, not N², which is what lets 10,000 members fit in memory."""
+        assert all(m.shared for m in records), "preload_shared takes records marked shared"
+        self._install([m for m in records if m.name != self.name and m.name not in self.members])
+
+    def _install(self, records: list[Member]) -> None:
+        for m in records:
+            self.members[m.name] = m
+            self._live += m.state in LIVE
         self._member_list = None
         self._live_names = None
         self.probe_order = [n for n in sorted(self.members) if n != self.name]
@@ -640,6 +661,7 @@ class Membership:
         self.broadcasts.queue(a.node, wire.encode_message(a))
         changed = a.tags != m.tags or (a.addr, a.port) != (m.addr, m.port)
         was = m.state
+        m = self._own(m)
         m.incarnation, m.addr, m.port, m.tags, m.vsn = a.incarnation, a.addr, a.port, dict(a.tags), a.vsn
         if was != State.ALIVE:
             self._set_state(m, State.ALIVE, now)
@@ -698,6 +720,7 @@ class Membership:
             return
         encoded = wire.encode_message(s)
         self.broadcasts.queue(s.node, encoded)
+        m = self._own(m)
         m.incarnation = s.incarnation
         self._set_state(m, State.SUSPECT, now)
         self.stats["suspects_started"] += 1
@@ -723,6 +746,7 @@ class Membership:
                 self._refute(d.incarnation, declared_dead=True)
             return
         self.broadcasts.queue(d.node, wire.encode_message(d))
+        m = self._own(m)
         m.incarnation = d.incarnation
         state = State.LEFT if d.sender == d.node else State.DEAD
         self._set_state(m, state, now)
@@ -816,10 +840,14 @@ class Membership:
         if self._rotation_key != (pass_no, n):
             self._rotation = sorted(live, key=lambda name: hashlib.blake2b(
                 f"{pass_no}:{name}".encode(), digest_size=8).digest())
-            self._rotation_pos = {name: i for i, name in enumerate(self._rotation)}
+            # Our own place only: a name -> position map would cost a dict entry per member per core.
+            try:
+                self._rotation_self = self._rotation.index(self.name)
+            except ValueError:
+                self._rotation_self = -1
             self._rotation_key = (pass_no, n)
-        pos = self._rotation_pos.get(self.name)
-        if pos is None:
+        pos = self._rotation_self
+        if pos < 0:
             return None
         m = self.members.get(self._rotation[(pos + 1 + step) % n])
         return m if m is not None and m.state in LIVE and m is not self.me else None

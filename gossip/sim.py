@@ -25,9 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .config import GossipConfig
-from .membership import Address, EventKind, Membership, State, StreamRequest
+from .membership import Address, EventKind, Member, Membership, State, StreamRequest
 from .userevents import DeliveredEvent, QueryState, UserLayer
-from .wire import PushState
 
 BACKLOG_LIMIT = 2000  # datagrams a paused member's socket buffer holds before dropping
 RETRY_JOIN_INTERVAL = 30.0  # Consul's retry_interval: a failed join is tried again this much later
@@ -98,10 +97,11 @@ class Simulation:
             self.add_node(self.name_of(i), join=join and not converged and i > 0,
                           at=self.rng.uniform(0, 0.5) if join and not converged else 0.0)
         if converged:  # every member starts knowing every other one alive: no join phase to wait out
-            table = [PushState(nd.name, nd.address[0], nd.address[1], 1, State.ALIVE, {}, nd.m.me.vsn)
-                     for nd in self.nodes.values()]
+            # One record per member, shared by every core until one changes it (Member.shared).
+            table = [Member(nd.name, nd.address[0], nd.address[1], 1, State.ALIVE, self.now, {}, nd.m.me.vsn,
+                            shared=True) for nd in self.nodes.values()]
             for nd in self.nodes.values():
-                nd.m.preload(table, self.now)
+                nd.m.preload_shared(table)
                 nd.m.broadcasts = type(nd.m.broadcasts)(max_size=nd.m.broadcasts.max_size)
                 self._schedule(nd)
 
