@@ -114,6 +114,7 @@ class Tok:
 
 KEYWORDS = frozenset({"and", "or", "not", "in", "is", "empty", "contains", "matches"})
 _SPACE = " \t\r\n"
+_DEC = "0123456789"
 
 
 def _q(text: str) -> str:
@@ -211,16 +212,16 @@ def tokenize(src: str) -> list[Tok]:
         elif c in '"`':
             value, i = _string_at(src, i)
             toks.append(Tok("str", src[start:i], start, value=value))
-        elif c == "-" or c.isdigit():
+        elif c == "-" or c in _DEC:
             j = i + 1 if c == "-" else i
             k = j
-            while k < n and src[k].isdigit():
+            while k < n and src[k] in _DEC:
                 k += 1
             if k == j:
                 raise _fail(src, i, "Invalid number literal")
-            if k < n and src[k] == "." and k + 1 < n and src[k + 1].isdigit():
+            if k < n and src[k] == "." and k + 1 < n and src[k + 1] in _DEC:
                 k += 1
-                while k < n and src[k].isdigit():
+                while k < n and src[k] in _DEC:
                     k += 1
             text = src[i:k]
             digits = text.lstrip("-").split(".")[0]
