@@ -49,7 +49,8 @@ def add_routes(router: Router, agent: Agent) -> None:
     async def services(req: Request, m: re.Match[str]) -> Response:
         # The filter selects instances (Consul's ServiceNode fields) before the names are rolled
         # up, so it runs inside the read, on the server.
-        args = {"filter": req.arg("filter")} if request_filter(req, flt.SERVICE_NODE) else {}
+        f = request_filter(req, flt.SERVICE_NODE)
+        args = {"filter": f.expression} if f is not None else {}
         return json_result(req, await named_read(agent, req, "catalog.services", args))
 
     async def service(req: Request, m: re.Match[str]) -> Response:

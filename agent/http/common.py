@@ -26,7 +26,8 @@ def check_dc(agent: Agent, req: Request) -> None:
 def request_filter(req: Request, schema: Schema) -> Filter | None:
     """`?filter=` compiled against the shape the endpoint answers with; None when absent or empty.
     A bad expression is a 400 with Consul's wording, raised before any (blocking) read starts."""
-    expr = req.arg("filter")
+    values = req.query.get("filter")
+    expr = values[0] if values else None  # the first, as Go's Query().Get
     if not expr:
         return None
     try:

@@ -284,3 +284,19 @@ def test_schemas_cover_our_json_shapes() -> None:
         assert flt.resolve(flt.SERVICE_NODE, path) is not None
     assert flt.resolve(flt.NODE, ("Meta",)) == flt.MapOf(flt.STR)
     assert flt.resolve(CSN, ("Checks", "Nope")) is None
+
+
+@pytest.mark.parametrize("literal, value", [
+    ('"plain"', "plain"), ('"a\\tb"', "a\tb"), ('"\\x41\\u00e9\\U0001F600"', "A\u00e9\U0001F600"),
+    ('"\\101"', "A"), ('"say \\"hi\\""', 'say "hi"'), ("`raw \\n stays`", "raw \\n stays"),
+    ("`a\r\nb`", "a\nb"), ('""', ""),
+])
+def test_string_literals(literal: str, value: str) -> None:
+    items = {"hit": {"Service": value}, "miss": {"Service": value + "x"}}
+    assert ids(f"Service == {literal}", items=items) == {"hit"}
+
+
+def test_index_keys_may_hold_any_character() -> None:
+    items = {"a": {"Meta": {"a.b c": "1"}}, "b": {"Meta": {"a": {"b c": "1"}}}}
+    assert ids('Meta["a.b c"] == "1"', items=items) == {"a"}
+    assert ids('Meta[ `a.b c` ] is not empty', items=items) == {"a"}
