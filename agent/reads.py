@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 from murmur.catalog import queries
 from murmur.catalog.dns import slice_store
+from murmur.catalog.filter import SERVICE_NODE, FilterError, compile_filter
 from murmur.catalog.store import StateStore
 
 if TYPE_CHECKING:
@@ -75,6 +76,18 @@ def _kv_get(s: StateStore, a: dict[str, Any]) -> Any:
     return [[r.key, r.value, r.flags, r.create_index, r.modify_index, r.lock_index, r.session] for r in recs]
 
 
+def _catalog_services(s: StateStore, a: dict[str, Any]) -> dict[str, list[str]]:
+    """Names and tags; `filter` (a `?filter=` expression) selects the instances that count."""
+    expr = a.get("filter")
+    if not expr:
+        return queries.catalog_services(s)
+    try:
+        keep = compile_filter(str(expr), SERVICE_NODE)
+    except FilterError as exc:
+        raise ReadError("bad_request", f"Failed to create boolean expression evaluator: {exc}") from exc
+    return queries.catalog_services(s, keep.matches)
+
+
 def _node_slice(s: StateStore, a: dict[str, Any]) -> bytes:
     """One node's catalog entries as a store snapshot (a client's anti-entropy diffs against it)."""
     return slice_store(s, ("node-exact", str(a["node"]))).snapshot()
@@ -105,7 +118,7 @@ def _dns_slice_index(s: StateStore, a: dict[str, Any]) -> int:
 
 
 READS: dict[str, Read] = {
-    "catalog.services": Read(lambda s, a: queries.catalog_services(s), _tables("services")),
+    "catalog.services": Read(_catalog_services, _tables("services")),
     "catalog.service": Read(lambda s, a: queries.catalog_service(s, str(a["name"]), a.get("tags")),
                             _service_index),
     "catalog.nodes": Read(lambda s, a: queries.catalog_nodes(s), _tables("nodes")),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
 from typing import Any
 
 from .store import CheckRecord, KVRecord, NodeRecord, ServiceRecord, StateStore
@@ -118,9 +119,14 @@ def _has_tag(r: ServiceRecord, tags: list[str] | None) -> bool:
 
 
 # ---- catalog endpoints ---------------------------------------------------------------------------
-def catalog_services(store: StateStore) -> dict[str, list[str]]:
+def catalog_services(store: StateStore,
+                     keep: Callable[[dict[str, Any]], bool] | None = None) -> dict[str, list[str]]:
+    """Service names with their tags. `keep` (a compiled `?filter=`) selects the instances that
+    count, each seen as its `/v1/catalog/service` entry, as Consul filters ServiceNodes."""
     out: dict[str, list[str]] = {}
     for r in store.all_services():
+        if keep is not None and not keep(catalog_service_json(store.nodes.get(r.node), r)):
+            continue
         tags = out.setdefault(r.spec.name, [])
         tags.extend(t for t in r.spec.tags if t not in tags)
     return out

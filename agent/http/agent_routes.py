@@ -10,10 +10,12 @@ from typing import TYPE_CHECKING, Any
 import trio
 from murmur import CONSUL_COMPAT_VERSION, __version__
 from murmur.catalog import queries
+from murmur.catalog.filter import HEALTH_CHECK, NODE_SERVICE
 from murmur.checks.definitions import DefinitionError, folded, from_api
 from murmur.gossip.membership import Member, State
 
 from ..definitions import parse_service
+from .common import filtered, request_filter
 from .server import HTTPError, Request, Response, Router
 
 if TYPE_CHECKING:
@@ -188,9 +190,10 @@ def add_routes(router: Router, agent: Agent) -> None:
         return Response()
 
     async def services(req: Request, m: re.Match[str]) -> Response:
+        f = request_filter(req, NODE_SERVICE)
         data = {sid: queries.agent_service_json(None, spec, agent.cfg.datacenter)
                 for sid, spec in sorted(agent.local.services.items())}
-        return Response.json(data, pretty="pretty" in req.query)
+        return Response.json(filtered(f, data), pretty="pretty" in req.query)
 
     async def service(req: Request, m: re.Match[str]) -> Response:
         spec = agent.local.services.get(m["id"])
@@ -202,6 +205,7 @@ def add_routes(router: Router, agent: Agent) -> None:
         return Response.json(data, headers=[("X-Consul-ContentHash", digest)], pretty="pretty" in req.query)
 
     async def checks(req: Request, m: re.Match[str]) -> Response:
+        f = request_filter(req, HEALTH_CHECK)
         n = agent.local.node.name
         out = {}
         for cid in sorted(agent.local.checks):
@@ -213,7 +217,7 @@ def add_routes(router: Router, agent: Agent) -> None:
                         "ServiceTags": list(svc.tags) if svc else [], "Type": spec.type,
                         "Interval": spec.interval, "Timeout": spec.timeout, "ExposedPort": 0,
                         "Definition": {}, "CreateIndex": 0, "ModifyIndex": 0}
-        return Response.json(out, pretty="pretty" in req.query)
+        return Response.json(filtered(f, out), pretty="pretty" in req.query)
 
     async def register_service(req: Request, m: re.Match[str]) -> Response:
         body = req.json()

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from murmur.catalog import filter as flt
 from murmur.catalog import queries
 from murmur.catalog.commands import ApplyError, CheckSpec, Deregister, Register
 from murmur.checks.definitions import DefinitionError, folded
 
 from ..definitions import parse_service
 from .agent_routes import leader_addr
-from .common import check_dc, json_result, named_read
+from .common import check_dc, filtered, json_result, named_read, request_filter
 from .server import HTTPError, Request, Response, Router
 
 if TYPE_CHECKING:
@@ -20,10 +21,10 @@ if TYPE_CHECKING:
 
 
 
-def no_peer(req: Request) -> tuple[Any, ...]:
+def no_peer(req: Request, data: Any) -> Any:
     """`?peer=NAME`: murmur has no cluster peerings, so any named peer has no instances (as Consul
-    answers for a peer it does not know). Extra arguments for json_result: replace the data by []."""
-    return ([],) if req.arg("peer") else ()
+    answers for a peer it does not know): the data, or [] for a peer."""
+    return [] if req.arg("peer") else data
 
 
 def add_routes(router: Router, agent: Agent) -> None:
@@ -43,37 +44,62 @@ def add_routes(router: Router, agent: Agent) -> None:
     async def datacenters(req: Request, m: re.Match[str]) -> Response:
         return Response.json([agent.cfg.datacenter])
 
+    # `?filter=` (catalog/filter.py) is compiled before the read, so a bad one is a 400 before any
+    # blocking wait, and applied to the answer after it: X-Consul-Index is the read's, unchanged.
     async def services(req: Request, m: re.Match[str]) -> Response:
-        return json_result(req, await named_read(agent, req, "catalog.services", {}))
+        # The filter selects instances (Consul's ServiceNode fields) before the names are rolled
+        # up, so it runs inside the read, on the server.
+        f = request_filter(req, flt.SERVICE_NODE)
+        args = {"filter": f.expression} if f is not None else {}
+        return json_result(req, await named_read(agent, req, "catalog.services", args))
 
     async def service(req: Request, m: re.Match[str]) -> Response:
+        f = request_filter(req, flt.SERVICE_NODE)
         args = {"name": m["name"], "tags": req.query.get("tag")}
-        return json_result(req, await named_read(agent, req, "catalog.service", args), *no_peer(req))
+        res = await named_read(agent, req, "catalog.service", args)
+        return json_result(req, res, no_peer(req, filtered(f, res.data)))
 
     async def nodes(req: Request, m: re.Match[str]) -> Response:
-        return json_result(req, await named_read(agent, req, "catalog.nodes", {}))
+        f = request_filter(req, flt.NODE)
+        res = await named_read(agent, req, "catalog.nodes", {})
+        return json_result(req, res, filtered(f, res.data))
 
     async def node(req: Request, m: re.Match[str]) -> Response:
-        return json_result(req, await named_read(agent, req, "catalog.node", {"node": m["node"]}))
+        f = request_filter(req, flt.NODE_SERVICE)  # Consul filters the node's Services map
+        res = await named_read(agent, req, "catalog.node", {"node": m["node"]})
+        data = res.data
+        if f is not None and isinstance(data, dict):
+            data = {**data, "Services": filtered(f, data.get("Services") or {})}
+        return json_result(req, res, data)
 
     async def connect(req: Request, m: re.Match[str]) -> Response:
-        return json_result(req, await named_read(agent, req, "catalog.connect", {}), *no_peer(req))
+        f = request_filter(req, flt.SERVICE_NODE if req.path.startswith("/v1/catalog/") else flt.CHECK_SERVICE_NODE)
+        res = await named_read(agent, req, "catalog.connect", {})
+        return json_result(req, res, no_peer(req, filtered(f, res.data)))
 
     async def health_service(req: Request, m: re.Match[str]) -> Response:
+        f = request_filter(req, flt.CHECK_SERVICE_NODE)
         args = {"name": m["name"], "tags": req.query.get("tag"), "passing": req.flag("passing")}
-        return json_result(req, await named_read(agent, req, "health.service", args), *no_peer(req))
+        res = await named_read(agent, req, "health.service", args)
+        return json_result(req, res, no_peer(req, filtered(f, res.data)))
 
     async def health_checks(req: Request, m: re.Match[str]) -> Response:
-        return json_result(req, await named_read(agent, req, "health.checks", {"name": m["name"]}))
+        f = request_filter(req, flt.HEALTH_CHECK)
+        res = await named_read(agent, req, "health.checks", {"name": m["name"]})
+        return json_result(req, res, filtered(f, res.data))
 
     async def health_node(req: Request, m: re.Match[str]) -> Response:
-        return json_result(req, await named_read(agent, req, "health.node", {"node": m["node"]}))
+        f = request_filter(req, flt.HEALTH_CHECK)
+        res = await named_read(agent, req, "health.node", {"node": m["node"]})
+        return json_result(req, res, filtered(f, res.data))
 
     async def health_state(req: Request, m: re.Match[str]) -> Response:
         check_dc(agent, req)
         if m["state"] not in queries.STATES:
             raise HTTPError(400, f"Unknown check state {m['state']!r}; want any, passing, warning or critical")
-        return json_result(req, await named_read(agent, req, "health.state", {"state": m["state"]}))
+        f = request_filter(req, flt.HEALTH_CHECK)
+        res = await named_read(agent, req, "health.state", {"state": m["state"]})
+        return json_result(req, res, filtered(f, res.data))
 
     async def register(req: Request, m: re.Match[str]) -> Response:
         check_dc(agent, req)

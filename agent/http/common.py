@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from murmur.catalog.filter import Filter, FilterError, Schema, compile_filter
 from murmur.checks.durations import parse_duration
 
 from .server import HTTPError, Request, Response
@@ -20,6 +21,28 @@ def check_dc(agent: Agent, req: Request) -> None:
     dc = req.arg("dc")
     if dc and dc != agent.cfg.datacenter:
         raise HTTPError(500, f"No path to datacenter {dc!r}")
+
+
+def request_filter(req: Request, schema: Schema) -> Filter | None:
+    """`?filter=` compiled against the shape the endpoint answers with; None when absent or empty.
+    A bad expression is a 400 with Consul's wording, raised before any (blocking) read starts."""
+    values = req.query.get("filter")
+    expr = values[0] if values else None  # the first, as Go's Query().Get
+    if not expr:
+        return None
+    try:
+        return compile_filter(expr, schema)
+    except FilterError as exc:
+        raise HTTPError(400, f"Failed to create boolean expression evaluator: {exc}") from exc
+
+
+def filtered(flt: Filter | None, data: Any) -> Any:
+    """A read's answer with the filter applied to its items (a list's elements, a map's values)."""
+    if flt is None or data is None:
+        return data
+    if isinstance(data, dict):
+        return flt.apply_map(data)
+    return flt.apply(data)
 
 
 def read_params(req: Request) -> tuple[str, int, float]:

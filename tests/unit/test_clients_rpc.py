@@ -157,7 +157,8 @@ async def via_rpc(ag: FakeAgent, monkeypatch: pytest.MonkeyPatch, request: dict[
 
 
 READ_CASES = [
-    ("catalog.services", {}), ("catalog.service", {"name": "web", "tags": None}),
+    ("catalog.services", {}), ("catalog.services", {"filter": 'Node != n3 and "t" in ServiceTags'}),
+    ("catalog.service", {"name": "web", "tags": None}),
     ("catalog.service", {"name": "web", "tags": ["t"]}), ("catalog.nodes", {}), ("catalog.node", {"node": "n1"}),
     ("catalog.node", {"node": "nope"}), ("health.service", {"name": "web", "tags": None, "passing": True}),
     ("health.service", {"name": "web", "tags": None, "passing": False}), ("health.checks", {"name": "db"}),
@@ -196,6 +197,21 @@ async def test_a_client_read_over_rpc_equals_the_servers_own(name: str, args: di
     assert over_rpc.data == normalized
     assert (over_rpc.index, over_rpc.known_leader) == (local.index, local.known_leader)
     assert local.data is not None or name == "catalog.node"
+
+
+async def test_catalog_services_filter_selects_instances_both_ways(monkeypatch: pytest.MonkeyPatch) -> None:
+    """?filter= on /v1/catalog/services runs in the read (before the roll-up), on the server; a bad
+    one is a bad_request there too, for a server's own read and for a client's over RPC."""
+    ag = world()
+    assert (await reads.execute(ag, "catalog.services", {})).data == {"web": ["t"], "db": ["t"]}  # type: ignore[arg-type]
+    res = await reads.execute(ag, "catalog.services", {"filter": "ServicePort == 83"})  # type: ignore[arg-type]
+    assert res.data == {"db": ["t"]}
+    assert (await reads.execute(ag, "catalog.services", {"filter": 'NodeMeta.x == "y"'})).data == {}  # type: ignore[arg-type]
+    with pytest.raises(reads.ReadError) as info:
+        await reads.execute(ag, "catalog.services", {"filter": "Nope == 1"})  # type: ignore[arg-type]
+    assert info.value.kind == "bad_request" and "Failed to create boolean expression evaluator" in str(info.value)
+    reply = await via_rpc(ag, monkeypatch, {"op": "read", "name": "catalog.services", "args": {"filter": "(("}})
+    assert reply["kind"] == "bad_request" and "Failed to create boolean expression evaluator" in reply["err"]
 
 
 async def test_default_reads_wait_on_read_index_and_stale_reads_do_not() -> None:
