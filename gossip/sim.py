@@ -64,6 +64,10 @@ class SimNode:
     joins: dict[int, Address] = field(default_factory=dict)  # join stream token -> seed address
     last_names: list[str] = field(default_factory=list)  # members and their incarnations at the
     last_incs: list[int] = field(default_factory=list)  # last invariant check
+    # The highest incarnation this observer has seen of each member, kept only above 1 (every
+    # member starts at 1, and most never refute): an entry per member per observer would be the
+    # largest table of a 10,000-member run. A restart is a new SimNode, so it starts empty.
+    seen_inc: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -88,7 +92,6 @@ class Simulation:
         self.by_addr: dict[Address, SimNode] = {}
         self.records: list[Record] = []
         self.group: dict[str, int] = {}  # partition group per member; all 0 when whole
-        self.seen_inc: dict[tuple[str, str], int] = {}
         self.packets = 0
         self.packets_lost = 0
         self.on_record: Callable[[Record], None] | None = None
@@ -120,8 +123,6 @@ class Simulation:
         self.nodes[name] = node
         self.by_addr[address] = node
         self.group.setdefault(name, 0)
-        for key in [k for k in self.seen_inc if k[0] == name]:
-            del self.seen_inc[key]
         if join:
             target = seed_node or next(iter(self.nodes))
             if target != name:
@@ -354,13 +355,13 @@ class Simulation:
             changed = list(range(len(incs)))
         for i in changed:
             name, inc = names[i], incs[i]
-            key = (node.name, name)
-            before = self.seen_inc.get(key, 0)
+            before = node.seen_inc.get(name, 0)
             if inc < before:
                 raise InvariantViolation(
                     f"seed {self.seed}: {node.name} saw {name}'s incarnation go back {before} -> {inc} "
                     f"at t={self.now:.3f}")
-            self.seen_inc[key] = inc
+            if inc > 1:
+                node.seen_inc[name] = inc
         node.last_names, node.last_incs = names, incs
 
 
