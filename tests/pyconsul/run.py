@@ -32,7 +32,7 @@ BUILD = ROOT / "build" / "pyconsul"
 VERSION = "1.8.0"
 SDIST = f"py_consul-{VERSION}.tar.gz"
 SHA256 = "ed9ab0adb335d33ea84f7622f372411f8e288bb09aee5e7632264d28d285a52c"
-MODULES = ["agent", "catalog", "health", "status"]
+MODULES = ["agent", "catalog", "health", "status", "kv", "session", "txn"]
 MODULE_TIMEOUT = 240.0  # seconds for one module's pytest run; the four together take about a minute
 
 
