@@ -22,6 +22,7 @@ from murmur.catalog import commands as cmds
 from murmur.catalog import store as store_mod
 from murmur.catalog.commands import KV, CheckSpec, CommandError, KVOp, Register, ServiceSpec
 from murmur.catalog.dns import Answerer, DNSSettings, slice_key, slice_store
+from murmur.catalog.sessions import LockDelays
 from murmur.catalog.store import StateStore
 
 # ---- request IDs -----------------------------------------------------------------------------------
@@ -132,6 +133,7 @@ class FakeAgent:
         self.store = StateStore()
         self.feed = ChangeFeed()
         self.server = FakeServer(self, leader)
+        self.lock_delays = LockDelays()
 
 
 def world() -> FakeAgent:
@@ -147,6 +149,7 @@ def world() -> FakeAgent:
     for k in ("a/1", "a/2", "b"):
         i += 1
         ag.store.apply(i, cmds.encode(KV(KVOp.SET, k, k.encode(), flags=7)))
+    ag.store.apply(i + 1, cmds.encode(cmds.Session(cmds.SessionOp.CREATE, "s1", "one", "n1", ("serfHealth",))))
     return ag
 
 
@@ -165,6 +168,8 @@ READ_CASES = [
     ("kv.get", {"key": "a/", "recurse": True}), ("kv.get", {"key": "", "keys": True, "separator": "/"}),
     ("kv.get", {"key": "b"}), ("node.slice", {"node": "n1"}), ("dns.slice", {"key": ["service", "web"]}),
     ("status.leader", {}), ("status.peers", {}),
+    ("session.info", {"id": "s1"}), ("session.node", {"node": "n1"}), ("session.list", {}),
+    ("session.lock_delay", {"keys": ["b"]}),
 ]
 
 
