@@ -229,6 +229,29 @@ async def test_a_blocking_read_returns_when_its_index_moves() -> None:
     assert res.index > start and "w9" in {e["ServiceID"] for e in res.data}
 
 
+async def test_a_blocking_read_on_a_key_sleeps_through_other_keys_and_wakes_on_its_deletion() -> None:
+    ag = world()
+    start = ag.store.kvs["b"].modify_index
+    events: list[str] = []
+
+    async def writes() -> None:
+        await trio.sleep(0.2)
+        ag.store.apply(ag.store.last_index + 1, cmds.encode(KV(KVOp.SET, "other", b"x")))
+        events.append("other")
+        ag.feed.notify()
+        await trio.sleep(0.4)
+        ag.store.apply(ag.store.last_index + 1, cmds.encode(KV(KVOp.DELETE, "b")))
+        events.append("deleted")
+        ag.feed.notify()
+
+    async with trio.open_nursery() as n:
+        n.start_soon(writes)
+        with trio.fail_after(30):
+            res = await reads.execute(ag, "kv.get", {"key": "b"}, "stale", start, 60.0)  # type: ignore[arg-type]
+    assert events == ["other", "deleted"]  # it returned after the deletion, not the other write
+    assert res.data == [] and res.index == ag.store.last_index > start  # the 404's index
+
+
 # ---- DNS slices: a client's answer from a slice equals the server's from the whole store -------------
 
 
