@@ -93,6 +93,14 @@ def _lock_delay(agent: Agent, a: dict[str, Any]) -> list[int]:
     return [int(max((tracker.remaining(k, now) for k in keys), default=0.0) * 1000), agent.store.last_index]
 
 
+def _txn_read(s: StateStore, a: dict[str, Any]) -> Any:
+    """A read-only transaction: ops as [verb, key, index, session]."""
+    from murmur.catalog.commands import TxnOp, TxnVerb
+
+    ops = tuple(TxnOp(TxnVerb(int(v)), str(k), index=int(i), session=str(se)) for v, k, i, se in a["ops"])
+    return s.read_txn(ops)
+
+
 def _node_slice(s: StateStore, a: dict[str, Any]) -> bytes:
     """One node's catalog entries as a store snapshot (a client's anti-entropy diffs against it)."""
     return slice_store(s, ("node-exact", str(a["node"]))).snapshot()
@@ -136,6 +144,7 @@ READS: dict[str, Read] = {
     "health.state": Read(lambda s, a: queries.health_state(s, str(a["state"])), _tables("checks")),
     "kv.get": Read(_kv_get, lambda s, a: queries.kv_index(s, str(a.get("key", "")), _kv_prefix(a)),
                    wait_index=lambda s, a: queries.kv_wait_index(s, str(a.get("key", "")), _kv_prefix(a))),
+    "txn.read": Read(_txn_read, _tables("kvs")),
     "session.info": Read(lambda s, a: [queries.session_json(r) for r in [s.sessions.get(str(a["id"]))] if r],
                          lambda s, a: max(1, s.sessions_index)),
     "session.node": Read(lambda s, a: [queries.session_json(r) for r in s.node_sessions(str(a["node"]))],

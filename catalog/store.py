@@ -390,7 +390,7 @@ class StateStore:
             return None, []
         return f"unknown KV verb {v}", []
 
-    def _txn(self, index: int, cmd: Txn) -> list[Any]:
+    def _txn(self, index: int, cmd: Txn, commit: bool = True) -> list[Any]:
         """All or nothing: ["ok", [records...]] after a commit, or ["err", [[op index, what]...]]
         with nothing changed. Reads report values; writes report the record without its value."""
         batch = KVBatch(self, index)
@@ -405,8 +405,15 @@ class StateStore:
             results.extend(kv_wire(r, keep_value) for r in recs)
         if errors:
             return ["err", errors]
-        batch.commit()
+        if commit:
+            batch.commit()
         return ["ok", results]
+
+    def read_txn(self, ops: tuple[TxnOp, ...]) -> list[Any]:
+        """A transaction of reads only (get, get-tree, check-*), answered without the log."""
+        if any(op.verb not in READ_VERBS for op in ops):
+            raise ValueError("read_txn takes read verbs only")
+        return self._txn(self.last_index, Txn(ops), commit=False)
 
     # ---- sessions -----------------------------------------------------------------------------
     def _session(self, index: int, cmd: Session) -> Any:
@@ -550,6 +557,7 @@ class StateStore:
         return st
 
 
+READ_VERBS = (TxnVerb.GET, TxnVerb.GET_TREE, TxnVerb.CHECK_INDEX, TxnVerb.CHECK_SESSION, TxnVerb.CHECK_NOT_EXISTS)
 _KV_VERBS = {KVOp.SET: TxnVerb.SET, KVOp.CAS: TxnVerb.CAS, KVOp.DELETE: TxnVerb.DELETE,
              KVOp.DELETE_CAS: TxnVerb.DELETE_CAS, KVOp.DELETE_TREE: TxnVerb.DELETE_TREE, KVOp.LOCK: TxnVerb.LOCK,
              KVOp.UNLOCK: TxnVerb.UNLOCK}

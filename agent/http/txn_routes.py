@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 from murmur.catalog import queries
 from murmur.catalog.commands import MAX_TXN_OPS, TXN_VERB_NAMES, ApplyError, Txn, TxnOp, TxnVerb
-from murmur.catalog.store import KVRecord
+from murmur.catalog.store import READ_VERBS, KVRecord
 from murmur.checks.definitions import folded
 
-from .common import check_dc
+from .common import check_dc, named_read, result_headers
 from .kv_routes import MAX_VALUE, lock_delay_check
 from .server import HTTPError, Request, Response, Router
 
@@ -85,10 +85,24 @@ def _entry(row: list[Any]) -> dict[str, Any]:
                                            str(sess)))}
 
 
+def _answer(result: Any, headers: list[tuple[str, str]]) -> Response:
+    if not isinstance(result, list) or len(result) != 2:
+        raise HTTPError(500, f"unexpected transaction result {result!r}")
+    kind, rows = result
+    if kind == "ok":
+        return Response.json({"Results": [_entry(r) for r in rows] or None, "Errors": None}, 200, headers)
+    return Response.json({"Results": None, "Errors": [{"OpIndex": i, "What": w} for i, w in rows]}, 409, headers)
+
+
 def add_routes(router: Router, agent: Agent) -> None:
     async def txn(req: Request, m: re.Match[str]) -> Response:
         check_dc(agent, req)
         ops = parse_ops(req.json())
+        headers: list[tuple[str, str]] = []
+        if ops and all(o.verb in READ_VERBS for o in ops):  # reads only: no log entry (as Consul)
+            res = await named_read(agent, req, "txn.read",
+                                   {"ops": [[int(o.verb), o.key, o.index, o.session] for o in ops]})
+            return _answer(res.data, result_headers(res))
         lock_keys = [o.key for o in ops if o.verb == TxnVerb.LOCK]
         seen = 0
         if lock_keys:
@@ -100,11 +114,6 @@ def add_routes(router: Router, agent: Agent) -> None:
         result = await agent.writer.apply(Txn(tuple(ops), seen))
         if isinstance(result, ApplyError):
             raise HTTPError(500, result.message)
-        if not isinstance(result, list) or len(result) != 2:
-            raise HTTPError(500, f"unexpected transaction result {result!r}")
-        kind, rows = result
-        if kind == "ok":
-            return Response.json({"Results": [_entry(r) for r in rows] or None, "Errors": None})
-        return Response.json({"Results": None, "Errors": [{"OpIndex": i, "What": w} for i, w in rows]}, 409)
+        return _answer(result, headers)
 
     router.add("PUT", r"/v1/txn", txn)

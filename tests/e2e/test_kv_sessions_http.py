@@ -77,6 +77,7 @@ def test_kv_session_and_txn_http(tmp_path, start_agent) -> None:  # type: ignore
     assert [x["OpIndex"] for x in r.json()["Errors"]] == [1, 2]
     assert a.get("/v1/kv/t/c").status_code == 404  # rolled back
     r = a.put("/v1/txn", json=[{"KV": {"Verb": "get-tree", "Key": "t/"}}])
+    assert int(r.headers["X-Consul-Index"]) >= mod  # a read-only txn is a read, with its headers
     assert [(x["KV"]["Key"], x["KV"]["Value"]) for x in r.json()["Results"]] == [("t/a", b64(b"1")),
                                                                                   ("t/b", b64(b"2"))]
     assert a.put("/v1/txn", json=[{"KV": {"Verb": "get", "Key": "k"}}] * 65).status_code == 413

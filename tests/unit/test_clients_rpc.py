@@ -169,7 +169,7 @@ READ_CASES = [
     ("kv.get", {"key": "b"}), ("node.slice", {"node": "n1"}), ("dns.slice", {"key": ["service", "web"]}),
     ("status.leader", {}), ("status.peers", {}),
     ("session.info", {"id": "s1"}), ("session.node", {"node": "n1"}), ("session.list", {}),
-    ("session.lock_delay", {"keys": ["b"]}),
+    ("session.lock_delay", {"keys": ["b"]}), ("txn.read", {"ops": [[4, "b", 0, ""], [5, "a/", 0, ""]]}),
 ]
 
 

@@ -342,3 +342,20 @@ def test_txn_body_rules() -> None:
         with pytest.raises(HTTPError) as info:
             parse_ops(body)
         assert info.value.status == status, body
+
+
+def test_a_read_only_transaction_answers_as_the_log_would_and_changes_nothing() -> None:
+    log = with_node()
+    session(log, "s1")
+    log(KV(KVOp.SET, "r/a", b"1"))
+    log(KV(KVOp.LOCK, "r/b", b"2", session="s1"))
+    ops = (TxnOp(TxnVerb.GET, "r/a"), TxnOp(TxnVerb.GET_TREE, "r/"), TxnOp(TxnVerb.CHECK_SESSION, "r/b", session="s1"),
+           TxnOp(TxnVerb.CHECK_INDEX, "r/a", index=log.store.kvs["r/a"].modify_index))
+    before = log.store.snapshot()
+    direct = log.store.read_txn(ops)
+    assert log.store.snapshot() == before
+    assert direct == log(Txn(ops))  # the same answer through the log
+    failing = (TxnOp(TxnVerb.GET, "missing"), TxnOp(TxnVerb.CHECK_NOT_EXISTS, "r/a"))
+    assert log.store.read_txn(failing)[0] == "err" and [i for i, _ in log.store.read_txn(failing)[1]] == [0, 1]
+    with pytest.raises(ValueError):
+        log.store.read_txn((TxnOp(TxnVerb.SET, "x"),))
