@@ -359,3 +359,64 @@ def test_a_read_only_transaction_answers_as_the_log_would_and_changes_nothing() 
     assert log.store.read_txn(failing)[0] == "err" and [i for i, _ in log.store.read_txn(failing)[1]] == [0, 1]
     with pytest.raises(ValueError):
         log.store.read_txn((TxnOp(TxnVerb.SET, "x"),))
+
+
+# ---- the leader's clocks (agent/sessions.py) in virtual time ----------------------------------
+class ClockAgent:
+    """What leader_clocks touches: a store, its change feed, a Raft driver's leadership, a writer."""
+
+    def __init__(self) -> None:
+        from types import SimpleNamespace
+
+        from murmur.agent.watch import ChangeFeed
+
+        self.log = with_node()
+        self.store = self.log.store
+        self.feed = ChangeFeed()
+        self.driver = SimpleNamespace(is_leader=True)
+        self.server = SimpleNamespace(driver=self.driver)
+        self.written: list[cmds.Command] = []
+        agent = self
+
+        class W:
+            async def apply(self, cmd: cmds.Command) -> object:
+                agent.written.append(cmd)
+                result = agent.log(cmd)
+                agent.feed.notify()
+                return result
+
+        self.writer = W()
+
+
+async def test_the_leader_expires_unrenewed_ttl_sessions_and_reaps_tombstones(
+        autojump_clock: object) -> None:
+    import trio
+    from murmur.agent.sessions import leader_clocks
+
+    ag = ClockAgent()
+    session(ag.log, "ttl", ttl="10s", node_checks=())
+    session(ag.log, "kept", ttl="10s", node_checks=())
+    ag.log(KV(KVOp.SET, "gone", b"x"))
+    ag.log(KV(KVOp.DELETE, "gone"))
+    ag.driver.is_leader = False
+    async with trio.open_nursery() as n:
+        n.start_soon(leader_clocks, ag, 100.0)
+        await trio.sleep(60)  # a follower runs no timers
+        assert ag.written == [] and "ttl" in ag.store.sessions
+        ag.driver.is_leader = True  # becomes leader: full TTL from now
+        t0 = trio.current_time()
+        for _ in range(3):  # "kept" is renewed every 6 s
+            await trio.sleep(6)
+            await ag.writer.apply(Session(SessionOp.RENEW, "kept"))
+        assert "ttl" in ag.store.sessions  # 18 s < 2 x TTL
+        await trio.sleep(20 - (trio.current_time() - t0) + 1.0)
+        for _ in range(2):
+            await ag.writer.apply(Session(SessionOp.RENEW, "kept"))
+            await trio.sleep(6)
+        assert "ttl" not in ag.store.sessions and "kept" in ag.store.sessions
+        assert any(isinstance(c, Session) and c.op == SessionOp.EXPIRE and c.id == "ttl" for c in ag.written)
+        assert "gone" in ag.store.tombstones
+        await trio.sleep(200)  # past the tombstone TTL (100 s here) and its bucket
+        assert ag.store.tombstones == {}
+        assert any(isinstance(c, KV) and c.op == KVOp.REAP for c in ag.written)
+        n.cancel_scope.cancel()
