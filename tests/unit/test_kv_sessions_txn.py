@@ -420,3 +420,65 @@ async def test_the_leader_expires_unrenewed_ttl_sessions_and_reaps_tombstones(
         assert ag.store.tombstones == {}
         assert any(isinstance(c, KV) and c.op == KVOp.REAP for c in ag.written)
         n.cancel_scope.cancel()
+
+
+# ---- properties ---------------------------------------------------------------------------------
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_keys = st.sampled_from(["a", "a/b", "a/c", "b", "c/d"])
+_sids = st.sampled_from(["s1", "s2", "s3"])
+_txn_ops = st.builds(TxnOp, st.sampled_from(list(TxnVerb)), _keys, st.binary(max_size=3), st.integers(0, 3),
+                     st.integers(0, 40), st.one_of(st.just(""), _sids))
+_commands = st.one_of(
+    st.builds(KV, st.sampled_from([KVOp.SET, KVOp.CAS, KVOp.DELETE, KVOp.DELETE_CAS, KVOp.DELETE_TREE, KVOp.LOCK,
+                                   KVOp.UNLOCK]), _keys, st.binary(max_size=3), st.integers(0, 3),
+              st.integers(0, 40), st.one_of(st.just(""), _sids), st.integers(0, 40)),
+    st.builds(Session, st.just(SessionOp.CREATE), _sids, node=st.just("n1"), node_checks=st.just(("serfHealth",)),
+              lock_delay=st.sampled_from([0, 5 * S]), behavior=st.sampled_from(["release", "delete"]),
+              ttl=st.sampled_from(["", "10s"])),
+    st.builds(Session, st.sampled_from([SessionOp.DESTROY, SessionOp.RENEW, SessionOp.EXPIRE]), _sids,
+              renew_index=st.integers(0, 40)),
+    st.builds(Txn, st.lists(_txn_ops, max_size=4).map(tuple), st.integers(0, 40)),
+    st.builds(Register, st.just("n1"), st.just("10.0.0.1"), checks=st.sampled_from([
+        (CheckSpec("serfHealth", "Serf", status="passing"),), (CheckSpec("serfHealth", "Serf", status="critical"),)])),
+    st.builds(KV, st.just(KVOp.REAP), st.just(""), index=st.integers(0, 40)),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(_commands, max_size=30))
+def test_any_history_replays_identically_and_survives_a_snapshot(history: list[cmds.Command]) -> None:
+    one, two = with_node(), with_node()
+    for cmd in history:
+        snap = one.store.snapshot()
+        r1, r2 = one(cmd), two(cmd)
+        assert r1 == r2
+        if isinstance(cmd, Txn) and isinstance(r1, list) and r1[0] == "err":
+            assert _state(one.store) == _state(StateStore.restore(snap))  # a failed transaction changed nothing
+        # Every lock is held by a live session (invalidation never leaves a dangling holder).
+        assert all(r.session in one.store.sessions for r in one.store.kvs.values() if r.session)
+    assert one.store.snapshot() == two.store.snapshot()
+    restored = StateStore.restore(one.store.snapshot())
+    assert _state(restored) == _state(one.store)
+
+
+def _state(st_: StateStore) -> tuple[object, ...]:
+    return (st_.kvs, st_.tombstones, st_.sessions, st_.lock_delays, st_.table_index, st_.sessions_index)
+
+
+@settings(max_examples=300)
+@given(st.sampled_from([cmds.CommandType.KV, cmds.CommandType.SESSION, cmds.CommandType.TXN]),
+       st.recursive(st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**64 - 1), st.text(max_size=4),
+                              st.binary(max_size=4)),
+                    lambda c: st.lists(c, max_size=3) | st.dictionaries(
+                        st.sampled_from(["o", "k", "v", "s", "ls", "id", "ld", "nc", "sc", "ops", "d", "i", "f"]),
+                        c, max_size=5), max_leaves=12))
+def test_hostile_session_and_txn_bodies_raise_only_command_error(kind: int, doc: object) -> None:
+    import msgpack
+
+    try:
+        out = cmds.decode(bytes([kind]) + msgpack.packb(doc))
+    except CommandError:
+        return
+    assert cmds.decode(cmds.encode(out)) == out  # whatever decodes is a well-formed command
