@@ -2,14 +2,15 @@
 
 One cluster, in order:
 1. a lock is taken through the client agent by a session on the client's node (bound to its
-   serfHealth, lock delay 8 s); another session cannot take it (the positive control for 3);
+   serfHealth, lock delay 5 s); another session cannot take it (the positive control for 3);
 2. a KV workload (PUT, and CAS from a second key space) runs while the Raft leader is killed -9:
    every write answered 200 `true` is there afterwards, read key by key with `?consistent`; the
-   lock is still held across the leader change; a TTL session renewed by the test survives it,
-   one left alone is invalidated by the (new) leader's timer and its lock released;
+   lock is still held across the leader change;
 3. the client agent is killed -9: once gossip declares it failed, its session is invalidated,
    the lock released, and the other session is refused during the lock delay and then gets it
-   (LockIndex 2).
+   (LockIndex 2);
+4. (checked last so that its wait overlaps 3) a TTL session renewed by the test survives the
+   leader change, one left alone is invalidated by the new leader's timer and its lock released.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from support.procs import AgentProc, wait_for
 
 pytestmark = pytest.mark.e2e
 
-LOCK_DELAY = 8.0  # seconds
+LOCK_DELAY = 5.0  # seconds
 
 
 def leader_of(a: AgentProc) -> str:
@@ -175,17 +176,6 @@ def test_acknowledged_kv_writes_survive_a_leader_kill_and_a_dead_nodes_lock_is_r
         assert lost == [], f"acknowledged writes not readable with ?consistent: {lost[:10]}"
         assert entry(reader, "locks/x")["Session"] == holder  # type: ignore[index]
 
-        # TTL: the unrenewed session goes within 2 x TTL (+ a leader change, which restarts the
-        # timers with the full TTL), the renewed one stays.
-        wait_for(lambda: reader.get(f"/v1/session/info/{expiring}").json() == [], 60 * 2,
-                 what="the unrenewed TTL session invalidated")
-        assert time.monotonic() - ttl_started >= 10.0  # never before its TTL
-        assert "Session" not in entry(reader, "locks/ttl")  # type: ignore[operator]
-        assert reader.get(f"/v1/session/info/{renewed}").json()[0]["ID"] == renewed
-        renewer.stop.set()
-        renewer.thread.join(timeout=10)
-        assert 200 in renewer.statuses
-
         # 3. The holder's node dies: the lock is released after failure detection + lock delay.
         other = create_session(reader, {"Name": "other", "LockDelay": "0s"})
         assert acquire(reader, "locks/x", other) is False  # positive control: held while c0 lives
@@ -201,5 +191,17 @@ def test_acknowledged_kv_writes_survive_a_leader_kill_and_a_dead_nodes_lock_is_r
         assert waited >= LOCK_DELAY * 0.75, f"lock taken {waited:.1f} s after release, delay {LOCK_DELAY} s"
         got = entry(reader, "locks/x")
         assert got is not None and got["Session"] == other and got["LockIndex"] == 2
+
+        # TTL (checked last, its wait overlaps the above): the unrenewed session goes within
+        # 2 x TTL of the leader change (a new leader restarts the timers with the full TTL), the
+        # renewed one stays; neither is bound to a check, so the dead node did not take them.
+        wait_for(lambda: reader.get(f"/v1/session/info/{expiring}").json() == [], 60 * 2,
+                 what="the unrenewed TTL session invalidated")
+        assert time.monotonic() - ttl_started >= 10.0  # never before its TTL
+        assert "Session" not in entry(reader, "locks/ttl")  # type: ignore[operator]
+        assert reader.get(f"/v1/session/info/{renewed}").json()[0]["ID"] == renewed
+        renewer.stop.set()
+        renewer.thread.join(timeout=10)
+        assert 200 in renewer.statuses
     finally:
         client.stop()
