@@ -22,6 +22,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from support.lostwrites import lost_writes
 from support.procs import AgentProc, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -168,11 +169,11 @@ def test_acknowledged_kv_writes_survive_a_leader_kill_and_a_dead_nodes_lock_is_r
         print(f"{len(acked)} writes acknowledged, {workload.unknown} unknown or refused")
         reader = survivors[0]
         with httpx.Client(timeout=10) as http:
-            lost = []
-            for key, value in acked.items():
+            def read(key: str) -> tuple[int, bytes]:
                 r = http.get(f"{reader.url}/v1/kv/{key}?consistent&raw")
-                if r.status_code != 200 or r.content != value.encode():
-                    lost.append((key, r.status_code))
+                return r.status_code, r.content
+
+            lost = lost_writes(acked, read)
         assert lost == [], f"acknowledged writes not readable with ?consistent: {lost[:10]}"
         assert entry(reader, "locks/x")["Session"] == holder  # type: ignore[index]
 
