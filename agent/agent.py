@@ -127,6 +127,10 @@ class Agent:
         self.rng = rng or random.Random()
         self.store = StateStore()
         self.feed = ChangeFeed()
+        from murmur.catalog.sessions import LockDelays
+
+        self.lock_delays = LockDelays()  # on servers: lock-delay deadlines, started as they apply
+        self.feed.listeners.append(lambda: self.lock_delays.observe(self.store, trio.current_time()))
         node = NodeInfo(name=cfg.node_name or socket.gethostname(), id=cfg.node_id or node_id_for(cfg.data_dir),
                         address=pick_address(cfg), datacenter=cfg.datacenter,
                         meta=tuple(sorted(cfg.node_meta.items())))
@@ -359,6 +363,9 @@ class Agent:
                 await self._await_dev_leader()
             if self.server is not None:
                 nursery.start_soon(self._reconcile_loop)
+                from .sessions import leader_clocks
+
+                nursery.start_soon(leader_clocks, self)
             nursery.start_soon(self._anti_entropy)
             if self.server is None:
                 nursery.start_soon(self.sync)  # reaches the servers once gossip has found them

@@ -53,6 +53,8 @@ class Read:
     run: Callable[[StateStore, dict[str, Any]], Any]
     index: Callable[[StateStore, dict[str, Any]], int]
     server_run: Callable[[Agent, dict[str, Any]], Any] | None = None  # reads of the server's Raft state
+    # What a blocking read waits on, when finer than the index it reports (a missing KV key).
+    wait_index: Callable[[StateStore, dict[str, Any]], int] | None = None
 
 
 def _tables(*names: str) -> Callable[[StateStore, dict[str, Any]], int]:
@@ -86,6 +88,30 @@ def _catalog_services(s: StateStore, a: dict[str, Any]) -> dict[str, list[str]]:
     except FilterError as exc:
         raise ReadError("bad_request", f"Failed to create boolean expression evaluator: {exc}") from exc
     return queries.catalog_services(s, keep.matches)
+
+
+def _kv_prefix(a: dict[str, Any]) -> bool:
+    return bool(a.get("keys") or a.get("recurse"))
+
+
+def _lock_delay(agent: Agent, a: dict[str, Any]) -> list[int]:
+    """[ms left of the longest lock delay on these keys, the applied index the answer is good for]
+    (the index goes into the lock command: a delay that started after it refuses the lock)."""
+    keys = a.get("keys")
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise ReadError("bad_request", "session.lock_delay needs keys")
+    tracker = agent.lock_delays
+    now = trio.current_time()
+    tracker.observe(agent.store, now)
+    return [int(max((tracker.remaining(k, now) for k in keys), default=0.0) * 1000), agent.store.last_index]
+
+
+def _txn_read(s: StateStore, a: dict[str, Any]) -> Any:
+    """A read-only transaction: ops as [verb, key, index, session]."""
+    from murmur.catalog.commands import TxnOp, TxnVerb
+
+    ops = tuple(TxnOp(TxnVerb(int(v)), str(k), index=int(i), session=str(se)) for v, k, i, se in a["ops"])
+    return s.read_txn(ops)
 
 
 def _node_slice(s: StateStore, a: dict[str, Any]) -> bytes:
@@ -129,7 +155,15 @@ READS: dict[str, Read] = {
     "health.checks": Read(lambda s, a: queries.health_checks(s, str(a["name"])), _service_index),
     "health.node": Read(lambda s, a: queries.health_node(s, str(a["node"])), _tables("checks")),
     "health.state": Read(lambda s, a: queries.health_state(s, str(a["state"])), _tables("checks")),
-    "kv.get": Read(_kv_get, _tables("kvs")),
+    "kv.get": Read(_kv_get, lambda s, a: queries.kv_index(s, str(a.get("key", "")), _kv_prefix(a)),
+                   wait_index=lambda s, a: queries.kv_wait_index(s, str(a.get("key", "")), _kv_prefix(a))),
+    "txn.read": Read(_txn_read, _tables("kvs")),
+    "session.info": Read(lambda s, a: [queries.session_json(r) for r in [s.sessions.get(str(a["id"]))] if r],
+                         lambda s, a: max(1, s.sessions_index)),
+    "session.node": Read(lambda s, a: [queries.session_json(r) for r in s.node_sessions(str(a["node"]))],
+                         lambda s, a: max(1, s.sessions_index)),
+    "session.list": Read(lambda s, a: queries.session_list(s), lambda s, a: max(1, s.sessions_index)),
+    "session.lock_delay": Read(lambda s, a: None, lambda s, a: 0, server_run=_lock_delay),
     "node.slice": Read(_node_slice, _tables("nodes", "services", "checks")),
     "dns.slice": Read(_dns_slice, lambda s, a: _dns_slice_index(s, a)),
     "status.leader": Read(lambda s, a: None, lambda s, a: 0, server_run=lambda ag, a: _status_leader(ag)),
@@ -182,11 +216,12 @@ async def execute(agent: Agent, name: str, args: dict[str, Any], mode: str = "de
             raise ReadError("no_leader", "No cluster leader") from exc
     store = agent.store
     try:
-        current = read.index(store, args)
+        wait_index = read.wait_index or read.index
+        current = wait_index(store, args)
         if min_index > 0 and current <= min_index and wait > 0:
             wait = min(wait, MAX_WAIT)
             wait += _jitter.uniform(0, wait / 16)
-            await agent.feed.wait_past(lambda: read.index(agent.store, args), min_index, wait)
+            await agent.feed.wait_past(lambda: wait_index(agent.store, args), min_index, wait)
         store = agent.store  # the store may have been replaced (a snapshot restore) while we waited
         index = read.index(store, args)
         data = read.server_run(agent, args) if read.server_run is not None else read.run(store, args)

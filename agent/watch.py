@@ -15,8 +15,12 @@ import trio
 class ChangeFeed:
     def __init__(self) -> None:
         self._event = trio.Event()
+        # Called synchronously on every change, before any waiter runs (the lock-delay clock).
+        self.listeners: list[Callable[[], None]] = []
 
     def notify(self) -> None:
+        for listener in self.listeners:
+            listener()
         self._event.set()
         self._event = trio.Event()
 

@@ -26,6 +26,8 @@ class CommandType(IntEnum):
     DEREGISTER = 1
     KV = 2
     REQUEST = 3  # a client write carrying its request ID: {"r": id, "c": inner command bytes}
+    SESSION = 4  # session create / destroy / renew / expire
+    TXN = 5  # several KV operations, all or nothing
 
 
 class CommandError(ValueError):
@@ -108,6 +110,9 @@ class KVOp(IntEnum):
     DELETE = 2
     DELETE_CAS = 3  # delete only if ModifyIndex equals `index`
     DELETE_TREE = 4  # delete every key with this prefix
+    LOCK = 5  # `?acquire=<session>`: take the key's lock (LockIndex+1 when newly taken)
+    UNLOCK = 6  # `?release=<session>`: give the lock back if `session` holds it
+    REAP = 7  # the leader's tombstone GC: forget tombstones and lock delays at or below `index`
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,9 +122,85 @@ class KV:
     value: bytes = b""
     flags: int = 0
     index: int = 0
+    session: str = ""  # LOCK / UNLOCK: the session taking or giving back the lock
+    # LOCK: the applied index through which the proposer checked the key's lock delay. A lock
+    # delay that started after it refuses the lock (the check could not have seen it).
+    seen: int = 0
 
 
-Command = Register | Deregister | KV
+class SessionOp(IntEnum):
+    """Only append."""
+
+    CREATE = 0
+    DESTROY = 1  # explicit destroy (`PUT /v1/session/destroy/:id`)
+    RENEW = 2
+    EXPIRE = 3  # the leader's TTL timer: destroy unless renewed after `renew_index`
+
+
+DEFAULT_LOCK_DELAY = 15 * 10**9  # nanoseconds
+MAX_LOCK_DELAY = 60 * 10**9
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """A session write. The ID is chosen by the caller (a UUID made where the request arrives)."""
+
+    op: SessionOp
+    id: str
+    name: str = ""
+    node: str = ""
+    node_checks: tuple[str, ...] = ()
+    service_checks: tuple[str, ...] = ()
+    lock_delay: int = DEFAULT_LOCK_DELAY  # nanoseconds
+    behavior: str = "release"  # or "delete"
+    ttl: str = ""  # as given ("20s"); "" for none
+    renew_index: int = 0  # EXPIRE: the renewal the timer saw
+
+
+class TxnVerb(IntEnum):
+    """Only append: KV verbs inside a transaction (Consul's names in TXN_VERB_NAMES)."""
+
+    SET = 0
+    CAS = 1
+    LOCK = 2
+    UNLOCK = 3
+    GET = 4
+    GET_TREE = 5
+    CHECK_INDEX = 6
+    CHECK_SESSION = 7
+    CHECK_NOT_EXISTS = 8
+    DELETE = 9
+    DELETE_TREE = 10
+    DELETE_CAS = 11
+
+
+TXN_VERB_NAMES = {"set": TxnVerb.SET, "cas": TxnVerb.CAS, "lock": TxnVerb.LOCK, "unlock": TxnVerb.UNLOCK,
+                  "get": TxnVerb.GET, "get-tree": TxnVerb.GET_TREE, "check-index": TxnVerb.CHECK_INDEX,
+                  "check-session": TxnVerb.CHECK_SESSION, "check-not-exists": TxnVerb.CHECK_NOT_EXISTS,
+                  "delete": TxnVerb.DELETE, "delete-tree": TxnVerb.DELETE_TREE,
+                  "delete-cas": TxnVerb.DELETE_CAS}
+MAX_TXN_OPS = 64  # Consul's limit on operations in one transaction
+
+
+@dataclass(frozen=True, slots=True)
+class TxnOp:
+    verb: TxnVerb
+    key: str
+    value: bytes = b""
+    flags: int = 0
+    index: int = 0
+    session: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Txn:
+    """KV operations applied all or nothing, in one log entry."""
+
+    ops: tuple[TxnOp, ...]
+    seen: int = 0  # as KV.seen, for every lock verb in the transaction
+
+
+Command = Register | Deregister | KV | Session | Txn
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,8 +260,21 @@ def encode(cmd: Command) -> bytes:
             body["s"] = _service_to_map(cmd.service)
         return bytes([CommandType.REGISTER]) + bytes(msgpack.packb(body))
     if isinstance(cmd, KV):
-        return bytes([CommandType.KV]) + bytes(msgpack.packb(
-            {"o": int(cmd.op), "k": cmd.key, "v": cmd.value, "f": cmd.flags, "i": cmd.index}))
+        kv: dict[str, Any] = {"o": int(cmd.op), "k": cmd.key, "v": cmd.value, "f": cmd.flags, "i": cmd.index}
+        if cmd.session:  # optional keys only when set: plain KV writes encode as before
+            kv["s"] = cmd.session
+        if cmd.seen:
+            kv["ls"] = cmd.seen
+        return bytes([CommandType.KV]) + bytes(msgpack.packb(kv))
+    if isinstance(cmd, Session):
+        return bytes([CommandType.SESSION]) + bytes(msgpack.packb(
+            {"o": int(cmd.op), "id": cmd.id, "n": cmd.name, "nd": cmd.node, "nc": list(cmd.node_checks),
+             "sc": list(cmd.service_checks), "ld": cmd.lock_delay, "b": cmd.behavior, "t": cmd.ttl,
+             "ri": cmd.renew_index}))
+    if isinstance(cmd, Txn):
+        return bytes([CommandType.TXN]) + bytes(msgpack.packb(
+            {"ops": [{"v": int(o.verb), "k": o.key, "d": o.value, "f": o.flags, "i": o.index, "s": o.session}
+                     for o in cmd.ops], "ls": cmd.seen}))
     return bytes([CommandType.DEREGISTER]) + bytes(msgpack.packb(
         {"n": cmd.node, "si": cmd.service_id, "ci": cmd.check_id}))
 
@@ -190,7 +284,8 @@ def decode(data: bytes) -> Command:
     if not data:
         raise CommandError("empty command")
     kind = data[0]
-    if kind not in (CommandType.REGISTER, CommandType.DEREGISTER, CommandType.KV):
+    if kind not in (CommandType.REGISTER, CommandType.DEREGISTER, CommandType.KV, CommandType.SESSION,
+                    CommandType.TXN):
         raise UnknownCommand(kind)  # a newer command: its body may not be ours to parse
     try:
         body = msgpack.unpackb(data[1:], raw=False, strict_map_key=False)
@@ -220,10 +315,55 @@ def decode(data: bytes) -> Command:
             flags, index = int(body.get("f", 0)), int(body.get("i", 0))
             if not (0 <= flags < 1 << 64 and 0 <= index < 1 << 63):
                 raise ValueError("KV flags or index out of range")
-            return KV(op=KVOp(body["o"]), key=body["k"], value=value, flags=flags, index=index)
+            session, seen = body.get("s", ""), int(body.get("ls", 0))
+            if not isinstance(session, str) or not 0 <= seen < 1 << 63:
+                raise ValueError("KV session must be a string and seen an index")
+            return KV(op=KVOp(body["o"]), key=body["k"], value=value, flags=flags, index=index, session=session,
+                      seen=seen)
+        if kind == CommandType.SESSION:
+            return _session_from_map(body)
+        if kind == CommandType.TXN:
+            ops = body["ops"]
+            if not isinstance(ops, list) or len(ops) > MAX_TXN_OPS:
+                raise ValueError("txn ops must be a list of at most 64")
+            seen = int(body.get("ls", 0))
+            if not 0 <= seen < 1 << 63:
+                raise ValueError("txn seen out of range")
+            return Txn(ops=tuple(_txn_op_from_map(o) for o in ops), seen=seen)
     except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError) as exc:
         raise CommandError(f"malformed {CommandType(kind).name} command: {exc!r}") from exc
     raise UnknownCommand(kind)
+
+
+def _strings(value: Any, what: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise TypeError(f"{what} must be a list of strings")
+    return tuple(value)
+
+
+def _session_from_map(body: dict[str, Any]) -> Session:
+    fields = {k: body.get(k, d) for k, d in (("id", ""), ("n", ""), ("nd", ""), ("b", "release"), ("t", ""))}
+    if not all(isinstance(v, str) for v in fields.values()):
+        raise TypeError("session text fields must be strings")
+    lock_delay, renew_index = int(body.get("ld", DEFAULT_LOCK_DELAY)), int(body.get("ri", 0))
+    if not (0 <= lock_delay <= MAX_LOCK_DELAY and 0 <= renew_index < 1 << 63):
+        raise ValueError("session lock delay or renew index out of range")
+    return Session(op=SessionOp(body["o"]), id=fields["id"], name=fields["n"], node=fields["nd"],
+                   node_checks=_strings(body.get("nc", []), "node checks"),
+                   service_checks=_strings(body.get("sc", []), "service checks"), lock_delay=lock_delay,
+                   behavior=fields["b"], ttl=fields["t"], renew_index=renew_index)
+
+
+def _txn_op_from_map(o: Any) -> TxnOp:
+    if not isinstance(o, dict):
+        raise TypeError("txn op must be a map")
+    key, value, session = o.get("k", ""), o.get("d", b""), o.get("s", "")
+    if not isinstance(key, str) or not isinstance(value, bytes) or not isinstance(session, str):
+        raise TypeError("txn op key and session must be strings and value bytes")
+    flags, index = int(o.get("f", 0)), int(o.get("i", 0))
+    if not (0 <= flags < 1 << 64 and 0 <= index < 1 << 63):
+        raise ValueError("txn op flags or index out of range")
+    return TxnOp(verb=TxnVerb(o["v"]), key=key, value=value, flags=flags, index=index, session=session)
 
 
 # ---- request IDs ------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from .store import CheckRecord, KVRecord, NodeRecord, ServiceRecord, StateStore
+from .store import CheckRecord, KVRecord, NodeRecord, ServiceRecord, SessionRecord, StateStore
 
 PASSING, WARNING, CRITICAL = "passing", "warning", "critical"
 STATES = ("any", PASSING, WARNING, CRITICAL)
@@ -226,3 +226,38 @@ def kv_keys(store: StateStore, prefix: str, separator: str = "") -> list[str]:
         if not out or out[-1] != k:
             out.append(k)
     return out
+
+
+def kv_index(store: StateStore, key: str, prefix: bool) -> int:
+    """X-Consul-Index of a KV read, as Consul reports it. One key: its ModifyIndex, or the KV
+    table's index when it is missing (never lower than before its deletion, so a blocked reader
+    wakes and sees the 404). A prefix (`recurse`, `keys`): the highest ModifyIndex or tombstone
+    under it, or the table's index when there is neither."""
+    if not prefix:
+        rec = store.kvs.get(key)
+        return rec.modify_index if rec is not None else store.index_of("kvs")
+    best = max((r.modify_index for k, r in store.kvs.items() if k.startswith(key)), default=0)
+    best = max(best, max((i for k, i in store.tombstones.items() if k.startswith(key)), default=0))
+    return best or store.index_of("kvs")
+
+
+def kv_wait_index(store: StateStore, key: str, prefix: bool) -> int:
+    """What a blocking KV read waits on: the key's own ModifyIndex or tombstone, so writes to other
+    keys do not wake it; for prefixes the same as kv_index."""
+    if prefix:
+        return kv_index(store, key, True)
+    rec = store.kvs.get(key)
+    return rec.modify_index if rec is not None else store.tombstones.get(key, 0)
+
+
+# ---- sessions --------------------------------------------------------------------------------------
+def session_json(r: SessionRecord) -> dict[str, Any]:
+    return {"ID": r.id, "Name": r.name, "Node": r.node, "LockDelay": r.lock_delay, "Behavior": r.behavior,
+            "TTL": r.ttl, "NodeChecks": list(r.node_checks) or None,
+            "ServiceChecks": [{"ID": c, "Namespace": ""} for c in r.service_checks] or None,
+            "CreateIndex": r.create_index, "ModifyIndex": r.modify_index}
+
+
+def session_list(store: StateStore) -> list[dict[str, Any]]:
+    """Every session, sorted by ID."""
+    return [session_json(store.sessions[s]) for s in sorted(store.sessions)]

@@ -15,7 +15,20 @@ from typing import Any
 import msgpack
 
 from . import commands as cmds
-from .commands import KV, ApplyError, CheckSpec, Deregister, KVOp, Register, ServiceSpec
+from .commands import (
+    KV,
+    ApplyError,
+    CheckSpec,
+    Deregister,
+    KVOp,
+    Register,
+    ServiceSpec,
+    Session,
+    SessionOp,
+    Txn,
+    TxnOp,
+    TxnVerb,
+)
 
 TABLES = ("nodes", "services", "checks", "kvs")
 REQUEST_MEMORY = 8192  # request IDs whose results the store remembers (oldest forgotten first)
@@ -62,6 +75,80 @@ class KVRecord:
     session: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    id: str
+    name: str
+    node: str
+    node_checks: tuple[str, ...]
+    service_checks: tuple[str, ...]
+    lock_delay: int  # nanoseconds
+    behavior: str  # "release" or "delete"
+    ttl: str
+    create_index: int
+    modify_index: int
+    renew_index: int  # the index of the last renewal (or the creation): the TTL timer restarts on it
+
+    def checks(self) -> tuple[str, ...]:
+        return self.node_checks + self.service_checks
+
+
+class KVBatch:
+    """KV changes staged over the store and committed together (or dropped: a failed txn).
+
+    Reads see the staged changes. `commit` writes them at one index: deleted keys leave a
+    tombstone (so a prefix's index never goes back and blocking reads on a deleted key wake),
+    and a lock taken clears the key's lock-delay record.
+    """
+
+    def __init__(self, store: StateStore, index: int) -> None:
+        self.store = store
+        self.index = index
+        self.pending: dict[str, KVRecord | None] = {}
+        self.locked: list[str] = []
+
+    def get(self, key: str) -> KVRecord | None:
+        return self.pending[key] if key in self.pending else self.store.kvs.get(key)
+
+    def keys_under(self, prefix: str) -> list[str]:
+        keys = {k for k in self.store.kvs if k.startswith(prefix)}
+        keys |= {k for k in self.pending if k.startswith(prefix)}
+        return sorted(k for k in keys if self.get(k) is not None)
+
+    def put(self, key: str, value: bytes, flags: int, lock_index: int | None = None,
+            session: str | None = None) -> KVRecord:
+        old = self.get(key)
+        rec = KVRecord(key, value, flags, old.create_index if old else self.index, self.index,
+                       (old.lock_index if old else 0) if lock_index is None else lock_index,
+                       (old.session if old else "") if session is None else session)
+        self.pending[key] = rec
+        return rec
+
+    def delete(self, key: str) -> None:
+        if self.get(key) is not None:
+            self.pending[key] = None
+
+    def commit(self) -> bool:
+        """Write the staged changes; True if anything changed."""
+        st = self.store
+        changed = False
+        for key, rec in self.pending.items():
+            if rec is None:
+                if st.kvs.pop(key, None) is not None:
+                    st.tombstones[key] = self.index
+                    st.gc_index = self.index
+                    changed = True
+            else:
+                st.kvs[key] = rec
+                st.tombstones.pop(key, None)
+                changed = True
+        for key in self.locked:
+            st.lock_delays.pop(key, None)
+        if changed:
+            st._touch("kvs", self.index)
+        return changed
+
+
 class StateStore:
     """Tables of the catalog. Mutated only by `apply`; everything else reads."""
 
@@ -79,6 +166,14 @@ class StateStore:
         self.last_index = 0
         # Request ID -> result of the write that carried it (insertion order = log order).
         self.requests: dict[str, Any] = {}
+        # key -> index of its deletion, until the leader's tombstone GC reaps it (KVOp.REAP).
+        self.tombstones: dict[str, int] = {}
+        self.sessions: dict[str, SessionRecord] = {}
+        self.sessions_index = 0
+        # key -> (lock delay ns, index): a session holding the key was invalidated at that index.
+        # Servers turn it into a deadline on their clock when they apply it (agent/sessions.py).
+        self.lock_delays: dict[str, tuple[int, int]] = {}
+        self.gc_index = 0  # the last index that left a tombstone or a lock delay (the GC's hint)
 
     # ---- writes -------------------------------------------------------------------------------
     def apply(self, index: int, data: bytes) -> Any:
@@ -107,8 +202,23 @@ class StateStore:
         self.last_index = index
         if isinstance(cmd, KV):
             return self._kv(index, cmd)
+        if isinstance(cmd, Session):
+            return self._session(index, cmd)
+        if isinstance(cmd, Txn):
+            return self._txn(index, cmd)
         self._dirty.clear()
-        result = self._register(index, cmd) if isinstance(cmd, Register) else self._deregister(index, cmd)
+        if isinstance(cmd, Register):
+            result = self._register(index, cmd)
+            critical = {c.check_id for c in cmd.checks if c.status == "critical"}
+            if critical and not isinstance(result, ApplyError):
+                self._invalidate_node_sessions(index, cmd.node, critical)
+        else:
+            before = set(self.checks.get(cmd.node, {}))
+            result = self._deregister(index, cmd)
+            if cmd.node not in self.nodes:
+                self._invalidate_node_sessions(index, cmd.node, None)
+            elif before - set(self.checks.get(cmd.node, {})):
+                self._invalidate_node_sessions(index, cmd.node, before - set(self.checks.get(cmd.node, {})))
         for name in self._dirty:
             self.service_index[name] = index
         return result
@@ -206,28 +316,167 @@ class StateStore:
                 self._touch("checks", index)
         return True
 
-    def _kv(self, index: int, cmd: KV) -> bool:
-        """KV writes; the result is Consul's boolean: False for a CAS that did not match."""
-        old = self.kvs.get(cmd.key)
-        if cmd.op in (KVOp.SET, KVOp.CAS):
-            if cmd.op == KVOp.CAS and (old.modify_index if old else 0) != cmd.index:
-                return False
-            self.kvs[cmd.key] = KVRecord(cmd.key, cmd.value, cmd.flags, old.create_index if old else index, index,
-                                         old.lock_index if old else 0, old.session if old else "")
-        elif cmd.op in (KVOp.DELETE, KVOp.DELETE_CAS):
-            if cmd.op == KVOp.DELETE_CAS and (old is None or old.modify_index != cmd.index):
-                return False
-            if old is None:
-                return True
-            del self.kvs[cmd.key]
-        else:
-            doomed = [k for k in self.kvs if k.startswith(cmd.key)]
-            if not doomed:
-                return True
-            for k in doomed:
-                del self.kvs[k]
-        self._touch("kvs", index)
+    def _kv(self, index: int, cmd: KV) -> Any:
+        """KV writes; the result is Consul's boolean: False for a CAS or lock that did not take."""
+        if cmd.op == KVOp.REAP:
+            for table in (self.tombstones, self.lock_delays):
+                for key in [k for k, v in table.items() if (v if isinstance(v, int) else v[1]) <= cmd.index]:
+                    del table[key]
+            return True
+        verb = _KV_VERBS.get(cmd.op)
+        if verb is None:
+            return ApplyError(f"unknown KV op {cmd.op}")
+        batch = KVBatch(self, index)
+        err, _ = self._kv_op(batch, TxnOp(verb, cmd.key, cmd.value, cmd.flags, cmd.index, cmd.session), cmd.seen)
+        if err is not None:
+            return ApplyError(err) if err.startswith("invalid session") else False
+        batch.commit()
         return True
+
+    def _kv_op(self, batch: KVBatch, op: TxnOp, seen: int) -> tuple[str | None, list[KVRecord]]:
+        """One KV verb against a batch: (error, records to report). Shared by KV and Txn."""
+        v, key = op.verb, op.key
+        old = batch.get(key)
+        if v == TxnVerb.SET:
+            return None, [batch.put(key, op.value, op.flags)]
+        if v == TxnVerb.CAS:
+            if (old.modify_index if old else 0) != op.index:
+                return f"failed to set key {key!r}, index is stale", []
+            return None, [batch.put(key, op.value, op.flags)]
+        if v == TxnVerb.LOCK:
+            sess = self.sessions.get(op.session)
+            if sess is None:
+                return f"invalid session {op.session!r}", []
+            if old is not None and old.session and old.session != op.session:
+                return f"failed to lock key {key!r}, lock is already held", []
+            if old is not None and old.session == op.session:  # re-acquire: update, keep the LockIndex
+                return None, [batch.put(key, op.value, op.flags)]
+            delay = self.lock_delays.get(key)
+            if seen and delay is not None and delay[1] > seen:
+                return f"failed to lock key {key!r}, a lock delay started after the check", []
+            batch.locked.append(key)
+            return None, [batch.put(key, op.value, op.flags, (old.lock_index if old else 0) + 1, op.session)]
+        if v == TxnVerb.UNLOCK:
+            if old is None or not old.session or old.session != op.session:
+                return f"failed to unlock key {key!r}, lock isn't held, or is held by another session", []
+            return None, [batch.put(key, op.value, op.flags, session="")]
+        if v == TxnVerb.GET:
+            if old is None:
+                return f"key {key!r} doesn't exist", []
+            return None, [old]
+        if v == TxnVerb.GET_TREE:
+            return None, [r for k in batch.keys_under(key) if (r := batch.get(k)) is not None]
+        if v == TxnVerb.CHECK_INDEX:
+            if old is None or old.modify_index != op.index:
+                return f"current modify index {old.modify_index if old else 0} != {op.index}", []
+            return None, [old]
+        if v == TxnVerb.CHECK_SESSION:
+            if old is None or old.session != op.session:
+                return f"current session {old.session if old else ''!r} != {op.session!r}", []
+            return None, [old]
+        if v == TxnVerb.CHECK_NOT_EXISTS:
+            return (f"key {key!r} exists", []) if old is not None else (None, [])
+        if v == TxnVerb.DELETE:
+            batch.delete(key)
+            return None, []
+        if v == TxnVerb.DELETE_CAS:
+            if old is None or old.modify_index != op.index:
+                return f"failed to delete key {key!r}, index is stale", []
+            batch.delete(key)
+            return None, []
+        if v == TxnVerb.DELETE_TREE:
+            for k in batch.keys_under(key):
+                batch.delete(k)
+            return None, []
+        return f"unknown KV verb {v}", []
+
+    def _txn(self, index: int, cmd: Txn, commit: bool = True) -> list[Any]:
+        """All or nothing: ["ok", [records...]] after a commit, or ["err", [[op index, what]...]]
+        with nothing changed. Reads report values; writes report the record without its value."""
+        batch = KVBatch(self, index)
+        results: list[list[Any]] = []
+        errors: list[list[Any]] = []
+        for i, op in enumerate(cmd.ops):
+            err, recs = self._kv_op(batch, op, cmd.seen)
+            if err is not None:
+                errors.append([i, err])
+                continue
+            keep_value = op.verb in (TxnVerb.GET, TxnVerb.GET_TREE)
+            results.extend(kv_wire(r, keep_value) for r in recs)
+        if errors:
+            return ["err", errors]
+        if commit:
+            batch.commit()
+        return ["ok", results]
+
+    def read_txn(self, ops: tuple[TxnOp, ...]) -> list[Any]:
+        """A transaction of reads only (get, get-tree, check-*), answered without the log."""
+        if any(op.verb not in READ_VERBS for op in ops):
+            raise ValueError("read_txn takes read verbs only")
+        return self._txn(self.last_index, Txn(ops), commit=False)
+
+    # ---- sessions -----------------------------------------------------------------------------
+    def _session(self, index: int, cmd: Session) -> Any:
+        if cmd.op == SessionOp.CREATE:
+            return self._create_session(index, cmd)
+        sess = self.sessions.get(cmd.id)
+        if cmd.op == SessionOp.RENEW:
+            if sess is None:
+                return False
+            self.sessions[cmd.id] = replace(sess, renew_index=index)
+            return session_wire(self.sessions[cmd.id])
+        if sess is None:
+            return True  # destroying what is gone is done
+        if cmd.op == SessionOp.EXPIRE and sess.renew_index != cmd.renew_index:
+            return False  # renewed after the timer fired: the renewal wins
+        self._destroy_session(index, cmd.id)
+        return True
+
+    def _create_session(self, index: int, cmd: Session) -> Any:
+        if not cmd.id or cmd.id in self.sessions:
+            return ApplyError(f"Session ID {cmd.id!r} is empty or taken")
+        if cmd.behavior not in ("release", "delete"):
+            return ApplyError(f"Invalid Behavior setting {cmd.behavior!r}")
+        if cmd.node not in self.nodes:
+            return ApplyError(f"Failed session update: Missing node registration for {cmd.node!r}")
+        node_checks = self.checks.get(cmd.node, {})
+        for cid in cmd.node_checks + cmd.service_checks:
+            chk = node_checks.get(cid)
+            if chk is None:
+                return ApplyError(f"Missing check '{cid}' registration")
+            if chk.spec.status == "critical":
+                return ApplyError(f"Check '{cid}' is in critical state")
+        self.sessions[cmd.id] = SessionRecord(cmd.id, cmd.name, cmd.node, cmd.node_checks, cmd.service_checks,
+                                              cmd.lock_delay, cmd.behavior, cmd.ttl, index, index, index)
+        self.sessions_index = index
+        return True
+
+    def _destroy_session(self, index: int, sid: str) -> None:
+        """Invalidate: the session goes; its locks are released or their keys deleted (Behavior),
+        and each of those keys gets the session's lock delay."""
+        sess = self.sessions.pop(sid)
+        self.sessions_index = index
+        batch = KVBatch(self, index)
+        for key in sorted(k for k, r in self.kvs.items() if r.session == sid):
+            rec = self.kvs[key]
+            if sess.behavior == "delete":
+                batch.delete(key)
+            else:
+                batch.put(key, rec.value, rec.flags, session="")
+            if sess.lock_delay > 0:
+                self.lock_delays[key] = (sess.lock_delay, index)
+                self.gc_index = index
+        batch.commit()
+
+    def _invalidate_node_sessions(self, index: int, node: str, checks: set[str] | None) -> None:
+        """Sessions of `node` bound to one of `checks` (None: all of them, the node is gone)."""
+        for sid in sorted(self.sessions):
+            sess = self.sessions[sid]
+            if sess.node == node and (checks is None or checks.intersection(sess.checks())):
+                self._destroy_session(index, sid)
+
+    def node_sessions(self, node: str) -> list[SessionRecord]:
+        return [self.sessions[s] for s in sorted(self.sessions) if self.sessions[s].node == node]
 
     # ---- reads --------------------------------------------------------------------------------
     def index_of(self, *tables: str) -> int:
@@ -264,6 +513,11 @@ class StateStore:
                    for _, r in sorted(self.kvs.items())],
             "si": dict(sorted(self.service_index.items())),
             "rq": [[rid, *_result_to_wire(res)] for rid, res in self.requests.items()],
+            "ts": dict(sorted(self.tombstones.items())),
+            "ss": [session_wire(r) for _, r in sorted(self.sessions.items())],
+            "sx": self.sessions_index,
+            "ld": {k: list(v) for k, v in sorted(self.lock_delays.items())},
+            "gc": self.gc_index,
         }
         return bytes(msgpack.packb(body))
 
@@ -293,11 +547,43 @@ class StateStore:
         st.service_index.update(body.get("si", {}))
         for rid, kind, value in body.get("rq", []):
             st.requests[rid] = ApplyError(value) if kind == "e" else value
+        st.tombstones.update(body.get("ts", {}))
+        for row in body.get("ss", []):
+            rec = session_from_wire(row)
+            st.sessions[rec.id] = rec
+        st.sessions_index = int(body.get("sx", 0))
+        st.lock_delays.update({k: (int(v[0]), int(v[1])) for k, v in body.get("ld", {}).items()})
+        st.gc_index = int(body.get("gc", 0))
         return st
 
 
+READ_VERBS = (TxnVerb.GET, TxnVerb.GET_TREE, TxnVerb.CHECK_INDEX, TxnVerb.CHECK_SESSION, TxnVerb.CHECK_NOT_EXISTS)
+_KV_VERBS = {KVOp.SET: TxnVerb.SET, KVOp.CAS: TxnVerb.CAS, KVOp.DELETE: TxnVerb.DELETE,
+             KVOp.DELETE_CAS: TxnVerb.DELETE_CAS, KVOp.DELETE_TREE: TxnVerb.DELETE_TREE, KVOp.LOCK: TxnVerb.LOCK,
+             KVOp.UNLOCK: TxnVerb.UNLOCK}
+
+
+def kv_wire(r: KVRecord, keep_value: bool = True) -> list[Any]:
+    """A KV record as msgpack-able data: [key, value or None, flags, create, modify, lock index, session]."""
+    return [r.key, r.value if keep_value else None, r.flags, r.create_index, r.modify_index, r.lock_index,
+            r.session]
+
+
+def session_wire(r: SessionRecord) -> list[Any]:
+    return [r.id, r.name, r.node, list(r.node_checks), list(r.service_checks), r.lock_delay, r.behavior, r.ttl,
+            r.create_index, r.modify_index, r.renew_index]
+
+
+def session_from_wire(row: list[Any]) -> SessionRecord:
+    sid, name, node, nc, sc, ld, beh, ttl, ci, mi, ri = row
+    return SessionRecord(str(sid), str(name), str(node), tuple(nc), tuple(sc), int(ld), str(beh), str(ttl),
+                         int(ci), int(mi), int(ri))
+
+
 def _result_to_wire(result: Any) -> tuple[str, Any]:
-    """Apply results are True/False or an ApplyError; kept in snapshots with the request IDs."""
+    """Apply results (True/False, an ApplyError, a txn's or a renewal's lists); kept in snapshots
+    with the request IDs."""
     if isinstance(result, ApplyError):
         return ("e", result.message)
-    return ("v", result if isinstance(result, (bool, int, str)) or result is None else repr(result))
+    ok = isinstance(result, (bool, int, str, list)) or result is None
+    return ("v", result if ok else repr(result))

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from . import agent_routes, catalog_routes, event_routes, kv_routes, operator_routes
+from . import (
+    agent_routes,
+    catalog_routes,
+    event_routes,
+    kv_routes,
+    operator_routes,
+    session_routes,
+    txn_routes,
+)
 from .server import Request, Response, Router
 
 if TYPE_CHECKING:
@@ -23,6 +31,8 @@ def build_router(agent: Agent) -> Router:
     agent_routes.add_routes(router, agent)
     catalog_routes.add_routes(router, agent)
     kv_routes.add_routes(router, agent)
+    session_routes.add_routes(router, agent)
+    txn_routes.add_routes(router, agent)
     event_routes.add_routes(router, agent)
     operator_routes.add_routes(router, agent)
     return router

@@ -1,11 +1,11 @@
-"""`/v1/kv/<key>`: Consul's KV API (sessions, acquire and release come with the sessions issue)."""
+"""`/v1/kv/<key>`: Consul's KV API, with `?acquire=` / `?release=` for session locks."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 from murmur.catalog import queries
-from murmur.catalog.commands import KV, KVOp
+from murmur.catalog.commands import KV, ApplyError, KVOp
 from murmur.catalog.store import KVRecord
 
 from .common import check_dc, json_result, named_read, result_headers
@@ -32,6 +32,14 @@ def _int_arg(req: Request, name: str) -> int | None:
     return value
 
 
+async def lock_delay_check(agent: Agent, req: Request, keys: list[str]) -> tuple[int, int]:
+    """(ms of lock delay left on any of `keys`, the applied index that answer holds through),
+    from this server or, on a client agent, from a server."""
+    res = await named_read(agent, req, "session.lock_delay", {"keys": keys})
+    remaining, seen = res.data
+    return int(remaining), int(seen)
+
+
 def add_routes(router: Router, agent: Agent) -> None:
     async def get(req: Request, m: re.Match[str]) -> Response:
         key = m["key"]
@@ -52,21 +60,37 @@ def add_routes(router: Router, agent: Agent) -> None:
     async def put(req: Request, m: re.Match[str]) -> Response:
         check_dc(agent, req)
         key = m["key"]
-        if "acquire" in req.query or "release" in req.query:
-            raise HTTPError(400, "sessions (acquire/release) are not supported yet")
         if not key:
             raise HTTPError(400, "Missing key name")
         if len(req.body) > MAX_VALUE:
             raise HTTPError(413, f"Request body too large: the limit is {MAX_VALUE} bytes")
         flags = _int_arg(req, "flags") or 0
         cas = _int_arg(req, "cas")
-        cmd = KV(KVOp.CAS if cas is not None else KVOp.SET, key, req.body, flags, cas or 0)
-        return Response.json(bool(await agent.writer.apply(cmd)))
+        acquire, release = req.arg("acquire"), req.arg("release")
+        if acquire is not None:  # as Consul: acquire wins over release, and both over cas
+            if not acquire:
+                raise HTTPError(400, "acquire needs a session ID")
+            remaining, seen = await lock_delay_check(agent, req, [key])
+            if remaining > 0:  # Consul answers false while a lock delay runs
+                return Response.json(False)
+            cmd = KV(KVOp.LOCK, key, req.body, flags, session=acquire, seen=seen)
+        elif release is not None:
+            if not release:
+                raise HTTPError(400, "release needs a session ID")
+            cmd = KV(KVOp.UNLOCK, key, req.body, flags, session=release)
+        else:
+            cmd = KV(KVOp.CAS if cas is not None else KVOp.SET, key, req.body, flags, cas or 0)
+        result = await agent.writer.apply(cmd)
+        if isinstance(result, ApplyError):  # a lock for a session that does not exist: Consul's 500
+            raise HTTPError(500, result.message)
+        return Response.json(result is True)
 
     async def delete(req: Request, m: re.Match[str]) -> Response:
         check_dc(agent, req)
         key = m["key"]
         cas = _int_arg(req, "cas")
+        if not key and not req.flag("recurse"):
+            raise HTTPError(400, "Missing key name")
         if req.flag("recurse"):
             cmd = KV(KVOp.DELETE_TREE, key)
         elif cas is not None:

@@ -49,7 +49,7 @@ class RPCError(Exception):
 def encode_result(result: Any) -> dict[str, Any]:
     if isinstance(result, ApplyError):
         return {"ae": result.message}
-    if result is None or isinstance(result, (bool, int, str, bytes)):
+    if result is None or isinstance(result, (bool, int, str, bytes, list)):  # lists: txn and renew results
         return {"r": result}
     return {"r": repr(result)}
 

@@ -1,6 +1,6 @@
 """Run py-consul 1.8.0's own test suite (from its PyPI sdist) against `murmur agent --dev`.
 
-    python tests/pyconsul/run.py [MODULE ...]     # default: agent catalog health status
+    python tests/pyconsul/run.py [MODULE ...]     # default: agent catalog health status kv session txn
 
 1. Downloads the sdist with pip into build/pyconsul (once; its sha256 is pinned) and unpacks a
    fresh copy, replacing its Docker-based root conftest.py with tests/pyconsul/shim_conftest.py.
@@ -32,8 +32,8 @@ BUILD = ROOT / "build" / "pyconsul"
 VERSION = "1.8.0"
 SDIST = f"py_consul-{VERSION}.tar.gz"
 SHA256 = "ed9ab0adb335d33ea84f7622f372411f8e288bb09aee5e7632264d28d285a52c"
-MODULES = ["agent", "catalog", "health", "status"]
-MODULE_TIMEOUT = 240.0  # seconds for one module's pytest run; the four together take about a minute
+MODULES = ["agent", "catalog", "health", "status", "kv", "session", "txn"]
+MODULE_TIMEOUT = 240.0  # seconds for one module's pytest run; the seven together take 1-3 minutes
 
 
 def fetch_sdist() -> Path:

@@ -118,7 +118,7 @@ def _decode_only_command_error(data: bytes) -> None:
         out = cmds.decode(data)
     except CommandError:
         return
-    assert isinstance(out, Register | Deregister)
+    assert isinstance(out, Register | Deregister | cmds.KV | cmds.Session | cmds.Txn)
 
 
 @settings(max_examples=300)

@@ -22,6 +22,7 @@ from murmur.catalog import commands as cmds
 from murmur.catalog import store as store_mod
 from murmur.catalog.commands import KV, CheckSpec, CommandError, KVOp, Register, ServiceSpec
 from murmur.catalog.dns import Answerer, DNSSettings, slice_key, slice_store
+from murmur.catalog.sessions import LockDelays
 from murmur.catalog.store import StateStore
 
 # ---- request IDs -----------------------------------------------------------------------------------
@@ -132,6 +133,7 @@ class FakeAgent:
         self.store = StateStore()
         self.feed = ChangeFeed()
         self.server = FakeServer(self, leader)
+        self.lock_delays = LockDelays()
 
 
 def world() -> FakeAgent:
@@ -147,6 +149,7 @@ def world() -> FakeAgent:
     for k in ("a/1", "a/2", "b"):
         i += 1
         ag.store.apply(i, cmds.encode(KV(KVOp.SET, k, k.encode(), flags=7)))
+    ag.store.apply(i + 1, cmds.encode(cmds.Session(cmds.SessionOp.CREATE, "s1", "one", "n1", ("serfHealth",))))
     return ag
 
 
@@ -166,6 +169,8 @@ READ_CASES = [
     ("kv.get", {"key": "a/", "recurse": True}), ("kv.get", {"key": "", "keys": True, "separator": "/"}),
     ("kv.get", {"key": "b"}), ("node.slice", {"node": "n1"}), ("dns.slice", {"key": ["service", "web"]}),
     ("status.leader", {}), ("status.peers", {}),
+    ("session.info", {"id": "s1"}), ("session.node", {"node": "n1"}), ("session.list", {}),
+    ("session.lock_delay", {"keys": ["b"]}), ("txn.read", {"ops": [[4, "b", 0, ""], [5, "a/", 0, ""]]}),
 ]
 
 
@@ -238,6 +243,29 @@ async def test_a_blocking_read_returns_when_its_index_moves() -> None:
             res = await reads.execute(ag, "catalog.service", {"name": "web", "tags": None},  # type: ignore[arg-type]
                                       "stale", start, 60.0)
     assert res.index > start and "w9" in {e["ServiceID"] for e in res.data}
+
+
+async def test_a_blocking_read_on_a_key_sleeps_through_other_keys_and_wakes_on_its_deletion() -> None:
+    ag = world()
+    start = ag.store.kvs["b"].modify_index
+    events: list[str] = []
+
+    async def writes() -> None:
+        await trio.sleep(0.2)
+        ag.store.apply(ag.store.last_index + 1, cmds.encode(KV(KVOp.SET, "other", b"x")))
+        events.append("other")
+        ag.feed.notify()
+        await trio.sleep(0.4)
+        ag.store.apply(ag.store.last_index + 1, cmds.encode(KV(KVOp.DELETE, "b")))
+        events.append("deleted")
+        ag.feed.notify()
+
+    async with trio.open_nursery() as n:
+        n.start_soon(writes)
+        with trio.fail_after(30):
+            res = await reads.execute(ag, "kv.get", {"key": "b"}, "stale", start, 60.0)  # type: ignore[arg-type]
+    assert events == ["other", "deleted"]  # it returned after the deletion, not the other write
+    assert res.data == [] and res.index == ag.store.last_index > start  # the 404's index
 
 
 # ---- DNS slices: a client's answer from a slice equals the server's from the whole store -------------
