@@ -26,6 +26,8 @@ class CommandType(IntEnum):
     DEREGISTER = 1
     KV = 2
     REQUEST = 3  # a client write carrying its request ID: {"r": id, "c": inner command bytes}
+    # 4 (SESSION) and 5 (TXN) are taken by the sessions and transactions work.
+    RESTORE = 6  # replace the whole state by a saved one (`PUT /v1/snapshot`): {"d": StateStore.snapshot()}
 
 
 class CommandError(ValueError):
@@ -119,7 +121,14 @@ class KV:
     index: int = 0
 
 
-Command = Register | Deregister | KV
+@dataclass(frozen=True, slots=True)
+class Restore:
+    """Replace every table by the state in `data` (bytes of `StateStore.snapshot()`)."""
+
+    data: bytes
+
+
+Command = Register | Deregister | KV | Restore
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +190,8 @@ def encode(cmd: Command) -> bytes:
     if isinstance(cmd, KV):
         return bytes([CommandType.KV]) + bytes(msgpack.packb(
             {"o": int(cmd.op), "k": cmd.key, "v": cmd.value, "f": cmd.flags, "i": cmd.index}))
+    if isinstance(cmd, Restore):
+        return bytes([CommandType.RESTORE]) + bytes(msgpack.packb({"d": cmd.data}))
     return bytes([CommandType.DEREGISTER]) + bytes(msgpack.packb(
         {"n": cmd.node, "si": cmd.service_id, "ci": cmd.check_id}))
 
@@ -190,7 +201,7 @@ def decode(data: bytes) -> Command:
     if not data:
         raise CommandError("empty command")
     kind = data[0]
-    if kind not in (CommandType.REGISTER, CommandType.DEREGISTER, CommandType.KV):
+    if kind not in (CommandType.REGISTER, CommandType.DEREGISTER, CommandType.KV, CommandType.RESTORE):
         raise UnknownCommand(kind)  # a newer command: its body may not be ours to parse
     try:
         body = msgpack.unpackb(data[1:], raw=False, strict_map_key=False)
@@ -221,6 +232,10 @@ def decode(data: bytes) -> Command:
             if not (0 <= flags < 1 << 64 and 0 <= index < 1 << 63):
                 raise ValueError("KV flags or index out of range")
             return KV(op=KVOp(body["o"]), key=body["k"], value=value, flags=flags, index=index)
+        if kind == CommandType.RESTORE:
+            if not isinstance(body["d"], bytes):
+                raise TypeError("RESTORE data must be bytes")
+            return Restore(body["d"])
     except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError) as exc:
         raise CommandError(f"malformed {CommandType(kind).name} command: {exc!r}") from exc
     raise UnknownCommand(kind)

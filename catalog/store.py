@@ -15,7 +15,7 @@ from typing import Any
 import msgpack
 
 from . import commands as cmds
-from .commands import KV, ApplyError, CheckSpec, Deregister, KVOp, Register, ServiceSpec
+from .commands import KV, ApplyError, CheckSpec, Deregister, KVOp, Register, Restore, ServiceSpec
 
 TABLES = ("nodes", "services", "checks", "kvs")
 REQUEST_MEMORY = 8192  # request IDs whose results the store remembers (oldest forgotten first)
@@ -107,6 +107,8 @@ class StateStore:
         self.last_index = index
         if isinstance(cmd, KV):
             return self._kv(index, cmd)
+        if isinstance(cmd, Restore):
+            return self.replace_all(index, cmd.data)
         self._dirty.clear()
         result = self._register(index, cmd) if isinstance(cmd, Register) else self._deregister(index, cmd)
         for name in self._dirty:
@@ -266,6 +268,21 @@ class StateStore:
             "rq": [[rid, *_result_to_wire(res)] for rid, res in self.requests.items()],
         }
         return bytes(msgpack.packb(body))
+
+    def replace_all(self, index: int, data: bytes) -> Any:
+        """RESTORE at `index`: every table becomes the saved state's (`snapshot()` bytes). Every
+        table's index, and every service's, moves to `index`, so each blocked reader wakes and
+        sees the change; the request-ID memory is the log's, not the data's, and stays."""
+        try:
+            fresh = type(self).restore(data)
+        except Exception as exc:  # noqa: BLE001 - the same bytes fail the same way on every server
+            return ApplyError(f"unreadable snapshot state: {exc!r}")
+        requests, names = self.requests, set(self.service_index) | set(fresh.service_index)
+        self.__dict__.update(fresh.__dict__)
+        self.requests, self.last_index = requests, index
+        self.table_index = dict.fromkeys(self.table_index, index)
+        self.service_index = {n: index for n in sorted(names)}
+        return True
 
     def load(self, data: bytes) -> None:
         """Replace everything by a snapshot's contents, in place (readers keep their reference)."""
