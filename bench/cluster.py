@@ -470,6 +470,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", action="store_true",
                    help="run the murmur agents under cProfile and print the leader's top functions (never recorded)")
     p.add_argument("--budget", type=float, default=None, help="stop starting phases after this many seconds")
+    p.add_argument("--phases", default=",".join(PHASES),
+                   help=f"comma-separated subset of {','.join(PHASES)} (a subset is never recorded)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -485,7 +487,12 @@ def run(args: argparse.Namespace) -> int:
     if "ours" in sides and not (os.path.exists(args.murmur) or shutil.which(args.murmur)):
         print(f"murmur not found: {args.murmur}")
         return 2
-    phases = tuple(p if p != "put-16" else f"put-{args.concurrency}" for p in PHASES)
+    wanted = [p for p in args.phases.split(",") if p]
+    if not wanted or any(p not in PHASES for p in wanted):
+        print(f"--phases: choose among {','.join(PHASES)}")
+        return 2
+    subset = tuple(wanted) != PHASES
+    phases = tuple(p if p != "put-16" else f"put-{args.concurrency}" for p in wanted)
     budget = args.budget if args.budget is not None else rounds * len(phases) * len(sides) * (seconds + 20) + 120
     from bench.dns import murmur_version
 
@@ -536,7 +543,7 @@ def run(args: argparse.Namespace) -> int:
                 if lead is not None:
                     print_profile(Path(clusters["ours"].dir) / f"{lead.name}.prof")  # type: ignore[attr-defined]
             logs = {side: log_problems(c) for side, c in clusters.items()}
-        return report(args, rounds, seconds, phases, sides, versions, results, logs, stopped)
+        return report(args, rounds, seconds, phases, sides, versions, results, logs, stopped, subset)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -573,7 +580,8 @@ def describe(r: dict[str, Any]) -> str:
 
 
 def report(args: argparse.Namespace, rounds: int, seconds: float, phases: Sequence[str], sides: Sequence[str],
-           versions: dict[str, str], results: list[dict[str, Any]], logs: dict[str, list[str]], stopped: str) -> int:
+           versions: dict[str, str], results: list[dict[str, Any]], logs: dict[str, list[str]], stopped: str,
+           subset: bool = False) -> int:
     summary = summarize(results)
     tg = targets(summary)
     paired = per_round_ratios(results)
@@ -621,8 +629,10 @@ def report(args: argparse.Namespace, rounds: int, seconds: float, phases: Sequen
               "summary": summary, "targets": tg, "paired_ratios": paired, "notes": notes, "runs": results}
     failed = [r for r in results if "error" in r]
     complete = len(sides) == 2 and all(any(r["side"] == x and "error" not in r for r in results) for x in sides)
-    if args.no_record or args.only or args.profile:
-        print("(not recorded: " + ("--no-record" if args.no_record else "--only" if args.only else "--profile") + ")")
+    if args.no_record or args.only or args.profile or subset:
+        why = ("--no-record" if args.no_record else "--only" if args.only else "--profile" if args.profile
+               else "--phases subset")
+        print(f"(not recorded: {why})")
     elif complete:
         date = info["date"].split(" ")[0]
         title = (f"cluster: murmur 3 servers vs {versions['peer']} 3 members, KV over HTTP, fsync on, "
