@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
-from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -15,9 +15,14 @@ from support.procs import MURMUR, ROOT, AgentProc
 CLI_TIMEOUT = 60.0  # one CLI call takes well under a second; 10x+ slack for a loaded box
 
 
-@pytest.fixture
-def agent(start_agent: Callable[..., AgentProc]) -> AgentProc:
-    return start_agent()
+@pytest.fixture(scope="module")
+def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProc]:
+    """One dev agent for the module (each test uses its own keys): agents cost seconds to start."""
+    a = AgentProc(tmp_path_factory.mktemp("cli-kv"), [], node="cli-kv")
+    try:
+        yield a.start()
+    finally:
+        a.stop()
 
 
 def kv(agent: AgentProc, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
