@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # iproute2 and util-linux: `ip` and `unshare` for the py-consul suite's private network namespaces.
 APT_PACKAGES := dnsutils dnsperf dnsmasq iproute2 util-linux
 # Peers the benchmarks compare against (not needed by `make test`).
-BENCH_APT_PACKAGES := serf
+BENCH_APT_PACKAGES := serf etcd-server
 STAMP := $(VENV)/.installed
 
 .PHONY: run test test-full bench lint types unit e2e pyconsul install apt apt-bench apt-install clean

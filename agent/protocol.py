@@ -9,16 +9,20 @@ upgraded (or removed).
 
     2   catalog commands REGISTER, DEREGISTER and KV, sent bare.
     3   client writes carry request IDs: the REQUEST wrapper (catalog/commands.py), so a retry
-        after an unknown outcome is applied once.
+        after an unknown outcome is applied once; sessions and locks (SESSION, KV LOCK, UNLOCK
+        and REAP), transactions (TXN) and snapshot restore (RESTORE).
 
 A new command type or wire change bumps PROTOCOL_MAX and gets a line here and a gate where it
-is written. `--protocol 2` (hidden) pins an agent to the older behaviour, including refusing
+is written (`required_protocol`): a write that needs a newer protocol than the cluster speaks
+is refused with a clear error rather than stopping the old servers. `--protocol 2` (hidden) pins an agent to the older behaviour, including refusing
 entries that protocol does not know, which is what the upgrade test relies on.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+
+from murmur.catalog import commands
 
 PROTOCOL_MIN = 2  # the oldest protocol this build can speak and apply
 PROTOCOL_MAX = 3  # the newest; the default
@@ -40,3 +44,29 @@ def spoken(tags: Mapping[str, str]) -> int:
 def cluster_protocol(own: int, servers: Iterable[Mapping[str, str]]) -> int:
     """What every server understands: the lowest protocol among ourselves and `servers`."""
     return min([own, *(spoken(t) for t in servers)])
+
+
+_NEW_IN_3 = frozenset({commands.CommandType.REQUEST, commands.CommandType.SESSION, commands.CommandType.TXN,
+                       commands.CommandType.RESTORE})
+
+
+def required_protocol(data: bytes) -> int:
+    """The oldest protocol that can apply this encoded command (agent/protocol.py's table)."""
+    if not data:
+        return PROTOCOL_MIN
+    if data[0] in _NEW_IN_3:
+        return REQUEST_IDS
+    if data[0] == commands.CommandType.KV:
+        try:
+            cmd = commands.decode(data)
+        except commands.CommandError:
+            return PROTOCOL_MIN  # refused later as malformed, whatever the protocol
+        if isinstance(cmd, commands.KV) and (cmd.op > commands.KVOp.DELETE_TREE or cmd.session or cmd.seen):
+            return REQUEST_IDS
+    return PROTOCOL_MIN
+
+
+def too_old(need: int, cluster: int) -> str:
+    """The error for a write the cluster cannot take yet."""
+    return (f"this write needs cluster protocol {need}, but a server of this datacenter speaks {cluster}: "
+            "finish upgrading the servers first")

@@ -28,7 +28,7 @@ from murmur.raft.rawnode import RawNode
 
 from .drivers.raft import MemorySnapshots, MemoryStorage, NotLeader, RaftDriver
 from .drivers.raft_transport import TCPTransport
-from .protocol import PROTOCOL_MAX, REQUEST_IDS, cluster_protocol
+from .protocol import PROTOCOL_MAX, cluster_protocol, required_protocol, too_old
 from .rpc.mux import RAFT, RPC, SNAPSHOT, FramedStream, ServerPort
 from .rpc.protocol import decode_result
 from .storage.raft_log import RaftStorage
@@ -61,7 +61,7 @@ class CatalogFSM:
 
     def apply(self, index: int, data: bytes) -> Any:
         try:
-            if self.protocol < REQUEST_IDS and data and data[0] == commands.CommandType.REQUEST:
+            if required_protocol(data) > self.protocol:  # what an older build would do
                 raise commands.UnknownCommand(data[0])
             return self.store.apply(index, data)
         except commands.UnknownCommand as exc:
@@ -298,6 +298,11 @@ class ServerRuntime:
         data = commands.encode(cmd)
         if self.driver is None:
             raise NoLeader("No cluster leader (raft is not bootstrapped yet)")
+        need, cluster = required_protocol(data), self.cluster_protocol()
+        if need > cluster:
+            from .writer import WriteFailed
+
+            raise WriteFailed(too_old(need, cluster))
         if self.driver.is_leader and not self.driver.node.raft.lead_transferee:
             return await self.driver.propose(data)
         # (During a leadership transfer the leader refuses proposals: go the forwarding way,

@@ -10,5 +10,6 @@ BENCHMARKS: dict[str, str] = {
     "dns": "bench.dns",  # DNS answers vs dnsmasq
     "gossip": "bench.gossip",  # membership vs serf
     "raft": "bench.raft",  # durable commits vs pysyncobj + fsync floor, failover
+    "cluster": "bench.cluster",  # KV over HTTP on 3 servers vs etcd
     "imports": "bench.imports",  # what an agent's imports cost in memory (no peer)
 }

@@ -28,6 +28,7 @@ class CommandType(IntEnum):
     REQUEST = 3  # a client write carrying its request ID: {"r": id, "c": inner command bytes}
     SESSION = 4  # session create / destroy / renew / expire
     TXN = 5  # several KV operations, all or nothing
+    RESTORE = 6  # replace the whole state by a saved one (`PUT /v1/snapshot`): {"d": StateStore.snapshot()}
 
 
 class CommandError(ValueError):
@@ -200,7 +201,16 @@ class Txn:
     seen: int = 0  # as KV.seen, for every lock verb in the transaction
 
 
-Command = Register | Deregister | KV | Session | Txn
+
+
+@dataclass(frozen=True, slots=True)
+class Restore:
+    """Replace every table by the state in `data` (bytes of `StateStore.snapshot()`)."""
+
+    data: bytes
+
+
+Command = Register | Deregister | KV | Session | Txn | Restore
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,6 +285,8 @@ def encode(cmd: Command) -> bytes:
         return bytes([CommandType.TXN]) + bytes(msgpack.packb(
             {"ops": [{"v": int(o.verb), "k": o.key, "d": o.value, "f": o.flags, "i": o.index, "s": o.session}
                      for o in cmd.ops], "ls": cmd.seen}))
+    if isinstance(cmd, Restore):
+        return bytes([CommandType.RESTORE]) + bytes(msgpack.packb({"d": cmd.data}))
     return bytes([CommandType.DEREGISTER]) + bytes(msgpack.packb(
         {"n": cmd.node, "si": cmd.service_id, "ci": cmd.check_id}))
 
@@ -285,7 +297,7 @@ def decode(data: bytes) -> Command:
         raise CommandError("empty command")
     kind = data[0]
     if kind not in (CommandType.REGISTER, CommandType.DEREGISTER, CommandType.KV, CommandType.SESSION,
-                    CommandType.TXN):
+                    CommandType.TXN, CommandType.RESTORE):
         raise UnknownCommand(kind)  # a newer command: its body may not be ours to parse
     try:
         body = msgpack.unpackb(data[1:], raw=False, strict_map_key=False)
@@ -330,6 +342,10 @@ def decode(data: bytes) -> Command:
             if not 0 <= seen < 1 << 63:
                 raise ValueError("txn seen out of range")
             return Txn(ops=tuple(_txn_op_from_map(o) for o in ops), seen=seen)
+        if kind == CommandType.RESTORE:
+            if not isinstance(body["d"], bytes):
+                raise TypeError("RESTORE data must be bytes")
+            return Restore(body["d"])
     except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError) as exc:
         raise CommandError(f"malformed {CommandType(kind).name} command: {exc!r}") from exc
     raise UnknownCommand(kind)

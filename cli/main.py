@@ -412,5 +412,13 @@ from .operator import info, operator  # noqa: E402 - the commands live in their 
 main.add_command(operator)
 main.add_command(info)
 
+from .kv import kv  # noqa: E402 - the commands live in their own module
+
+main.add_command(kv)
+
+from .snapshot import snapshot  # noqa: E402 - the commands live in their own module
+
+main.add_command(snapshot)
+
 if __name__ == "__main__":
     main()

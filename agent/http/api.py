@@ -11,6 +11,7 @@ from . import (
     kv_routes,
     operator_routes,
     session_routes,
+    snapshot_routes,
     txn_routes,
 )
 from .server import Request, Response, Router
@@ -35,4 +36,5 @@ def build_router(agent: Agent) -> Router:
     txn_routes.add_routes(router, agent)
     event_routes.add_routes(router, agent)
     operator_routes.add_routes(router, agent)
+    snapshot_routes.add_routes(router, agent)
     return router

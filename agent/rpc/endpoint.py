@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 from murmur.catalog import commands
 
-from ..protocol import REQUEST_IDS
+from ..protocol import REQUEST_IDS, required_protocol, too_old
 from .mux import FramedStream
 from .protocol import MIN_VERSION, VERSION, RPCError, call_apply, decode_result, encode_result, error_reply
 
@@ -116,6 +116,9 @@ async def _apply(server: ServerRuntime, req: dict[str, Any]) -> dict[str, Any]:
     data, rid, hops = req.get("d"), req.get("rid", ""), req.get("hops", 0)
     if not isinstance(data, bytes) or not isinstance(rid, str) or not isinstance(hops, int) or hops < 0:
         raise RPCError("bad_request", "apply needs d (bytes), rid (str), hops (int >= 0)")
+    need, cluster = required_protocol(data), server.cluster_protocol()
+    if need > cluster:
+        raise RPCError("bad_request", too_old(need, cluster))
     try:
         commands.decode(data)  # refuse what would stop the servers if it reached the log
         # Request IDs only once every server can apply the wrapper (agent/protocol.py).

@@ -69,6 +69,11 @@ def test_a_server_pinned_to_the_previous_protocol_keeps_up_then_upgrades(tmp_pat
     for s in servers:
         wait_for(lambda s=s: kv(s, "mixed") == want, 60, what=f"all mixed-protocol writes on {s.node}")
     assert old.proc is not None and old.proc.poll() is None, "the N-1 server stopped"
+    # A protocol-3 write (a session) is refused with a clear error while s2 speaks 2, not
+    # written to a log s2 could not apply.
+    refused = client.put("/v1/session/create", json={"Name": "early"})
+    assert refused.status_code == 500 and "cluster protocol" in refused.text, refused.text
+    assert servers[0].get("/v1/session/list").json() == []
 
     # Upgrade in place: the same data dir, the newest protocol.
     old.stop()
@@ -77,7 +82,10 @@ def test_a_server_pinned_to_the_previous_protocol_keeps_up_then_upgrades(tmp_pat
     old.restart()
     wait_for(lambda: vsn_of(servers[0], "s2") == str(PROTOCOL_MAX), 60, what="s2 advertising the new protocol")
     want_after = write_through(client, "upgraded", 20)
+    sid = wait_for(lambda: client.put("/v1/session/create", json={"Name": "late"}).json().get("ID"), 60,
+                   what="a session once every server speaks the new protocol")
+    assert client.put(f"/v1/kv/upgraded/lock?acquire={sid}", content="me").json() is True
     for s in servers:
-        wait_for(lambda s=s: kv(s, "upgraded") == want_after and kv(s, "mixed") == want, 60,
+        wait_for(lambda s=s: kv(s, "upgraded") == {**want_after, "upgraded/lock": "me"} and kv(s, "mixed") == want, 60,
                  what=f"all writes on {s.node} after the upgrade")
     assert old.proc is not None and old.proc.poll() is None

@@ -127,6 +127,11 @@ class FakeServer:
     def leader_address(self) -> tuple[str, int] | None:
         return self.addresses[1] if self.driver.leader else None
 
+    def cluster_protocol(self) -> int:
+        from murmur.agent.protocol import PROTOCOL_MAX
+
+        return PROTOCOL_MAX
+
 
 class FakeAgent:
     def __init__(self, leader: bool = True) -> None:
