@@ -18,7 +18,6 @@ from __future__ import annotations
 import base64
 import collections
 import logging
-import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -33,6 +32,7 @@ from murmur.gossip.userevents import (
     QueryHandler,
     QueryState,
     UserLayer,
+    compile_filter,
     event_matches,
 )
 
@@ -184,10 +184,8 @@ class UserEvents:
         if tag_filter and not service_filter:
             raise EventError("Cannot provide tag filter without service filter")
         for label, rx in (("node", node_filter), ("service", service_filter), ("tag", tag_filter)):
-            try:
-                re.compile(rx)
-            except re.error as exc:
-                raise EventError(f"Invalid {label} filter {rx!r}: {exc}") from exc
+            if rx and compile_filter(rx) is None:  # RE2, the engine the receivers use
+                raise EventError(f"Invalid {label} filter {rx!r}: not a valid regular expression")
         ev = ConsulEvent(str(uuid.uuid4()), name, payload or None, node_filter, service_filter, tag_filter)
         sent = self.layer.fire(CONSUL_EVENT_PREFIX + name, ev.encode(), trio.current_time())
         self.driver.flush()  # delivers it here (the ring) and sends what is due

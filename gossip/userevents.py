@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import functools
 import math
-import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
+
+import re2
 
 from . import wire
 from .config import GossipConfig
@@ -49,11 +51,17 @@ def default_query_timeout(config: GossipConfig, n: int) -> float:
 
 
 # ---- filters -------------------------------------------------------------------------------------
+_RE_OPTIONS = re2.Options()
+_RE_OPTIONS.log_errors = False  # a bad pattern from the network is the sender's problem, not a log line
+
+
 @functools.lru_cache(maxsize=256)
-def _compile(pattern: str) -> re.Pattern[str] | None:
+def compile_filter(pattern: str) -> Any | None:
+    """The pattern compiled with RE2 (Go's syntax, as Serf's; linear time, so a pattern that
+    arrives over gossip cannot stall the agent as a backtracking one could), or None."""
     try:
-        return re.compile(pattern)
-    except re.error:
+        return re2.compile(pattern, _RE_OPTIONS)
+    except Exception:  # noqa: BLE001 - re2's error type is not public across versions
         return None
 
 
@@ -62,7 +70,7 @@ def regex_matches(pattern: str, text: str) -> bool:
     A pattern that does not compile matches nothing."""
     if not pattern:
         return True
-    rx = _compile(pattern)
+    rx = compile_filter(pattern)
     return rx is not None and rx.search(text) is not None
 
 

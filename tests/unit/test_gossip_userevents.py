@@ -472,3 +472,17 @@ def test_push_pull_from_an_older_member_without_user_state_still_decodes() -> No
     assert msg == wire.PushPull(False, 3, ())
     full = wire.PushPull(True, 3, (), 7, 8, (UserEvent(5, "x", b"y", False),))
     assert wire.decode_frame_payload(wire.frame(full)[4:]) == full
+
+
+def test_filter_regexes_are_re2_linear_time_and_go_syntax() -> None:
+    import time
+
+    from murmur.gossip.userevents import regex_matches
+
+    hostile = "(a+)+$"  # exponential for a backtracking engine on "aaa...b"
+    t0 = time.process_time()
+    assert regex_matches(hostile, "a" * 5000 + "b") is False
+    assert time.process_time() - t0 < 1.0  # microseconds for RE2; a backtracking engine never returns
+    assert regex_matches(hostile, "aaaa") is True  # positive control: the same pattern does match
+    assert regex_matches("(?=web)", "web") is False  # lookahead is not Go syntax: matches nothing
+    assert regex_matches("^web-[0-9]+$", "web-12") and not regex_matches("^web-[0-9]+$", "web-x")
