@@ -37,6 +37,7 @@ from .drivers.gossip import GossipDriver
 from .events import UserEvents
 from .gossip_keyring import KeyringFileError, load_keyring
 from .local_state import LocalState, NodeInfo
+from .maintenance import Maintenance, MaintenanceError
 from .member_snapshot import MemberSnapshot
 from .node_sync import client_sync, client_sync_interval
 from .reconcile import MemberView, reconcile_commands
@@ -130,6 +131,7 @@ class Agent:
                         address=pick_address(cfg), datacenter=cfg.datacenter,
                         meta=tuple(sorted(cfg.node_meta.items())))
         self.local = LocalState(node)
+        self.maintenance = Maintenance(self.local, cfg.data_dir if not cfg.dev else "")
         self.server: ServerRuntime | None = ServerRuntime(self) if cfg.server else None
         from .autopilot import AutopilotConfig
 
@@ -220,9 +222,11 @@ class Agent:
             sidecar = sidecar_definition(sdef, used, allow_scripts=bool(self.cfg.enable_script_checks))
             self._add_one_service(sdef, source, replace_existing_checks)
             self._add_one_service(sidecar, source, replace_existing_checks)
+            self.maintenance.apply(trio.current_time())
             self.checks.reconcile()
             return
         self._add_one_service(sdef, source, replace_existing_checks)
+        self.maintenance.apply(trio.current_time())  # a service registered again keeps its maintenance
         self.checks.reconcile()
 
     def _add_one_service(self, sdef: ServiceDefinition, source: str, replace_existing_checks: bool) -> None:
@@ -247,6 +251,7 @@ class Agent:
         if sid not in self.local.services:
             return False
         self.local.remove_service(sid)
+        self.maintenance.forget_service(sid)  # as Consul: its maintenance goes with it
         sidecar = self.local.services.get(f"{sid}-sidecar-proxy")
         if sidecar is not None and sidecar.kind == "connect-proxy":  # as Consul: it goes with its parent
             self.local.remove_service(sidecar.id)
@@ -317,6 +322,11 @@ class Agent:
             if self.cfg.ports.serf_lan >= 0:
                 await self._start_gossip(nursery)
             self.load_config_registrations(self.cfg)
+            try:
+                self.maintenance.load()
+            except MaintenanceError as exc:
+                raise StartError(str(exc)) from None
+            self.maintenance.apply(trio.current_time())
             if self.cfg.dev and self.server is not None:
                 await self._await_dev_leader()
             if self.server is not None:

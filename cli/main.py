@@ -394,5 +394,9 @@ from .operator import info, operator  # noqa: E402 - the commands live in their 
 main.add_command(operator)
 main.add_command(info)
 
+from .lifecycle import maint  # noqa: E402 - the commands live in their own module
+
+main.add_command(maint)
+
 if __name__ == "__main__":
     main()

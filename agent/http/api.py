@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from . import agent_routes, catalog_routes, event_routes, kv_routes, operator_routes
+from . import agent_routes, catalog_routes, event_routes, kv_routes, lifecycle_routes, operator_routes
 from .server import Request, Response, Router
 
 if TYPE_CHECKING:
@@ -25,4 +25,5 @@ def build_router(agent: Agent) -> Router:
     kv_routes.add_routes(router, agent)
     event_routes.add_routes(router, agent)
     operator_routes.add_routes(router, agent)
+    lifecycle_routes.add_routes(router, agent)
     return router
