@@ -29,7 +29,7 @@ from murmur.gossip.config import GossipConfig
 from murmur.gossip.membership import EventKind, MemberEvent, Membership, State
 
 from . import config as config_mod
-from . import conflicts
+from . import conflicts, telemetry
 from .checks_runner import CheckRunner
 from .config import RuntimeConfig
 from .definitions import ServiceDefinition, parse_service, sidecar_definition
@@ -140,6 +140,7 @@ class Agent:
         self.writer: Writer = ServerWriter(self.server) if self.server else ClientWriter(self.remote)
         self.sync_lock = trio.Lock()
         self.checks = CheckRunner(self.local, self.sync, self.rng)
+        self.metrics = telemetry.install(self)
         self.http_port = 0
         self.dns_port = 0
         self.started_at = 0.0
@@ -338,7 +339,9 @@ class Agent:
                 await self._first_sync()
             http_host = self.cfg.addresses.http or self.cfg.client_addr
             if self.cfg.ports.http >= 0:
-                server = HTTPServer(build_router(self), self.cfg.limits.http_max_conns_per_client)
+                router = build_router(self)
+                telemetry.watch_http(self.metrics, router)
+                server = HTTPServer(router, self.cfg.limits.http_max_conns_per_client)
                 with listening("HTTP", http_host, self.cfg.ports.http):
                     self.http_port = await nursery.start(server.serve, http_host, self.cfg.ports.http)
                 log.info("HTTP API on %s:%d", http_host, self.http_port)
@@ -406,6 +409,7 @@ class Agent:
                                 tags=self.member_tags(), unique_tag="id")
         self.gossip.attach(membership)
         self.membership = membership
+        telemetry.watch_gossip(self.metrics, membership)
         self.user_events = UserEvents(self.gossip, membership, self.local)
         self.user_events.register_handler(conflicts.CONFLICT_QUERY, conflicts.conflict_query_handler(membership))
         self.gossip.on_user = self.user_events.pump

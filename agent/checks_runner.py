@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import trio
 from murmur.checks.definitions import CheckDefinition
@@ -17,6 +19,9 @@ from murmur.checks.probes import run_probe
 from murmur.checks.status import CRITICAL, TTLTimer
 
 from .local_state import LocalState
+
+if TYPE_CHECKING:
+    from .metrics import Metrics
 
 log = logging.getLogger("murmur.checks")
 
@@ -29,6 +34,7 @@ class CheckRunner:
         self.nursery: trio.Nursery | None = None
         self.running: dict[str, tuple[CheckDefinition, trio.CancelScope]] = {}
         self.wakeups: dict[str, trio.Event] = {}
+        self.metrics: Metrics | None = None  # set by the agent (agent/metrics.py)
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -59,11 +65,16 @@ class CheckRunner:
             # Stagger the first run so many checks do not fire together after a start or reload.
             await trio.sleep(self.rng.uniform(0, min(defn.interval, 1.0)))
             while True:
+                t0 = time.perf_counter()
                 try:
                     status, output = await run_probe(defn)
                 except Exception as exc:  # a probe bug must not kill the agent
                     log.exception("check %s: probe failed", cid)
                     status, output = CRITICAL, f"probe error: {exc}"
+                if self.metrics is not None:
+                    self.metrics.observe_ms("murmur.check.run", (time.perf_counter() - t0) * 1000.0,
+                                            {"type": defn.kind})
+                    self.metrics.incr("murmur.check.results", labels={"type": defn.kind, "status": status})
                 check = self.local.checks.get(cid)
                 if check is None or check.defn != defn:
                     return

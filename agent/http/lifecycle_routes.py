@@ -1,4 +1,4 @@
-"""`/v1/agent/...` routes for operating an agent: maintenance mode (node and service)."""
+"""`/v1/agent/...` routes for operating an agent: maintenance mode (node and service), metrics."""
 
 from __future__ import annotations
 
@@ -42,5 +42,16 @@ def add_routes(router: Router, agent: Agent) -> None:
         await agent.sync()
         return Response()
 
+    async def metrics(req: Request, m: re.Match[str]) -> Response:
+        fmt = req.arg("format", "") or ""
+        if fmt == "prometheus":
+            from prometheus_client import CONTENT_TYPE_LATEST
+
+            return Response(200, agent.metrics.as_prometheus(), [("Content-Type", CONTENT_TYPE_LATEST)])
+        if fmt:
+            raise HTTPError(400, f"Invalid format {fmt!r}: the only format is prometheus (or none, for JSON)")
+        return Response.json(agent.metrics.as_json(), pretty="pretty" in req.query)
+
+    router.add("GET", r"/v1/agent/metrics", metrics)
     router.add("PUT", r"/v1/agent/maintenance", node_maintenance)
     router.add("PUT", r"/v1/agent/service/maintenance/(?P<id>.+)", service_maintenance)

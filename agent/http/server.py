@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -93,9 +94,15 @@ class Router:
 
     def __init__(self) -> None:
         self.routes: list[tuple[frozenset[str], re.Pattern[str], Handler]] = []
+        # Told (method, route label, milliseconds) after each routed request: agent/metrics.py.
+        self.observe: Callable[[str, str, float], None] | None = None
+        self.labels: dict[re.Pattern[str], str] = {}
 
     def add(self, methods: str, pattern: str, handler: Handler) -> None:
-        self.routes.append((frozenset(methods.split()), re.compile(pattern + r"\Z"), handler))
+        compiled = re.compile(pattern + r"\Z")
+        self.routes.append((frozenset(methods.split()), compiled, handler))
+        # Consul's `path` label: the route's literal prefix, "/" as "_" (/v1/kv/<key> is "v1_kv_").
+        self.labels[compiled] = re.split(r"[(\[.\\]", pattern, maxsplit=1)[0].lstrip("/").replace("/", "_")
 
     async def dispatch(self, req: Request) -> Response:
         allowed: set[str] = set()
@@ -105,7 +112,13 @@ class Router:
                 continue
             method = "GET" if req.method == "HEAD" else req.method
             if method in methods:
-                return await handler(req, m)
+                if self.observe is None:
+                    return await handler(req, m)
+                t0 = time.perf_counter()
+                try:
+                    return await handler(req, m)
+                finally:
+                    self.observe(method, self.labels.get(pattern, ""), (time.perf_counter() - t0) * 1000.0)
             allowed |= methods
         if allowed:
             return Response.text(f"method {req.method} not allowed", 405)
