@@ -39,6 +39,7 @@ from .gossip_keyring import KeyringFileError, load_keyring
 from .local_state import LocalState, NodeInfo
 from .maintenance import Maintenance, MaintenanceError
 from .member_snapshot import MemberSnapshot
+from .monitor import LogHub
 from .node_sync import client_sync, client_sync_interval
 from .reconcile import MemberView, reconcile_commands
 from .remote import ClientWriter, Remote
@@ -141,6 +142,7 @@ class Agent:
         self.sync_lock = trio.Lock()
         self.checks = CheckRunner(self.local, self.sync, self.rng)
         self.metrics = telemetry.install(self)
+        self.log_hub = LogHub()  # installed on the root logger by the first /v1/agent/monitor client
         self.http_port = 0
         self.dns_port = 0
         self.started_at = 0.0

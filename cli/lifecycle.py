@@ -1,6 +1,8 @@
-"""`murmur maint` (Consul's `consul maint`): node and service maintenance mode."""
+"""`murmur maint` and `murmur monitor` (Consul's `consul maint` and `consul monitor`)."""
 
 from __future__ import annotations
+
+import sys
 
 import click
 
@@ -44,3 +46,29 @@ def maint(enable: bool, disable: bool, reason: str, service_id: str, http_addr: 
     except APIError as exc:
         fail(str(exc))
     click.echo(f"{'Service' if service_id else 'Node'} {'entered' if enable else 'left'} maintenance mode")
+
+
+@click.command()
+@click.option("-log-level", "--log-level", "log_level", default="info", help="trace, debug, info, warn or error.")
+@click.option("-log-json", "--log-json", "log_json", is_flag=True, help="One JSON object a line.")
+@http_options
+def monitor(log_level: str, log_json: bool, http_addr: str | None, token: str | None) -> None:
+    """Stream the local agent's log (GET /v1/agent/monitor) until interrupted."""
+    import httpx
+
+    client = Client(http_addr, token)
+    params = {"loglevel": log_level}
+    if log_json:
+        params["logjson"] = "true"
+    try:
+        with client.http.stream("GET", "/v1/agent/monitor", params=params, timeout=httpx.Timeout(10.0, read=None)
+                                ) as resp:
+            if resp.status_code >= 400:
+                fail(f"{resp.status_code} {resp.read().decode(errors='replace').strip()}")
+            for chunk in resp.iter_text():
+                click.echo(chunk, nl=False)
+                sys.stdout.flush()
+    except KeyboardInterrupt:
+        return
+    except httpx.HTTPError as exc:
+        fail(f"monitor stream from {client.base} ended: {exc}")

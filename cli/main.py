@@ -394,9 +394,10 @@ from .operator import info, operator  # noqa: E402 - the commands live in their 
 main.add_command(operator)
 main.add_command(info)
 
-from .lifecycle import maint  # noqa: E402 - the commands live in their own module
+from .lifecycle import maint, monitor  # noqa: E402 - the commands live in their own module
 
 main.add_command(maint)
+main.add_command(monitor)
 
 if __name__ == "__main__":
     main()

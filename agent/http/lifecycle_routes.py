@@ -1,4 +1,5 @@
-"""`/v1/agent/...` routes for operating an agent: maintenance mode (node and service), metrics."""
+"""`/v1/agent/...` routes for operating an agent: maintenance mode (node and service), metrics, the
+log stream."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from .server import HTTPError, Request, Response, Router
+from .server import HTTPError, Request, Response, Router, Send
 
 if TYPE_CHECKING:
     import re
@@ -52,6 +53,29 @@ def add_routes(router: Router, agent: Agent) -> None:
             raise HTTPError(400, f"Invalid format {fmt!r}: the only format is prometheus (or none, for JSON)")
         return Response.json(agent.metrics.as_json(), pretty="pretty" in req.query)
 
+    async def monitor(req: Request, m: re.Match[str]) -> Response:
+        from ..monitor import parse_level
+
+        try:
+            level = parse_level(req.arg("loglevel", "") or "info")
+        except ValueError as exc:
+            raise HTTPError(400, str(exc)) from exc
+        as_json = req.flag("logjson")
+        hub = agent.log_hub
+        hub.install()
+
+        async def produce(send: Send) -> None:
+            sub = hub.subscribe(level, as_json)
+            try:
+                while True:
+                    await send((await sub.next_chunk()).encode("utf-8", "replace"))
+            finally:
+                hub.unsubscribe(sub)
+
+        ctype = "application/json" if as_json else "text/plain; charset=utf-8"
+        return Response(200, headers=[("Content-Type", ctype), ("Cache-Control", "no-cache")], stream=produce)
+
     router.add("GET", r"/v1/agent/metrics", metrics)
+    router.add("GET", r"/v1/agent/monitor", monitor)
     router.add("PUT", r"/v1/agent/maintenance", node_maintenance)
     router.add("PUT", r"/v1/agent/service/maintenance/(?P<id>.+)", service_maintenance)

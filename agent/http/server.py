@@ -69,11 +69,17 @@ class Request:
             raise HTTPError(400, f"Request decode failed: {exc}") from exc
 
 
+Send = Callable[[bytes], Awaitable[None]]
+
+
 @dataclass
 class Response:
     status: int = 200
     body: bytes = b""
     headers: list[tuple[str, str]] = field(default_factory=list)
+    # A streamed body (GET /v1/agent/monitor): called with a function that sends one chunk, after
+    # the head went out; it runs until it returns or the client goes away. Sent chunked.
+    stream: Callable[[Send], Awaitable[None]] | None = None
 
     @classmethod
     def json(cls, data: Any, status: int = 200, headers: list[tuple[str, str]] | None = None,
@@ -281,6 +287,9 @@ class HTTPServer:
 
     async def _send_response(self, stream: trio.abc.Stream, conn: h11.Connection, req: Request,
                              resp: Response) -> None:
+        if resp.stream is not None:
+            await self._send_stream(stream, conn, req, resp)
+            return
         body = resp.body
         if "pretty" in req.query and resp.headers and resp.headers[0] == ("Content-Type", "application/json"):
             try:
@@ -291,4 +300,40 @@ class HTTPServer:
         await stream.send_all(conn.send(h11.Response(status_code=resp.status, headers=headers)))
         if req.method != "HEAD":
             await stream.send_all(conn.send(h11.Data(data=body)))
+        await stream.send_all(conn.send(h11.EndOfMessage()))
+
+    async def _send_stream(self, stream: trio.abc.Stream, conn: h11.Connection, req: Request,
+                           resp: Response) -> None:
+        """Head first, then the body as it comes (chunked for HTTP/1.1, close-delimited for 1.0),
+        until the producer ends or the client closes. A closed client ends the connection."""
+        assert resp.stream is not None
+        await stream.send_all(conn.send(h11.Response(status_code=resp.status, headers=resp.headers)))
+        if req.method == "HEAD":
+            await stream.send_all(conn.send(h11.EndOfMessage()))
+            return
+
+        async def send(chunk: bytes) -> None:
+            if chunk:  # an empty chunk would end a chunked body
+                await stream.send_all(conn.send(h11.Data(data=chunk)))
+
+        gone = False
+        async with trio.open_nursery() as nursery:
+            async def watch_eof() -> None:
+                nonlocal gone
+                try:
+                    while await stream.receive_some(65536):
+                        pass  # a client sends nothing more on a streamed response; ignore it
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass
+                gone = True
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(watch_eof)
+            try:
+                await resp.stream(send)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                gone = True
+            nursery.cancel_scope.cancel()
+        if gone:
+            raise trio.ClosedResourceError("client closed a streamed response")
         await stream.send_all(conn.send(h11.EndOfMessage()))
