@@ -15,6 +15,7 @@ from .durations import parse_duration
 from .status import STATUSES
 
 KINDS = ("http", "tcp", "ttl", "script", "grpc", "h2ping", "alias")
+MIN_INTERVAL = 1.0  # seconds; a py-consul client may send `10` (10 ns) or "100ms"
 
 
 class DefinitionError(ValueError):
@@ -136,6 +137,8 @@ def from_api(obj: Mapping[str, Any], *, default_id: str = "", service_id: str = 
     dcsa, _ = _duration(d, "dcsa", "DeregisterCriticalServiceAfter")
     if kind in ("http", "tcp", "script", "grpc", "h2ping") and interval <= 0:
         raise DefinitionError(f"Interval: required and positive for a {kind.upper()} check")
+    if kind in ("http", "tcp", "script", "grpc", "h2ping"):
+        interval = max(interval, MIN_INTERVAL)  # Consul raises shorter intervals to 1 s
     if kind == "script" and not allow_scripts:
         raise DefinitionError("Args: script checks are disabled (enable_script_checks is false)")
     status = _str(d, "status", "Status") or "critical"

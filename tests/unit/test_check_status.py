@@ -238,3 +238,10 @@ def test_warning_results_count_as_successes_for_the_thresholds() -> None:
     assert sm.status == "warning"
     sm.record("critical", "down")
     assert sm.status == "critical"
+
+
+def test_short_intervals_are_raised_to_one_second() -> None:
+    assert from_api({"name": "t", "tcp": "localhost:22", "interval": 10}).interval == 1.0  # 10 ns, as py-consul sends
+    assert from_api({"name": "t", "http": "http://x/", "interval": "100ms"}).interval == 1.0
+    assert from_api({"name": "t", "http": "http://x/", "interval": "100ms"}).interval_text == "100ms"
+    assert from_api({"name": "t", "tcp": "localhost:22", "interval": "3s"}).interval == 3.0  # control
