@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import trio
 from murmur.checks.definitions import CheckDefinition
-from murmur.checks.probes import run_probe
+from murmur.checks.probes import HTTPClients, run_probe
 from murmur.checks.status import CRITICAL, TTLTimer
 
 from .local_state import LocalState
@@ -35,12 +35,17 @@ class CheckRunner:
         self.running: dict[str, tuple[CheckDefinition, trio.CancelScope]] = {}
         self.wakeups: dict[str, trio.Event] = {}
         self.metrics: Metrics | None = None  # set by the agent (agent/metrics.py)
+        self.http = HTTPClients()  # shared by all HTTP checks
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        async with trio.open_nursery() as nursery:
-            self.nursery = nursery
-            task_status.started()
-            await trio.sleep_forever()
+        try:
+            async with trio.open_nursery() as nursery:
+                self.nursery = nursery
+                task_status.started()
+                await trio.sleep_forever()
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(2):
+                await self.http.aclose()
 
     def reconcile(self) -> None:
         """Start tasks for new or changed checks, stop those of removed checks."""
@@ -67,7 +72,7 @@ class CheckRunner:
             while True:
                 t0 = time.perf_counter()
                 try:
-                    status, output = await run_probe(defn)
+                    status, output = await run_probe(defn, self.http)
                 except Exception as exc:  # a probe bug must not kill the agent
                     log.exception("check %s: probe failed", cid)
                     status, output = CRITICAL, f"probe error: {exc}"
