@@ -131,7 +131,7 @@ class Agent:
         node = NodeInfo(name=cfg.node_name or socket.gethostname(), id=cfg.node_id or node_id_for(cfg.data_dir),
                         address=pick_address(cfg), datacenter=cfg.datacenter,
                         meta=tuple(sorted(cfg.node_meta.items())))
-        self.local = LocalState(node)
+        self.local = LocalState(node, check_update_interval=parse_duration(cfg.check_update_interval))
         self.maintenance = Maintenance(self.local, cfg.data_dir if not cfg.dev else "")
         self.server: ServerRuntime | None = ServerRuntime(self) if cfg.server else None
         from .autopilot import AutopilotConfig
@@ -163,7 +163,7 @@ class Agent:
         if self.server is None:
             return await client_sync(self)
         try:
-            for cmd in self.local.sync_commands(self.store):
+            for cmd in self.local.sync_commands(self.store, trio.current_time()):
                 result = await self.writer.apply(cmd)
                 if isinstance(result, commands.ApplyError):
                     self.stats["sync_errors"] += 1
@@ -306,6 +306,7 @@ class Agent:
         for w in cfg.warnings:
             log.warning("%s", w)
         self.cfg = cfg
+        self.local.check_update_interval = parse_duration(cfg.check_update_interval)
         await self.sync()
         log.info("reloaded configuration from %s", ", ".join(self.config_paths) or "(none)")
 

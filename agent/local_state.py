@@ -7,10 +7,11 @@ by difference rather than by event means a lost or reordered update heals on the
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from murmur.catalog.commands import CheckSpec, Command, Deregister, Register, ServiceSpec
-from murmur.catalog.store import StateStore
+from murmur.catalog.store import CheckRecord, StateStore
 from murmur.checks.definitions import CheckDefinition
 from murmur.checks.status import StatusMachine, TTLTimer
 
@@ -25,6 +26,7 @@ class LocalCheck:
     machine: StatusMachine
     ttl: TTLTimer | None = None
     source: str = "api"  # "config" checks are replaced on reload; "api" ones persist until deregistered
+    output_synced_at: float = float("-inf")  # when this check's output last went to the catalog
 
     def spec(self, service_name: str = "") -> CheckSpec:
         d = self.defn
@@ -50,6 +52,9 @@ class LocalState:
     services: dict[str, ServiceSpec] = field(default_factory=dict)
     service_source: dict[str, str] = field(default_factory=dict)
     checks: dict[str, LocalCheck] = field(default_factory=dict)
+    # Consul's check_update_interval: a change to a check's output alone (same status) reaches the
+    # catalog at most this often, in seconds (0: at once). Status changes always go at once.
+    check_update_interval: float = 0.0
 
     # ---- changes ------------------------------------------------------------------------------
     def add_service(self, spec: ServiceSpec, source: str = "api") -> None:
@@ -89,8 +94,22 @@ class LocalState:
         return self.checks.pop(cid, None) is not None
 
     # ---- anti-entropy -------------------------------------------------------------------------
-    def sync_commands(self, store: StateStore) -> list[Command]:
-        """What to write so the catalog matches this agent's node, services and checks."""
+    def _sync_spec(self, check: LocalCheck, have: dict[str, CheckRecord], now: float, service_name: str = "") -> CheckSpec:
+        """The check as it should be in the catalog now: its current spec, or, while only its
+        output changed and check_update_interval has not passed, the catalog's (no write)."""
+        spec = check.spec(service_name)
+        rec = have.get(spec.check_id)
+        if rec is not None and rec.spec != spec and self.check_update_interval > 0 \
+                and now - check.output_synced_at < self.check_update_interval \
+                and dataclasses.replace(rec.spec, output=spec.output) == spec:
+            return rec.spec
+        if rec is None or rec.spec != spec:
+            check.output_synced_at = now
+        return spec
+
+    def sync_commands(self, store: StateStore, now: float = 0.0) -> list[Command]:
+        """What to write so the catalog matches this agent's node, services and checks. `now`
+        (any clock, seconds) paces output-only updates by check_update_interval."""
         n = self.node
         out: list[Command] = []
         node_cmd = Register(node=n.name, address=n.address, node_id=n.id, datacenter=n.datacenter,
@@ -103,7 +122,7 @@ class LocalState:
         have_checks = store.checks.get(n.name, {})
         for sid in sorted(self.services):
             spec = self.services[sid]
-            checks = tuple(self.checks[c].spec(spec.name) for c in sorted(self.checks)
+            checks = tuple(self._sync_spec(self.checks[c], have_checks, now, spec.name) for c in sorted(self.checks)
                            if self.checks[c].defn.service_id == sid)
             rec = have_services.get(sid)
             stale = [c for c in checks if c.check_id not in have_checks or have_checks[c.check_id].spec != c]
@@ -111,7 +130,7 @@ class LocalState:
                 out.append(Register(node=n.name, address=n.address, node_id=n.id, datacenter=n.datacenter,
                                     tagged_addresses=n.tagged_addresses, node_meta=n.meta, service=spec,
                                     checks=checks, skip_node_update=True))
-        node_checks = tuple(self.checks[c].spec() for c in sorted(self.checks)
+        node_checks = tuple(self._sync_spec(self.checks[c], have_checks, now) for c in sorted(self.checks)
                             if not self.checks[c].defn.service_id)
         stale_node = tuple(c for c in node_checks
                            if c.check_id not in have_checks or have_checks[c.check_id].spec != c)

@@ -191,3 +191,34 @@ def test_readding_a_service_keeps_check_status_through_sync() -> None:
         local.add_check(defn, now=1.0)
     assert local.sync_commands(cat.store) == []
     assert {r.spec.status for r in cat.store.checks["me"].values()} == {PASSING}
+
+
+def test_check_update_interval_paces_output_only_changes() -> None:
+    cat, local = Catalog(), web_local()
+    local.check_update_interval = 300.0
+
+    def sync(now: float) -> list[Command]:
+        out = local.sync_commands(cat.store, now)
+        for cmd in out:
+            assert cat.apply(cmd) is True
+        return out
+
+    def catalog_check() -> CheckSpec:
+        return cat.store.checks["me"]["service:web1:2"].spec
+
+    sync(0.0)
+    local.checks["service:web1:2"].machine.force(PASSING, "run 1")
+    assert len(sync(10.0)) == 1 and catalog_check().output == "run 1"  # a status change: at once
+    local.checks["service:web1:2"].machine.record(PASSING, "run 2")
+    assert sync(20.0) == [] and catalog_check().output == "run 1"  # output alone: held back
+    local.checks["service:web1:2"].machine.record(PASSING, "run 3")
+    assert sync(309.0) == []
+    assert len(sync(311.0)) == 1 and catalog_check().output == "run 3"  # the interval passed
+    local.checks["service:web1:2"].machine.record(PASSING, "run 4")
+    assert sync(312.0) == []
+    local.checks["service:web1:2"].machine.force(CRITICAL, "down")
+    assert len(sync(313.0)) == 1 and catalog_check().status == CRITICAL  # status: never held back
+    # Positive control: with the interval 0, every output change is written.
+    local.check_update_interval = 0.0
+    local.checks["service:web1:2"].machine.force(CRITICAL, "down again")
+    assert len(sync(314.0)) == 1 and catalog_check().output == "down again"
