@@ -29,7 +29,7 @@ from murmur.gossip.config import GossipConfig
 from murmur.gossip.membership import EventKind, MemberEvent, Membership, State
 
 from . import config as config_mod
-from . import conflicts, telemetry
+from . import conflicts, systemd, telemetry
 from .checks_runner import CheckRunner
 from .config import RuntimeConfig
 from .definitions import ServiceDefinition, parse_service, sidecar_definition
@@ -154,6 +154,7 @@ class Agent:
         self.member_snapshot: MemberSnapshot | None = None
         self.user_events: UserEvents | None = None
         self.leaving = False
+        self.stopping_notified = False
         self.server_port_bound = 0
 
     # ---- write path ----------------------------------------------------------------------------
@@ -357,7 +358,9 @@ class Agent:
             log.info("agent %s (%s) started: node %s, datacenter %s", __version__, CONSUL_COMPAT_VERSION,
                      self.local.node.name, self.cfg.datacenter)
             task_status.started()
+            systemd.notify("READY=1")
             await self.shutdown.wait()
+            self._stopping()
             nursery.cancel_scope.cancel()
         log.info("agent stopped")
 
@@ -558,9 +561,16 @@ class Agent:
                         pass
                 else:
                     log.info("caught %s, shutting down", signal.Signals(sig).name)
+                    self._stopping()
                     if self._leave_on(sig):
                         await self.leave()
                     self.shutdown.set()
+
+    def _stopping(self) -> None:
+        """Tell systemd we are stopping (once, however many signals arrive)."""
+        if not self.stopping_notified:
+            self.stopping_notified = True
+            systemd.notify("STOPPING=1")
 
     def _leave_on(self, sig: int) -> bool:
         """Consul's rules: SIGTERM leaves if leave_on_terminate (default: clients yes, servers no);

@@ -503,6 +503,8 @@ class RuntimeConfig:
     raft_trailing_logs: int = _opt(10240, check=_at_least(0))
     # TRACE, DEBUG, INFO, WARN or ERROR (files may use any case; stored upper-case).
     log_level: str = _opt("INFO", check=_one_of("trace", "debug", "info", "warn", "error", upper=True))
+    # Log one JSON object a line (hclog's keys: @level, @message, @module, @timestamp) instead of text.
+    log_json: bool = _opt(False)
     # --dev: a single in-memory server. Set by load(dev=True), not by files.
     dev: bool = _opt(False, in_files=False)
     # Services, in Consul HTTP API shape (ID, Name, Tags, Port, Check, Checks, ...).
@@ -544,7 +546,7 @@ UNIMPLEMENTED_CONSUL_KEYS: frozenset[str] = frozenset({
     "disable_http_unprintable_char_filter", "disable_keyring_file", "disable_remote_exec",
     "disable_update_check", "discard_check_output", "discovery_max_stale", "enable_agent_tls_for_checks",
     "enable_central_service_config", "enable_debug", "enable_syslog", "experiments", "http_config",
-    "license_path", "locality", "log_file", "log_json", "log_rotate_bytes", "log_rotate_duration",
+    "license_path", "locality", "log_file", "log_rotate_bytes", "log_rotate_duration",
     "log_rotate_max_files", "max_query_time", "non_voting_server", "partition", "peering", "performance",
     "pid_file", "primary_datacenter", "primary_gateways", "primary_gateways_retry_interval", "protocol",
     "raft_boltdb", "raft_logstore", "raft_protocol", "raft_snapshot_interval",

@@ -59,6 +59,7 @@ def keygen() -> None:
 @click.option("--retry-join", multiple=True, help="Like --join, retried until it succeeds (repeatable).")
 @click.option("--encrypt", default=None, help="Gossip encryption key (base64, 32 bytes).")
 @click.option("--log-level", default=None, help="trace, debug, info, warn or error.")
+@click.option("--log-json", "log_json", is_flag=True, default=None, help="Log JSON lines instead of text.")
 def agent(dev: bool, config_dir: tuple[str, ...], config_file: tuple[str, ...], join: tuple[str, ...],
           retry_join: tuple[str, ...], **flags: Any) -> None:
     """Run an agent."""
@@ -83,6 +84,11 @@ def agent(dev: bool, config_dir: tuple[str, ...], config_file: tuple[str, ...], 
         return
     level = LOG_LEVELS.get(cfg.log_level.lower(), logging.INFO)
     logging.basicConfig(level=level, format="%(asctime)s [%(levelname)s] %(name)s: %(message)s", stream=sys.stderr)
+    if cfg.log_json:
+        from murmur.agent.monitor import JSONFormatter
+
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(JSONFormatter())
     for noisy in ("httpx", "httpcore"):  # one line per health-check request is noise, not news
         logging.getLogger(noisy).setLevel(logging.WARNING)
     log = logging.getLogger("murmur")
