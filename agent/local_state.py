@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from murmur.catalog.commands import CheckSpec, Command, Deregister, Register, ServiceSpec
 from murmur.catalog.store import CheckRecord, StateStore
 from murmur.checks.definitions import CheckDefinition
-from murmur.checks.status import StatusMachine, TTLTimer
+from murmur.checks.status import CRITICAL, StatusMachine, TTLTimer
 
 # Registrations the servers own on every node; anti-entropy never removes them.
 SYSTEM_CHECKS = frozenset({"serfHealth"})
@@ -27,6 +27,7 @@ class LocalCheck:
     ttl: TTLTimer | None = None
     source: str = "api"  # "config" checks are replaced on reload; "api" ones persist until deregistered
     output_synced_at: float = float("-inf")  # when this check's output last went to the catalog
+    critical_since: float | None = None  # when the reaper first saw it critical (deregister_critical_service_after)
 
     def spec(self, service_name: str = "") -> CheckSpec:
         d = self.defn
@@ -92,6 +93,23 @@ class LocalState:
 
     def remove_check(self, cid: str) -> bool:
         return self.checks.pop(cid, None) is not None
+
+    def reap(self, now: float) -> list[str]:
+        """Services to deregister because one of their checks with deregister_critical_service_after
+        has been critical that long (as the reaper saw it: `now` is when it looks)."""
+        out: set[str] = set()
+        for check in self.checks.values():
+            after = check.defn.deregister_critical_service_after
+            if after <= 0 or not check.defn.service_id:
+                continue
+            if check.machine.status != CRITICAL:
+                check.critical_since = None
+                continue
+            if check.critical_since is None:
+                check.critical_since = now
+            if now - check.critical_since >= after and check.defn.service_id in self.services:
+                out.add(check.defn.service_id)
+        return sorted(out)
 
     # ---- anti-entropy -------------------------------------------------------------------------
     def _sync_spec(self, check: LocalCheck, have: dict[str, CheckRecord], now: float, service_name: str = "") -> CheckSpec:

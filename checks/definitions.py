@@ -15,6 +15,7 @@ from .durations import parse_duration
 from .status import STATUSES
 
 KINDS = ("http", "tcp", "ttl", "script", "grpc", "h2ping", "alias")
+MIN_DEREGISTER_AFTER = 60.0  # seconds: Consul's minimum for deregister_critical_service_after
 MIN_INTERVAL = 1.0  # seconds; a py-consul client may send `10` (10 ns) or "100ms"
 
 
@@ -135,6 +136,8 @@ def from_api(obj: Mapping[str, Any], *, default_id: str = "", service_id: str = 
     timeout, timeout_text = _duration(d, "timeout", "Timeout")
     ttl, _ = _duration(d, "ttl", "TTL")
     dcsa, _ = _duration(d, "dcsa", "DeregisterCriticalServiceAfter")
+    if dcsa > 0:
+        dcsa = max(dcsa, MIN_DEREGISTER_AFTER)
     if kind in ("http", "tcp", "script", "grpc", "h2ping") and interval <= 0:
         raise DefinitionError(f"Interval: required and positive for a {kind.upper()} check")
     if kind in ("http", "tcp", "script", "grpc", "h2ping"):
