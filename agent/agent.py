@@ -85,6 +85,8 @@ def pick_address(cfg: RuntimeConfig) -> str:
 PROTOCOL_TAGS = {"vsn": "2", "vsn_min": "2", "vsn_max": "3"}
 LEAVE_TIMEOUT = 5.0  # seconds a graceful leave waits for its broadcast to go out
 ANTI_ENTROPY_INTERVAL = 1.0  # seconds between anti-entropy passes (a diff; writes only on change)
+ALIAS_WAIT = 30.0  # seconds an alias check's blocking read of another node waits for a change
+REAP_INTERVAL = 30.0  # seconds between reaper passes (Consul's; deregister_critical_service_after is >= 1m)
 RECONCILE_INTERVAL = 1.0  # seconds between the leader's member-list reconcile passes
 
 
@@ -142,6 +144,7 @@ class Agent:
         self.sync_lock = trio.Lock()
         self.checks = CheckRunner(self.local, self.sync, self.rng)
         self.metrics = telemetry.install(self)
+        self.checks.read_node_checks = self._read_node_checks
         self.log_hub = LogHub()  # installed on the root logger by the first /v1/agent/monitor client
         self.http_port = 0
         self.dns_port = 0
@@ -180,6 +183,27 @@ class Agent:
         while True:
             await trio.sleep(ANTI_ENTROPY_INTERVAL if self.server is not None else client_sync_interval(self))
             await self.sync()
+
+    async def _read_node_checks(self, node: str, index: int) -> tuple[int, list[dict[str, Any]]]:
+        """A node's checks from the catalog, as a blocking read past `index` (alias checks)."""
+        from .reads import execute
+
+        if self.server is not None:
+            res = await execute(self, "health.node", {"node": node}, "stale", index, ALIAS_WAIT)
+        else:
+            res = await self.remote.read("health.node", {"node": node}, "stale", index, ALIAS_WAIT)
+        return res.index, list(res.data)
+
+    async def _reap_loop(self) -> None:
+        """Consul's reaper: every REAP_INTERVAL, deregister services whose check has been critical
+        for its deregister_critical_service_after."""
+        while True:
+            await trio.sleep(REAP_INTERVAL)
+            gone = [sid for sid in self.local.reap(trio.current_time()) if self.remove_service(sid)]
+            for sid in gone:
+                log.info("deregistered service %s: critical for longer than its deregister_critical_service_after", sid)
+            if gone:
+                await self.sync()
 
     async def _reconcile_loop(self) -> None:
         """On the Raft leader only: make the catalog follow the member list (clients never do)."""
@@ -337,6 +361,7 @@ class Agent:
             if self.server is not None:
                 nursery.start_soon(self._reconcile_loop)
             nursery.start_soon(self._anti_entropy)
+            nursery.start_soon(self._reap_loop)
             if self.server is None:
                 nursery.start_soon(self.sync)  # reaches the servers once gossip has found them
             elif self.cfg.dev:

@@ -11,9 +11,10 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
+from murmur.checks.alias import alias_status
 from murmur.checks.definitions import CheckDefinition
 from murmur.checks.probes import HTTPClients, run_probe
 from murmur.checks.status import CRITICAL, TTLTimer
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
     from .metrics import Metrics
 
 log = logging.getLogger("murmur.checks")
+
+ALIAS_POLL = 1.0  # seconds between looks at the local agent's checks for an alias of a local service
 
 
 class CheckRunner:
@@ -36,6 +39,8 @@ class CheckRunner:
         self.wakeups: dict[str, trio.Event] = {}
         self.metrics: Metrics | None = None  # set by the agent (agent/metrics.py)
         self.http = HTTPClients()  # shared by all HTTP checks
+        # Alias checks of another node: (node, index) -> (index, health.node rows). Set by the agent.
+        self.read_node_checks: Callable[[str, int], Awaitable[tuple[int, list[dict[str, Any]]]]] | None = None
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         try:
@@ -57,12 +62,12 @@ class CheckRunner:
                 del self.running[cid]
                 self.wakeups.pop(cid, None)
         for cid, check in self.local.checks.items():
-            if cid in self.running or check.defn.kind not in ("http", "tcp", "script", "ttl"):
+            if cid in self.running or check.defn.kind not in ("http", "tcp", "script", "ttl", "alias"):
                 continue
             scope = trio.CancelScope()
             self.running[cid] = (check.defn, scope)
             assert self.nursery is not None, "CheckRunner.serve must be started first"
-            target = self._ttl_loop if check.defn.kind == "ttl" else self._probe_loop
+            target = {"ttl": self._ttl_loop, "alias": self._alias_loop}.get(check.defn.kind, self._probe_loop)
             self.nursery.start_soon(target, cid, check.defn, scope)
 
     async def _probe_loop(self, cid: str, defn: CheckDefinition, scope: trio.CancelScope) -> None:
@@ -113,3 +118,38 @@ class CheckRunner:
                 else:
                     with trio.move_on_at(timer.deadline):
                         await event.wait()
+
+    async def _alias_loop(self, cid: str, defn: CheckDefinition, scope: trio.CancelScope) -> None:
+        """Follow the aliased service or node: the local agent's checks (polled), or another node's
+        through blocking reads of its health (from the catalog, so a server or over RPC)."""
+        with scope:
+            local_node = not defn.alias_node or defn.alias_node == self.local.node.name
+            index = 0
+            while True:
+                check = self.local.checks.get(cid)
+                if check is None or check.defn != defn:
+                    return
+                if local_node:
+                    rows = [(c.defn.id, c.defn.service_id, c.machine.status) for c in self.local.checks.values()]
+                    status, output = alias_status(rows, defn.alias_service, own_id=cid)
+                elif self.read_node_checks is None:
+                    status, output = CRITICAL, "alias of another node: no catalog to read"
+                else:
+                    try:
+                        index, data = await self.read_node_checks(defn.alias_node, index)
+                        rows = [(str(r.get("CheckID", "")), str(r.get("ServiceID", "")), str(r.get("Status", "")))
+                                for r in data]
+                        status, output = alias_status(rows, defn.alias_service, own_id=cid)
+                        if not data:
+                            status, output = CRITICAL, f"Node {defn.alias_node!r} not found"
+                    except Exception as exc:  # no server reachable, say: critical, retry after a pause
+                        status, output = CRITICAL, f"alias of node {defn.alias_node!r}: {exc}"
+                        index = 0
+                        await trio.sleep(ALIAS_POLL)
+                check = self.local.checks.get(cid)
+                if check is None or check.defn != defn:
+                    return
+                if check.machine.force(status, output):
+                    await self.on_change()
+                if local_node:
+                    await trio.sleep(ALIAS_POLL)
