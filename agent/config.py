@@ -666,6 +666,7 @@ _CHECK_FIELDS: dict[str, tuple[str, _Rule]] = {
     "tls_server_name": ("TLSServerName", _plain(str)),
     "disable_redirects": ("DisableRedirects", _plain(bool)),
     "tcp": ("TCP", _plain(str, _tcp_target)),
+    "tcp_use_tls": ("TCPUseTLS", _plain(bool)),
     "ttl": ("TTL", _plain(str, _duration)),
     "args": ("Args", _plain(list[str], _non_empty_items)),
     "docker_container_id": ("DockerContainerID", _plain(str, _non_empty)),
@@ -685,7 +686,7 @@ _CHECK_FIELDS: dict[str, tuple[str, _Rule]] = {
     "output_max_size": ("OutputMaxSize", _plain(int, _at_least(0))),
 }
 _CHECK_ALIASES = {"check_id": "id", "script_args": "args"}
-_CHECK_UNIMPLEMENTED = frozenset({"udp", "os_service", "tcp_use_tls", "namespace", "partition"})
+_CHECK_UNIMPLEMENTED = frozenset({"udp", "os_service", "namespace", "partition"})
 # The check kinds; a definition has exactly one. alias_node and alias_service together are one
 # alias check (a service on a given node), as in Consul.
 _CHECK_KINDS = ("http", "tcp", "ttl", "args", "grpc", "h2ping", "alias")

@@ -52,6 +52,7 @@ class CheckDefinition:
     tls_server_name: str = ""
     disable_redirects: bool = False
     tcp: str = ""
+    tcp_use_tls: bool = False
     args: tuple[str, ...] = ()
     grpc: str = ""
     alias_service: str = ""
@@ -74,6 +75,8 @@ class CheckDefinition:
             out.update(HTTP=self.http, Method=self.method, Header=self.header, TLSSkipVerify=self.tls_skip_verify)
         if self.tcp:
             out["TCP"] = self.tcp
+            if self.tcp_use_tls:
+                out.update(TCPUseTLS=True, TLSSkipVerify=self.tls_skip_verify)
         if self.args:
             out["ScriptArgs"] = list(self.args)
         if self.interval_text:
@@ -170,6 +173,7 @@ def from_api(obj: Mapping[str, Any], *, default_id: str = "", service_id: str = 
         method=_str(d, "method", "Method").upper() or "GET", header=header, body=_str(d, "body", "Body"),
         tls_skip_verify=bool(d.get("tlsskipverify", False)), tls_server_name=_str(d, "tlsservername", "TLSServerName"),
         disable_redirects=bool(d.get("disableredirects", False)), tcp=tcp, args=tuple(args),
+        tcp_use_tls=bool(d.get("tcpusetls", False)),
         grpc=_str(d, "grpc", "GRPC"), alias_service=_str(d, "aliasservice", "AliasService"),
         alias_node=_str(d, "aliasnode", "AliasNode"),
         service_id=_str(d, "serviceid", "ServiceID") or service_id, notes=_str(d, "notes", "Notes"),

@@ -7,6 +7,7 @@ with an explanation; a probe never raises for a failing target.
 
 from __future__ import annotations
 
+import ssl
 import subprocess
 from typing import TYPE_CHECKING
 
@@ -91,14 +92,41 @@ def _root_cause(exc: BaseException) -> str:
     return ""
 
 
+_TLS_CONTEXTS: dict[bool, ssl.SSLContext] = {}
+
+
+def tls_context(skip_verify: bool) -> ssl.SSLContext:
+    """One client SSL context per verify setting, shared by every TLS probe (building one costs
+    milliseconds: the system CA bundle is parsed each time)."""
+    ctx = _TLS_CONTEXTS.get(skip_verify)
+    if ctx is None:
+        ctx = ssl.create_default_context()
+        if skip_verify:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        _TLS_CONTEXTS[skip_verify] = ctx
+    return ctx
+
+
 async def tcp_probe(defn: CheckDefinition) -> tuple[str, str]:
-    """Passing when a TCP connection opens within the timeout."""
+    """Passing when a TCP connection opens within the timeout (and with tcp_use_tls, when the TLS
+    handshake succeeds, certificate checked unless tls_skip_verify)."""
     host, _, port = defn.tcp.rpartition(":")
     host = host.strip("[]")
     try:
         with trio.fail_after(defn.timeout):
-            stream = await trio.open_tcp_stream(host, int(port))
-        await stream.aclose()
+            stream: trio.abc.Stream = await trio.open_tcp_stream(host, int(port))
+            if defn.tcp_use_tls:
+                tls = trio.SSLStream(stream, tls_context(defn.tls_skip_verify),
+                                     server_hostname=defn.tls_server_name or host)
+                try:
+                    await tls.do_handshake()
+                except trio.BrokenResourceError as exc:
+                    await stream.aclose()
+                    cause = exc.__cause__ or exc
+                    return CRITICAL, f"TCP connect {defn.tcp}: TLS handshake failed: {cause}"
+                stream = tls
+        await trio.aclose_forcefully(stream)
     except trio.TooSlowError:
         return CRITICAL, f"TCP connect {defn.tcp}: timed out after {defn.timeout:g}s"
     except (OSError, ValueError) as exc:
