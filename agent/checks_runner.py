@@ -62,7 +62,7 @@ class CheckRunner:
                 del self.running[cid]
                 self.wakeups.pop(cid, None)
         for cid, check in self.local.checks.items():
-            if cid in self.running or check.defn.kind not in ("http", "tcp", "script", "ttl", "alias"):
+            if cid in self.running or check.defn.kind not in ("http", "tcp", "script", "grpc", "ttl", "alias"):
                 continue
             scope = trio.CancelScope()
             self.running[cid] = (check.defn, scope)

@@ -55,6 +55,7 @@ class CheckDefinition:
     tcp_use_tls: bool = False
     args: tuple[str, ...] = ()
     grpc: str = ""
+    grpc_use_tls: bool = False
     alias_service: str = ""
     alias_node: str = ""
     service_id: str = ""
@@ -73,6 +74,8 @@ class CheckDefinition:
         out: dict[str, Any] = {}
         if self.http:
             out.update(HTTP=self.http, Method=self.method, Header=self.header, TLSSkipVerify=self.tls_skip_verify)
+        if self.grpc:
+            out.update(GRPC=self.grpc, GRPCUseTLS=self.grpc_use_tls)
         if self.tcp:
             out["TCP"] = self.tcp
             if self.tcp_use_tls:
@@ -174,7 +177,7 @@ def from_api(obj: Mapping[str, Any], *, default_id: str = "", service_id: str = 
         tls_skip_verify=bool(d.get("tlsskipverify", False)), tls_server_name=_str(d, "tlsservername", "TLSServerName"),
         disable_redirects=bool(d.get("disableredirects", False)), tcp=tcp, args=tuple(args),
         tcp_use_tls=bool(d.get("tcpusetls", False)),
-        grpc=_str(d, "grpc", "GRPC"), alias_service=_str(d, "aliasservice", "AliasService"),
+        grpc=_str(d, "grpc", "GRPC"), grpc_use_tls=bool(d.get("grpcusetls", False)), alias_service=_str(d, "aliasservice", "AliasService"),
         alias_node=_str(d, "aliasnode", "AliasNode"),
         service_id=_str(d, "serviceid", "ServiceID") or service_id, notes=_str(d, "notes", "Notes"),
         status=status, success_before_passing=_int(d, "successbeforepassing", "SuccessBeforePassing"),
