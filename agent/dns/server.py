@@ -29,6 +29,7 @@ import trio
 from murmur.catalog.dns import Answerer, DNSSettings, slice_key
 from murmur.checks.durations import parse_duration
 
+from ..metrics import PENDING_MAX
 from ..reads import ReadError
 from .remote_cache import SliceCache
 
@@ -88,7 +89,8 @@ class DNSServer:
         # A client agent has no catalog: it answers from slices fetched from the servers.
         self.slices: SliceCache | None = None if agent.cfg.server else SliceCache(agent.remote)
         self.inflight = 0
-        self.metric_labels = {"node": agent.local.node.name}
+        # consul.dns.domain_query: added to directly (this is the hot path; see agent/telemetry.py).
+        self.timing = agent.metrics.sample("consul.dns.domain_query", {"node": agent.local.node.name})
 
     # ---- answering (synchronous, shared by UDP and TCP) ----------------------------------------
     def respond(self, data: bytes, udp: bool) -> bytes | None:
@@ -97,8 +99,10 @@ class DNSServer:
         try:
             return self._respond(data, udp)
         finally:
-            self.agent.metrics.observe_ms("consul.dns.domain_query", (time.perf_counter() - t0) * 1000.0,
-                                          self.metric_labels)
+            pending = self.timing.pending
+            pending.append((time.perf_counter() - t0) * 1000.0)
+            if len(pending) >= PENDING_MAX:
+                self.timing.fold()
 
     def _respond(self, data: bytes, udp: bool) -> bytes | None:
         store = self.agent.store
@@ -147,8 +151,10 @@ class DNSServer:
         try:
             return await self._respond_remote(data, udp)
         finally:
-            self.agent.metrics.observe_ms("consul.dns.domain_query", (time.perf_counter() - t0) * 1000.0,
-                                          self.metric_labels)
+            pending = self.timing.pending
+            pending.append((time.perf_counter() - t0) * 1000.0)
+            if len(pending) >= PENDING_MAX:
+                self.timing.fold()
 
     async def _respond_remote(self, data: bytes, udp: bool) -> bytes | None:
         assert self.slices is not None

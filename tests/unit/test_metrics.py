@@ -48,3 +48,21 @@ def test_json_aggregates_and_prometheus_text() -> None:
 
 def test_prom_name() -> None:
     assert prom_name("consul.raft.commitTime") == "consul_raft_commitTime"
+
+
+def test_fold_matches_add() -> None:
+    import random
+
+    from murmur.agent.metrics import Aggregate
+
+    rng = random.Random(3)
+    vals = [rng.expovariate(1 / 3) for _ in range(5000)] + [0.05, 0.1, 1.0, 30000.0, 50000.0]
+    one, batch = Aggregate(), Aggregate()
+    for v in vals:
+        one.add(v, True)
+    batch.pending.extend(vals[:2000])
+    batch.fold()
+    batch.pending.extend(vals[2000:])
+    batch.fold()
+    assert (one.count, one.min, one.max, one.buckets) == (batch.count, batch.min, batch.max, batch.buckets)
+    assert math.isclose(one.sum, batch.sum) and math.isclose(one.sumsq, batch.sumsq)
