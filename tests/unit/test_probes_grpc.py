@@ -86,3 +86,40 @@ def test_grpc_probe_statuses() -> None:
             nursery.cancel_scope.cancel()
 
     trio.run(main)
+
+
+def test_grpc_use_tls(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import shutil
+
+    import pytest
+
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl CLI")
+    from test_probes_tcp_tls import self_signed
+
+    server_ctx = self_signed(tmp_path)
+    server_ctx.set_alpn_protocols(["h2"])
+
+    async def tls_grpc(stream: trio.SocketStream) -> None:
+        tls = trio.SSLStream(stream, server_ctx, server_side=True)
+        try:
+            await tls.do_handshake()
+            await grpc_server(tls)  # type: ignore[arg-type]
+        except trio.BrokenResourceError:
+            pass
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            port = (await nursery.start(trio.serve_tcp, tls_grpc, 0))[0].socket.getsockname()[1]
+
+            async def probe(**kw: object) -> tuple[str, str]:
+                return await run_probe(from_api({"name": "g", "grpc": f"127.0.0.1:{port}/web", "interval": "10s",
+                                                 "timeout": "5s", "grpc_use_tls": True, **kw}))
+
+            ok = await probe(tls_skip_verify=True)
+            assert ok[0] == "passing", ok
+            untrusted = await probe()  # self-signed: refused unless tls_skip_verify
+            assert untrusted[0] == "critical", untrusted
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
