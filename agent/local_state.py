@@ -88,6 +88,8 @@ class LocalState:
             if ttl is None:
                 ttl = TTLTimer(defn.ttl, now + defn.ttl)
         check = LocalCheck(defn, machine, ttl, source)
+        if old is not None:  # re-registered (a reload): its sync pacing and reaper clock carry over
+            check.output_synced_at, check.critical_since = old.output_synced_at, old.critical_since
         self.checks[defn.id] = check
         return check
 

@@ -246,3 +246,13 @@ def test_reap_deregisters_services_critical_for_their_deregister_after() -> None
 def test_deregister_after_has_a_one_minute_minimum() -> None:
     assert from_api({"Name": "t", "TTL": "5s", "DeregisterCriticalServiceAfter": "10s"}).deregister_critical_service_after == 60.0
     assert from_api({"Name": "t", "TTL": "5s"}).deregister_critical_service_after == 0.0
+
+
+def test_reregistration_keeps_the_reaper_clock() -> None:
+    local = make_local()
+    sdef = parse_service({"Name": "web", "ID": "web1", "Check": {"TTL": "30s", "DeregisterCriticalServiceAfter": "90s"}})
+    local.add_service(sdef.spec)
+    local.add_check(sdef.checks[0], now=0.0)
+    assert local.reap(0.0) == []
+    local.add_check(sdef.checks[0], now=50.0)  # a reload re-adds the unchanged check
+    assert local.reap(90.0) == ["web1"]
