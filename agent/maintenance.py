@@ -80,10 +80,14 @@ class Maintenance:
         self.node = node if isinstance(node, str) else None
         self.services = {str(k): str(v) for k, v in data.get("services", {}).items()}
 
-    def _save(self) -> None:
-        if self.path is None:
-            return
-        data = {"format": FORMAT, "node": self.node, "services": self.services}
+    def _save(self, node: str | None, services: dict[str, str]) -> None:
+        """Write the new state, then adopt it: a failed write (it raises) changes nothing."""
+        if self.path is not None:
+            self._write({"format": FORMAT, "node": node, "services": services})
+        self.node, self.services = node, services
+
+    def _write(self, data: dict[str, Any]) -> None:
+        assert self.path is not None
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
         with open(tmp, "w") as f:
@@ -103,22 +107,20 @@ class Maintenance:
 
     def set_node(self, enable: bool, reason: str, now: float) -> None:
         if enable:
-            self.node = reason or NODE_DEFAULT_REASON
-            self._save()
+            self._save(reason or NODE_DEFAULT_REASON, self.services)
             self.local.add_check(node_check(reason), now, "maintenance")
             log.info("node entered maintenance mode: %s", self.node)
         else:
             was = self.node is not None or NODE_CHECK_ID in self.local.checks
-            self.node = None
-            self._save()
+            self._save(None, self.services)
             self.local.remove_check(NODE_CHECK_ID)
             if was:
                 log.info("node left maintenance mode")
 
     def forget_service(self, sid: str) -> None:
         """The service was deregistered: its maintenance ends with it."""
-        if self.services.pop(sid, None) is not None:
-            self._save()
+        if sid in self.services:
+            self._save(self.node, {k: v for k, v in self.services.items() if k != sid})
             log.info("service %s deregistered: its maintenance mode ends", sid)
 
     def set_service(self, sid: str, enable: bool, reason: str, now: float) -> bool:
@@ -126,13 +128,12 @@ class Maintenance:
         if sid not in self.local.services:
             return False
         if enable:
-            self.services[sid] = reason or SERVICE_DEFAULT_REASON
-            self._save()
+            self._save(self.node, {**self.services, sid: reason or SERVICE_DEFAULT_REASON})
             self.local.add_check(service_check(sid, reason), now, "maintenance")
             log.info("service %s entered maintenance mode: %s", sid, self.services[sid])
         else:
-            was = self.services.pop(sid, None) is not None
-            self._save()
+            was = sid in self.services
+            self._save(self.node, {k: v for k, v in self.services.items() if k != sid})
             self.local.remove_check(service_check_id(sid))
             if was:
                 log.info("service %s left maintenance mode", sid)

@@ -31,14 +31,21 @@ def enable_arg(req: Request) -> bool:
 def add_routes(router: Router, agent: Agent) -> None:
     async def node_maintenance(req: Request, m: re.Match[str]) -> Response:
         enable = enable_arg(req)
-        agent.maintenance.set_node(enable, req.arg("reason", "") or "", trio.current_time())
+        try:
+            agent.maintenance.set_node(enable, req.arg("reason", "") or "", trio.current_time())
+        except OSError as exc:
+            raise HTTPError(500, f"cannot record the maintenance state: {exc}") from exc
         await agent.sync()
         return Response()
 
     async def service_maintenance(req: Request, m: re.Match[str]) -> Response:
         sid = m["id"]
         enable = enable_arg(req)
-        if not agent.maintenance.set_service(sid, enable, req.arg("reason", "") or "", trio.current_time()):
+        try:
+            known = agent.maintenance.set_service(sid, enable, req.arg("reason", "") or "", trio.current_time())
+        except OSError as exc:
+            raise HTTPError(500, f"cannot record the maintenance state: {exc}") from exc
+        if not known:
             raise HTTPError(404, f"Unknown service ID {sid!r}")
         await agent.sync()
         return Response()

@@ -56,3 +56,18 @@ def test_bad_or_newer_file_is_refused(tmp_path: Path) -> None:
     m = Maintenance(local(), str(tmp_path))
     m.load()
     assert m.node == "r"
+
+
+def test_a_failed_write_changes_nothing(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    st = local()
+    m = Maintenance(st, str(blocker / "data"))  # its parent is a file: the write fails
+    with pytest.raises(OSError):
+        m.set_node(True, "x", 0.0)
+    with pytest.raises(OSError):
+        m.set_service("web", True, "x", 0.0)
+    assert (m.node, m.services, set(st.checks)) == (None, {}, set())
+    ok = Maintenance(st, str(tmp_path / "data"))  # positive control
+    ok.set_node(True, "x", 0.0)
+    assert ok.node == "x" and "_node_maintenance" in st.checks
