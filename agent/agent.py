@@ -164,6 +164,7 @@ class Agent:
     async def sync(self) -> bool:
         """Anti-entropy: write whatever the catalog lacks of this agent's state. False if a write
         could not be made now (no leader yet, say); the periodic pass retries."""
+        self.checks.poke()  # local alias checks follow local changes at once
         if self.server is None:
             return await client_sync(self)
         try:

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("murmur.checks")
 
-ALIAS_POLL = 1.0  # seconds between looks at the local agent's checks for an alias of a local service
+ALIAS_POLL = 1.0  # at most this many seconds between looks at the local checks for a local alias
 
 
 class CheckRunner:
@@ -39,6 +39,7 @@ class CheckRunner:
         self.wakeups: dict[str, trio.Event] = {}
         self.metrics: Metrics | None = None  # set by the agent (agent/metrics.py)
         self.http = HTTPClients()  # shared by all HTTP checks
+        self.changed = trio.Event()  # set by poke() when local state may have changed (alias checks)
         # Alias checks of another node: (node, index) -> (index, health.node rows). Set by the agent.
         self.read_node_checks: Callable[[str, int], Awaitable[tuple[int, list[dict[str, Any]]]]] | None = None
 
@@ -95,6 +96,11 @@ class CheckRunner:
                     await self.on_change()
                 await trio.sleep(defn.interval)
 
+    def poke(self) -> None:
+        """Local checks may have changed (the agent syncs after every change): wake local aliases."""
+        self.changed.set()
+        self.changed = trio.Event()
+
     def refreshed(self, cid: str) -> None:
         """A TTL check got an update: wake its task so it re-arms at the new deadline."""
         event = self.wakeups.get(cid)
@@ -129,6 +135,7 @@ class CheckRunner:
                 check = self.local.checks.get(cid)
                 if check is None or check.defn != defn:
                     return
+                changed = self.changed
                 if local_node:
                     rows = [(c.defn.id, c.defn.service_id, c.machine.status) for c in self.local.checks.values()]
                     status, output = alias_status(rows, defn.alias_service, own_id=cid)
@@ -152,4 +159,5 @@ class CheckRunner:
                 if check.machine.force(status, output):
                     await self.on_change()
                 if local_node:
-                    await trio.sleep(ALIAS_POLL)
+                    with trio.move_on_after(ALIAS_POLL):  # woken by any local change; the poll is a backstop
+                        await changed.wait()

@@ -123,3 +123,33 @@ def test_ttl_expiry_on_the_virtual_clock() -> None:
     t, status, output = seen[0]
     assert status == C and output.startswith("TTL expired")
     assert t == pytest.approx(16.0, abs=1e-6)  # 6 s + the refreshed 10 s, not the first deadline at 10 s
+
+
+def test_local_alias_follows_at_once_when_poked() -> None:
+    local = LocalState(NodeInfo("n1", "id-1", "10.0.0.1", "dc1"))
+    local.add_service(ServiceSpec(id="web", name="web"))
+    seen: list[tuple[float, str]] = []
+
+    async def main() -> None:
+        local.add_check(from_api({"Name": "web", "TTL": "1h", "Status": "passing", "ServiceID": "web"}), 0.0)
+        local.add_check(from_api({"Name": "follow", "AliasService": "web"}), 0.0)
+        runner: CheckRunner
+
+        async def on_change() -> None:
+            seen.append((trio.current_time(), local.checks["follow"].machine.status))
+            runner.poke()
+
+        runner = CheckRunner(local, on_change, random.Random(1))
+        async with trio.open_nursery() as nursery:
+            await nursery.start(runner.serve)
+            runner.reconcile()
+            await trio.sleep(5.3)
+            local.checks["web"].machine.force(C, "down")  # what check/fail does, then the agent syncs
+            runner.poke()
+            await trio.sleep(5)
+            nursery.cancel_scope.cancel()
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert seen[0] == (0.0, P)  # starts critical (the default), follows web to passing at once
+    assert seen[1] == (pytest.approx(5.3), C)  # and to critical when poked, not at the next 1 s poll
+    assert len(seen) == 2
