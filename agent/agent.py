@@ -29,7 +29,7 @@ from murmur.gossip.config import GossipConfig
 from murmur.gossip.membership import EventKind, MemberEvent, Membership, State
 
 from . import config as config_mod
-from . import conflicts
+from . import conflicts, systemd, telemetry
 from .checks_runner import CheckRunner
 from .config import RuntimeConfig
 from .definitions import ServiceDefinition, parse_service, sidecar_definition
@@ -37,7 +37,9 @@ from .drivers.gossip import GossipDriver
 from .events import UserEvents
 from .gossip_keyring import KeyringFileError, load_keyring
 from .local_state import LocalState, NodeInfo
+from .maintenance import Maintenance, MaintenanceError
 from .member_snapshot import MemberSnapshot
+from .monitor import LogHub
 from .node_sync import client_sync, client_sync_interval
 from .persisted import PersistedRegistrations
 from .protocol import protocol_tags
@@ -84,6 +86,8 @@ def pick_address(cfg: RuntimeConfig) -> str:
 
 LEAVE_TIMEOUT = 5.0  # seconds a graceful leave waits for its broadcast to go out
 ANTI_ENTROPY_INTERVAL = 1.0  # seconds between anti-entropy passes (a diff; writes only on change)
+ALIAS_WAIT = 30.0  # seconds an alias check's blocking read of another node waits for a change
+REAP_INTERVAL = 30.0  # seconds between reaper passes (Consul's; deregister_critical_service_after is >= 1m)
 RECONCILE_INTERVAL = 1.0  # seconds between the leader's member-list reconcile passes
 
 
@@ -134,7 +138,8 @@ class Agent:
         node = NodeInfo(name=cfg.node_name or socket.gethostname(), id=cfg.node_id or node_id_for(cfg.data_dir),
                         address=pick_address(cfg), datacenter=cfg.datacenter,
                         meta=tuple(sorted(cfg.node_meta.items())))
-        self.local = LocalState(node)
+        self.local = LocalState(node, check_update_interval=parse_duration(cfg.check_update_interval))
+        self.maintenance = Maintenance(self.local, cfg.data_dir if not cfg.dev else "")
         # API registrations survive a restart (agent/persisted.py); --dev keeps nothing, as Consul.
         self.persisted = PersistedRegistrations(cfg.data_dir) if cfg.data_dir and not cfg.dev else None
         self.server: ServerRuntime | None = ServerRuntime(self) if cfg.server else None
@@ -145,6 +150,9 @@ class Agent:
         self.writer: Writer = ServerWriter(self.server) if self.server else ClientWriter(self.remote)
         self.sync_lock = trio.Lock()
         self.checks = CheckRunner(self.local, self.sync, self.rng)
+        self.metrics = telemetry.install(self)
+        self.checks.read_node_checks = self._read_node_checks
+        self.log_hub = LogHub()  # installed on the root logger by the first /v1/agent/monitor client
         self.http_port = 0
         self.dns_port = 0
         self.started_at = 0.0
@@ -156,16 +164,18 @@ class Agent:
         self.member_snapshot: MemberSnapshot | None = None
         self.user_events: UserEvents | None = None
         self.leaving = False
+        self.stopping_notified = False
         self.server_port_bound = 0
 
     # ---- write path ----------------------------------------------------------------------------
     async def sync(self) -> bool:
         """Anti-entropy: write whatever the catalog lacks of this agent's state. False if a write
         could not be made now (no leader yet, say); the periodic pass retries."""
+        self.checks.poke()  # local alias checks follow local changes at once
         if self.server is None:
             return await client_sync(self)
         try:
-            for cmd in self.local.sync_commands(self.store):
+            for cmd in self.local.sync_commands(self.store, trio.current_time()):
                 result = await self.writer.apply(cmd)
                 if isinstance(result, commands.ApplyError):
                     self.stats["sync_errors"] += 1
@@ -181,6 +191,27 @@ class Agent:
         while True:
             await trio.sleep(ANTI_ENTROPY_INTERVAL if self.server is not None else client_sync_interval(self))
             await self.sync()
+
+    async def _read_node_checks(self, node: str, index: int) -> tuple[int, list[dict[str, Any]]]:
+        """A node's checks from the catalog, as a blocking read past `index` (alias checks)."""
+        from .reads import execute
+
+        if self.server is not None:
+            res = await execute(self, "health.node", {"node": node}, "stale", index, ALIAS_WAIT)
+        else:
+            res = await self.remote.read("health.node", {"node": node}, "stale", index, ALIAS_WAIT)
+        return res.index, list(res.data)
+
+    async def _reap_loop(self) -> None:
+        """Consul's reaper: every REAP_INTERVAL, deregister services whose check has been critical
+        for its deregister_critical_service_after."""
+        while True:
+            await trio.sleep(REAP_INTERVAL)
+            gone = [sid for sid in self.local.reap(trio.current_time()) if self.remove_service(sid)]
+            for sid in gone:
+                log.info("deregistered service %s: critical for longer than its deregister_critical_service_after", sid)
+            if gone:
+                await self.sync()
 
     async def _reconcile_loop(self) -> None:
         """On the Raft leader only: make the catalog follow the member list (clients never do)."""
@@ -227,9 +258,11 @@ class Agent:
             sidecar = sidecar_definition(sdef, used, allow_scripts=bool(self.cfg.enable_script_checks))
             self._add_one_service(sdef, source, replace_existing_checks)
             self._add_one_service(sidecar, source, replace_existing_checks)
+            self.maintenance.apply(trio.current_time())
             self.checks.reconcile()
             return
         self._add_one_service(sdef, source, replace_existing_checks)
+        self.maintenance.apply(trio.current_time())  # a service registered again keeps its maintenance
         self.checks.reconcile()
 
     def _add_one_service(self, sdef: ServiceDefinition, source: str, replace_existing_checks: bool) -> None:
@@ -254,6 +287,7 @@ class Agent:
         if sid not in self.local.services:
             return False
         gone = self.local.remove_service(sid)
+        self.maintenance.forget_service(sid)  # as Consul: its maintenance goes with it
         sidecar = self.local.services.get(f"{sid}-sidecar-proxy")
         if sidecar is not None and sidecar.kind == "connect-proxy":  # as Consul: it goes with its parent
             gone += self.local.remove_service(sidecar.id)
@@ -339,6 +373,7 @@ class Agent:
         for w in cfg.warnings:
             log.warning("%s", w)
         self.cfg = cfg
+        self.local.check_update_interval = parse_duration(cfg.check_update_interval)
         await self.sync()
         log.info("reloaded configuration from %s", ", ".join(self.config_paths) or "(none)")
 
@@ -359,6 +394,11 @@ class Agent:
                 await self._start_gossip(nursery)
             self.load_config_registrations(self.cfg)
             self.load_persisted_registrations()
+            try:
+                self.maintenance.load()
+            except MaintenanceError as exc:
+                raise StartError(str(exc)) from None
+            self.maintenance.apply(trio.current_time())
             if self.cfg.dev and self.server is not None:
                 await self._await_dev_leader()
             if self.server is not None:
@@ -367,13 +407,16 @@ class Agent:
 
                 nursery.start_soon(leader_clocks, self)
             nursery.start_soon(self._anti_entropy)
+            nursery.start_soon(self._reap_loop)
             if self.server is None:
                 nursery.start_soon(self.sync)  # reaches the servers once gossip has found them
             elif self.cfg.dev:
                 await self._first_sync()
             http_host = self.cfg.addresses.http or self.cfg.client_addr
             if self.cfg.ports.http >= 0:
-                server = HTTPServer(build_router(self), self.cfg.limits.http_max_conns_per_client)
+                router = build_router(self)
+                telemetry.watch_http(self.metrics, router)
+                server = HTTPServer(router, self.cfg.limits.http_max_conns_per_client)
                 with listening("HTTP", http_host, self.cfg.ports.http):
                     self.http_port = await nursery.start(server.serve, http_host, self.cfg.ports.http)
                 log.info("HTTP API on %s:%d", http_host, self.http_port)
@@ -386,7 +429,9 @@ class Agent:
             log.info("agent %s (%s) started: node %s, datacenter %s", __version__, CONSUL_COMPAT_VERSION,
                      self.local.node.name, self.cfg.datacenter)
             task_status.started()
+            systemd.notify("READY=1")
             await self.shutdown.wait()
+            self._stopping()
             nursery.cancel_scope.cancel()
         log.info("agent stopped")
 
@@ -441,6 +486,7 @@ class Agent:
                                 tags=self.member_tags(), unique_tag="id")
         self.gossip.attach(membership)
         self.membership = membership
+        telemetry.watch_gossip(self.metrics, membership)
         self.user_events = UserEvents(self.gossip, membership, self.local)
         self.user_events.register_handler(conflicts.CONFLICT_QUERY, conflicts.conflict_query_handler(membership))
         self.gossip.on_user = self.user_events.pump
@@ -586,9 +632,16 @@ class Agent:
                         pass
                 else:
                     log.info("caught %s, shutting down", signal.Signals(sig).name)
+                    self._stopping()
                     if self._leave_on(sig):
                         await self.leave()
                     self.shutdown.set()
+
+    def _stopping(self) -> None:
+        """Tell systemd we are stopping (once, however many signals arrive)."""
+        if not self.stopping_notified:
+            self.stopping_notified = True
+            systemd.notify("STOPPING=1")
 
     def _leave_on(self, sig: int) -> bool:
         """Consul's rules: SIGTERM leaves if leave_on_terminate (default: clients yes, servers no);

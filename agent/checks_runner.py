@@ -9,16 +9,24 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 import trio
+from murmur.checks.alias import alias_status
 from murmur.checks.definitions import CheckDefinition
-from murmur.checks.probes import run_probe
+from murmur.checks.probes import HTTPClients, run_probe
 from murmur.checks.status import CRITICAL, TTLTimer
 
 from .local_state import LocalState
 
+if TYPE_CHECKING:
+    from .metrics import Metrics
+
 log = logging.getLogger("murmur.checks")
+
+ALIAS_POLL = 1.0  # at most this many seconds between looks at the local checks for a local alias
 
 
 class CheckRunner:
@@ -29,12 +37,21 @@ class CheckRunner:
         self.nursery: trio.Nursery | None = None
         self.running: dict[str, tuple[CheckDefinition, trio.CancelScope]] = {}
         self.wakeups: dict[str, trio.Event] = {}
+        self.metrics: Metrics | None = None  # set by the agent (agent/metrics.py)
+        self.http = HTTPClients()  # shared by all HTTP checks
+        self.changed = trio.Event()  # set by poke() when local state may have changed (alias checks)
+        # Alias checks of another node: (node, index) -> (index, health.node rows). Set by the agent.
+        self.read_node_checks: Callable[[str, int], Awaitable[tuple[int, list[dict[str, Any]]]]] | None = None
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        async with trio.open_nursery() as nursery:
-            self.nursery = nursery
-            task_status.started()
-            await trio.sleep_forever()
+        try:
+            async with trio.open_nursery() as nursery:
+                self.nursery = nursery
+                task_status.started()
+                await trio.sleep_forever()
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(2):
+                await self.http.aclose()
 
     def reconcile(self) -> None:
         """Start tasks for new or changed checks, stop those of removed checks."""
@@ -46,12 +63,12 @@ class CheckRunner:
                 del self.running[cid]
                 self.wakeups.pop(cid, None)
         for cid, check in self.local.checks.items():
-            if cid in self.running or check.defn.kind not in ("http", "tcp", "script", "ttl"):
+            if cid in self.running or check.defn.kind not in ("http", "tcp", "script", "grpc", "ttl", "alias"):
                 continue
             scope = trio.CancelScope()
             self.running[cid] = (check.defn, scope)
             assert self.nursery is not None, "CheckRunner.serve must be started first"
-            target = self._ttl_loop if check.defn.kind == "ttl" else self._probe_loop
+            target = {"ttl": self._ttl_loop, "alias": self._alias_loop}.get(check.defn.kind, self._probe_loop)
             self.nursery.start_soon(target, cid, check.defn, scope)
 
     async def _probe_loop(self, cid: str, defn: CheckDefinition, scope: trio.CancelScope) -> None:
@@ -59,11 +76,16 @@ class CheckRunner:
             # Stagger the first run so many checks do not fire together after a start or reload.
             await trio.sleep(self.rng.uniform(0, min(defn.interval, 1.0)))
             while True:
+                t0 = time.perf_counter()
                 try:
-                    status, output = await run_probe(defn)
+                    status, output = await run_probe(defn, self.http)
                 except Exception as exc:  # a probe bug must not kill the agent
                     log.exception("check %s: probe failed", cid)
                     status, output = CRITICAL, f"probe error: {exc}"
+                if self.metrics is not None:
+                    self.metrics.observe_ms("murmur.check.run", (time.perf_counter() - t0) * 1000.0,
+                                            {"type": defn.kind})
+                    self.metrics.incr("murmur.check.results", labels={"type": defn.kind, "status": status})
                 check = self.local.checks.get(cid)
                 if check is None or check.defn != defn:
                     return
@@ -73,6 +95,11 @@ class CheckRunner:
                         log.info("check %s: %s -> %s", cid, before, check.machine.status)
                     await self.on_change()
                 await trio.sleep(defn.interval)
+
+    def poke(self) -> None:
+        """Local checks may have changed (the agent syncs after every change): wake local aliases."""
+        self.changed.set()
+        self.changed = trio.Event()
 
     def refreshed(self, cid: str) -> None:
         """A TTL check got an update: wake its task so it re-arms at the new deadline."""
@@ -97,3 +124,40 @@ class CheckRunner:
                 else:
                     with trio.move_on_at(timer.deadline):
                         await event.wait()
+
+    async def _alias_loop(self, cid: str, defn: CheckDefinition, scope: trio.CancelScope) -> None:
+        """Follow the aliased service or node: the local agent's checks (polled), or another node's
+        through blocking reads of its health (from the catalog, so a server or over RPC)."""
+        with scope:
+            local_node = not defn.alias_node or defn.alias_node == self.local.node.name
+            index = 0
+            while True:
+                check = self.local.checks.get(cid)
+                if check is None or check.defn != defn:
+                    return
+                changed = self.changed
+                if local_node:
+                    rows = [(c.defn.id, c.defn.service_id, c.machine.status) for c in self.local.checks.values()]
+                    status, output = alias_status(rows, defn.alias_service, own_id=cid)
+                elif self.read_node_checks is None:
+                    status, output = CRITICAL, "alias of another node: no catalog to read"
+                else:
+                    try:
+                        index, data = await self.read_node_checks(defn.alias_node, index)
+                        rows = [(str(r.get("CheckID", "")), str(r.get("ServiceID", "")), str(r.get("Status", "")))
+                                for r in data]
+                        status, output = alias_status(rows, defn.alias_service, own_id=cid)
+                        if not data:
+                            status, output = CRITICAL, f"Node {defn.alias_node!r} not found"
+                    except Exception as exc:  # no server reachable, say: critical, retry after a pause
+                        status, output = CRITICAL, f"alias of node {defn.alias_node!r}: {exc}"
+                        index = 0
+                        await trio.sleep(ALIAS_POLL)
+                check = self.local.checks.get(cid)
+                if check is None or check.defn != defn:
+                    return
+                if check.machine.force(status, output):
+                    await self.on_change()
+                if local_node:
+                    with trio.move_on_after(ALIAS_POLL):  # woken by any local change; the poll is a backstop
+                        await changed.wait()

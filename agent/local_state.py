@@ -7,12 +7,13 @@ by difference rather than by event means a lost or reordered update heals on the
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from murmur.catalog.commands import CheckSpec, Command, Deregister, Register, ServiceSpec
-from murmur.catalog.store import StateStore
+from murmur.catalog.store import CheckRecord, StateStore
 from murmur.checks.definitions import CheckDefinition
-from murmur.checks.status import StatusMachine, TTLTimer
+from murmur.checks.status import CRITICAL, StatusMachine, TTLTimer
 
 # Registrations the servers own on every node; anti-entropy never removes them.
 SYSTEM_CHECKS = frozenset({"serfHealth"})
@@ -25,6 +26,8 @@ class LocalCheck:
     machine: StatusMachine
     ttl: TTLTimer | None = None
     source: str = "api"  # "config" checks are replaced on reload; "api" ones persist until deregistered
+    output_synced_at: float = float("-inf")  # when this check's output last went to the catalog
+    critical_since: float | None = None  # when the reaper first saw it critical (deregister_critical_service_after)
 
     def spec(self, service_name: str = "") -> CheckSpec:
         d = self.defn
@@ -50,6 +53,9 @@ class LocalState:
     services: dict[str, ServiceSpec] = field(default_factory=dict)
     service_source: dict[str, str] = field(default_factory=dict)
     checks: dict[str, LocalCheck] = field(default_factory=dict)
+    # Consul's check_update_interval: a change to a check's output alone (same status) reaches the
+    # catalog at most this often, in seconds (0: at once). Status changes always go at once.
+    check_update_interval: float = 0.0
 
     # ---- changes ------------------------------------------------------------------------------
     def add_service(self, spec: ServiceSpec, source: str = "api") -> None:
@@ -82,15 +88,48 @@ class LocalState:
             if ttl is None:
                 ttl = TTLTimer(defn.ttl, now + defn.ttl)
         check = LocalCheck(defn, machine, ttl, source)
+        if old is not None:  # re-registered (a reload): its sync pacing and reaper clock carry over
+            check.output_synced_at, check.critical_since = old.output_synced_at, old.critical_since
         self.checks[defn.id] = check
         return check
 
     def remove_check(self, cid: str) -> bool:
         return self.checks.pop(cid, None) is not None
 
+    def reap(self, now: float) -> list[str]:
+        """Services to deregister because one of their checks with deregister_critical_service_after
+        has been critical that long (as the reaper saw it: `now` is when it looks)."""
+        out: set[str] = set()
+        for check in self.checks.values():
+            after = check.defn.deregister_critical_service_after
+            if after <= 0 or not check.defn.service_id:
+                continue
+            if check.machine.status != CRITICAL:
+                check.critical_since = None
+                continue
+            if check.critical_since is None:
+                check.critical_since = now
+            if now - check.critical_since >= after and check.defn.service_id in self.services:
+                out.add(check.defn.service_id)
+        return sorted(out)
+
     # ---- anti-entropy -------------------------------------------------------------------------
-    def sync_commands(self, store: StateStore) -> list[Command]:
-        """What to write so the catalog matches this agent's node, services and checks."""
+    def _sync_spec(self, check: LocalCheck, have: dict[str, CheckRecord], now: float, service_name: str = "") -> CheckSpec:
+        """The check as it should be in the catalog now: its current spec, or, while only its
+        output changed and check_update_interval has not passed, the catalog's (no write)."""
+        spec = check.spec(service_name)
+        rec = have.get(spec.check_id)
+        if rec is not None and rec.spec != spec and self.check_update_interval > 0 \
+                and now - check.output_synced_at < self.check_update_interval \
+                and dataclasses.replace(rec.spec, output=spec.output) == spec:
+            return rec.spec
+        if rec is None or rec.spec != spec:
+            check.output_synced_at = now
+        return spec
+
+    def sync_commands(self, store: StateStore, now: float = 0.0) -> list[Command]:
+        """What to write so the catalog matches this agent's node, services and checks. `now`
+        (any clock, seconds) paces output-only updates by check_update_interval."""
         n = self.node
         out: list[Command] = []
         node_cmd = Register(node=n.name, address=n.address, node_id=n.id, datacenter=n.datacenter,
@@ -103,7 +142,7 @@ class LocalState:
         have_checks = store.checks.get(n.name, {})
         for sid in sorted(self.services):
             spec = self.services[sid]
-            checks = tuple(self.checks[c].spec(spec.name) for c in sorted(self.checks)
+            checks = tuple(self._sync_spec(self.checks[c], have_checks, now, spec.name) for c in sorted(self.checks)
                            if self.checks[c].defn.service_id == sid)
             rec = have_services.get(sid)
             stale = [c for c in checks if c.check_id not in have_checks or have_checks[c.check_id].spec != c]
@@ -111,7 +150,7 @@ class LocalState:
                 out.append(Register(node=n.name, address=n.address, node_id=n.id, datacenter=n.datacenter,
                                     tagged_addresses=n.tagged_addresses, node_meta=n.meta, service=spec,
                                     checks=checks, skip_node_update=True))
-        node_checks = tuple(self.checks[c].spec() for c in sorted(self.checks)
+        node_checks = tuple(self._sync_spec(self.checks[c], have_checks, now) for c in sorted(self.checks)
                             if not self.checks[c].defn.service_id)
         stale_node = tuple(c for c in node_checks
                            if c.check_id not in have_checks or have_checks[c.check_id].spec != c)

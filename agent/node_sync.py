@@ -14,6 +14,7 @@ import logging
 import math
 from typing import TYPE_CHECKING
 
+import trio
 from murmur.catalog import commands
 from murmur.catalog.store import StateStore
 
@@ -50,7 +51,7 @@ async def client_sync(agent: Agent) -> bool:
             if not isinstance(res.data, bytes):
                 raise ReadError("bad_request", "node.slice answered without a snapshot")
             scratch = StateStore.restore(res.data)
-            for cmd in agent.local.sync_commands(scratch):
+            for cmd in agent.local.sync_commands(scratch, trio.current_time()):
                 result = await agent.writer.apply(cmd)
                 if isinstance(result, commands.ApplyError):
                     agent.stats["sync_errors"] += 1

@@ -259,6 +259,7 @@ class ServerRuntime:
                                  snapshot_threshold=self.agent.cfg.raft_snapshot_threshold,
                                  trailing_logs=self.agent.cfg.raft_trailing_logs,
                                  on_voters=self._voters_changed)
+        self.driver.metrics = self.agent.metrics
         self.voters = sorted(node.raft.voters)
         self.bootstrap_voters = sorted(voters)
         self.update_peers()

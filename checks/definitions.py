@@ -15,6 +15,8 @@ from .durations import parse_duration
 from .status import STATUSES
 
 KINDS = ("http", "tcp", "ttl", "script", "grpc", "h2ping", "alias")
+MIN_DEREGISTER_AFTER = 60.0  # seconds: Consul's minimum for deregister_critical_service_after
+MIN_INTERVAL = 1.0  # seconds; a py-consul client may send `10` (10 ns) or "100ms"
 
 
 class DefinitionError(ValueError):
@@ -50,8 +52,10 @@ class CheckDefinition:
     tls_server_name: str = ""
     disable_redirects: bool = False
     tcp: str = ""
+    tcp_use_tls: bool = False
     args: tuple[str, ...] = ()
     grpc: str = ""
+    grpc_use_tls: bool = False
     alias_service: str = ""
     alias_node: str = ""
     service_id: str = ""
@@ -70,8 +74,12 @@ class CheckDefinition:
         out: dict[str, Any] = {}
         if self.http:
             out.update(HTTP=self.http, Method=self.method, Header=self.header, TLSSkipVerify=self.tls_skip_verify)
+        if self.grpc:
+            out.update(GRPC=self.grpc, GRPCUseTLS=self.grpc_use_tls)
         if self.tcp:
             out["TCP"] = self.tcp
+            if self.tcp_use_tls:
+                out.update(TCPUseTLS=True, TLSSkipVerify=self.tls_skip_verify)
         if self.args:
             out["ScriptArgs"] = list(self.args)
         if self.interval_text:
@@ -134,8 +142,12 @@ def from_api(obj: Mapping[str, Any], *, default_id: str = "", service_id: str = 
     timeout, timeout_text = _duration(d, "timeout", "Timeout")
     ttl, _ = _duration(d, "ttl", "TTL")
     dcsa, _ = _duration(d, "dcsa", "DeregisterCriticalServiceAfter")
+    if dcsa > 0:
+        dcsa = max(dcsa, MIN_DEREGISTER_AFTER)
     if kind in ("http", "tcp", "script", "grpc", "h2ping") and interval <= 0:
         raise DefinitionError(f"Interval: required and positive for a {kind.upper()} check")
+    if kind in ("http", "tcp", "script", "grpc", "h2ping"):
+        interval = max(interval, MIN_INTERVAL)  # Consul raises shorter intervals to 1 s
     if kind == "script" and not allow_scripts:
         raise DefinitionError("Args: script checks are disabled (enable_script_checks is false)")
     status = _str(d, "status", "Status") or "critical"
@@ -164,7 +176,8 @@ def from_api(obj: Mapping[str, Any], *, default_id: str = "", service_id: str = 
         method=_str(d, "method", "Method").upper() or "GET", header=header, body=_str(d, "body", "Body"),
         tls_skip_verify=bool(d.get("tlsskipverify", False)), tls_server_name=_str(d, "tlsservername", "TLSServerName"),
         disable_redirects=bool(d.get("disableredirects", False)), tcp=tcp, args=tuple(args),
-        grpc=_str(d, "grpc", "GRPC"), alias_service=_str(d, "aliasservice", "AliasService"),
+        tcp_use_tls=bool(d.get("tcpusetls", False)),
+        grpc=_str(d, "grpc", "GRPC"), grpc_use_tls=bool(d.get("grpcusetls", False)), alias_service=_str(d, "aliasservice", "AliasService"),
         alias_node=_str(d, "aliasnode", "AliasNode"),
         service_id=_str(d, "serviceid", "ServiceID") or service_id, notes=_str(d, "notes", "Notes"),
         status=status, success_before_passing=_int(d, "successbeforepassing", "SuccessBeforePassing"),

@@ -61,6 +61,7 @@ def keygen() -> None:
 @click.option("--log-level", default=None, help="trace, debug, info, warn or error.")
 @click.option("--protocol", type=int, default=None, hidden=True,
               help="Speak an older cluster protocol (rolling upgrades and their tests).")
+@click.option("--log-json", "log_json", is_flag=True, default=None, help="Log JSON lines instead of text.")
 def agent(dev: bool, config_dir: tuple[str, ...], config_file: tuple[str, ...], join: tuple[str, ...],
           retry_join: tuple[str, ...], **flags: Any) -> None:
     """Run an agent."""
@@ -85,6 +86,11 @@ def agent(dev: bool, config_dir: tuple[str, ...], config_file: tuple[str, ...], 
         return
     level = LOG_LEVELS.get(cfg.log_level.lower(), logging.INFO)
     logging.basicConfig(level=level, format="%(asctime)s [%(levelname)s] %(name)s: %(message)s", stream=sys.stderr)
+    if cfg.log_json:
+        from murmur.agent.monitor import JSONFormatter
+
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(JSONFormatter())
     for noisy in ("httpx", "httpcore"):  # one line per health-check request is noise, not news
         logging.getLogger(noisy).setLevel(logging.WARNING)
     log = logging.getLogger("murmur")
@@ -419,6 +425,10 @@ main.add_command(kv)
 from .snapshot import snapshot  # noqa: E402 - the commands live in their own module
 
 main.add_command(snapshot)
+from .lifecycle import maint, monitor  # noqa: E402 - the commands live in their own module
+
+main.add_command(maint)
+main.add_command(monitor)
 
 if __name__ == "__main__":
     main()

@@ -205,7 +205,9 @@ class Membership:
             "packets_in", "packets_out", "bad_packets", "unknown_messages", "stale_acks", "misdirected_pings",
             "refutes", "suspects_started", "deaths_declared", "indirect_probes", "tcp_fallback_ok", "nacks_sent",
             "push_pulls", "bad_streams", "stale_accusations", "suspects_told", "dead_told", "suspicions_reasked",
-            "user_messages_in")}
+            "user_messages_in", "probes", "probes_failed")}
+        # Told (seconds taken, answered?) as each probe ends; the agent's metrics listen here.
+        self.on_probe: Callable[[float, bool], None] | None = None
         # Spread the first timers so members started together do not tick in lockstep.
         self.next_probe = now + rng.uniform(0, config.probe_interval)
         self.next_gossip = now + rng.uniform(0, config.gossip_interval)
@@ -921,6 +923,12 @@ class Membership:
             self._streams_out.append(req)
 
     def _conclude(self, probe: _Probe, now: float) -> None:
+        ok = probe.acked or probe.tcp_ok
+        self.stats["probes"] += 1
+        if not ok:
+            self.stats["probes_failed"] += 1
+        if self.on_probe is not None:
+            self.on_probe(now - probe.start, ok)
         if probe.acked or probe.tcp_ok:
             # Any answer, direct, relayed or over TCP, means we could do our part: health improves
             # (memberlist and the Lifeguard paper do the same; only failures count against us).

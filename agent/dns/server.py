@@ -29,6 +29,7 @@ import trio
 from murmur.catalog.dns import Answerer, DNSSettings, slice_key
 from murmur.checks.durations import parse_duration
 
+from ..metrics import PENDING_MAX
 from ..reads import ReadError
 from .remote_cache import SliceCache
 
@@ -88,9 +89,22 @@ class DNSServer:
         # A client agent has no catalog: it answers from slices fetched from the servers.
         self.slices: SliceCache | None = None if agent.cfg.server else SliceCache(agent.remote)
         self.inflight = 0
+        # consul.dns.domain_query: added to directly (this is the hot path; see agent/telemetry.py).
+        self.timing = agent.metrics.sample("consul.dns.domain_query", {"node": agent.local.node.name})
 
     # ---- answering (synchronous, shared by UDP and TCP) ----------------------------------------
     def respond(self, data: bytes, udp: bool) -> bytes | None:
+        """The reply to one query's bytes (None: drop it), timed as Consul's consul.dns.domain_query."""
+        t0 = time.perf_counter()
+        try:
+            return self._respond(data, udp)
+        finally:
+            pending = self.timing.pending
+            pending.append((time.perf_counter() - t0) * 1000.0)
+            if len(pending) >= PENDING_MAX:
+                self.timing.fold()
+
+    def _respond(self, data: bytes, udp: bool) -> bytes | None:
         store = self.agent.store
         if store.last_index != self.cache_index or len(self.cache) > CACHE_MAX:
             self.cache.clear()
@@ -133,6 +147,16 @@ class DNSServer:
     async def respond_remote(self, data: bytes, udp: bool) -> bytes | None:
         """A client agent's answer: the same Answerer, over the slice of the catalog this name
         needs, fetched from a server (agent/dns/remote_cache.py). SERVFAIL when none answers."""
+        t0 = time.perf_counter()
+        try:
+            return await self._respond_remote(data, udp)
+        finally:
+            pending = self.timing.pending
+            pending.append((time.perf_counter() - t0) * 1000.0)
+            if len(pending) >= PENDING_MAX:
+                self.timing.fold()
+
+    async def _respond_remote(self, data: bytes, udp: bool) -> bytes | None:
         assert self.slices is not None
         try:
             query = dns.message.from_wire(data)

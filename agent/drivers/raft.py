@@ -18,9 +18,10 @@ the state machine is restored from it before the entries after it are applied.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 from murmur.raft.core import ProposalDropped
@@ -39,6 +40,9 @@ from murmur.raft.messages import (
 from murmur.raft.rawnode import RawNode
 
 from ..failpoints import FAILPOINTS
+
+if TYPE_CHECKING:
+    from ..metrics import Metrics
 
 log = logging.getLogger("murmur.raft")
 
@@ -116,6 +120,7 @@ class OutcomeUnknown(Exception):
 @dataclass
 class _Waiter:
     term: int
+    start: float = 0.0  # when it was proposed (trio clock), for consul.raft.commitTime
     done: trio.Event = field(default_factory=trio.Event)
     result: Any = None
     error: BaseException | None = None
@@ -149,6 +154,10 @@ class RaftDriver:
         self.stats = {"writes": 0, "entries_written": 0, "applied": 0, "proposals": 0, "snapshots_taken": 0,
                       "snapshots_installed": 0}
         self.last_contact = 0.0
+        self.leader_changes = 0  # times the known leader changed (murmur.raft.leader_changes)
+        self.became = {"leader": 0, "candidate": 0, "pre_candidate": 0, "follower": 0}  # consul.raft.state.*
+        self.metrics: Metrics | None = None  # set by the agent (agent/metrics.py)
+        self._lead = 0
         # A hard state whose only change is the commit index waits for the next synced write
         # (etcd's MustSync): the commit index is recovered from the leader after a crash anyway.
         self.pending_hard: HardState | None = None
@@ -323,8 +332,10 @@ class RaftDriver:
             return
         self.stats["proposals"] += len(props)
         last = node.raft.log.last_index()
+        now = trio.current_time()
         for offset, (_, waiter) in enumerate(props):
             waiter.term = node.raft.term
+            waiter.start = now
             self.waiters[last - len(props) + 1 + offset] = waiter
 
     async def _process(self, rd: Ready) -> None:
@@ -366,6 +377,12 @@ class RaftDriver:
         was_leader = self.is_leader
         self.node.advance(rd)
         if rd.soft_state is not None:
+            role = rd.soft_state.role.name.lower()
+            if role in self.became:
+                self.became[role] += 1
+            if rd.soft_state.lead != self._lead:
+                self._lead = rd.soft_state.lead
+                self.leader_changes += 1
             log.info("raft: %s, leader %s, term %d", rd.soft_state.role.name.lower(),
                      rd.soft_state.lead or "unknown", self.node.raft.term)
             if self.on_voters is not None:
@@ -460,12 +477,19 @@ class RaftDriver:
     def _apply(self, e: Entry) -> None:
         result: Any = None
         if e.type == EntryType.NORMAL:
-            result = self.fsm.apply(e.index, e.data)
+            if self.metrics is None:
+                result = self.fsm.apply(e.index, e.data)
+            else:
+                t0 = time.perf_counter()
+                result = self.fsm.apply(e.index, e.data)
+                self.metrics.observe_ms("consul.raft.fsm.apply", (time.perf_counter() - t0) * 1000.0)
         elif e.type == EntryType.CONF_CHANGE:
             result = e.index
         self.stats["applied"] += 1
         waiter = self.waiters.pop(e.index, None)
         if waiter is not None:
+            if self.metrics is not None and waiter.start:
+                self.metrics.observe_ms("consul.raft.commitTime", (trio.current_time() - waiter.start) * 1000.0)
             if waiter.term == e.term:
                 waiter.finish(result)
             else:  # another leader's entry took the slot: ours is gone for good

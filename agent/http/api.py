@@ -9,6 +9,7 @@ from . import (
     catalog_routes,
     event_routes,
     kv_routes,
+    lifecycle_routes,
     operator_routes,
     session_routes,
     snapshot_routes,
@@ -37,4 +38,5 @@ def build_router(agent: Agent) -> Router:
     event_routes.add_routes(router, agent)
     operator_routes.add_routes(router, agent)
     snapshot_routes.add_routes(router, agent)
+    lifecycle_routes.add_routes(router, agent)
     return router

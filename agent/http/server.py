@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,11 +69,17 @@ class Request:
             raise HTTPError(400, f"Request decode failed: {exc}") from exc
 
 
+Send = Callable[[bytes], Awaitable[None]]
+
+
 @dataclass
 class Response:
     status: int = 200
     body: bytes = b""
     headers: list[tuple[str, str]] = field(default_factory=list)
+    # A streamed body (GET /v1/agent/monitor): called with a function that sends one chunk, after
+    # the head went out; it runs until it returns or the client goes away. Sent chunked.
+    stream: Callable[[Send], Awaitable[None]] | None = None
 
     @classmethod
     def json(cls, data: Any, status: int = 200, headers: list[tuple[str, str]] | None = None,
@@ -93,9 +100,15 @@ class Router:
 
     def __init__(self) -> None:
         self.routes: list[tuple[frozenset[str], re.Pattern[str], Handler]] = []
+        # Told (method, route label, milliseconds) after each routed request: agent/metrics.py.
+        self.observe: Callable[[str, str, float], None] | None = None
+        self.labels: dict[re.Pattern[str], str] = {}
 
     def add(self, methods: str, pattern: str, handler: Handler) -> None:
-        self.routes.append((frozenset(methods.split()), re.compile(pattern + r"\Z"), handler))
+        compiled = re.compile(pattern + r"\Z")
+        self.routes.append((frozenset(methods.split()), compiled, handler))
+        # Consul's `path` label: the route's literal prefix, "/" as "_" (/v1/kv/<key> is "v1_kv_").
+        self.labels[compiled] = re.split(r"[(\[.\\]", pattern, maxsplit=1)[0].lstrip("/").replace("/", "_")
 
     async def dispatch(self, req: Request) -> Response:
         allowed: set[str] = set()
@@ -105,7 +118,13 @@ class Router:
                 continue
             method = "GET" if req.method == "HEAD" else req.method
             if method in methods:
-                return await handler(req, m)
+                if self.observe is None:
+                    return await handler(req, m)
+                t0 = time.perf_counter()
+                try:
+                    return await handler(req, m)
+                finally:
+                    self.observe(method, self.labels.get(pattern, ""), (time.perf_counter() - t0) * 1000.0)
             allowed |= methods
         if allowed:
             return Response.text(f"method {req.method} not allowed", 405)
@@ -276,6 +295,9 @@ class HTTPServer:
 
     async def _send_response(self, stream: trio.abc.Stream, conn: h11.Connection, req: Request,
                              resp: Response) -> None:
+        if resp.stream is not None:
+            await self._send_stream(stream, conn, req, resp)
+            return
         body = resp.body
         if "pretty" in req.query and resp.headers and resp.headers[0] == ("Content-Type", "application/json"):
             try:
@@ -290,3 +312,39 @@ class HTTPServer:
             out += conn.send(h11.Data(data=body)) or b""
         out += conn.send(h11.EndOfMessage()) or b""
         await stream.send_all(out)
+
+    async def _send_stream(self, stream: trio.abc.Stream, conn: h11.Connection, req: Request,
+                           resp: Response) -> None:
+        """Head first, then the body as it comes (chunked for HTTP/1.1, close-delimited for 1.0),
+        until the producer ends or the client closes. A closed client ends the connection."""
+        assert resp.stream is not None
+        await stream.send_all(conn.send(h11.Response(status_code=resp.status, headers=resp.headers)))
+        if req.method == "HEAD":
+            await stream.send_all(conn.send(h11.EndOfMessage()))
+            return
+
+        async def send(chunk: bytes) -> None:
+            if chunk:  # an empty chunk would end a chunked body
+                await stream.send_all(conn.send(h11.Data(data=chunk)))
+
+        gone = False
+        async with trio.open_nursery() as nursery:
+            async def watch_eof() -> None:
+                nonlocal gone
+                try:
+                    while await stream.receive_some(65536):
+                        pass  # a client sends nothing more on a streamed response; ignore it
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass
+                gone = True
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(watch_eof)
+            try:
+                await resp.stream(send)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                gone = True
+            nursery.cancel_scope.cancel()
+        if gone:
+            raise trio.ClosedResourceError("client closed a streamed response")
+        await stream.send_all(conn.send(h11.EndOfMessage()))

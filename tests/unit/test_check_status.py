@@ -238,3 +238,23 @@ def test_warning_results_count_as_successes_for_the_thresholds() -> None:
     assert sm.status == "warning"
     sm.record("critical", "down")
     assert sm.status == "critical"
+
+
+def test_short_intervals_are_raised_to_one_second() -> None:
+    assert from_api({"name": "t", "tcp": "localhost:22", "interval": 10}).interval == 1.0  # 10 ns, as py-consul sends
+    assert from_api({"name": "t", "http": "http://x/", "interval": "100ms"}).interval == 1.0
+    assert from_api({"name": "t", "http": "http://x/", "interval": "100ms"}).interval_text == "100ms"
+    assert from_api({"name": "t", "tcp": "localhost:22", "interval": "3s"}).interval == 3.0  # control
+
+
+def test_alias_status() -> None:
+    from murmur.checks.alias import alias_status
+
+    node = [("serfHealth", "", "passing"), ("service:web", "web", "passing"), ("service:db", "db", "critical")]
+    assert alias_status(node, "web") == ("passing", "All checks passing.")
+    assert alias_status(node, "db")[0] == "critical" and "service:db" in alias_status(node, "db")[1]
+    assert alias_status(node, "") == ("passing", "All checks passing.")  # the node alone: node checks only
+    assert alias_status([*node, ("disk", "", "warning")], "web")[0] == "warning"  # node checks count
+    assert alias_status([*node, ("serfHealth", "", "critical")], "web")[0] == "critical"
+    assert alias_status([], "web") == ("passing", "No checks found.")
+    assert alias_status([("me", "web", "critical")], "web", own_id="me") == ("passing", "No checks found.")

@@ -7,6 +7,7 @@ import random
 import socket
 import struct
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import dns.flags
@@ -19,6 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from murmur.agent import config
 from murmur.agent.dns.server import DNSServer
+from murmur.agent.metrics import Metrics
 from murmur.catalog import commands as cmds
 from murmur.catalog.commands import CheckSpec, Register, ServiceSpec
 from murmur.catalog.store import StateStore
@@ -32,6 +34,8 @@ class FakeAgent:
     rng: random.Random = field(default_factory=lambda: random.Random(1))
     store: StateStore = field(default_factory=StateStore)
     stats: dict[str, int] = field(default_factory=lambda: {"dns_dropped": 0, "dns_formerr": 0})
+    metrics: Metrics = field(default_factory=Metrics)
+    local: Any = field(default_factory=lambda: SimpleNamespace(node=SimpleNamespace(name="n0")))
     index: int = 0
 
     def apply(self, cmd: Register) -> None:

@@ -191,3 +191,68 @@ def test_readding_a_service_keeps_check_status_through_sync() -> None:
         local.add_check(defn, now=1.0)
     assert local.sync_commands(cat.store) == []
     assert {r.spec.status for r in cat.store.checks["me"].values()} == {PASSING}
+
+
+def test_check_update_interval_paces_output_only_changes() -> None:
+    cat, local = Catalog(), web_local()
+    local.check_update_interval = 300.0
+
+    def sync(now: float) -> list[Command]:
+        out = local.sync_commands(cat.store, now)
+        for cmd in out:
+            assert cat.apply(cmd) is True
+        return out
+
+    def catalog_check() -> CheckSpec:
+        return cat.store.checks["me"]["service:web1:2"].spec
+
+    sync(0.0)
+    local.checks["service:web1:2"].machine.force(PASSING, "run 1")
+    assert len(sync(10.0)) == 1 and catalog_check().output == "run 1"  # a status change: at once
+    local.checks["service:web1:2"].machine.record(PASSING, "run 2")
+    assert sync(20.0) == [] and catalog_check().output == "run 1"  # output alone: held back
+    local.checks["service:web1:2"].machine.record(PASSING, "run 3")
+    assert sync(309.0) == []
+    assert len(sync(311.0)) == 1 and catalog_check().output == "run 3"  # the interval passed
+    local.checks["service:web1:2"].machine.record(PASSING, "run 4")
+    assert sync(312.0) == []
+    local.checks["service:web1:2"].machine.force(CRITICAL, "down")
+    assert len(sync(313.0)) == 1 and catalog_check().status == CRITICAL  # status: never held back
+    # Positive control: with the interval 0, every output change is written.
+    local.check_update_interval = 0.0
+    local.checks["service:web1:2"].machine.force(CRITICAL, "down again")
+    assert len(sync(314.0)) == 1 and catalog_check().output == "down again"
+
+
+def test_reap_deregisters_services_critical_for_their_deregister_after() -> None:
+    local = make_local()
+    sdef = parse_service({"Name": "web", "ID": "web1",
+                          "Check": {"TTL": "30s", "DeregisterCriticalServiceAfter": "90s"}})
+    local.add_service(sdef.spec)
+    local.add_check(sdef.checks[0], now=0.0)
+    other = parse_service({"Name": "db", "ID": "db1", "Check": {"TTL": "30s"}})  # no deregister_after
+    local.add_service(other.spec)
+    local.add_check(other.checks[0], now=0.0)
+    assert sdef.checks[0].deregister_critical_service_after == 90.0
+    assert local.reap(0.0) == []  # critical since first seen at 0 (both start critical)
+    assert local.reap(89.0) == []
+    local.checks["service:web1"].machine.force(PASSING, "")
+    assert local.reap(95.0) == []  # passing again: the clock restarts
+    local.checks["service:web1"].machine.force(CRITICAL, "")
+    assert local.reap(100.0) == [] and local.reap(189.0) == []
+    assert local.reap(190.0) == ["web1"]  # db1 is critical as long, but has no deregister_after
+
+
+def test_deregister_after_has_a_one_minute_minimum() -> None:
+    assert from_api({"Name": "t", "TTL": "5s", "DeregisterCriticalServiceAfter": "10s"}).deregister_critical_service_after == 60.0
+    assert from_api({"Name": "t", "TTL": "5s"}).deregister_critical_service_after == 0.0
+
+
+def test_reregistration_keeps_the_reaper_clock() -> None:
+    local = make_local()
+    sdef = parse_service({"Name": "web", "ID": "web1", "Check": {"TTL": "30s", "DeregisterCriticalServiceAfter": "90s"}})
+    local.add_service(sdef.spec)
+    local.add_check(sdef.checks[0], now=0.0)
+    assert local.reap(0.0) == []
+    local.add_check(sdef.checks[0], now=50.0)  # a reload re-adds the unchanged check
+    assert local.reap(90.0) == ["web1"]

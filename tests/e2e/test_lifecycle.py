@@ -1,0 +1,63 @@
+"""The agent's life cycle as real processes: sd_notify READY/STOPPING, JSON logs, and SIGTERM
+leaving the cluster for a client (leave_on_terminate) but not when it is turned off."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import tempfile
+from pathlib import Path
+
+import httpx
+import pytest
+from support.procs import wait_for
+
+pytestmark = pytest.mark.e2e
+
+LEFT, FAILED = 3, 4
+
+
+def test_sd_notify_and_json_logs(start_agent) -> None:  # type: ignore[no-untyped-def]
+    with tempfile.TemporaryDirectory(prefix="mn") as d:  # short: AF_UNIX paths are limited to 108 bytes
+        path = str(Path(d) / "notify")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(path)
+        sock.settimeout(30)
+        try:
+            agent = start_agent(extra=["--log-json", "--log-level", "info"], env={"NOTIFY_SOCKET": path})
+            assert sock.recv(256) == b"READY=1"
+            assert agent.get("/v1/agent/self").status_code == 200  # ready means serving
+            agent.signal(signal.SIGTERM)
+            assert sock.recv(256) == b"STOPPING=1"
+            assert agent.proc.wait(timeout=30) == 0
+        finally:
+            sock.close()
+    records = [json.loads(line) for line in agent.logs().splitlines() if line.startswith("{")]
+    started = [r for r in records if r["@message"].startswith("agent ") and " started: node " in r["@message"]]
+    assert started and started[0]["@level"] == "info" and started[0]["@module"] == "murmur.agent"
+    assert not [line for line in agent.logs().splitlines() if "] murmur." in line]  # no text-format lines
+
+
+def test_sigterm_leaves_for_a_client_unless_leave_on_terminate_is_off(tmp_path: Path, start_agent) -> None:  # type: ignore[no-untyped-def]
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "gossip.toml").write_text('[gossip_lan]\npreset = "local"\n')
+    stay = tmp_path / "stay"
+    stay.mkdir()
+    (stay / "gossip.toml").write_text('leave_on_terminate = false\n[gossip_lan]\npreset = "local"\n')
+    server = start_agent(conf, node="s0", dev=False, extra=["--server", "--bootstrap-expect", "1"])
+    join = ["--join", f"127.0.0.1:{server.serf_port}"]
+    leaver = start_agent(conf, node="c-leave", dev=False, extra=join)
+    stayer = start_agent(stay, node="c-stay", dev=False, extra=join)
+
+    def status(name: str) -> int:
+        members = httpx.get(server.url + "/v1/agent/members", timeout=5).json()
+        return next(m["Status"] for m in members if m["Name"] == name)
+
+    wait_for(lambda: status("c-leave") == 1 and status("c-stay") == 1, 30, what="both clients alive")
+    assert leaver.stop() == 0
+    wait_for(lambda: status("c-leave") == LEFT, 30, what="c-leave left (graceful leave on SIGTERM)")
+    assert stayer.stop() == 0
+    wait_for(lambda: status("c-stay") == FAILED, 60, what="c-stay failed: it did not leave")
+    assert status("c-leave") == LEFT
