@@ -304,6 +304,11 @@ class SimParams:
     snapshot_threshold: int = -1
     trailing_logs: int = -1  # entries kept behind a snapshot; -1: drawn per seed
     skip_restore: bool = False  # planted bug: a leader's snapshot replaces the log, not the state machine
+    # A scripted nemesis instead of the random one: "isolate-leader" cuts the current leader off
+    # from everyone, "pause-leader" stops it (SIGSTOP: no ticks, messages queue up, then all of
+    # them at once and one tick on resume), for longer than an election timeout, again and again.
+    # Clients send half their reads to the node under fault, so stale answers would show.
+    scenario: str = ""
 
 
 @dataclass
@@ -340,6 +345,8 @@ class SimNode:
     applies: int = 0
     applied_index: int = 0  # what the driver has handed to the state machine
     chain: int = 0  # hash chain over what the state machine applied (InvariantChecker's, mirrored)
+    paused: bool = False  # SIGSTOPped: whatever reaches it waits in `backlog` until it resumes
+    backlog: list[tuple[Callable[..., None], tuple[Any, ...]]] = field(default_factory=list)
 
 
 class Simulation:
@@ -381,13 +388,19 @@ class Simulation:
         self.history: list[Op] = []
         self.timeline: deque[str] = deque(maxlen=60)
         self.stats = {"msgs": 0, "acked": 0, "unknown": 0, "reads": 0, "crashes": 0, "elections": 0,
-                      "compactions": 0, "snapshots_sent": 0, "snapshots_restored": 0}
+                      "compactions": 0, "snapshots_sent": 0, "snapshots_restored": 0,
+                      "faulted_leaders": 0, "reads_at_victim": 0, "reads_served_by_victim": 0}
         self.accepting = True
         for i in self.ids:
             self._start(i)
         for c in self.clients:
             self._at(rng.uniform(0, 50), self._client_next, c)
-        if p.faults:
+        self.victim = 0  # the node under the scripted fault now (0: none)
+        if p.scenario:
+            if p.scenario not in ("isolate-leader", "pause-leader"):
+                raise ValueError(f"unknown scenario {p.scenario!r}")
+            self._at(rng.uniform(200, 800), self._scripted)
+        elif p.faults:
             self._at(rng.uniform(200, 800), self._nemesis)
 
     # -- plumbing --
@@ -419,8 +432,37 @@ class Simulation:
         self.inv.restart(i, n.disk.log_after_snapshot(), (snap.meta.index, n.chain) if snap else None)
         self._at(self.p.tick * n.skew * self.rng.random(), self._tick, i, n.incarnation)
 
+    def pause(self, i: int) -> None:
+        self.nodes[i].paused = True
+        self.note(f"pause {i}")
+
+    def resume(self, i: int) -> None:
+        n = self.nodes[i]
+        if not n.paused:
+            return
+        n.paused = False
+        self.note(f"resume {i}")
+        backlog, n.backlog = n.backlog, []
+        # Each connection's buffer is read in order, but the process picks among its sockets in
+        # no set order: a random merge of the sources (each peer, the clients), the timer last.
+        queues: dict[object, deque[tuple[Callable[..., None], tuple[Any, ...]]]] = {}
+        for fn, args in backlog:
+            if fn != self._tick:
+                source = args[0].frm if fn in (self._deliver, self._snap_status) else "client"
+                queues.setdefault(source, deque()).append((fn, args))
+        while queues:
+            source = self.rng.choice(list(queues))
+            fn, args = queues[source].popleft()
+            if not queues[source]:
+                del queues[source]
+            fn(*args)
+        for fn, args in backlog:
+            if fn == self._tick:
+                fn(*args)
+
     def crash(self, i: int) -> None:
         n = self.nodes[i]
+        n.paused, n.backlog = False, []
         if n.raw is None:
             return
         n.raw = None
@@ -436,6 +478,10 @@ class Simulation:
     def _tick(self, i: int, incarnation: int) -> None:
         n = self.nodes[i]
         if n.raw is None or n.incarnation != incarnation:
+            return
+        if n.paused:  # a stopped process's timer fires once when it resumes (as trio.sleep does)
+            if not any(fn == self._tick for fn, _ in n.backlog):
+                n.backlog.append((self._tick, (i, incarnation)))
             return
         n.raw.tick()
         self._process(n)
@@ -513,6 +559,9 @@ class Simulation:
 
     def _deliver(self, m: Message, reporter: int = 0) -> None:
         n = self.nodes[m.to]
+        if n.paused and n.raw is not None:
+            n.backlog.append((self._deliver, (m, reporter)))  # sits in the socket buffer
+            return
         if n.raw is None or (m.frm, m.to) in self.cut:
             if reporter:
                 self._snap_status(m, reporter, True)
@@ -526,6 +575,9 @@ class Simulation:
     def _snap_status(self, m: Message, incarnation: int, failed: bool) -> None:
         sender = self.nodes[m.frm]
         if sender.raw is None or sender.incarnation != incarnation:
+            return
+        if sender.paused:
+            sender.backlog.append((self._snap_status, (m, incarnation, failed)))
             return
         sender.raw.report_snapshot(m.to, failed)
         self._process(sender)
@@ -568,6 +620,8 @@ class Simulation:
             pend = self.pending[op_id]
             if not pend.done:
                 self.stats["reads"] += 1
+                if n.id == self.victim:
+                    self.stats["reads_served_by_victim"] += 1
                 self._complete(pend, n.kv.get(pend.key))
 
     def _complete(self, pend: Pending, out: Any) -> None:
@@ -613,10 +667,19 @@ class Simulation:
             value = (expected, op_id)
             data = f"{op_id}|cas|{key}|{'~' if expected is None else expected}|{op_id}"
         node_id = c.guess if kind != GET or rng.random() < 0.5 else rng.choice(self.ids)
+        if kind == GET and self.victim and rng.random() < 0.5:
+            node_id = self.victim
+            self.stats["reads_at_victim"] += 1
         n = self.nodes[node_id]
         if n.raw is None:
             c.guess = rng.choice(self.ids)
             self._at(rng.uniform(5, 30), self._client_next, c)
+            return
+        if n.paused:  # the request waits in the stopped process's socket buffer
+            c.busy = True
+            self.pending[op_id] = Pending(op_id, c.id, node_id, n.incarnation, kind, key, value, self.now)
+            self._at(self.p.op_timeout, self._timeout, op_id)
+            n.backlog.append((self._submit_late, (c, op_id, kind, data if kind != GET else "")))
             return
         try:
             if kind == GET and self.p.stale_reads:
@@ -637,6 +700,56 @@ class Simulation:
         self.pending[op_id] = Pending(op_id, c.id, node_id, n.incarnation, kind, key, value, self.now)
         self._at(self.p.op_timeout, self._timeout, op_id)
         self._process(n)
+
+    def _submit_late(self, c: Client, op_id: str, kind: str, data: str) -> None:
+        """A request that reached a paused node: it is read when the node resumes."""
+        pend = self.pending[op_id]
+        n = self.nodes[pend.node]
+        if pend.done or n.raw is None or n.incarnation != pend.incarnation:
+            return
+        try:
+            if kind == GET:
+                n.raw.read_index(op_id.encode())
+            else:
+                n.raw.propose(data.encode())
+        except ProposalDropped:
+            return  # the client times out
+        self._process(n)
+
+    # -- the scripted nemesis --
+    def _scripted(self) -> None:
+        """Find the leader, cut it off or stop it for 1.5 to 12 election timeouts, heal, wait."""
+        if not self.accepting:
+            return
+        rng = self.rng
+        leader = next((i for i in self.ids if self.nodes[i].raw is not None and self.nodes[i].raw.is_leader
+                       and not self.nodes[i].paused), None)  # type: ignore[union-attr]
+        if leader is None:
+            self._at(50, self._scripted)
+            return
+        self.victim = leader
+        self.stats["faulted_leaders"] += 1
+        if self.p.scenario == "isolate-leader":
+            self.cut = self._cut_groups([[leader], [i for i in self.ids if i != leader]])
+            self.note(f"isolate leader {leader}")
+        else:
+            self.pause(leader)
+        hold = rng.uniform(150, 1200)
+        self._at(hold, self._scripted_heal, leader)
+
+    def _scripted_heal(self, leader: int) -> None:
+        if self.p.scenario == "isolate-leader":
+            self.cut.clear()
+            self.note("heal")
+        else:
+            self.resume(leader)
+        # Reads keep going to the old leader for a while after it is back: it must not answer
+        # from its old term.
+        self._at(self.rng.uniform(50, 300), self._scripted_clear)
+
+    def _scripted_clear(self) -> None:
+        self.victim = 0
+        self._at(self.rng.uniform(100, 600), self._scripted)
 
     # -- the nemesis --
     def _nemesis(self) -> None:
@@ -728,7 +841,9 @@ class Simulation:
         self.accepting = False
         self.cut.clear()
         self.loss = self.dup = 0.0
+        self.victim = 0
         for i in self.ids:
+            self.resume(i)
             self.restart(i)
         self.note("heal all, restart all, stop clients")
         deadline = self.now + self.p.settle

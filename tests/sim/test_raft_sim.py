@@ -2,7 +2,8 @@
 acknowledged write lost and a linearizable history at the end. A failing seed names itself and
 replays with `python tests/sim/raft_sim.py SEED NODES`.
 
-CI runs SEEDS_3 + SEEDS_5 = 150 seeds (about 25 s of CPU on a 2-core EPYC since compaction joined
+CI runs SEEDS_3 + SEEDS_5 = 150 seeds, plus 30 seeds each of the leader-isolated and leader-paused
+ReadIndex scenarios (about 25 s of CPU on a 2-core EPYC since compaction joined
 the mix; 45 s with it off); --runslow runs 3000 more.
 Three seeds in four compact their logs at a threshold drawn per seed (5, 20 or 50 entries), so
 snapshot sends, losses and installs are in the fault mix.
@@ -223,3 +224,49 @@ def test_ack_checker() -> None:
     problems = acks.check({1: ["w1", "w2"], 2: ["w1"], 3: ["w1", "w2", "w2"]})
     assert problems == ["lost acknowledged writes on node 2: ['w2'] (1 of 2)",
                         "acknowledged writes applied twice on node 3: ['w2']"]
+
+
+# ---- ReadIndex while the leader is cut off or stopped ---------------------------------------------
+SCENARIOS = ("isolate-leader", "pause-leader")
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+@pytest.mark.parametrize("seed", range(30))
+def test_read_index_with_the_leader_faulted(scenario: str, seed: int) -> None:
+    """The leader is isolated (or SIGSTOPped) for 1.5 to 12 election timeouts, again and again,
+    while half the reads go to it: every read passes the linearizability checker."""
+    sim = run(seed, nodes=3 + 2 * (seed % 2), scenario=scenario)
+    assert sim.stats["faulted_leaders"] >= 2, sim.stats
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_read_index_with_the_leader_faulted_many_seeds(scenario: str) -> None:
+    failures = []
+    for seed in range(1000, 1500):
+        try:
+            run(seed, nodes=3 + 2 * (seed % 2), scenario=scenario)
+        except SimFailure as e:
+            failures.append(str(e).splitlines()[0])
+    assert not failures, "\n".join(failures)
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_a_read_index_without_the_heartbeat_round_is_caught(scenario: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Planted core bug: the leader answers a ReadIndex from its commit index at once, without
+    asking a quorum whether it still leads. A leader cut off (or stopped and resumed) then serves
+    reads that miss writes the new leader acknowledged, and the checker sees it; the same seeds
+    pass with the real ReadIndex (positive control)."""
+    seeds = range(6)
+    for seed in seeds:  # positive control first, before the patch
+        run(seed, nodes=3, scenario=scenario)
+    from murmur.raft.core import Raft
+
+    def hasty(self: Raft, m: Any) -> None:
+        if self.log.term(self.log.committed) != self.term:
+            return
+        self._deliver_read(m.frm, m.context, self.log.committed)
+
+    monkeypatch.setattr(Raft, "_leader_read_index", hasty)
+    reports = planted(seeds, nodes=3, scenario=scenario)
+    assert reports and all("NOT linearizable" in r for r in reports), reports[:1]
