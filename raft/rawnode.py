@@ -14,6 +14,7 @@ from .config import RaftConfig
 from .core import ProposalDropped, Raft
 from .messages import (
     LOCAL_MESSAGES,
+    NONE,
     ConfChangeType,
     Entry,
     EntryType,
@@ -97,8 +98,13 @@ class RawNode:
         # server just added, now a candidate or the leader): take what comes with a newer term,
         # then from the leader we follow; and anything while we have no configuration at all (a
         # new server waiting for the leader to send it the log).
-        known = (m.frm in r.voters or m.frm in r.prs or m.frm == r.lead or m.term > r.term or not r.voters)
-        if m.frm == self.raft.id or not known:
+        # A sender with an older term is let through too: Raft answers it with our term (so a
+        # leader of a configuration we have not caught up to learns it is behind us and steps
+        # down, instead of both waiting forever: found by the simulation with membership changes)
+        # or drops it.
+        known = (m.frm in r.voters or m.frm in r.prs or m.frm == r.lead
+                 or m.term > r.term or 0 < m.term < r.term or not r.voters)
+        if m.frm in (NONE, self.raft.id) or not known:  # frm 0 is "nobody": no peer sends it
             self.raft.dropped["unknown_peer"] += 1
             return False
         self.raft.step(m)

@@ -46,7 +46,17 @@ from typing import Any
 
 from murmur.raft.config import RaftConfig
 from murmur.raft.core import Raft
-from murmur.raft.messages import Entry, EntryType, HardState, Message, MessageType, ReadState, Role, Snapshot
+from murmur.raft.messages import (
+    ConfChangeType,
+    Entry,
+    EntryType,
+    HardState,
+    Message,
+    MessageType,
+    ReadState,
+    Role,
+    Snapshot,
+)
 from murmur.raft.rawnode import ProposalDropped, RawNode
 
 try:
@@ -309,6 +319,14 @@ class SimParams:
     # them at once and one tick on resume), for longer than an election timeout, again and again.
     # Clients send half their reads to the node under fault, so stale answers would show.
     scenario: str = ""
+    # Membership changes in the fault mix: `spares` more servers exist, outside the cluster at
+    # first; the nemesis asks the leader to add one (it starts empty, or from its old disk if it
+    # was in before) or to remove a voter (the leader too). A server whose removal is committed
+    # shuts down, as a Consul server that leaves does. The end-of-run checks take the final
+    # configuration's voters as the cluster.
+    membership: bool = False
+    spares: int = 2
+    spare_bootstraps_alone: bool = False  # planted bug: a joining server bootstraps itself (twice)
 
 
 @dataclass
@@ -358,7 +376,13 @@ class Simulation:
         self.now = 0.0
         self.queue: list[tuple[float, int, Callable[..., None], tuple[Any, ...]]] = []
         self.seq = 0
-        self.ids = list(range(1, p.nodes + 1))
+        self.ids = list(range(1, p.nodes + 1 + (p.spares if p.membership else 0)))
+        # Who each server was bootstrapped with: the first `nodes` know each other; a spare knows
+        # nobody and waits for a leader to send it the log (the configuration comes with it).
+        self.bootstrap = {i: tuple(range(1, p.nodes + 1)) if i <= p.nodes else
+                          (i,) if p.spare_bootstraps_alone else () for i in self.ids}
+        self.servers = set(range(1, p.nodes + 1))  # started, and not shut down after a removal
+        self.joining: set[int] = set()  # started, waiting for the leader to add them
         # The network, drawn per seed.
         self.loss = rng.choice([0.0, 0.01, 0.05, 0.15]) if p.faults else 0.0
         self.dup = rng.choice([0.0, 0.02, 0.1]) if p.faults else 0.0
@@ -389,9 +413,10 @@ class Simulation:
         self.timeline: deque[str] = deque(maxlen=60)
         self.stats = {"msgs": 0, "acked": 0, "unknown": 0, "reads": 0, "crashes": 0, "elections": 0,
                       "compactions": 0, "snapshots_sent": 0, "snapshots_restored": 0,
-                      "faulted_leaders": 0, "reads_at_victim": 0, "reads_served_by_victim": 0}
+                      "faulted_leaders": 0, "reads_at_victim": 0, "reads_served_by_victim": 0,
+                      "conf_changes": 0, "retired": 0}
         self.accepting = True
-        for i in self.ids:
+        for i in sorted(self.servers):
             self._start(i)
         for c in self.clients:
             self._at(rng.uniform(0, 50), self._client_next, c)
@@ -423,7 +448,7 @@ class Simulation:
         n = self.nodes[i]
         n.incarnation += 1
         cfg = RaftConfig(id=i, **self.raft_cfg)  # type: ignore[arg-type]
-        n.raw = RawNode(cfg, self.ids, random.Random(self.rng.random()), n.disk.hard, n.disk.log_after_snapshot(),
+        n.raw = RawNode(cfg, self.bootstrap[i], random.Random(self.rng.random()), n.disk.hard, n.disk.log_after_snapshot(),
                         snapshot=n.disk.snapshot)
         n.kv, n.applied_ids, n.waiting_reads, n.applies, n.applied_index, n.chain = {}, [], [], 0, 0, 0
         snap = n.disk.snapshot
@@ -471,7 +496,7 @@ class Simulation:
         self.note(f"crash {i}")
 
     def restart(self, i: int) -> None:
-        if self.nodes[i].raw is None:
+        if self.nodes[i].raw is None and i in self.servers:
             self._start(i)
             self.note(f"restart {i}")
 
@@ -513,6 +538,10 @@ class Simulation:
                 self.note(f"{n.id} leads term {raw.raft.term}")
             raw.advance(rd)
         self.inv.observe(n.id, raw.raft)
+        if raw.is_leader and self.p.membership:
+            self._retire_removed(raw)
+            if n.raw is None:
+                return  # the leader removed itself and shut down
         log = raw.raft.log
         if self.snapshot_threshold and log.applied - log.snapshot.meta.index >= self.snapshot_threshold:
             self._compact(n, log.applied)
@@ -757,14 +786,18 @@ class Simulation:
             return
         rng = self.rng
         live = [i for i in self.ids if self.nodes[i].raw is not None]
-        down = [i for i in self.ids if self.nodes[i].raw is None]
+        down = [i for i in self.ids if self.nodes[i].raw is None and i in self.servers]
         leader = next((i for i in live if self.nodes[i].raw.is_leader), None)  # type: ignore[union-attr]
         action = rng.choice(["heal", "heal", "isolate", "isolate-leader", "split", "oneway", "bridge",
                              "crash", "crash-leader", "restart", "restart", "crash-all", "bounce",
-                             "bounce-leader"] + (["transfer", "transfer", "transfer"] if self.p.transfers else []))
-        if action == "transfer":
+                             "bounce-leader"] + (["transfer", "transfer", "transfer"] if self.p.transfers else [])
+                            + (["add", "add", "add", "remove", "remove", "remove"] if self.p.membership else []))
+        if action in ("add", "remove"):
             if leader is not None:
-                target = rng.choice([i for i in self.ids if i != leader])
+                self._change_membership(action, leader)
+        elif action == "transfer":
+            if leader is not None:
+                target = rng.choice([i for i in self.ids if i != leader and i in self.servers])
                 raw = self.nodes[leader].raw
                 assert raw is not None
                 try:
@@ -813,9 +846,76 @@ class Simulation:
         elif action == "crash-all":  # power loss of the whole cluster; it comes back together
             for i in live:
                 self.crash(i)
-            for i in self.ids:
+            for i in sorted(self.servers):
                 self._at(rng.uniform(20, 300), self.restart, i)
         self._at(rng.uniform(20, 300) if rng.random() < 0.3 else rng.uniform(100, 1200), self._nemesis)
+
+    def _change_membership(self, action: str, leader: int) -> None:
+        rng = self.rng
+        raw = self.nodes[leader].raw
+        assert raw is not None
+        voters = raw.raft.voters
+        if action == "add":
+            outside = [i for i in self.ids if i not in voters]
+            if not outside:
+                return
+            node = rng.choice(outside)
+            if node not in self.servers:
+                # A server starts (empty, or from its disk); the leader hears of it (gossip) a
+                # little later and adds it then.
+                self.servers.add(node)
+                self.joining.add(node)
+                self.note(f"start {node} to join")
+                self._start(node)
+                self._at(rng.uniform(0, 600), self._join, node, 10)
+                return
+            kind = ConfChangeType.ADD_VOTER
+        else:
+            if len(voters) <= 1:
+                return
+            node = rng.choice(sorted(voters))
+            kind = ConfChangeType.REMOVE_VOTER
+        self._change_membership_of(leader, kind, node)
+
+    def _change_membership_of(self, leader: int, kind: ConfChangeType, node: int) -> bool:
+        raw = self.nodes[leader].raw
+        assert raw is not None
+        try:
+            index = raw.propose_conf_change(kind, node)
+        except (ProposalDropped, ValueError) as e:
+            self.note(f"{kind.name} {node} refused: {e}")
+            return False
+        self.stats["conf_changes"] += 1
+        self.note(f"{leader} proposes {kind.name} {node} at {index}")
+        self._process(self.nodes[leader])
+        return True
+
+    def _join(self, node: int, tries: int) -> None:
+        """The leader adds a server that started to join; it retries a refused change (another
+        one pending, no leader) a few times, then the server gives up and stops."""
+        if node not in self.joining:
+            return
+        leader = next((i for i in self.ids if self.nodes[i].raw is not None and self.nodes[i].raw.is_leader  # type: ignore[union-attr]
+                       and not self.nodes[i].paused), None)
+        if leader is not None and self.accepting and self._change_membership_of(leader, ConfChangeType.ADD_VOTER, node):
+            self.joining.discard(node)
+        elif tries > 0 and self.accepting:
+            self._at(200, self._join, node, tries - 1)
+        else:
+            self.joining.discard(node)
+            self.note(f"{node} gives up joining")
+
+    def _retire_removed(self, leader: RawNode) -> None:
+        """Servers outside the leader's committed configuration shut down (they left)."""
+        r = leader.raft
+        if not self.p.membership or r.conf_pending():
+            return
+        for i in sorted(self.servers - r.voters - self.joining):
+            self.servers.discard(i)
+            self.stats["retired"] += 1
+            self.note(f"{i} is out of the configuration (committed): it shuts down")
+            if self.nodes[i].raw is not None:
+                self.crash(i)
 
     def _cut_groups(self, groups: Iterable[list[int]]) -> set[tuple[int, int]]:
         group_of = {i: g for g, members in enumerate(groups) for i in members}
@@ -823,8 +923,16 @@ class Simulation:
                 if a != b and a in group_of and b in group_of and group_of[a] != group_of[b]}
 
     # -- the run --
+    def members(self) -> list[int]:
+        """The cluster to check at the end: the voters of the (one) live leader; without one,
+        every server."""
+        leaders = [n.raw for n in self.nodes.values() if n.raw is not None and n.raw.is_leader]
+        if len(leaders) == 1 and leaders[0].raft.voters and not leaders[0].raft.conf_pending():
+            return sorted(leaders[0].raft.voters)
+        return sorted(self.servers)
+
     def converged(self) -> bool:
-        raws = [n.raw for n in self.nodes.values()]
+        raws = [self.nodes[i].raw for i in self.members()]
         if any(r is None for r in raws):
             return False
         leaders = [r for r in raws if r is not None and r.is_leader]
@@ -849,13 +957,17 @@ class Simulation:
         deadline = self.now + self.p.settle
         while self.now < deadline and not self.converged():
             self.run_until(self.now + 50)
+            for i in self.members():  # a voter the leader still counts on comes back
+                if self.nodes[i].raw is None:
+                    self.servers.add(i)
+                    self.restart(i)
         for pend in self.pending.values():  # still unanswered: writes may or may not have happened
             if not pend.done and pend.kind != GET:
                 self.history.append(Op(pend.client, pend.kind, pend.key, pend.value, None, pend.call))
         problems = list(self.inv.violations) if self.p.check_invariants else []
         if not self.converged():
             problems.append(f"no convergence within {self.p.settle:g} ms after healing")
-        problems += self.acks.check({i: n.applied_ids for i, n in self.nodes.items()})
+        problems += self.acks.check({i: self.nodes[i].applied_ids for i in self.members()})
         if not problems:
             result = check_kv(self.history, max_steps=5_000_000)
             if result.ok is False:
