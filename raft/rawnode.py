@@ -157,7 +157,7 @@ class RawNode:
         return {"id": r.id, "term": r.term, "vote": r.vote, "lead": r.lead, "role": r.role.name,
                 "commit": r.log.committed, "applied": r.log.applied, "last_index": r.log.last_index(),
                 "snapshot_index": r.log.snapshot.meta.index, "first_index": r.log.offset + 1,
-                "voters": sorted(r.voters), "transferee": r.lead_transferee}
+                "voters": sorted(r.voters), "learners": sorted(r.learners), "transferee": r.lead_transferee}
 
     def soft_state(self) -> SoftState:
         return self.raft.soft_state()

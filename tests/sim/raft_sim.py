@@ -321,7 +321,8 @@ class SimParams:
     scenario: str = ""
     # Membership changes in the fault mix: `spares` more servers exist, outside the cluster at
     # first; the nemesis asks the leader to add one (it starts empty, or from its old disk if it
-    # was in before) or to remove a voter (the leader too). A server whose removal is committed
+    # was in before; half join as learners, promoted by a later "add") or to remove a voter (the
+    # leader too) or a learner. A server whose removal is committed
     # shuts down, as a Consul server that leaves does. The end-of-run checks take the final
     # configuration's voters as the cluster.
     membership: bool = False
@@ -414,7 +415,7 @@ class Simulation:
         self.stats = {"msgs": 0, "acked": 0, "unknown": 0, "reads": 0, "crashes": 0, "elections": 0,
                       "compactions": 0, "snapshots_sent": 0, "snapshots_restored": 0,
                       "faulted_leaders": 0, "reads_at_victim": 0, "reads_served_by_victim": 0,
-                      "conf_changes": 0, "retired": 0}
+                      "conf_changes": 0, "retired": 0, "learners_added": 0, "promotions": 0}
         self.accepting = True
         for i in sorted(self.servers):
             self._start(i)
@@ -797,7 +798,7 @@ class Simulation:
                 self._change_membership(action, leader)
         elif action == "transfer":
             if leader is not None:
-                target = rng.choice([i for i in self.ids if i != leader and i in self.servers])
+                target = rng.choice([i for i in self.ids if i != leader and i in self.servers] or [leader])
                 raw = self.nodes[leader].raw
                 assert raw is not None
                 try:
@@ -855,8 +856,12 @@ class Simulation:
         raw = self.nodes[leader].raw
         assert raw is not None
         voters = raw.raft.voters
+        if action == "add" and raw.raft.learners and rng.random() < 0.7:
+            # Autopilot's part: promote a learner (caught up or not: the core must cope).
+            self._change_membership_of(leader, ConfChangeType.ADD_VOTER, rng.choice(sorted(raw.raft.learners)))
+            return
         if action == "add":
-            outside = [i for i in self.ids if i not in voters]
+            outside = [i for i in self.ids if i not in voters and i not in raw.raft.learners]
             if not outside:
                 return
             node = rng.choice(outside)
@@ -871,9 +876,7 @@ class Simulation:
                 return
             kind = ConfChangeType.ADD_VOTER
         else:
-            if len(voters) <= 1:
-                return
-            node = rng.choice(sorted(voters))
+            node = rng.choice(sorted(voters | raw.raft.learners))  # (the last voter: refused)
             kind = ConfChangeType.REMOVE_VOTER
         self._change_membership_of(leader, kind, node)
 
@@ -886,6 +889,11 @@ class Simulation:
             self.note(f"{kind.name} {node} refused: {e}")
             return False
         self.stats["conf_changes"] += 1
+        if kind == ConfChangeType.ADD_LEARNER:
+            self.stats["learners_added"] += 1
+        elif kind == ConfChangeType.ADD_VOTER and node in raw.raft.voters and \
+                node in raw.raft.conf_at(index - 1)[1]:
+            self.stats["promotions"] += 1
         self.note(f"{leader} proposes {kind.name} {node} at {index}")
         self._process(self.nodes[leader])
         return True
@@ -897,7 +905,9 @@ class Simulation:
             return
         leader = next((i for i in self.ids if self.nodes[i].raw is not None and self.nodes[i].raw.is_leader  # type: ignore[union-attr]
                        and not self.nodes[i].paused), None)
-        if leader is not None and self.accepting and self._change_membership_of(leader, ConfChangeType.ADD_VOTER, node):
+        # Half the joins come in as learners (non-voters), to be promoted by a later "add".
+        kind = ConfChangeType.ADD_LEARNER if self.rng.random() < 0.5 else ConfChangeType.ADD_VOTER
+        if leader is not None and self.accepting and self._change_membership_of(leader, kind, node):
             self.joining.discard(node)
         elif tries > 0 and self.accepting:
             self._at(200, self._join, node, tries - 1)
@@ -910,7 +920,7 @@ class Simulation:
         r = leader.raft
         if not self.p.membership or r.conf_pending():
             return
-        for i in sorted(self.servers - r.voters - self.joining):
+        for i in sorted(self.servers - r.voters - r.learners - self.joining):
             self.servers.discard(i)
             self.stats["retired"] += 1
             self.note(f"{i} is out of the configuration (committed): it shuts down")
@@ -928,7 +938,7 @@ class Simulation:
         every server."""
         leaders = [n.raw for n in self.nodes.values() if n.raw is not None and n.raw.is_leader]
         if len(leaders) == 1 and leaders[0].raft.voters and not leaders[0].raft.conf_pending():
-            return sorted(leaders[0].raft.voters)
+            return sorted(leaders[0].raft.voters | leaders[0].raft.learners)
         return sorted(self.servers)
 
     def converged(self) -> bool:

@@ -290,6 +290,7 @@ def test_membership_changes_happen() -> None:
         for k, v in sim.stats.items():
             totals[k] = totals.get(k, 0) + v
     assert totals["conf_changes"] >= 10 and totals["retired"] >= 5, totals
+    assert totals["learners_added"] >= 1 and totals["promotions"] >= 1, totals
     assert any(max(f) > 3 for f in finals) and any(len(f) != 3 for f in finals), finals
 
 
