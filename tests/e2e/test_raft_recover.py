@@ -10,8 +10,17 @@ import time
 
 import httpx
 import pytest
-from e2e.test_raft_cluster import Writer, check_data_dir, data_dir, holds_all, leader_of, leader_proc, read_all, \
-    snapshot_files, start_servers
+from e2e.test_raft_cluster import (
+    Writer,
+    check_data_dir,
+    data_dir,
+    holds_all,
+    leader_of,
+    leader_proc,
+    read_all,
+    snapshot_files,
+    start_servers,
+)
 from support.procs import wait_for
 
 pytestmark = pytest.mark.e2e
