@@ -99,6 +99,11 @@ class Raft:
         self.lead_transferee = NONE
         self.transfer_elapsed = 0
         self.read_seq = 0  # never reset: a late heartbeat response cannot confirm a newer read
+        # Lease reads: ticks of our own clock (never reset), and per follower the send tick of the
+        # newest heartbeat it acknowledged in this term.
+        self.ticks = 0
+        self.heartbeat_acked: dict[int, int] = {}
+        self.read_stats = {"lease": 0, "read_index": 0}
         self.dropped: dict[str, int] = {"stale_term": 0, "unknown_peer": 0, "local_from_network": 0,
                                         "read_index_not_leader": 0, "malformed": 0}
         self.become_follower(self.term, NONE)
@@ -130,6 +135,7 @@ class Raft:
         if self.id in self.prs:
             self.prs[self.id].match = last
         self.pending_reads.clear()
+        self.heartbeat_acked = {}
         self.lead_transferee = NONE
         self.transfer_elapsed = 0
 
@@ -298,9 +304,11 @@ class Raft:
                 self._send_append(v)
 
     def _bcast_heartbeat(self, context: bytes = b"") -> None:
+        # Echoed back, it says when the lease starts: our tick count plus one (0 means none).
+        sent = self.ticks + 1 if self.config.lease_tick else 0
         for v, pr in self.prs.items():
             if v != self.id:
-                self._send(Message(MT.HEARTBEAT, to=v, frm=self.id, term=self.term,
+                self._send(Message(MT.HEARTBEAT, to=v, frm=self.id, term=self.term, index=sent,
                                    commit=min(pr.match, self.log.committed), context=context))
 
     # ---- log ------------------------------------------------------------------------------------
@@ -347,6 +355,7 @@ class Raft:
 
     # ---- time -----------------------------------------------------------------------------------
     def tick(self) -> None:
+        self.ticks += 1
         if self.role == Role.LEADER:
             self.heartbeat_elapsed += 1
             self.election_elapsed += 1
@@ -551,6 +560,8 @@ class Raft:
             pr.probe_sent = True
         elif m.type == MT.HEARTBEAT_RESP:
             pr.heard_from()
+            if m.index and m.index <= self.ticks + 1:  # the send tick (+1) of the heartbeat it answers
+                self.heartbeat_acked[m.frm] = max(self.heartbeat_acked.get(m.frm, 0), m.index)
             pr.probe_sent = False
             if pr.state == ProgressState.REPLICATE and pr.is_paused():
                 # The window is full, yet the follower is alive: appends may have been lost, and
@@ -595,7 +606,8 @@ class Raft:
             self.election_elapsed = 0
             self.lead = m.frm
             self.log.commit_to(min(m.commit, self.log.last_index()))
-            self._send(Message(MT.HEARTBEAT_RESP, to=m.frm, frm=self.id, term=self.term, context=m.context))
+            self._send(Message(MT.HEARTBEAT_RESP, to=m.frm, frm=self.id, term=self.term, index=m.index,
+                               context=m.context))
         elif m.type == MT.TIMEOUT_NOW:
             if self.promotable():
                 # A transfer: skip the pre-vote (and the others skip their lease check), the
@@ -659,10 +671,28 @@ class Raft:
         if len(self.voters) == 1:
             self._deliver_read(m.frm, m.context, index)
             return
+        if self.lease_valid():
+            self.read_stats["lease"] += 1
+            self._deliver_read(m.frm, m.context, index)
+            return
+        self.read_stats["read_index"] += 1
         self.read_seq += 1
         self.pending_reads.append(PendingRead(self.read_seq, index, NONE if local else m.frm, m.context,
                                               {self.id}))
         self._bcast_heartbeat(self.read_seq.to_bytes(8, "big"))
+
+    def lease_valid(self) -> bool:
+        """Lease reads are on and we hold the lease: a quorum of voters (us included) acknowledged
+        a heartbeat we sent less than lease_tick ticks ago, in this term, and no transfer is under
+        way (the transfer's vote skips the followers' lease)."""
+        if not self.config.lease_tick or self.role != Role.LEADER or self.lead_transferee != NONE:
+            return False
+        if self.log.term(self.log.committed) != self.term:
+            return False
+        acked = sorted((self.ticks + 1 if v == self.id else self.heartbeat_acked.get(v, 0) for v in self.voters),
+                       reverse=True)
+        start = acked[self.quorum() - 1] - 1  # the tick the quorum's heartbeat went out at
+        return start >= 0 and self.ticks < start + self.config.lease_tick
 
     def _deliver_read(self, origin: int, context: bytes, index: int) -> None:
         if origin in (NONE, self.id):

@@ -62,3 +62,11 @@ def test_compaction_and_restart_keep_the_learners() -> None:
     for _ in range(100):
         learner.tick()
     assert not learner.ready().messages  # it never campaigns
+
+
+def test_lease_reads_need_check_quorum_and_a_lease_below_the_election_timeout() -> None:
+    RaftConfig(id=1, lease_tick=5).validate()
+    with pytest.raises(ValueError, match="check_quorum"):
+        RaftConfig(id=1, lease_tick=5, check_quorum=False).validate()
+    with pytest.raises(ValueError, match="lease_tick"):
+        RaftConfig(id=1, lease_tick=10).validate()

@@ -70,6 +70,14 @@ class SimFailure(AssertionError):
     pass
 
 
+class _UnsafeConfig(RaftConfig):
+    """The planted lease bug: a lease as long as the election timeout or longer, which
+    RaftConfig.validate refuses."""
+
+    def validate(self) -> None:
+        pass
+
+
 # ---- disks ---------------------------------------------------------------------------------------
 class Disk:
     """Stable storage that is honest: what persist() was given survives a crash."""
@@ -326,6 +334,18 @@ class SimParams:
     # shuts down, as a Consul server that leaves does. The end-of-run checks take the final
     # configuration's voters as the cluster.
     membership: bool = False
+    # Lease reads (RaftConfig.lease_tick; 0: off). check_quorum is then on in every seed. A lease
+    # of election_tick or more is the planted bug (the config refuses it; the simulation lets it
+    # through). `drift`: each node's clock runs at 1 +- drift of the nominal tick.
+    lease_tick: int = 0
+    drift: float = 0.05
+    # Planted bugs for lease reads: `lease_without_check_quorum` leaves check_quorum off (the
+    # followers then vote regardless of the leader's lease, and it never steps down);
+    # `frozen_lease_clock` is a driver that, like a plain sleep loop, delivers one tick after a
+    # pause, so the lease has not run out when the stopped leader reads its socket buffers.
+    # Without it, a resumed node first catches up the ticks it missed (a monotonic clock).
+    lease_without_check_quorum: bool = False
+    frozen_lease_clock: bool = False
     spares: int = 2
     spare_bootstraps_alone: bool = False  # planted bug: a joining server bootstraps itself (twice)
 
@@ -365,6 +385,7 @@ class SimNode:
     applied_index: int = 0  # what the driver has handed to the state machine
     chain: int = 0  # hash chain over what the state machine applied (InvariantChecker's, mirrored)
     paused: bool = False  # SIGSTOPped: whatever reaches it waits in `backlog` until it resumes
+    paused_at: float = 0.0
     backlog: list[tuple[Callable[..., None], tuple[Any, ...]]] = field(default_factory=list)
 
 
@@ -397,7 +418,16 @@ class Simulation:
                              pre_vote=rng.random() < 0.75, check_quorum=rng.random() < 0.75,
                              max_inflight_msgs=rng.choice([1, 4, 256]),
                              max_size_per_msg=rng.choice([64, 1 << 20]))
-        self.nodes = {i: SimNode(i, p.disk(), skew=1 + rng.uniform(-0.05, 0.05)) for i in self.ids}
+        self.nodes = {i: SimNode(i, p.disk(), skew=1 + rng.uniform(-p.drift, p.drift)) for i in self.ids}
+        if p.lease_tick:
+            self.raft_cfg.update(lease_tick=p.lease_tick, check_quorum=not p.lease_without_check_quorum)
+        # Lease measurements per isolation of the leader: how long after the cut it still answered
+        # reads (it can only be on its lease), and how long until another node led.
+        self.fault_start = 0.0
+        self.episode: dict[str, float] = {}
+        self.lease_windows: list[float] = []  # ms from the cut to the isolated leader's last answer
+        self.takeovers: list[float] = []  # ms from the cut to a new leader
+        self.margins: list[float] = []  # per episode with both: takeover - window
         # Drawn from its own stream, so seeds keep their network and Raft settings.
         snap_rng = random.Random(f"snap{seed}")
         self.snapshot_threshold = p.snapshot_threshold if p.snapshot_threshold >= 0 else \
@@ -448,7 +478,8 @@ class Simulation:
     def _start(self, i: int) -> None:
         n = self.nodes[i]
         n.incarnation += 1
-        cfg = RaftConfig(id=i, **self.raft_cfg)  # type: ignore[arg-type]
+        unsafe = self.p.lease_tick >= 10 or self.p.lease_without_check_quorum
+        cfg = (_UnsafeConfig if unsafe else RaftConfig)(id=i, **self.raft_cfg)  # type: ignore[arg-type]
         n.raw = RawNode(cfg, self.bootstrap[i], random.Random(self.rng.random()), n.disk.hard, n.disk.log_after_snapshot(),
                         snapshot=n.disk.snapshot)
         n.kv, n.applied_ids, n.waiting_reads, n.applies, n.applied_index, n.chain = {}, [], [], 0, 0, 0
@@ -460,6 +491,7 @@ class Simulation:
 
     def pause(self, i: int) -> None:
         self.nodes[i].paused = True
+        self.nodes[i].paused_at = self.now
         self.note(f"pause {i}")
 
     def resume(self, i: int) -> None:
@@ -468,6 +500,12 @@ class Simulation:
             return
         n.paused = False
         self.note(f"resume {i}")
+        if self.p.lease_tick and not self.p.frozen_lease_clock and n.raw is not None:
+            # The driver's clock is monotonic: the ticks missed while stopped happen first.
+            missed = int((self.now - n.paused_at) / (self.p.tick * n.skew))
+            for _ in range(missed):
+                n.raw.tick()
+            self._process(n)
         backlog, n.backlog = n.backlog, []
         # Each connection's buffer is read in order, but the process picks among its sockets in
         # no set order: a random merge of the sources (each peer, the clients), the timer last.
@@ -535,6 +573,8 @@ class Simulation:
             for rs in rd.read_states:
                 self._read_state(n, rs)
             if rd.soft_state is not None and rd.soft_state.role == Role.LEADER:
+                if self.victim and n.id != self.victim and "takeover" not in self.episode:
+                    self.episode["takeover"] = self.now - self.fault_start
                 self.stats["elections"] += 1
                 self.note(f"{n.id} leads term {raw.raft.term}")
             raw.advance(rd)
@@ -652,6 +692,8 @@ class Simulation:
                 self.stats["reads"] += 1
                 if n.id == self.victim:
                     self.stats["reads_served_by_victim"] += 1
+                    if self.cut and self.p.scenario == "isolate-leader":
+                        self.episode["window"] = self.now - self.fault_start
                 self._complete(pend, n.kv.get(pend.key))
 
     def _complete(self, pend: Pending, out: Any) -> None:
@@ -759,6 +801,7 @@ class Simulation:
             return
         self.victim = leader
         self.stats["faulted_leaders"] += 1
+        self.fault_start, self.episode = self.now, {}
         if self.p.scenario == "isolate-leader":
             self.cut = self._cut_groups([[leader], [i for i in self.ids if i != leader]])
             self.note(f"isolate leader {leader}")
@@ -768,6 +811,13 @@ class Simulation:
         self._at(hold, self._scripted_heal, leader)
 
     def _scripted_heal(self, leader: int) -> None:
+        ep = self.episode
+        if "window" in ep:
+            self.lease_windows.append(ep["window"])
+        if "takeover" in ep:
+            self.takeovers.append(ep["takeover"])
+            if "window" in ep:
+                self.margins.append(ep["takeover"] - ep["window"])
         if self.p.scenario == "isolate-leader":
             self.cut.clear()
             self.note("heal")
@@ -974,6 +1024,9 @@ class Simulation:
         for pend in self.pending.values():  # still unanswered: writes may or may not have happened
             if not pend.done and pend.kind != GET:
                 self.history.append(Op(pend.client, pend.kind, pend.key, pend.value, None, pend.call))
+        for n in self.nodes.values():
+            if n.raw is not None:
+                self.stats["lease_reads"] = self.stats.get("lease_reads", 0) + n.raw.raft.read_stats["lease"]
         problems = list(self.inv.violations) if self.p.check_invariants else []
         if not self.converged():
             problems.append(f"no convergence within {self.p.settle:g} ms after healing")

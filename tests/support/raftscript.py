@@ -8,7 +8,7 @@ exactly `election` ticks, so a transcript replays identically.
 
 Commands (IDs are node IDs; `opts` are key=value):
 
-    add-nodes N [election=10 heartbeat=1 pre_vote=true check_quorum=true inflight=256 max_size=1048576]
+    add-nodes N [election=10 heartbeat=1 pre_vote=true check_quorum=true inflight=256 max_size=1048576 lease=0]
     load-log ID [term=T] [vote=V] [commit=C] log=1@1,2@1,3@2   # rewrite ID's disk, restart ID
     campaign ID | propose ID DATA | read-index ID CTX
     transfer-leader ID TARGET    # ID (the leader) hands leadership to TARGET
@@ -166,7 +166,7 @@ class Env:
                 id=i, election_tick=int(opts.get("election", 10)), heartbeat_tick=int(opts.get("heartbeat", 1)),
                 pre_vote=flag("pre_vote", True), check_quorum=flag("check_quorum", True),
                 max_inflight_msgs=int(opts.get("inflight", 256)),
-                max_size_per_msg=int(opts.get("max_size", 1 << 20)))
+                max_size_per_msg=int(opts.get("max_size", 1 << 20)), lease_tick=int(opts.get("lease", 0)))
             self.disks[i] = Disk()
             self._start(i)
         return "ok"
