@@ -374,3 +374,15 @@ def test_a_lease_clock_that_stops_during_a_pause_is_caught() -> None:
     assert len(reports) >= 2 and all("NOT linearizable" in r for r in reports), reports[:1]
     for seed in seeds:
         run(seed, nodes=3, scenario="pause-leader", lease_tick=LEASE)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_lease_reads_many_seeds(scenario: str) -> None:
+    failures = []
+    for seed in range(1000, 1300):
+        try:
+            run(seed, nodes=3 + 2 * (seed % 2), scenario=scenario, lease_tick=LEASE, drift=0.2)
+        except SimFailure as e:
+            failures.append(str(e).splitlines()[0])
+    assert not failures, "\n".join(failures)
