@@ -185,8 +185,9 @@ def learners_to_promote(agent: Agent, now: float) -> list[int]:
 
 
 def dead_servers_to_remove(agent: Agent, now: float) -> list[int]:
-    """CleanupDeadServers: a voter gossip has shown failed for DEAD_SERVER_GRACE seconds, if the
-    rest keep a quorum of the current configuration and at least MinQuorum voters."""
+    """CleanupDeadServers: a server gossip has shown failed for DEAD_SERVER_GRACE seconds: a
+    non-voter at once, a voter if the rest keep a quorum of the current configuration and at
+    least MinQuorum voters."""
     from murmur.gossip.membership import State
 
     from .server import raft_id
@@ -203,7 +204,8 @@ def dead_servers_to_remove(agent: Agent, now: float) -> list[int]:
                 dead.add(raft_id(m.tags["id"]))
             except ValueError:
                 continue
-    dead &= voters - {srv.id}
+    learners = set(srv.driver.node.raft.learners)
+    dead &= (voters | learners) - {srv.id}
     seen = agent.autopilot.dead_since
     for rid in list(seen):
         if rid not in dead:
@@ -211,10 +213,12 @@ def dead_servers_to_remove(agent: Agent, now: float) -> list[int]:
     for rid in dead:
         seen.setdefault(rid, now)
     dead = {rid for rid in dead if now - seen[rid] >= DEAD_SERVER_GRACE}
+    if dead & learners:
+        return sorted(dead & learners)[:1]  # a non-voter: the quorum does not change
     min_quorum = int(agent.autopilot.values["MinQuorum"])
     if not dead or len(voters) - 1 < max(min_quorum, 1):
         return []
-    alive = len(voters) - len(set(seen))
+    alive = len(voters) - len(set(seen) & voters)
     if alive < len(voters) // 2 + 1:
         return []  # a quorum is not there to commit the change anyway
     return sorted(dead)[:1]
