@@ -103,7 +103,11 @@ class RawNode:
         # down, instead of both waiting forever: found by the simulation with membership changes)
         # or drops it.
         known = (m.frm in r.voters or m.frm in r.prs or m.frm == r.lead
-                 or m.term > r.term or 0 < m.term < r.term or not r.voters)
+                 or m.term > r.term or 0 < m.term < r.term or not r.voters
+                 # the one leader of our own term (a term has at most one), though our configuration
+                 # does not know it yet (found by the simulation: a pre-candidate waited forever)
+                 or (m.term == r.term and r.lead == NONE
+                     and m.type in (MessageType.APP, MessageType.HEARTBEAT, MessageType.SNAP)))
         if m.frm in (NONE, self.raft.id) or not known:  # frm 0 is "nobody": no peer sends it
             self.raft.dropped["unknown_peer"] += 1
             return False

@@ -26,6 +26,14 @@ def test_a_lower_term_leader_outside_our_configuration_hears_our_term() -> None:
 def test_a_same_term_stranger_is_still_dropped() -> None:
     """Positive control for the filter: same term, not in our configuration, not our leader."""
     n = node(15)
-    assert not n.step(Message(MessageType.HEARTBEAT, to=1, frm=4, term=15))
+    assert not n.step(Message(MessageType.APP_RESP, to=1, frm=4, term=15, index=1))
     assert n.raft.dropped["unknown_peer"] == 1 and not n.ready().messages
     assert not n.step(Message(MessageType.HEARTBEAT, to=1, frm=0, term=3))  # "nobody" is never a sender
+
+
+def test_a_same_term_leader_outside_our_configuration_is_followed() -> None:
+    """A term has one leader: its heartbeat is taken even from outside our configuration."""
+    n = node(15)
+    assert n.step(Message(MessageType.HEARTBEAT, to=1, frm=4, term=15))
+    assert n.raft.lead == 4
+    assert [(m.type, m.to) for m in n.ready().messages] == [(MessageType.HEARTBEAT_RESP, 4)]
