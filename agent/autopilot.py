@@ -45,6 +45,7 @@ class AutopilotConfig:
         self.path = Path(agent.cfg.data_dir) / "autopilot.json" if agent.cfg.data_dir and not agent.cfg.dev else None
         self.values = dict(DEFAULTS)
         self.dead_since: dict[int, float] = {}  # raft id -> when (trio time) we first saw it failed
+        self.stable_since: dict[int, float] = {}  # learner raft id -> since when (trio time) it is healthy
         self.started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         self.create_index = 1
         self.modify_index = 1
@@ -119,7 +120,7 @@ def server_health(agent: Agent) -> dict[str, Any]:
     members[srv.id] = (agent.local.node.name, agent.local.node.id, "alive", __version__)
     last = raft.log.last_index()
     servers = []
-    for v in sorted(raft.voters):
+    for v in sorted(raft.voters | raft.learners):
         name, nid, serf, version = members.get(v, (str(v), str(v), "none", ""))
         addr = srv.addresses.get(v)
         if v == srv.id:
@@ -133,17 +134,60 @@ def server_health(agent: Agent) -> dict[str, Any]:
                         "SerfStatus": serf, "Version": version, "Leader": v == srv.id,
                         "LastContact": "0s" if v == srv.id else (f"{contact * 1000:.0f}ms" if contact != float("inf")
                                                                    else "-1ns"),
-                        "LastTerm": raft.term, "LastIndex": index, "Healthy": healthy, "Voter": True,
+                        "LastTerm": raft.term, "LastIndex": index, "Healthy": healthy, "Voter": v in raft.voters,
                         "StableSince": agent.autopilot.started})
-    n_healthy = sum(1 for s in servers if s["Healthy"])
+    n_healthy = sum(1 for s in servers if s["Healthy"] and s["Voter"])
     quorum = len(raft.voters) // 2 + 1
     return {"Healthy": n_healthy == len(servers), "FailureTolerance": max(0, n_healthy - quorum),
             "Servers": servers}
 
 
+def learners_to_promote(agent: Agent, now: float) -> list[int]:
+    """Non-voters the leader may promote now (Consul's autopilot): each has been healthy (alive in
+    gossip where gossip knows it, heard from within LastContactThreshold, at most MaxTrailingLogs
+    behind the leader's log) without a break for ServerStabilizationTime."""
+    from murmur.gossip.membership import State
+
+    from .server import TICK_INTERVAL, raft_id
+
+    srv = agent.server
+    if srv is None or srv.driver is None or not srv.driver.is_leader:
+        return []
+    raft = srv.driver.node.raft
+    cfg = agent.autopilot.values
+    threshold = max(parse_ms(str(cfg["LastContactThreshold"])), TICK_INTERVAL * 2)
+    stabilization = parse_ms(str(cfg["ServerStabilizationTime"]))
+    max_trailing = int(cfg["MaxTrailingLogs"])
+    failed: set[int] = set()
+    if agent.membership is not None:
+        for m in agent.membership.members.values():
+            if m.state != State.ALIVE and m.tags.get("role") == "consul" and "id" in m.tags:
+                try:
+                    failed.add(raft_id(m.tags["id"]))
+                except ValueError:
+                    continue
+    seen = agent.autopilot.stable_since
+    for rid in list(seen):
+        if rid not in raft.learners:
+            del seen[rid]
+    last = raft.log.last_index()
+    out = []
+    for rid in sorted(raft.learners):
+        pr = raft.prs.get(rid)
+        healthy = (pr is not None and rid not in failed and pr.inactive_ticks * TICK_INTERVAL <= threshold
+                   and last - pr.match <= max_trailing)
+        if not healthy:
+            seen.pop(rid, None)
+            continue
+        if now - seen.setdefault(rid, now) >= stabilization:
+            out.append(rid)
+    return out
+
+
 def dead_servers_to_remove(agent: Agent, now: float) -> list[int]:
-    """CleanupDeadServers: a voter gossip has shown failed for DEAD_SERVER_GRACE seconds, if the
-    rest keep a quorum of the current configuration and at least MinQuorum voters."""
+    """CleanupDeadServers: a server gossip has shown failed for DEAD_SERVER_GRACE seconds: a
+    non-voter at once, a voter if the rest keep a quorum of the current configuration and at
+    least MinQuorum voters."""
     from murmur.gossip.membership import State
 
     from .server import raft_id
@@ -160,7 +204,8 @@ def dead_servers_to_remove(agent: Agent, now: float) -> list[int]:
                 dead.add(raft_id(m.tags["id"]))
             except ValueError:
                 continue
-    dead &= voters - {srv.id}
+    learners = set(srv.driver.node.raft.learners)
+    dead &= (voters | learners) - {srv.id}
     seen = agent.autopilot.dead_since
     for rid in list(seen):
         if rid not in dead:
@@ -168,10 +213,12 @@ def dead_servers_to_remove(agent: Agent, now: float) -> list[int]:
     for rid in dead:
         seen.setdefault(rid, now)
     dead = {rid for rid in dead if now - seen[rid] >= DEAD_SERVER_GRACE}
+    if dead & learners:
+        return sorted(dead & learners)[:1]  # a non-voter: the quorum does not change
     min_quorum = int(agent.autopilot.values["MinQuorum"])
     if not dead or len(voters) - 1 < max(min_quorum, 1):
         return []
-    alive = len(voters) - len(set(seen))
+    alive = len(voters) - len(set(seen) & voters)
     if alive < len(voters) // 2 + 1:
         return []  # a quorum is not there to commit the change anyway
     return sorted(dead)[:1]

@@ -76,7 +76,8 @@ async def change_membership(server: ServerRuntime, kind: ConfChangeType, target:
     driver = server.driver
     if driver is None:
         raise OperatorError("No cluster leader (raft is not bootstrapped yet)")
-    what = "add" if kind == ConfChangeType.ADD_VOTER else "remove"
+    what = {ConfChangeType.ADD_VOTER: "add (or promote)", ConfChangeType.ADD_LEARNER: "add as a non-voter"}.get(
+        kind, "remove")
     with trio.move_on_after(CHANGE_TIMEOUT):
         while True:
             try:
@@ -90,9 +91,9 @@ async def change_membership(server: ServerRuntime, kind: ConfChangeType, target:
                 raise OperatorError(str(exc)) from exc
             except ValueError as exc:
                 raise OperatorError(str(exc)) from exc
-            log.info("operator: %s voter %d committed at index %d", what, target, index)
+            log.info("operator: %s server %d committed at index %d", what, target, index)
             return index
-    raise OperatorError(f"could not {what} voter {target}: another change stayed pending for {CHANGE_TIMEOUT:g}s")
+    raise OperatorError(f"could not {what} server {target}: another change stayed pending for {CHANGE_TIMEOUT:g}s")
 
 
 async def reconcile_loop(server: ServerRuntime) -> None:
@@ -108,6 +109,7 @@ async def reconcile_loop(server: ServerRuntime) -> None:
         if raft.conf_pending() or raft.lead_transferee:
             continue
         voters = set(raft.voters)
+        members = voters | raft.learners
         try:
             from .autopilot import dead_servers_to_remove
 
@@ -116,17 +118,27 @@ async def reconcile_loop(server: ServerRuntime) -> None:
                 log.info("autopilot: server %d failed: removing it (CleanupDeadServers)", dead[0])
                 await change_membership(server, ConfChangeType.REMOVE_VOTER, dead[0])
                 continue
-            left = sorted((server.left_servers() & voters) - {server.id})
+            left = sorted((server.left_servers() & members) - {server.id})
             if left:
                 log.info("reconcile: server %d left: removing it from the raft configuration", left[0])
                 await change_membership(server, ConfChangeType.REMOVE_VOTER, left[0])
                 continue
             now = trio.current_time()
+            from .autopilot import learners_to_promote
+
+            ready = learners_to_promote(server.agent, now)
+            if ready:
+                log.info("autopilot: non-voter %d is caught up and stable: promoting it to voter", ready[0])
+                await change_membership(server, ConfChangeType.ADD_VOTER, ready[0])
+                continue
             held = {rid for rid, t in server.removed_at.items() if now - t < REMOVED_HOLD}
-            new = sorted(set(server.known_servers()) - voters - held)
+            new = sorted(set(server.known_servers()) - members - held)
             if new:
-                log.info("reconcile: server %d is alive but not a voter: adding it", new[0])
-                await change_membership(server, ConfChangeType.ADD_VOTER, new[0])
+                # As Consul's autopilot: a new server joins as a non-voter and gets the log; it
+                # is promoted once it has been healthy for ServerStabilizationTime.
+                log.info("reconcile: server %d is alive but not in the configuration: adding it as a non-voter",
+                         new[0])
+                await change_membership(server, ConfChangeType.ADD_LEARNER, new[0])
         except OperatorError as exc:
             log.warning("reconcile: %s", exc)
 
@@ -165,7 +177,8 @@ async def perform(server: ServerRuntime, action: str, args: dict[str, Any]) -> A
         if not isinstance(target, int) or isinstance(target, bool):
             raise OperatorError("remove: target must be a raft id")
         assert server.driver is not None
-        if target not in server.driver.node.raft.voters:
+        raft = server.driver.node.raft
+        if target not in raft.voters and target not in raft.learners:
             raise OperatorError(f"{target} is not a raft peer")
         server.removed_at[target] = trio.current_time()
         return await change_membership(server, ConfChangeType.REMOVE_VOTER, target)

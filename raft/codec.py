@@ -60,7 +60,10 @@ def decode_entry(data: bytes) -> Entry:
 def encode_message(m: Message) -> bytes:
     snap = None
     if m.snapshot is not None:
-        snap = [m.snapshot.meta.index, m.snapshot.meta.term, list(m.snapshot.meta.voters), m.snapshot.data]
+        meta = m.snapshot.meta
+        snap = [meta.index, meta.term, list(meta.voters), m.snapshot.data]
+        if meta.learners:
+            snap.append(list(meta.learners))  # a fifth field, only when there are learners
     body = [int(m.type), m.to, m.frm, m.term, m.log_term, m.index, [_entry_list(e) for e in m.entries],
             m.commit, m.reject, m.reject_hint, m.context, snap]
     return bytes([VERSION]) + bytes(msgpack.packb(body))
@@ -94,7 +97,12 @@ def decode_message(data: bytes) -> Message:
         _nonneg(snap[1], "snapshot term")
         for voter in snap[2]:
             _nonneg(voter, "snapshot voter")
-        snapshot = Snapshot(SnapshotMeta(snap[0], snap[1], tuple(snap[2])), snap[3])
+        learners = snap[4] if len(snap) > 4 else []
+        if not isinstance(learners, list):
+            raise CodecError("bad snapshot learners")
+        for learner in learners:
+            _nonneg(learner, "snapshot learner")
+        snapshot = Snapshot(SnapshotMeta(snap[0], snap[1], tuple(snap[2]), tuple(learners)), snap[3])
     return Message(mtype, to, frm, term, log_term, index, tuple(_entry_from(e) for e in entries), commit, reject,
                    hint, context, snapshot)
 

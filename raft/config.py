@@ -25,6 +25,16 @@ class RaftConfig:
     max_size_per_msg: int = 1 << 20
     # AppendEntries messages in flight per follower before waiting for acks (pipelining window).
     max_inflight_msgs: int = 256
+    # Lease reads (off: 0). With a lease, the leader answers a read at once from its commit index,
+    # without a heartbeat round, while a quorum has acknowledged a heartbeat it sent less than
+    # lease_tick ticks ago. Safe because, with check_quorum, a follower refuses to vote for
+    # election_tick ticks of its own clock after hearing from the leader, so no other leader can
+    # exist before then. Clocks that drift by up to rho (as a fraction of the tick) stay safe while
+    # lease_tick * (1 + rho) / (1 - rho) + 2 <= election_tick (the 2: tick granularity at both
+    # ends). Half the election timeout, as Consul's leader lease, leaves room for rho ~ 0.2 at
+    # election_tick 10. A follower that restarts forgets whom it heard from and may vote at once:
+    # a lease read can then be stale (measured in tests/sim, documented in docs/operations.md).
+    lease_tick: int = 0
 
     def validate(self) -> None:
         if self.id <= 0:
@@ -33,3 +43,8 @@ class RaftConfig:
             raise ValueError("need 0 < heartbeat_tick < election_tick")
         if self.max_inflight_msgs <= 0:
             raise ValueError("max_inflight_msgs must be positive")
+        if self.lease_tick:
+            if not self.check_quorum:
+                raise ValueError("lease reads need check_quorum (followers must honour the leader's lease)")
+            if not 0 < self.lease_tick < self.election_tick:
+                raise ValueError("need 0 < lease_tick < election_tick")

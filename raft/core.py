@@ -68,14 +68,20 @@ class Raft:
         hs = hard_state or HardState()
         self.log = RaftLog(snapshot, entries, hs.commit, applied)
         # The configuration (Raft thesis §4.1): each change takes effect as soon as its entry is in
-        # the log, committed or not. conf_history holds (index, voters from then on), starting
-        # with the snapshot's (or the bootstrap) set; a truncated log drops the changes it loses.
-        # An empty voter set: a new server waiting for a leader to send it the configuration.
-        base = snapshot.meta.voters if snapshot and snapshot.meta.voters else voters
-        self.conf_history: list[tuple[int, frozenset[int]]] = [(self.log.offset, frozenset(base))]
+        # the log, committed or not. conf_history holds (index, voters, learners from then on),
+        # starting with the snapshot's (or the bootstrap) set; a truncated log drops the changes
+        # it loses. An empty voter set: a new server waiting for a leader to send it the
+        # configuration. Learners (non-voters) get the log but neither vote nor count for commits.
+        from_snap = snapshot is not None and bool(snapshot.meta.voters)
+        base = snapshot.meta.voters if snapshot and from_snap else voters
+        base_learners = snapshot.meta.learners if snapshot and from_snap else ()
+        self.conf_history: list[tuple[int, frozenset[int], frozenset[int]]] = [
+            (self.log.offset, frozenset(base), frozenset(base_learners))]
         self.voters: set[int] = set(base)
+        self.learners: set[int] = set(base_learners)
         self._scan_conf(self.log.offset + 1)
         self.voters = set(self.conf_history[-1][1])
+        self.learners = set(self.conf_history[-1][2])
         self.term = hs.term
         self.vote = hs.vote
         self.lead = NONE
@@ -93,6 +99,11 @@ class Raft:
         self.lead_transferee = NONE
         self.transfer_elapsed = 0
         self.read_seq = 0  # never reset: a late heartbeat response cannot confirm a newer read
+        # Lease reads: ticks of our own clock (never reset), and per follower the send tick of the
+        # newest heartbeat it acknowledged in this term.
+        self.ticks = 0
+        self.heartbeat_acked: dict[int, int] = {}
+        self.read_stats = {"lease": 0, "read_index": 0}
         self.dropped: dict[str, int] = {"stale_term": 0, "unknown_peer": 0, "local_from_network": 0,
                                         "read_index_not_leader": 0, "malformed": 0}
         self.become_follower(self.term, NONE)
@@ -120,10 +131,11 @@ class Raft:
         self.randomized_timeout = self.config.election_tick + self.rng.randrange(self.config.election_tick)
         self.votes = {}
         last = self.log.last_index()
-        self.prs = {v: Progress(last + 1, self.config.max_inflight_msgs) for v in sorted(self.voters)}
+        self.prs = {v: Progress(last + 1, self.config.max_inflight_msgs) for v in sorted(self.voters | self.learners)}
         if self.id in self.prs:
             self.prs[self.id].match = last
         self.pending_reads.clear()
+        self.heartbeat_acked = {}
         self.lead_transferee = NONE
         self.transfer_elapsed = 0
 
@@ -146,12 +158,16 @@ class Raft:
     # ---- configuration ----------------------------------------------------------------------------
     def voters_at(self, index: int) -> frozenset[int]:
         """The voter set in force at log index `index` (as far back as the history reaches)."""
-        found = self.conf_history[0][1]
-        for i, v in self.conf_history:
-            if i > index:
+        return self.conf_at(index)[0]
+
+    def conf_at(self, index: int) -> tuple[frozenset[int], frozenset[int]]:
+        """The (voters, learners) in force at log index `index`."""
+        found = self.conf_history[0]
+        for c in self.conf_history:
+            if c[0] > index:
                 break
-            found = v
-        return found
+            found = c
+        return found[1], found[2]
 
     def conf_pending(self) -> bool:
         """A configuration change is in the log but not yet committed."""
@@ -168,21 +184,22 @@ class Raft:
                     cc = ConfChange.decode(e.data)
                 except ValueError:
                     continue  # never proposed by a correct leader; nothing to do with it
-                self.conf_history.append((e.index, frozenset(cc.voters)))
+                self.conf_history.append((e.index, frozenset(cc.voters), frozenset(cc.learners)))
 
     def _rebuild_conf(self, after: int) -> None:
         """The log past `after` changed: recompute the configuration from the entries there."""
         while len(self.conf_history) > 1 and self.conf_history[-1][0] > after:
             self.conf_history.pop()
         self._scan_conf(after + 1)
-        self._set_voters(self.conf_history[-1][1])
+        self._set_conf(self.conf_history[-1][1], self.conf_history[-1][2])
 
-    def _set_voters(self, new: frozenset[int]) -> None:
-        old, self.voters = self.voters, set(new)
-        if old == self.voters or self.role != Role.LEADER:
+    def _set_conf(self, voters: frozenset[int], learners: frozenset[int]) -> None:
+        old = self.voters | self.learners
+        self.voters, self.learners = set(voters), set(learners)
+        if self.role != Role.LEADER:
             return
         last = self.log.last_index()
-        for v in sorted(self.voters - old):
+        for v in sorted((self.voters | self.learners) - old):
             if v not in self.prs:
                 self.prs[v] = Progress(last + 1, self.config.max_inflight_msgs)
         # A removed server keeps getting appends until the change commits, so it learns it is
@@ -204,17 +221,27 @@ class Raft:
             raise ProposalDropped(f"a configuration change is pending (index {self.conf_history[-1][0]})")
         if node <= 0:
             raise ValueError("node ids are positive")
-        if kind == ConfChangeType.ADD_VOTER:
+        learners = set(self.learners)
+        if kind == ConfChangeType.ADD_VOTER:  # a new voter, or a learner promoted
             if node in self.voters:
                 raise ValueError(f"{node} is already a voter")
             new = self.voters | {node}
+            learners.discard(node)
+        elif kind == ConfChangeType.ADD_LEARNER:
+            if node in self.voters or node in self.learners:
+                raise ValueError(f"{node} is already in the configuration")
+            new = set(self.voters)
+            learners.add(node)
+        elif node in self.learners:
+            new = set(self.voters)
+            learners.discard(node)
         else:
             if node not in self.voters:
                 raise ValueError(f"{node} is not a voter")
             if self.voters == {node}:
                 raise ValueError("cannot remove the last voter")
             new = self.voters - {node}
-        cc = ConfChange(kind, node, tuple(sorted(new)))
+        cc = ConfChange(kind, node, tuple(sorted(new)), tuple(sorted(learners)))
         self._append([Entry(0, 0, EntryType.CONF_CHANGE, cc.encode())])
         self._bcast_append()
         return self.log.last_index()
@@ -277,9 +304,11 @@ class Raft:
                 self._send_append(v)
 
     def _bcast_heartbeat(self, context: bytes = b"") -> None:
+        # Echoed back, it says when the lease starts: our tick count plus one (0 means none).
+        sent = self.ticks + 1 if self.config.lease_tick else 0
         for v, pr in self.prs.items():
             if v != self.id:
-                self._send(Message(MT.HEARTBEAT, to=v, frm=self.id, term=self.term,
+                self._send(Message(MT.HEARTBEAT, to=v, frm=self.id, term=self.term, index=sent,
                                    commit=min(pr.match, self.log.committed), context=context))
 
     # ---- log ------------------------------------------------------------------------------------
@@ -301,7 +330,8 @@ class Raft:
         if candidate > self.log.committed and self.log.term(candidate) == self.term:
             self.log.commit_to(candidate)
             if not self.conf_pending():
-                for v in [v for v in self.prs if v not in self.voters and v != self.id]:
+                for v in [v for v in self.prs if v not in self.voters and v not in self.learners
+                          and v != self.id]:
                     del self.prs[v]  # removed, and the removal is committed
             return True
         return False
@@ -316,13 +346,16 @@ class Raft:
         if term is None:
             raise LogError(f"cannot compact to {index}: not in the log (offset {self.log.offset}, "
                            f"last {self.log.last_index()})")
-        self.log.compact(Snapshot(SnapshotMeta(index, term, tuple(sorted(self.voters_at(index)))), data), keep)
+        voters, learners = self.conf_at(index)
+        self.log.compact(Snapshot(SnapshotMeta(index, term, tuple(sorted(voters)), tuple(sorted(learners))), data),
+                         keep)
         # Keep the newest configuration at or before the new offset as the base, and all after.
         while len(self.conf_history) > 1 and self.conf_history[1][0] <= self.log.offset:
             self.conf_history.pop(0)
 
     # ---- time -----------------------------------------------------------------------------------
     def tick(self) -> None:
+        self.ticks += 1
         if self.role == Role.LEADER:
             self.heartbeat_elapsed += 1
             self.election_elapsed += 1
@@ -527,6 +560,8 @@ class Raft:
             pr.probe_sent = True
         elif m.type == MT.HEARTBEAT_RESP:
             pr.heard_from()
+            if m.index and m.index <= self.ticks + 1:  # the send tick (+1) of the heartbeat it answers
+                self.heartbeat_acked[m.frm] = max(self.heartbeat_acked.get(m.frm, 0), m.index)
             pr.probe_sent = False
             if pr.state == ProgressState.REPLICATE and pr.is_paused():
                 # The window is full, yet the follower is alive: appends may have been lost, and
@@ -571,7 +606,8 @@ class Raft:
             self.election_elapsed = 0
             self.lead = m.frm
             self.log.commit_to(min(m.commit, self.log.last_index()))
-            self._send(Message(MT.HEARTBEAT_RESP, to=m.frm, frm=self.id, term=self.term, context=m.context))
+            self._send(Message(MT.HEARTBEAT_RESP, to=m.frm, frm=self.id, term=self.term, index=m.index,
+                               context=m.context))
         elif m.type == MT.TIMEOUT_NOW:
             if self.promotable():
                 # A transfer: skip the pre-vote (and the others skip their lease check), the
@@ -617,8 +653,8 @@ class Raft:
             return
         self.log.restore(m.snapshot)
         if meta.voters:
-            self.conf_history = [(meta.index, frozenset(meta.voters))]
-            self._set_voters(frozenset(meta.voters))
+            self.conf_history = [(meta.index, frozenset(meta.voters), frozenset(meta.learners))]
+            self._set_conf(frozenset(meta.voters), frozenset(meta.learners))
         # Sent after the Ready that carries the snapshot is durable, like any ack.
         self._send(Message(MT.APP_RESP, to=m.frm, frm=self.id, term=self.term, index=self.log.last_index()))
 
@@ -635,10 +671,28 @@ class Raft:
         if len(self.voters) == 1:
             self._deliver_read(m.frm, m.context, index)
             return
+        if self.lease_valid():
+            self.read_stats["lease"] += 1
+            self._deliver_read(m.frm, m.context, index)
+            return
+        self.read_stats["read_index"] += 1
         self.read_seq += 1
         self.pending_reads.append(PendingRead(self.read_seq, index, NONE if local else m.frm, m.context,
                                               {self.id}))
         self._bcast_heartbeat(self.read_seq.to_bytes(8, "big"))
+
+    def lease_valid(self) -> bool:
+        """Lease reads are on and we hold the lease: a quorum of voters (us included) acknowledged
+        a heartbeat we sent less than lease_tick ticks ago, in this term, and no transfer is under
+        way (the transfer's vote skips the followers' lease)."""
+        if not self.config.lease_tick or self.role != Role.LEADER or self.lead_transferee != NONE:
+            return False
+        if self.log.term(self.log.committed) != self.term:
+            return False
+        acked = sorted((self.ticks + 1 if v == self.id else self.heartbeat_acked.get(v, 0) for v in self.voters),
+                       reverse=True)
+        start = acked[self.quorum() - 1] - 1  # the tick the quorum's heartbeat went out at
+        return start >= 0 and self.ticks < start + self.config.lease_tick
 
     def _deliver_read(self, origin: int, context: bytes, index: int) -> None:
         if origin in (NONE, self.id):

@@ -67,8 +67,9 @@ class Entry:
 class ConfChangeType(IntEnum):
     """Only append."""
 
-    ADD_VOTER = 0
-    REMOVE_VOTER = 1
+    ADD_VOTER = 0  # add a voter, or promote a learner to one
+    REMOVE_VOTER = 1  # remove a voter or a learner
+    ADD_LEARNER = 2  # add a non-voter: it gets the log, but neither votes nor counts for commits
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,25 +81,32 @@ class ConfChange:
     type: ConfChangeType
     node: int
     voters: tuple[int, ...] = ()
+    learners: tuple[int, ...] = ()  # the non-voters the change leads to (a fourth field when any)
 
     def encode(self) -> bytes:
-        return f"{self.type.name.lower()} {self.node} {','.join(map(str, self.voters))}".encode()
+        text = f"{self.type.name.lower()} {self.node} {','.join(map(str, self.voters))}"
+        if self.learners:
+            text += " " + ",".join(map(str, self.learners))
+        return text.encode()
 
     @classmethod
     def decode(cls, data: bytes) -> ConfChange:
         """Raises ValueError for anything that is not an encoded ConfChange."""
         parts = data.decode("ascii").split(" ")
-        if len(parts) != 3:
-            raise ValueError("a conf change is 'type node voters'")
+        if len(parts) not in (3, 4):
+            raise ValueError("a conf change is 'type node voters [learners]'")
         try:
             kind = ConfChangeType[parts[0].upper()]
         except KeyError as exc:
             raise ValueError(f"unknown conf change type {parts[0]!r}") from exc
         voters = tuple(int(v) for v in parts[2].split(",")) if parts[2] else ()
+        learners = tuple(int(v) for v in parts[3].split(",")) if len(parts) == 4 and parts[3] else ()
         node = int(parts[1])
-        if node <= 0 or any(v <= 0 for v in voters):
+        if node <= 0 or any(v <= 0 for v in voters + learners):
             raise ValueError("node ids are positive")
-        return cls(kind, node, voters)
+        if set(voters) & set(learners):
+            raise ValueError("a server is a voter or a learner, not both")
+        return cls(kind, node, voters, learners)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +116,7 @@ class SnapshotMeta:
     index: int = 0
     term: int = 0
     voters: tuple[int, ...] = ()
+    learners: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,9 +163,10 @@ def malformed(m: Message) -> str | None:
         if m.snapshot is None:
             return "a snapshot message without a snapshot"
         meta = m.snapshot.meta
-        if not isinstance(m.snapshot.data, bytes) or not isinstance(meta.voters, tuple):
+        if not isinstance(m.snapshot.data, bytes) or not isinstance(meta.voters, tuple) \
+                or not isinstance(meta.learners, tuple):
             return "a snapshot of the wrong shape"
-        for x in (meta.index, meta.term, *meta.voters):
+        for x in (meta.index, meta.term, *meta.voters, *meta.learners):
             if type(x) is not int or x < 0:
                 return "a negative or non-integer snapshot field"
         if meta.index == 0 or meta.term == 0 or meta.term > m.term or not meta.voters:

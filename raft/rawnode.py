@@ -14,6 +14,7 @@ from .config import RaftConfig
 from .core import ProposalDropped, Raft
 from .messages import (
     LOCAL_MESSAGES,
+    NONE,
     ConfChangeType,
     Entry,
     EntryType,
@@ -97,8 +98,17 @@ class RawNode:
         # server just added, now a candidate or the leader): take what comes with a newer term,
         # then from the leader we follow; and anything while we have no configuration at all (a
         # new server waiting for the leader to send it the log).
-        known = (m.frm in r.voters or m.frm in r.prs or m.frm == r.lead or m.term > r.term or not r.voters)
-        if m.frm == self.raft.id or not known:
+        # A sender with an older term is let through too: Raft answers it with our term (so a
+        # leader of a configuration we have not caught up to learns it is behind us and steps
+        # down, instead of both waiting forever: found by the simulation with membership changes)
+        # or drops it.
+        known = (m.frm in r.voters or m.frm in r.prs or m.frm == r.lead
+                 or m.term > r.term or 0 < m.term < r.term or not r.voters
+                 # the one leader of our own term (a term has at most one), though our configuration
+                 # does not know it yet (found by the simulation: a pre-candidate waited forever)
+                 or (m.term == r.term and r.lead == NONE
+                     and m.type in (MessageType.APP, MessageType.HEARTBEAT, MessageType.SNAP)))
+        if m.frm in (NONE, self.raft.id) or not known:  # frm 0 is "nobody": no peer sends it
             self.raft.dropped["unknown_peer"] += 1
             return False
         self.raft.step(m)
@@ -151,7 +161,7 @@ class RawNode:
         return {"id": r.id, "term": r.term, "vote": r.vote, "lead": r.lead, "role": r.role.name,
                 "commit": r.log.committed, "applied": r.log.applied, "last_index": r.log.last_index(),
                 "snapshot_index": r.log.snapshot.meta.index, "first_index": r.log.offset + 1,
-                "voters": sorted(r.voters), "transferee": r.lead_transferee}
+                "voters": sorted(r.voters), "learners": sorted(r.learners), "transferee": r.lead_transferee}
 
     def soft_state(self) -> SoftState:
         return self.raft.soft_state()

@@ -141,11 +141,12 @@ def add_routes(router: Router, agent: Agent) -> None:
                         continue
         names[srv.id] = (agent.local.node.name, agent.local.node.id)
         servers = []
-        for v in srv.voters:
+        learners = sorted(srv.driver.node.raft.learners)  # non-voters: listed with Voter false
+        for v in [*srv.voters, *learners]:
             addr = srv.addresses.get(v)
             name, nid = names.get(v, (str(v), str(v)))
             servers.append({"ID": nid, "Node": name, "Address": f"{addr[0]}:{addr[1]}" if addr else "",
-                            "Leader": v == srv.driver.leader, "Voter": True, "ProtocolVersion": "3",
+                            "Leader": v == srv.driver.leader, "Voter": v not in learners, "ProtocolVersion": "3",
                             "LastIndex": srv.driver.node.raft.log.last_index() if v == srv.id else 0})
         return Response.json({"Servers": servers, "Index": 0}, pretty="pretty" in req.query)
 

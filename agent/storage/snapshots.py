@@ -47,8 +47,11 @@ def file_name(meta: SnapshotMeta) -> str:
 
 def encode(snap: Snapshot) -> bytes:
     body = snap.data
-    header = bytes(msgpack.packb({"i": snap.meta.index, "t": snap.meta.term, "v": list(snap.meta.voters),
-                                  "n": len(body), "c": zlib.crc32(body)}))
+    fields = {"i": snap.meta.index, "t": snap.meta.term, "v": list(snap.meta.voters), "n": len(body),
+              "c": zlib.crc32(body)}
+    if snap.meta.learners:
+        fields["l"] = list(snap.meta.learners)  # (readers ignore keys they do not know)
+    header = bytes(msgpack.packb(fields))
     return _PREAMBLE.pack(MAGIC, FORMAT_VERSION, len(header)) + header + _CRC.pack(zlib.crc32(header)) + body
 
 
@@ -77,6 +80,7 @@ def decode(raw: bytes, where: str = "snapshot") -> Snapshot:
     try:
         h = msgpack.unpackb(header, raw=False)
         index, term, voters, size, bcrc = int(h["i"]), int(h["t"]), [int(v) for v in h["v"]], int(h["n"]), int(h["c"])
+        learners = [int(v) for v in h.get("l", [])]
     except Exception as exc:
         raise ValueError(f"unreadable header: {type(exc).__name__}") from exc
     body = raw[end + _CRC.size:]
@@ -84,7 +88,7 @@ def decode(raw: bytes, where: str = "snapshot") -> Snapshot:
         raise ValueError(f"body is {len(body)} bytes, the header says {size} (torn)")
     if zlib.crc32(body) != bcrc:
         raise ValueError("body checksum mismatch")
-    return Snapshot(SnapshotMeta(index, term, tuple(voters)), bytes(body))
+    return Snapshot(SnapshotMeta(index, term, tuple(voters), tuple(learners)), bytes(body))
 
 
 def _fsync_dir(path: Path) -> None:

@@ -78,7 +78,8 @@ def test_transfer_leader_without_another_voter_is_a_500(start_agent) -> None:  #
 def voter_count(s) -> int:  # type: ignore[no-untyped-def]
     try:
         r = httpx.get(s.url + "/v1/operator/raft/configuration", timeout=5)
-        return len(r.json()["Servers"]) if r.status_code == 200 else -1
+        # (voters only: a new server is a non-voter until autopilot promotes it)
+        return sum(1 for x in r.json()["Servers"] if x["Voter"]) if r.status_code == 200 else -1
     except httpx.HTTPError:
         return -1
 

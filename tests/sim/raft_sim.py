@@ -46,7 +46,17 @@ from typing import Any
 
 from murmur.raft.config import RaftConfig
 from murmur.raft.core import Raft
-from murmur.raft.messages import Entry, EntryType, HardState, Message, MessageType, ReadState, Role, Snapshot
+from murmur.raft.messages import (
+    ConfChangeType,
+    Entry,
+    EntryType,
+    HardState,
+    Message,
+    MessageType,
+    ReadState,
+    Role,
+    Snapshot,
+)
 from murmur.raft.rawnode import ProposalDropped, RawNode
 
 try:
@@ -58,6 +68,14 @@ except ImportError:  # run as a script from the repository root
 
 class SimFailure(AssertionError):
     pass
+
+
+class _UnsafeConfig(RaftConfig):
+    """The planted lease bug: a lease as long as the election timeout or longer, which
+    RaftConfig.validate refuses."""
+
+    def validate(self) -> None:
+        pass
 
 
 # ---- disks ---------------------------------------------------------------------------------------
@@ -304,6 +322,32 @@ class SimParams:
     snapshot_threshold: int = -1
     trailing_logs: int = -1  # entries kept behind a snapshot; -1: drawn per seed
     skip_restore: bool = False  # planted bug: a leader's snapshot replaces the log, not the state machine
+    # A scripted nemesis instead of the random one: "isolate-leader" cuts the current leader off
+    # from everyone, "pause-leader" stops it (SIGSTOP: no ticks, messages queue up, then all of
+    # them at once and one tick on resume), for longer than an election timeout, again and again.
+    # Clients send half their reads to the node under fault, so stale answers would show.
+    scenario: str = ""
+    # Membership changes in the fault mix: `spares` more servers exist, outside the cluster at
+    # first; the nemesis asks the leader to add one (it starts empty, or from its old disk if it
+    # was in before; half join as learners, promoted by a later "add") or to remove a voter (the
+    # leader too) or a learner. A server whose removal is committed
+    # shuts down, as a Consul server that leaves does. The end-of-run checks take the final
+    # configuration's voters as the cluster.
+    membership: bool = False
+    # Lease reads (RaftConfig.lease_tick; 0: off). check_quorum is then on in every seed. A lease
+    # of election_tick or more is the planted bug (the config refuses it; the simulation lets it
+    # through). `drift`: each node's clock runs at 1 +- drift of the nominal tick.
+    lease_tick: int = 0
+    drift: float = 0.05
+    # Planted bugs for lease reads: `lease_without_check_quorum` leaves check_quorum off (the
+    # followers then vote regardless of the leader's lease, and it never steps down);
+    # `frozen_lease_clock` is a driver that, like a plain sleep loop, delivers one tick after a
+    # pause, so the lease has not run out when the stopped leader reads its socket buffers.
+    # Without it, a resumed node first catches up the ticks it missed (a monotonic clock).
+    lease_without_check_quorum: bool = False
+    frozen_lease_clock: bool = False
+    spares: int = 2
+    spare_bootstraps_alone: bool = False  # planted bug: a joining server bootstraps itself (twice)
 
 
 @dataclass
@@ -340,6 +384,9 @@ class SimNode:
     applies: int = 0
     applied_index: int = 0  # what the driver has handed to the state machine
     chain: int = 0  # hash chain over what the state machine applied (InvariantChecker's, mirrored)
+    paused: bool = False  # SIGSTOPped: whatever reaches it waits in `backlog` until it resumes
+    paused_at: float = 0.0
+    backlog: list[tuple[Callable[..., None], tuple[Any, ...]]] = field(default_factory=list)
 
 
 class Simulation:
@@ -351,7 +398,13 @@ class Simulation:
         self.now = 0.0
         self.queue: list[tuple[float, int, Callable[..., None], tuple[Any, ...]]] = []
         self.seq = 0
-        self.ids = list(range(1, p.nodes + 1))
+        self.ids = list(range(1, p.nodes + 1 + (p.spares if p.membership else 0)))
+        # Who each server was bootstrapped with: the first `nodes` know each other; a spare knows
+        # nobody and waits for a leader to send it the log (the configuration comes with it).
+        self.bootstrap = {i: tuple(range(1, p.nodes + 1)) if i <= p.nodes else
+                          (i,) if p.spare_bootstraps_alone else () for i in self.ids}
+        self.servers = set(range(1, p.nodes + 1))  # started, and not shut down after a removal
+        self.joining: set[int] = set()  # started, waiting for the leader to add them
         # The network, drawn per seed.
         self.loss = rng.choice([0.0, 0.01, 0.05, 0.15]) if p.faults else 0.0
         self.dup = rng.choice([0.0, 0.02, 0.1]) if p.faults else 0.0
@@ -365,7 +418,16 @@ class Simulation:
                              pre_vote=rng.random() < 0.75, check_quorum=rng.random() < 0.75,
                              max_inflight_msgs=rng.choice([1, 4, 256]),
                              max_size_per_msg=rng.choice([64, 1 << 20]))
-        self.nodes = {i: SimNode(i, p.disk(), skew=1 + rng.uniform(-0.05, 0.05)) for i in self.ids}
+        self.nodes = {i: SimNode(i, p.disk(), skew=1 + rng.uniform(-p.drift, p.drift)) for i in self.ids}
+        if p.lease_tick:
+            self.raft_cfg.update(lease_tick=p.lease_tick, check_quorum=not p.lease_without_check_quorum)
+        # Lease measurements per isolation of the leader: how long after the cut it still answered
+        # reads (it can only be on its lease), and how long until another node led.
+        self.fault_start = 0.0
+        self.episode: dict[str, float] = {}
+        self.lease_windows: list[float] = []  # ms from the cut to the isolated leader's last answer
+        self.takeovers: list[float] = []  # ms from the cut to a new leader
+        self.margins: list[float] = []  # per episode with both: takeover - window
         # Drawn from its own stream, so seeds keep their network and Raft settings.
         snap_rng = random.Random(f"snap{seed}")
         self.snapshot_threshold = p.snapshot_threshold if p.snapshot_threshold >= 0 else \
@@ -381,13 +443,20 @@ class Simulation:
         self.history: list[Op] = []
         self.timeline: deque[str] = deque(maxlen=60)
         self.stats = {"msgs": 0, "acked": 0, "unknown": 0, "reads": 0, "crashes": 0, "elections": 0,
-                      "compactions": 0, "snapshots_sent": 0, "snapshots_restored": 0}
+                      "compactions": 0, "snapshots_sent": 0, "snapshots_restored": 0,
+                      "faulted_leaders": 0, "reads_at_victim": 0, "reads_served_by_victim": 0,
+                      "conf_changes": 0, "retired": 0, "learners_added": 0, "promotions": 0}
         self.accepting = True
-        for i in self.ids:
+        for i in sorted(self.servers):
             self._start(i)
         for c in self.clients:
             self._at(rng.uniform(0, 50), self._client_next, c)
-        if p.faults:
+        self.victim = 0  # the node under the scripted fault now (0: none)
+        if p.scenario:
+            if p.scenario not in ("isolate-leader", "pause-leader"):
+                raise ValueError(f"unknown scenario {p.scenario!r}")
+            self._at(rng.uniform(200, 800), self._scripted)
+        elif p.faults:
             self._at(rng.uniform(200, 800), self._nemesis)
 
     # -- plumbing --
@@ -409,8 +478,9 @@ class Simulation:
     def _start(self, i: int) -> None:
         n = self.nodes[i]
         n.incarnation += 1
-        cfg = RaftConfig(id=i, **self.raft_cfg)  # type: ignore[arg-type]
-        n.raw = RawNode(cfg, self.ids, random.Random(self.rng.random()), n.disk.hard, n.disk.log_after_snapshot(),
+        unsafe = self.p.lease_tick >= 10 or self.p.lease_without_check_quorum
+        cfg = (_UnsafeConfig if unsafe else RaftConfig)(id=i, **self.raft_cfg)  # type: ignore[arg-type]
+        n.raw = RawNode(cfg, self.bootstrap[i], random.Random(self.rng.random()), n.disk.hard, n.disk.log_after_snapshot(),
                         snapshot=n.disk.snapshot)
         n.kv, n.applied_ids, n.waiting_reads, n.applies, n.applied_index, n.chain = {}, [], [], 0, 0, 0
         snap = n.disk.snapshot
@@ -419,8 +489,44 @@ class Simulation:
         self.inv.restart(i, n.disk.log_after_snapshot(), (snap.meta.index, n.chain) if snap else None)
         self._at(self.p.tick * n.skew * self.rng.random(), self._tick, i, n.incarnation)
 
+    def pause(self, i: int) -> None:
+        self.nodes[i].paused = True
+        self.nodes[i].paused_at = self.now
+        self.note(f"pause {i}")
+
+    def resume(self, i: int) -> None:
+        n = self.nodes[i]
+        if not n.paused:
+            return
+        n.paused = False
+        self.note(f"resume {i}")
+        if self.p.lease_tick and not self.p.frozen_lease_clock and n.raw is not None:
+            # The driver's clock is monotonic: the ticks missed while stopped happen first.
+            missed = int((self.now - n.paused_at) / (self.p.tick * n.skew))
+            for _ in range(missed):
+                n.raw.tick()
+            self._process(n)
+        backlog, n.backlog = n.backlog, []
+        # Each connection's buffer is read in order, but the process picks among its sockets in
+        # no set order: a random merge of the sources (each peer, the clients), the timer last.
+        queues: dict[object, deque[tuple[Callable[..., None], tuple[Any, ...]]]] = {}
+        for fn, args in backlog:
+            if fn != self._tick:
+                source = args[0].frm if fn in (self._deliver, self._snap_status) else "client"
+                queues.setdefault(source, deque()).append((fn, args))
+        while queues:
+            source = self.rng.choice(list(queues))
+            fn, args = queues[source].popleft()
+            if not queues[source]:
+                del queues[source]
+            fn(*args)
+        for fn, args in backlog:
+            if fn == self._tick:
+                fn(*args)
+
     def crash(self, i: int) -> None:
         n = self.nodes[i]
+        n.paused, n.backlog = False, []
         if n.raw is None:
             return
         n.raw = None
@@ -429,13 +535,17 @@ class Simulation:
         self.note(f"crash {i}")
 
     def restart(self, i: int) -> None:
-        if self.nodes[i].raw is None:
+        if self.nodes[i].raw is None and i in self.servers:
             self._start(i)
             self.note(f"restart {i}")
 
     def _tick(self, i: int, incarnation: int) -> None:
         n = self.nodes[i]
         if n.raw is None or n.incarnation != incarnation:
+            return
+        if n.paused:  # a stopped process's timer fires once when it resumes (as trio.sleep does)
+            if not any(fn == self._tick for fn, _ in n.backlog):
+                n.backlog.append((self._tick, (i, incarnation)))
             return
         n.raw.tick()
         self._process(n)
@@ -463,10 +573,16 @@ class Simulation:
             for rs in rd.read_states:
                 self._read_state(n, rs)
             if rd.soft_state is not None and rd.soft_state.role == Role.LEADER:
+                if self.victim and n.id != self.victim and "takeover" not in self.episode:
+                    self.episode["takeover"] = self.now - self.fault_start
                 self.stats["elections"] += 1
                 self.note(f"{n.id} leads term {raw.raft.term}")
             raw.advance(rd)
         self.inv.observe(n.id, raw.raft)
+        if raw.is_leader and self.p.membership:
+            self._retire_removed(raw)
+            if n.raw is None:
+                return  # the leader removed itself and shut down
         log = raw.raft.log
         if self.snapshot_threshold and log.applied - log.snapshot.meta.index >= self.snapshot_threshold:
             self._compact(n, log.applied)
@@ -513,6 +629,9 @@ class Simulation:
 
     def _deliver(self, m: Message, reporter: int = 0) -> None:
         n = self.nodes[m.to]
+        if n.paused and n.raw is not None:
+            n.backlog.append((self._deliver, (m, reporter)))  # sits in the socket buffer
+            return
         if n.raw is None or (m.frm, m.to) in self.cut:
             if reporter:
                 self._snap_status(m, reporter, True)
@@ -526,6 +645,9 @@ class Simulation:
     def _snap_status(self, m: Message, incarnation: int, failed: bool) -> None:
         sender = self.nodes[m.frm]
         if sender.raw is None or sender.incarnation != incarnation:
+            return
+        if sender.paused:
+            sender.backlog.append((self._snap_status, (m, incarnation, failed)))
             return
         sender.raw.report_snapshot(m.to, failed)
         self._process(sender)
@@ -568,6 +690,10 @@ class Simulation:
             pend = self.pending[op_id]
             if not pend.done:
                 self.stats["reads"] += 1
+                if n.id == self.victim:
+                    self.stats["reads_served_by_victim"] += 1
+                    if self.cut and self.p.scenario == "isolate-leader":
+                        self.episode["window"] = self.now - self.fault_start
                 self._complete(pend, n.kv.get(pend.key))
 
     def _complete(self, pend: Pending, out: Any) -> None:
@@ -613,10 +739,19 @@ class Simulation:
             value = (expected, op_id)
             data = f"{op_id}|cas|{key}|{'~' if expected is None else expected}|{op_id}"
         node_id = c.guess if kind != GET or rng.random() < 0.5 else rng.choice(self.ids)
+        if kind == GET and self.victim and rng.random() < 0.5:
+            node_id = self.victim
+            self.stats["reads_at_victim"] += 1
         n = self.nodes[node_id]
         if n.raw is None:
             c.guess = rng.choice(self.ids)
             self._at(rng.uniform(5, 30), self._client_next, c)
+            return
+        if n.paused:  # the request waits in the stopped process's socket buffer
+            c.busy = True
+            self.pending[op_id] = Pending(op_id, c.id, node_id, n.incarnation, kind, key, value, self.now)
+            self._at(self.p.op_timeout, self._timeout, op_id)
+            n.backlog.append((self._submit_late, (c, op_id, kind, data if kind != GET else "")))
             return
         try:
             if kind == GET and self.p.stale_reads:
@@ -638,20 +773,82 @@ class Simulation:
         self._at(self.p.op_timeout, self._timeout, op_id)
         self._process(n)
 
+    def _submit_late(self, c: Client, op_id: str, kind: str, data: str) -> None:
+        """A request that reached a paused node: it is read when the node resumes."""
+        pend = self.pending[op_id]
+        n = self.nodes[pend.node]
+        if pend.done or n.raw is None or n.incarnation != pend.incarnation:
+            return
+        try:
+            if kind == GET:
+                n.raw.read_index(op_id.encode())
+            else:
+                n.raw.propose(data.encode())
+        except ProposalDropped:
+            return  # the client times out
+        self._process(n)
+
+    # -- the scripted nemesis --
+    def _scripted(self) -> None:
+        """Find the leader, cut it off or stop it for 1.5 to 12 election timeouts, heal, wait."""
+        if not self.accepting:
+            return
+        rng = self.rng
+        leader = next((i for i in self.ids if self.nodes[i].raw is not None and self.nodes[i].raw.is_leader
+                       and not self.nodes[i].paused), None)  # type: ignore[union-attr]
+        if leader is None:
+            self._at(50, self._scripted)
+            return
+        self.victim = leader
+        self.stats["faulted_leaders"] += 1
+        self.fault_start, self.episode = self.now, {}
+        if self.p.scenario == "isolate-leader":
+            self.cut = self._cut_groups([[leader], [i for i in self.ids if i != leader]])
+            self.note(f"isolate leader {leader}")
+        else:
+            self.pause(leader)
+        hold = rng.uniform(150, 1200)
+        self._at(hold, self._scripted_heal, leader)
+
+    def _scripted_heal(self, leader: int) -> None:
+        ep = self.episode
+        if "window" in ep:
+            self.lease_windows.append(ep["window"])
+        if "takeover" in ep:
+            self.takeovers.append(ep["takeover"])
+            if "window" in ep:
+                self.margins.append(ep["takeover"] - ep["window"])
+        if self.p.scenario == "isolate-leader":
+            self.cut.clear()
+            self.note("heal")
+        else:
+            self.resume(leader)
+        # Reads keep going to the old leader for a while after it is back: it must not answer
+        # from its old term.
+        self._at(self.rng.uniform(50, 300), self._scripted_clear)
+
+    def _scripted_clear(self) -> None:
+        self.victim = 0
+        self._at(self.rng.uniform(100, 600), self._scripted)
+
     # -- the nemesis --
     def _nemesis(self) -> None:
         if not self.accepting:
             return
         rng = self.rng
         live = [i for i in self.ids if self.nodes[i].raw is not None]
-        down = [i for i in self.ids if self.nodes[i].raw is None]
+        down = [i for i in self.ids if self.nodes[i].raw is None and i in self.servers]
         leader = next((i for i in live if self.nodes[i].raw.is_leader), None)  # type: ignore[union-attr]
         action = rng.choice(["heal", "heal", "isolate", "isolate-leader", "split", "oneway", "bridge",
                              "crash", "crash-leader", "restart", "restart", "crash-all", "bounce",
-                             "bounce-leader"] + (["transfer", "transfer", "transfer"] if self.p.transfers else []))
-        if action == "transfer":
+                             "bounce-leader"] + (["transfer", "transfer", "transfer"] if self.p.transfers else [])
+                            + (["add", "add", "add", "remove", "remove", "remove"] if self.p.membership else []))
+        if action in ("add", "remove"):
             if leader is not None:
-                target = rng.choice([i for i in self.ids if i != leader])
+                self._change_membership(action, leader)
+        elif action == "transfer":
+            if leader is not None:
+                target = rng.choice([i for i in self.ids if i != leader and i in self.servers] or [leader])
                 raw = self.nodes[leader].raw
                 assert raw is not None
                 try:
@@ -700,9 +897,85 @@ class Simulation:
         elif action == "crash-all":  # power loss of the whole cluster; it comes back together
             for i in live:
                 self.crash(i)
-            for i in self.ids:
+            for i in sorted(self.servers):
                 self._at(rng.uniform(20, 300), self.restart, i)
         self._at(rng.uniform(20, 300) if rng.random() < 0.3 else rng.uniform(100, 1200), self._nemesis)
+
+    def _change_membership(self, action: str, leader: int) -> None:
+        rng = self.rng
+        raw = self.nodes[leader].raw
+        assert raw is not None
+        voters = raw.raft.voters
+        if action == "add" and raw.raft.learners and rng.random() < 0.7:
+            # Autopilot's part: promote a learner (caught up or not: the core must cope).
+            self._change_membership_of(leader, ConfChangeType.ADD_VOTER, rng.choice(sorted(raw.raft.learners)))
+            return
+        if action == "add":
+            outside = [i for i in self.ids if i not in voters and i not in raw.raft.learners]
+            if not outside:
+                return
+            node = rng.choice(outside)
+            if node not in self.servers:
+                # A server starts (empty, or from its disk); the leader hears of it (gossip) a
+                # little later and adds it then.
+                self.servers.add(node)
+                self.joining.add(node)
+                self.note(f"start {node} to join")
+                self._start(node)
+                self._at(rng.uniform(0, 600), self._join, node, 10)
+                return
+            kind = ConfChangeType.ADD_VOTER
+        else:
+            node = rng.choice(sorted(voters | raw.raft.learners))  # (the last voter: refused)
+            kind = ConfChangeType.REMOVE_VOTER
+        self._change_membership_of(leader, kind, node)
+
+    def _change_membership_of(self, leader: int, kind: ConfChangeType, node: int) -> bool:
+        raw = self.nodes[leader].raw
+        assert raw is not None
+        try:
+            index = raw.propose_conf_change(kind, node)
+        except (ProposalDropped, ValueError) as e:
+            self.note(f"{kind.name} {node} refused: {e}")
+            return False
+        self.stats["conf_changes"] += 1
+        if kind == ConfChangeType.ADD_LEARNER:
+            self.stats["learners_added"] += 1
+        elif kind == ConfChangeType.ADD_VOTER and node in raw.raft.voters and \
+                node in raw.raft.conf_at(index - 1)[1]:
+            self.stats["promotions"] += 1
+        self.note(f"{leader} proposes {kind.name} {node} at {index}")
+        self._process(self.nodes[leader])
+        return True
+
+    def _join(self, node: int, tries: int) -> None:
+        """The leader adds a server that started to join; it retries a refused change (another
+        one pending, no leader) a few times, then the server gives up and stops."""
+        if node not in self.joining:
+            return
+        leader = next((i for i in self.ids if self.nodes[i].raw is not None and self.nodes[i].raw.is_leader  # type: ignore[union-attr]
+                       and not self.nodes[i].paused), None)
+        # Half the joins come in as learners (non-voters), to be promoted by a later "add".
+        kind = ConfChangeType.ADD_LEARNER if self.rng.random() < 0.5 else ConfChangeType.ADD_VOTER
+        if leader is not None and self.accepting and self._change_membership_of(leader, kind, node):
+            self.joining.discard(node)
+        elif tries > 0 and self.accepting:
+            self._at(200, self._join, node, tries - 1)
+        else:
+            self.joining.discard(node)
+            self.note(f"{node} gives up joining")
+
+    def _retire_removed(self, leader: RawNode) -> None:
+        """Servers outside the leader's committed configuration shut down (they left)."""
+        r = leader.raft
+        if not self.p.membership or r.conf_pending():
+            return
+        for i in sorted(self.servers - r.voters - r.learners - self.joining):
+            self.servers.discard(i)
+            self.stats["retired"] += 1
+            self.note(f"{i} is out of the configuration (committed): it shuts down")
+            if self.nodes[i].raw is not None:
+                self.crash(i)
 
     def _cut_groups(self, groups: Iterable[list[int]]) -> set[tuple[int, int]]:
         group_of = {i: g for g, members in enumerate(groups) for i in members}
@@ -710,8 +983,16 @@ class Simulation:
                 if a != b and a in group_of and b in group_of and group_of[a] != group_of[b]}
 
     # -- the run --
+    def members(self) -> list[int]:
+        """The cluster to check at the end: the voters of the (one) live leader; without one,
+        every server."""
+        leaders = [n.raw for n in self.nodes.values() if n.raw is not None and n.raw.is_leader]
+        if len(leaders) == 1 and leaders[0].raft.voters and not leaders[0].raft.conf_pending():
+            return sorted(leaders[0].raft.voters | leaders[0].raft.learners)
+        return sorted(self.servers)
+
     def converged(self) -> bool:
-        raws = [n.raw for n in self.nodes.values()]
+        raws = [self.nodes[i].raw for i in self.members()]
         if any(r is None for r in raws):
             return False
         leaders = [r for r in raws if r is not None and r.is_leader]
@@ -728,19 +1009,28 @@ class Simulation:
         self.accepting = False
         self.cut.clear()
         self.loss = self.dup = 0.0
+        self.victim = 0
         for i in self.ids:
+            self.resume(i)
             self.restart(i)
         self.note("heal all, restart all, stop clients")
         deadline = self.now + self.p.settle
         while self.now < deadline and not self.converged():
             self.run_until(self.now + 50)
+            for i in self.members():  # a voter the leader still counts on comes back
+                if self.nodes[i].raw is None:
+                    self.servers.add(i)
+                    self.restart(i)
         for pend in self.pending.values():  # still unanswered: writes may or may not have happened
             if not pend.done and pend.kind != GET:
                 self.history.append(Op(pend.client, pend.kind, pend.key, pend.value, None, pend.call))
+        for n in self.nodes.values():
+            if n.raw is not None:
+                self.stats["lease_reads"] = self.stats.get("lease_reads", 0) + n.raw.raft.read_stats["lease"]
         problems = list(self.inv.violations) if self.p.check_invariants else []
         if not self.converged():
             problems.append(f"no convergence within {self.p.settle:g} ms after healing")
-        problems += self.acks.check({i: n.applied_ids for i, n in self.nodes.items()})
+        problems += self.acks.check({i: self.nodes[i].applied_ids for i in self.members()})
         if not problems:
             result = check_kv(self.history, max_steps=5_000_000)
             if result.ok is False:

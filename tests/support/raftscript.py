@@ -8,12 +8,13 @@ exactly `election` ticks, so a transcript replays identically.
 
 Commands (IDs are node IDs; `opts` are key=value):
 
-    add-nodes N [election=10 heartbeat=1 pre_vote=true check_quorum=true inflight=256 max_size=1048576]
+    add-nodes N [election=10 heartbeat=1 pre_vote=true check_quorum=true inflight=256 max_size=1048576 lease=0]
     load-log ID [term=T] [vote=V] [commit=C] log=1@1,2@1,3@2   # rewrite ID's disk, restart ID
     campaign ID | propose ID DATA | read-index ID CTX
     transfer-leader ID TARGET    # ID (the leader) hands leadership to TARGET
     new-node N [opts]            # N more nodes outside the configuration (empty voter set), to add
     add-voter ID NODE | remove-voter ID NODE  # ID (the leader) proposes a single-server change
+    add-learner ID NODE          # ID (the leader) adds NODE as a non-voter (add-voter promotes it)
     voters ID                    # ID's configuration, and whether a change is pending
     tick ID [N] | tick-heartbeat ID | tick-election ID
     set-jitter ID N              # ID's election timeout is election+N from its next role change
@@ -111,7 +112,8 @@ def fmt_msg(m: Message) -> str:
 
 def fmt_snap(snap: Snapshot) -> str:
     meta = snap.meta
-    return f"{meta.index}@{meta.term} voters={','.join(map(str, meta.voters))} data=\"{snap.data.decode()}\""
+    learners = f" learners={','.join(map(str, meta.learners))}" if meta.learners else ""
+    return f"{meta.index}@{meta.term} voters={','.join(map(str, meta.voters))}{learners} data=\"{snap.data.decode()}\""
 
 
 def parse_entries(spec: str) -> list[Entry]:
@@ -164,7 +166,7 @@ class Env:
                 id=i, election_tick=int(opts.get("election", 10)), heartbeat_tick=int(opts.get("heartbeat", 1)),
                 pre_vote=flag("pre_vote", True), check_quorum=flag("check_quorum", True),
                 max_inflight_msgs=int(opts.get("inflight", 256)),
-                max_size_per_msg=int(opts.get("max_size", 1 << 20)))
+                max_size_per_msg=int(opts.get("max_size", 1 << 20)), lease_tick=int(opts.get("lease", 0)))
             self.disks[i] = Disk()
             self._start(i)
         return "ok"
@@ -298,8 +300,9 @@ class Env:
                 self.nodes[ids[0]].transfer_leader(ids[1])
             except (ProposalDropped, ValueError) as e:
                 return f"{type(e).__name__}: {e}"
-        elif cmd in ("add-voter", "remove-voter"):
-            kind = ConfChangeType.ADD_VOTER if cmd == "add-voter" else ConfChangeType.REMOVE_VOTER
+        elif cmd in ("add-voter", "remove-voter", "add-learner"):
+            kind = {"add-voter": ConfChangeType.ADD_VOTER, "remove-voter": ConfChangeType.REMOVE_VOTER,
+                    "add-learner": ConfChangeType.ADD_LEARNER}[cmd]
             try:
                 index = self.nodes[ids[0]].propose_conf_change(kind, ids[1])
             except (ProposalDropped, ValueError) as e:
@@ -308,6 +311,7 @@ class Env:
         elif cmd == "voters":
             r = self.nodes[ids[0]].raft
             out.append(f"{ids[0]}: voters={','.join(map(str, sorted(r.voters))) or '(none)'}"
+                       + (f" learners={','.join(map(str, sorted(r.learners)))}" if r.learners else "")
                        + (" (change pending)" if r.conf_pending() else ""))
         elif cmd == "read-index":
             try:
