@@ -48,7 +48,9 @@ def settings_from(agent: Agent) -> DNSSettings:
     return DNSSettings(
         domain=agent.cfg.domain, datacenter=agent.cfg.datacenter, node_ttl=int(parse_duration(dc.node_ttl)),
         service_ttl={k: int(parse_duration(v)) for k, v in dc.service_ttl.items()},
-        only_passing=dc.only_passing, a_record_limit=dc.a_record_limit)
+        only_passing=dc.only_passing, a_record_limit=dc.a_record_limit, soa_min_ttl=dc.soa.min_ttl,
+        soa_refresh=dc.soa.refresh, soa_retry=dc.soa.retry, soa_expire=dc.soa.expire,
+        alt_domain=agent.cfg.alt_domain, ns_address=agent.local.node.address)
 
 
 def formerr_for(data: bytes) -> bytes | None:
@@ -143,7 +145,8 @@ class DNSServer:
         if query.flags & dns.flags.QR:
             self.stats["dns_dropped"] += 1
             return None
-        key = slice_key(query.question[0].name, self.answerer.origin) if len(query.question) == 1 else ("none",)
+        key = slice_key(query.question[0].name, self.answerer.origin,
+                                                              self.answerer.alt_origin) if len(query.question) == 1 else ("none",)
         try:
             store = await self.slices.get(key)
         except ReadError:
