@@ -44,13 +44,15 @@ MAX_INFLIGHT = 512  # a client agent's UDP queries waiting on a server; more are
 
 
 def settings_from(agent: Agent) -> DNSSettings:
+    from ..agent import pick_address  # the node's own address: the glue of ns.<domain>
+
     dc = agent.cfg.dns_config
     return DNSSettings(
         domain=agent.cfg.domain, datacenter=agent.cfg.datacenter, node_ttl=int(parse_duration(dc.node_ttl)),
         service_ttl={k: int(parse_duration(v)) for k, v in dc.service_ttl.items()},
         only_passing=dc.only_passing, a_record_limit=dc.a_record_limit, soa_min_ttl=dc.soa.min_ttl,
         soa_refresh=dc.soa.refresh, soa_retry=dc.soa.retry, soa_expire=dc.soa.expire,
-        alt_domain=agent.cfg.alt_domain, ns_address=agent.local.node.address)
+        alt_domain=agent.cfg.alt_domain, ns_address=pick_address(agent.cfg))
 
 
 def formerr_for(data: bytes) -> bytes | None:
