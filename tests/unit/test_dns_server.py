@@ -309,3 +309,33 @@ async def test_serve_udp_and_tcp_on_loopback() -> None:
             await stream.aclose()
             nursery.cancel_scope.cancel()
     assert agent.stats["dns_dropped"] == 1
+
+
+# ---- a client agent's fast path: rendered answers tied to the slice they came from ---------------
+async def test_client_fast_path_serves_while_the_slice_is_unchanged_and_current() -> None:
+    from murmur.agent.dns.remote_cache import Entry
+
+    agent = make_agent(instances=1, server="false")
+    agent.remote = None  # type: ignore[attr-defined]  # never asked: the slice is already held
+    server = DNSServer(agent)
+    assert server.slices is not None
+    now = trio.current_time()
+    skey = ("service", "web")
+    server.slices.entries[skey] = Entry(agent.store, 1, now, now, watched=True)
+    q = query("web.service.murmur", qid=5)
+    assert server.respond_cached_remote(q, True, now) is None  # a miss first
+    first = await server.respond_remote(q, udp=True)
+    assert isinstance(first, bytes) and answers(first) == ["10.0.0.1"]
+    hit = server.respond_cached_remote(query("web.service.murmur", qid=6), True, now)
+    assert hit is not None and parse(hit).id == 6 and hit[2:] == first[2:]
+    # The watcher swaps in a new store (the catalog changed): the rendering is not used again.
+    changed = make_agent(instances=0, server="false")
+    changed.apply(Register(node="n0", address="10.7.7.7", datacenter="dc1",
+                           service=ServiceSpec(id="web0", name="web", port=1)))
+    server.slices.entries[skey].store = changed.store
+    assert server.respond_cached_remote(q, True, now) is None
+    fresh = await server.respond_remote(q, udp=True)
+    assert isinstance(fresh, bytes) and answers(fresh) == ["10.7.7.7"]
+    assert server.respond_cached_remote(q, True, now) is not None
+    # A slice no longer current (its watcher stopped confirming it): a miss, not a stale hit.
+    assert server.respond_cached_remote(q, True, now + 60) is None
