@@ -250,6 +250,17 @@ class Server:
     hosts: Path | None = None  # dnsmasq: the hosts file changes are written to
     changed: dict[int, str] = field(default_factory=dict)  # names currently at their alternate address
     cluster: Any = None
+    http_port: int = 0  # murmur client: its /v1/agent/self counters are printed per run
+
+    def dns_stats(self) -> dict[str, int]:
+        if not self.http_port:
+            return {}
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        try:
+            with opener.open(f"http://{h.HOST}:{self.http_port}/v1/agent/self", timeout=2.0) as r:
+                return {k: int(v) for k, v in json.loads(r.read())["Stats"]["dns"].items()}
+        except (OSError, ValueError, KeyError):
+            return {}
 
     def change(self, i: int, addr: str) -> bool:
         """Point name i at `addr`; True once the side acknowledged the change."""
@@ -348,7 +359,7 @@ def start_murmur_cluster(pg: h.ProcessGroup, tmp: Path, n: int, binary: str) -> 
             srv.error = f"murmur: registering svc{i} through {srv.leader_url} failed"
             return srv
     http_port, dns_port, serf_port, server_port = h.free_ports(4)
-    srv.port = dns_port
+    srv.port, srv.http_port = dns_port, http_port
     data = tmp / "murmur-client-data"
     data.mkdir()
     serf0 = cluster.members[0].argv[cluster.members[0].argv.index("--serf-port") + 1]
@@ -489,6 +500,7 @@ def measure(pg: h.ProcessGroup, srv: Server, qfile: Path, n: int, window: int, s
     assert srv.proc is not None
     idx = sample_indices(n, rnd, f"{window}{churn}")
     pre, _ = check_answers(srv.port, idx)
+    stats0 = srv.dns_stats()
     stop = threading.Event()
     sampler = Sampler(srv.port, n, churn, stop, seed=rnd * 1000 + window)
     churner = Churner(srv, n, stop) if churn else None
@@ -512,6 +524,9 @@ def measure(pg: h.ProcessGroup, srv: Server, qfile: Path, n: int, window: int, s
     if servers_cpu0 is not None:
         r["servers_cpu_pct"] = 100.0 * (h.cpu_of(srv.cluster.pids()) - servers_cpu0) / max(wall, 1e-9)
     alive = srv.alive()
+    stats1 = srv.dns_stats()
+    if stats0 and stats1:
+        r["agent_counters"] = {k: stats1[k] - stats0.get(k, 0) for k in stats1 if stats1[k] != stats0.get(k, 0)}
     post, _ = check_answers(srv.port, idx) if alive else ([f"{srv.label} died during the run"], [])
     parsed = parse_dnsperf(text)
     noerror, qps = noerror_throughput(parsed, wall)
@@ -571,6 +586,8 @@ def describe_run(r: dict[str, Any]) -> str:
             f"{h.fmt(r.get('sample_ok_pct'), '{:.3f}')}% of {r.get('samples')}")
     if r.get("servers_cpu_pct") is not None:
         line += f"  [3 servers {r['servers_cpu_pct']:.0f}% core]"
+    if r.get("agent_counters"):
+        line += "\n    agent counters: " + ", ".join(f"{k} +{v}" for k, v in sorted(r["agent_counters"].items()))
     if "changes" in r:
         line += (f"\n    churn: {r['changes']} changes seen, staleness p50 {h.fmt(r.get('stale_p50_ms'), '{:.1f}')} ms "
                  f"p99 {h.fmt(r.get('stale_p99_ms'), '{:.1f}')} ms max {h.fmt(r.get('stale_max_ms'), '{:.1f}')} ms; "

@@ -120,6 +120,9 @@ class DNSServer:
         # rendered answers are kept with the slice store they came from, and are good while that
         # slice is current and unchanged (the slice watcher replaces the store on a change).
         self.slices: SliceCache | None = None if agent.cfg.server else SliceCache(agent.remote)
+        if self.slices is not None:  # its counters show in /v1/agent/self Stats.dns too
+            self.stats.update(self.slices.stats)
+            self.slices.stats = self.stats
         self.rcache: dict[bytes, RemoteAnswer] = {}
         self.inflight = 0
         rec = agent.cfg.recursors
