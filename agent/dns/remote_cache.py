@@ -51,14 +51,19 @@ class Entry:
 
 
 class SliceCache:
-    def __init__(self, remote: Remote) -> None:
+    def __init__(self, remote: Remote, allow_stale: bool = True, max_stale: float = 87600 * 3600.0) -> None:
         self.remote = remote
+        # dns_config.allow_stale / max_stale: stale reads from any server by default; a stale
+        # answer from a server that has not heard from a leader for over max_stale is asked again
+        # of the leader (and kept if no leader answers: DNS keeps answering without one).
+        self.mode = "stale" if allow_stale else "default"
+        self.max_stale_ms = max_stale * 1000.0
         self.entries: dict[SliceKey, Entry] = {}
         self.inflight: dict[SliceKey, trio.Event] = {}
         self.nursery: trio.Nursery | None = None  # set by the DNS server: watchers run here
         self.watching: set[SliceKey] = set()
         self.stats = {"dns_slice_fetches": 0, "dns_slice_errors": 0, "dns_slice_evicted": 0, "dns_slice_watchers": 0,
-                      "dns_slice_watch_reads": 0, "dns_slice_changes": 0}
+                      "dns_slice_watch_reads": 0, "dns_slice_changes": 0, "dns_slice_too_stale": 0}
 
     def _evict(self, now: float) -> None:
         for key in [k for k, e in self.entries.items() if now - e.used > IDLE_EVICT]:
@@ -75,8 +80,14 @@ class SliceCache:
         return age < FRESH_FOR or (entry.watched and age < WATCH_WAIT * 1.5 + FETCH_BUDGET)
 
     async def _read(self, key: SliceKey, index: int = 0, wait: float = 0.0) -> tuple[StateStore, int, bytes]:
-        res = await self.remote.read("dns.slice", {"key": list(key)}, mode="stale", index=index, wait=wait,
+        res = await self.remote.read("dns.slice", {"key": list(key)}, mode=self.mode, index=index, wait=wait,
                                      budget=FETCH_BUDGET)
+        if self.mode == "stale" and res.last_contact_ms > self.max_stale_ms:
+            self.stats["dns_slice_too_stale"] += 1
+            try:
+                res = await self.remote.read("dns.slice", {"key": list(key)}, mode="default", budget=FETCH_BUDGET)
+            except ReadError as exc:
+                log.debug("dns: %s is over max_stale and no leader answered: %s", key, exc)
         if not isinstance(res.data, bytes):
             raise ReadError("bad_request", "dns.slice answered without a snapshot")
         return StateStore.restore(res.data), res.index, res.data

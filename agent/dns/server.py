@@ -119,7 +119,9 @@ class DNSServer:
         # A client agent has no catalog: it answers from slices fetched from the servers. Its
         # rendered answers are kept with the slice store they came from, and are good while that
         # slice is current and unchanged (the slice watcher replaces the store on a change).
-        self.slices: SliceCache | None = None if agent.cfg.server else SliceCache(agent.remote)
+        dc = agent.cfg.dns_config
+        self.slices: SliceCache | None = None if agent.cfg.server else SliceCache(
+            agent.remote, dc.allow_stale, parse_duration(dc.max_stale))
         if self.slices is not None:  # its counters show in /v1/agent/self Stats.dns too
             self.stats.update(self.slices.stats)
             self.slices.stats = self.stats

@@ -339,3 +339,31 @@ async def test_client_fast_path_serves_while_the_slice_is_unchanged_and_current(
     assert server.respond_cached_remote(q, True, now) is not None
     # A slice no longer current (its watcher stopped confirming it): a miss, not a stale hit.
     assert server.respond_cached_remote(q, True, now + 60) is None
+
+
+async def test_client_slices_honour_allow_stale_and_max_stale() -> None:
+    from murmur.agent.dns.remote_cache import SliceCache
+    from murmur.agent.reads import ReadResult
+
+    snapshot = StateStore().snapshot()
+
+    class Remote:
+        def __init__(self, contact_ms: int) -> None:
+            self.contact_ms = contact_ms
+            self.modes: list[str] = []
+
+        async def read(self, name: str, args: dict[str, Any], mode: str = "default", index: int = 0,
+                       wait: float = 0.0, budget: float = 0.0) -> ReadResult:
+            self.modes.append(mode)
+            return ReadResult(snapshot, 1, True, self.contact_ms if mode == "stale" else 0)
+
+    fresh = Remote(contact_ms=50)
+    await SliceCache(fresh, True, 5.0).get(("service", "web"))  # type: ignore[arg-type]
+    assert fresh.modes == ["stale"]
+    lagging = Remote(contact_ms=60_000)
+    cache = SliceCache(lagging, True, 5.0)  # type: ignore[arg-type]
+    await cache.get(("service", "web"))
+    assert lagging.modes == ["stale", "default"] and cache.stats["dns_slice_too_stale"] == 1
+    strict = Remote(contact_ms=0)
+    await SliceCache(strict, False, 5.0).get(("service", "web"))  # type: ignore[arg-type]
+    assert strict.modes == ["default"]
