@@ -12,7 +12,9 @@ answers were recorded before fuzzing started. The rules:
   packet does not parse, an ordinary answer when all of it does; never silence;
 - the agent's `dns_catchall` counter (exceptions outside the planned paths) stays 0.
 
-The CI run is a smoke (MURMUR_DNS_FUZZ_EXAMPLES, default 60 batches). `make fuzz-dns` (part of
+Both a dev agent and a client agent (joined to a dev agent; it answers from fetched catalog
+slices, the benchmark's setup) are fuzzed. The CI run is a smoke (MURMUR_DNS_FUZZ_EXAMPLES,
+default 60 batches per agent). `make fuzz-dns` (part of
 `make test-full`) runs batches for MURMUR_DNS_FUZZ_SECONDS (600 there).
 """
 
@@ -233,18 +235,32 @@ hostile = st.one_of(st.binary(max_size=600), st.builds(lambda h, b: h + b, heade
 batch = st.lists(st.tuples(hostile, st.booleans(), st.sampled_from(VALID)), min_size=1, max_size=8)
 
 
-@pytest.fixture(scope="module")
-def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProc]:
-    tmp: Path = tmp_path_factory.mktemp("fuzz")
+@pytest.fixture(scope="module", params=["dev", "client"])
+def agent(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProc]:
+    """A dev agent (answers from its own catalog), and a client agent joined to one (answers from
+    catalog slices it fetches from the server, with its own fast path): the bench's setup."""
+    tmp: Path = tmp_path_factory.mktemp(f"fuzz-{request.param}")
     conf = tmp / "conf"
     conf.mkdir()
     (conf / "a.json").write_text(json.dumps({
         "node_meta": {"rack": "r1"},
         "services": [{"ID": f"web{i}", "Name": "web", "Port": 80 + i, "Address": f"127.0.2.{i + 1}"}
                      for i in range(5)]}))
-    a = AgentProc(tmp, [conf], node="fuzz").start()
-    yield a
-    a.stop()
+    server = AgentProc(tmp, [conf], node="fuzz").start()
+    if request.param == "dev":
+        yield server
+        server.stop()
+        return
+    empty = tmp / "client-conf"
+    empty.mkdir()
+    client = AgentProc(tmp, [empty], ["--join", f"127.0.0.1:{server.serf_port}"], node="fuzzc", dev=False)
+    # The services live on the server's node; the client answers for them through slices.
+    try:
+        client.start()
+        yield client
+    finally:
+        client.stop()
+        server.stop()
 
 
 def test_fuzz_interleaved_with_valid_queries(agent: AgentProc) -> None:
