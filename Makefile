@@ -9,7 +9,7 @@ APT_PACKAGES := dnsutils dnsperf dnsmasq iproute2 util-linux
 BENCH_APT_PACKAGES := serf etcd-server
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-full bench lint types unit e2e pyconsul install apt apt-bench apt-install clean
+.PHONY: run test test-full bench lint types unit e2e pyconsul install apt apt-bench apt-install clean fuzz-dns
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -65,6 +65,13 @@ test:
 test-full: test
 	$(BIN)/pytest -q -m slow --runslow tests || [ $$? -eq 5 ]  # 5: no slow tests collected
 	MURMUR_FAILPOINT_REPEATS=20 $(BIN)/pytest -q tests/e2e/test_raft_cluster.py -k failpoints
+	$(MAKE) -s fuzz-dns
+
+# DNS fuzzing against a real agent for FUZZ_SECONDS (default 600): hostile packets interleaved
+# with valid queries; the CI smoke is the same test with 60 batches.
+FUZZ_SECONDS ?= 600
+fuzz-dns: install
+	MURMUR_DNS_FUZZ_SECONDS=$(FUZZ_SECONDS) MURMUR_DNS_FUZZ_EXAMPLES=200 $(BIN)/pytest -q -s tests/e2e/test_dns_fuzz.py
 
 bench: install apt-bench
 	$(BIN)/pip install -q -e '.[test,bench]'

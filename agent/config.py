@@ -49,6 +49,7 @@ __all__ = [
     "Addresses",
     "ConfigError",
     "DNSConfig",
+    "SOAConfig",
     "Limits",
     "NOT_YET_WORKING",
     "Ports",
@@ -317,6 +318,17 @@ class Addresses:
 
 
 @dataclass
+class SOAConfig:
+    """The SOA record of our domain (seconds). min_ttl is also the TTL of negative answers
+    (RFC 2308): 0, Consul's default, means resolvers never cache an NXDOMAIN."""
+
+    refresh: int = _opt(3600, check=_at_least(0))
+    retry: int = _opt(600, check=_at_least(0))
+    expire: int = _opt(86400, check=_at_least(0))
+    min_ttl: int = _opt(0, check=_at_least(0))
+
+
+@dataclass
 class DNSConfig:
     """How DNS answers are made. Consul's defaults favour freshness over cacheability."""
 
@@ -341,8 +353,10 @@ class DNSConfig:
     udp_answer_limit: int = _opt(3, check=_at_least(1))
     # Most A/AAAA records in any answer; 0 means no limit beyond udp_answer_limit.
     a_record_limit: int = _opt(0, check=_at_least(0))
-    # Time to wait for an upstream recursor before answering SERVFAIL.
+    # Time to wait for one upstream recursor before trying the next (SERVFAIL when all fail).
     recursor_timeout: str = _opt("2s", check=_duration)
+    # The SOA of our domain: refresh/retry/expire and min_ttl (the negative-answer TTL).
+    soa: SOAConfig = _opt(factory=SOAConfig)
 
 
 @dataclass
@@ -536,9 +550,6 @@ DEV_DEFAULTS: dict[str, Any] = {"server": True, "bind_addr": "127.0.0.1"}
 # Keys on the conventions page whose feature is not built yet: accepted, with a warning when set.
 # A key here covers everything below it. Shrink this as features land.
 NOT_YET_WORKING: dict[str, str] = {
-    "recursors": "DNS recursion",
-    "dns_config.recursor_timeout": "DNS recursion",
-    "alt_domain": "the alternate DNS domain",
     "acl": "ACL enforcement",
     "tls": "TLS",
     "ports.https": "HTTPS",
@@ -579,7 +590,7 @@ UNIMPLEMENTED_CONSUL_KEYS: frozenset[str] = frozenset({
     "ports.grpc_tls", "ports.sidecar_min_port", "ports.sidecar_max_port", "ports.expose_min_port",
     "ports.expose_max_port",
     "addresses.https", "addresses.grpc", "addresses.grpc_tls",
-    "dns_config.recursor_strategy", "dns_config.disable_compression", "dns_config.soa",
+    "dns_config.recursor_strategy", "dns_config.disable_compression",
     "dns_config.enable_additional_node_meta_txt", "dns_config.use_cache", "dns_config.cache_max_age",
     "dns_config.prefer_namespace",
     "acl.down_policy", "acl.token_ttl", "acl.policy_ttl", "acl.role_ttl", "acl.enable_token_persistence",

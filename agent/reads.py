@@ -129,7 +129,7 @@ def _dns_slice(s: StateStore, a: dict[str, Any]) -> bytes:
 
 def _dns_slice_index(s: StateStore, a: dict[str, Any]) -> int:
     """The index a slice's answer can change at: a service's own index (all its casings), the
-    node tables for node names, the nodes table for PTR."""
+    node tables for node names, nodes and services for PTR."""
     key = a.get("key") or ["none"]
     kind = key[0]
     if kind == "service" and len(key) > 1:
@@ -138,8 +138,8 @@ def _dns_slice_index(s: StateStore, a: dict[str, Any]) -> int:
         return max(own) if own else s.index_of("services")
     if kind in ("node", "node-exact"):
         return s.index_of("nodes", "services", "checks")
-    if kind == "nodes":
-        return s.index_of("nodes")
+    if kind == "nodes":  # PTR: node addresses and service addresses
+        return s.index_of("nodes", "services")
     return 1
 
 

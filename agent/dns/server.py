@@ -1,13 +1,20 @@
 """The DNS front end: UDP and TCP on one port, answers from the catalog.
 
-Hot path: answers are cached rendered, keyed by the query bytes minus the ID, and the cache is
-dropped whenever the catalog index moves, so a cached answer is never staler than a fresh one.
-Answers with several records keep a few rendered shuffles and rotate through them, so clients
-are still spread over instances. The UDP loop drains the socket without awaiting while
-datagrams are waiting (one await per burst, not per packet: ~4 µs vs ~22 µs an answer).
+Hot path: answers are cached rendered, keyed by the query bytes minus the ID (and UDP/TCP), so
+a hit is one dict lookup and an ID patch; dnspython runs only on a miss. On a server the cache is
+dropped whenever the catalog index moves, so a cached answer is never staler than a fresh one;
+on a client agent each rendering is kept with the catalog slice it came from and is used only
+while that slice is current and is still the same store (its watcher swaps the store on a
+change). Answers with several records keep up to VARIANTS rendered (weighted) shuffles and
+rotate through them, so clients are still spread over instances. The UDP loop drains the socket
+without awaiting while datagrams are waiting (one await per burst, not per packet: ~4 µs vs
+~22 µs an answer); only a client's miss and a recursion get a task.
 
-Bad input never escapes: bytes that are not even a header and question are dropped and counted;
-a query whose header and question parse but whose rest is malformed gets FORMERR.
+Names outside our domains go to the recursors (agent/dns/recursor.py) when some are set, else
+REFUSED. Bad input never escapes: bytes that are not even a header and question are dropped and
+counted; a query whose header and question parse but whose rest is malformed gets FORMERR (other
+opcodes NOTIMP). Any exception outside those planned paths is a bug: it is caught, logged and
+counted in `dns_catchall` (/v1/agent/self Stats.dns), which the fuzz tests require to stay 0.
 """
 
 from __future__ import annotations
@@ -26,11 +33,13 @@ import dns.message
 import dns.name
 import dns.rcode
 import trio
-from murmur.catalog.dns import Answerer, DNSSettings, slice_key
+from murmur.catalog.dns import Answerer, DNSSettings, SliceKey, slice_key
+from murmur.catalog.store import StateStore
 from murmur.checks.durations import parse_duration
 
 from ..metrics import PENDING_MAX
 from ..reads import ReadError
+from .recursor import Recursor
 from .remote_cache import SliceCache
 
 if TYPE_CHECKING:
@@ -38,18 +47,22 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("murmur.dns")
 
-VARIANTS = 4  # rendered shuffles kept per multi-record answer
+VARIANTS = 8  # rendered shuffles kept per multi-record answer, rotated per reply
 CACHE_MAX = 10_000  # entries; the cache is cleared when full (and on every catalog change)
 TCP_IDLE = 10.0  # seconds a TCP client may sit idle between queries
 MAX_INFLIGHT = 512  # a client agent's UDP queries waiting on a server; more are dropped
 
 
 def settings_from(agent: Agent) -> DNSSettings:
+    from ..agent import pick_address  # the node's own address: the glue of ns.<domain>
+
     dc = agent.cfg.dns_config
     return DNSSettings(
         domain=agent.cfg.domain, datacenter=agent.cfg.datacenter, node_ttl=int(parse_duration(dc.node_ttl)),
         service_ttl={k: int(parse_duration(v)) for k, v in dc.service_ttl.items()},
-        only_passing=dc.only_passing, a_record_limit=dc.a_record_limit)
+        only_passing=dc.only_passing, a_record_limit=dc.a_record_limit, soa_min_ttl=dc.soa.min_ttl,
+        soa_refresh=dc.soa.refresh, soa_retry=dc.soa.retry, soa_expire=dc.soa.expire,
+        alt_domain=agent.cfg.alt_domain, ns_address=pick_address(agent.cfg))
 
 
 def formerr_for(data: bytes) -> bytes | None:
@@ -75,6 +88,22 @@ def formerr_for(data: bytes) -> bytes | None:
     return header + data[12:end]
 
 
+class RemoteAnswer:
+    """A client agent's rendered answers for one query, and the slice store they came from."""
+
+    __slots__ = ("skey", "store", "variants", "single", "turn")
+
+    def __init__(self, skey: SliceKey, store: StateStore) -> None:
+        self.skey = skey
+        self.store = store
+        self.variants: list[bytes] = []
+        self.single = False
+        self.turn = 0
+
+
+RECURSE = object()  # respond()'s verdict for a name outside our domains when recursors are set
+
+
 class DNSServer:
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
@@ -86,15 +115,53 @@ class DNSServer:
         self.single: set[bytes] = set()
         self.cache_index = -1
         self.stats = agent.stats
-        # A client agent has no catalog: it answers from slices fetched from the servers.
-        self.slices: SliceCache | None = None if agent.cfg.server else SliceCache(agent.remote)
+        for k in ("dns_catchall", "dns_dropped", "dns_formerr"):
+            self.stats.setdefault(k, 0)
+        # A client agent has no catalog: it answers from slices fetched from the servers. Its
+        # rendered answers are kept with the slice store they came from, and are good while that
+        # slice is current and unchanged (the slice watcher replaces the store on a change).
+        dc = agent.cfg.dns_config
+        self.slices: SliceCache | None = None if agent.cfg.server else SliceCache(
+            agent.remote, dc.allow_stale, parse_duration(dc.max_stale))
+        if self.slices is not None:  # its counters show in /v1/agent/self Stats.dns too
+            self.stats.update(self.slices.stats)
+            self.slices.stats = self.stats
+        self.rcache: dict[bytes, RemoteAnswer] = {}
         self.inflight = 0
         # consul.dns.domain_query: added to directly (this is the hot path; see agent/telemetry.py).
         self.timing = agent.metrics.sample("consul.dns.domain_query", {"node": agent.local.node.name})
 
+        rec = agent.cfg.recursors
+        self.recursor = Recursor(rec, parse_duration(agent.cfg.dns_config.recursor_timeout),
+                                 random.Random(agent.rng.random()), self.stats) if rec else None
+
     # ---- answering (synchronous, shared by UDP and TCP) ----------------------------------------
-    def respond(self, data: bytes, udp: bool) -> bytes | None:
-        """The reply to one query's bytes (None: drop it), timed as Consul's consul.dns.domain_query."""
+    def _parse(self, data: bytes) -> dns.message.Message | bytes | None:
+        """The query, or the reply to send instead (FORMERR/NOTIMP), or None to drop it."""
+        try:
+            query = dns.message.from_wire(data)
+        except dns.exception.DNSException:
+            reply = formerr_for(data)
+            self.stats["dns_formerr" if reply else "dns_dropped"] += 1
+            return reply
+        except Exception:  # dnspython raised something unplanned on hostile input: the catch-all
+            self.stats["dns_catchall"] += 1
+            log.debug("dns: unplanned parse error", exc_info=True)
+            reply = formerr_for(data)
+            self.stats["dns_formerr" if reply else "dns_dropped"] += 1
+            return reply
+        if query.flags & dns.flags.QR:
+            self.stats["dns_dropped"] += 1
+            return None
+        return query
+
+    def _wants_recursion(self, query: dns.message.Message) -> bool:
+        return (self.recursor is not None and len(query.question) == 1 and query.opcode() == 0
+                and not self.answerer.in_zone(query.question[0].name))
+
+    def respond(self, data: bytes, udp: bool) -> bytes | object | None:
+        """A server's answer: bytes, None (drop), or RECURSE (forward to the recursors); timed as
+        Consul's consul.dns.domain_query."""
         t0 = time.perf_counter()
         try:
             return self._respond(data, udp)
@@ -104,7 +171,7 @@ class DNSServer:
             if len(pending) >= PENDING_MAX:
                 self.timing.fold()
 
-    def _respond(self, data: bytes, udp: bool) -> bytes | None:
+    def _respond(self, data: bytes, udp: bool) -> bytes | object | None:
         store = self.agent.store
         if store.last_index != self.cache_index or len(self.cache) > CACHE_MAX:
             self.cache.clear()
@@ -117,34 +184,55 @@ class DNSServer:
             n = self.turn.get(key, 0)
             self.turn[key] = n + 1
             return data[:2] + variants[n % len(variants)]
-        try:
-            query = dns.message.from_wire(data)
-        except dns.exception.DNSException:
-            reply = formerr_for(data)
-            self.stats["dns_formerr" if reply else "dns_dropped"] += 1
-            return reply
-        except Exception:  # dnspython may raise other errors on hostile input; never let them out
-            reply = formerr_for(data)
-            self.stats["dns_formerr" if reply else "dns_dropped"] += 1
-            return reply
-        if query.flags & dns.flags.QR:
-            self.stats["dns_dropped"] += 1
-            return None
+        query = self._parse(data)
+        if not isinstance(query, dns.message.Message):
+            return query
+        if self._wants_recursion(query):
+            return RECURSE
         resp = self.answerer.answer(query, store, int(time.time()))
         if resp.rcode() == dns.rcode.FORMERR:
             self.stats["dns_formerr"] += 1
-        if udp:
-            wire = self._udp_wire(query, resp)
-        else:
-            wire = resp.to_wire(max_size=65535, prefer_truncation=True, want_shuffle=False)
-        records = sum(len(rrset) for rrset in resp.answer)
+        wire = self._wire(query, resp, udp)
         entry = self.cache.setdefault(key, [])
         entry.append(wire[2:])
-        if records <= 1:
+        if sum(len(rrset) for rrset in resp.answer) <= 1:
             self.single.add(key)  # one rendering is all a single-record answer needs
         return wire
 
-    async def respond_remote(self, data: bytes, udp: bool) -> bytes | None:
+    def _wire(self, query: dns.message.Message, resp: dns.message.Message, udp: bool) -> bytes:
+        if udp:
+            return self._udp_wire(query, resp)
+        return resp.to_wire(max_size=65535, prefer_truncation=True, want_shuffle=False)
+
+    def respond_cached_remote(self, data: bytes, udp: bool, now: float) -> bytes | None:
+        """A client agent's fast path: a rendered answer for these query bytes whose slice is
+        current and unchanged since it was rendered; None on a miss (then respond_remote)."""
+        hit = self.rcache.get((b"U" if udp else b"T") + data[2:])
+        if hit is None or not (hit.single or len(hit.variants) >= VARIANTS):
+            return None
+        assert self.slices is not None
+        entry = self.slices.entries.get(hit.skey)
+        if entry is None or entry.store is not hit.store or not self.slices.current(entry, now):
+            return None
+        entry.used = now
+        hit.turn += 1
+        return data[:2] + hit.variants[hit.turn % len(hit.variants)]
+
+    def _remember_remote(self, data: bytes, udp: bool, skey: SliceKey, store: StateStore, wire: bytes,
+                         single: bool) -> None:
+        if skey == ("none",):
+            return  # no slice to tell when it goes stale (the apex, ns.<domain>, addr names)
+        key = (b"U" if udp else b"T") + data[2:]
+        hit = self.rcache.get(key)
+        if hit is None or hit.store is not store:
+            if len(self.rcache) >= CACHE_MAX:
+                self.rcache.clear()
+            hit = self.rcache[key] = RemoteAnswer(skey, store)
+        if len(hit.variants) < VARIANTS:
+            hit.variants.append(wire[2:])
+        hit.single = single
+
+    async def respond_remote(self, data: bytes, udp: bool) -> bytes | object | None:
         """A client agent's answer: the same Answerer, over the slice of the catalog this name
         needs, fetched from a server (agent/dns/remote_cache.py). SERVFAIL when none answers."""
         t0 = time.perf_counter()
@@ -156,18 +244,15 @@ class DNSServer:
             if len(pending) >= PENDING_MAX:
                 self.timing.fold()
 
-    async def _respond_remote(self, data: bytes, udp: bool) -> bytes | None:
+    async def _respond_remote(self, data: bytes, udp: bool) -> bytes | object | None:
         assert self.slices is not None
-        try:
-            query = dns.message.from_wire(data)
-        except Exception:  # dnspython raises DNSException and others on hostile input
-            reply = formerr_for(data)
-            self.stats["dns_formerr" if reply else "dns_dropped"] += 1
-            return reply
-        if query.flags & dns.flags.QR:
-            self.stats["dns_dropped"] += 1
-            return None
-        key = slice_key(query.question[0].name, self.answerer.origin) if len(query.question) == 1 else ("none",)
+        query = self._parse(data)
+        if not isinstance(query, dns.message.Message):
+            return query
+        if self._wants_recursion(query):
+            return RECURSE
+        key = (slice_key(query.question[0].name, self.answerer.origin, self.answerer.alt_origin)
+               if len(query.question) == 1 else ("none",))
         try:
             store = await self.slices.get(key)
         except ReadError:
@@ -175,17 +260,24 @@ class DNSServer:
             resp.set_rcode(dns.rcode.SERVFAIL)
             return resp.to_wire()
         resp = self.answerer.answer(query, store, int(time.time()))
-        if udp:
-            return self._udp_wire(query, resp)
-        return resp.to_wire(max_size=65535, prefer_truncation=True, want_shuffle=False)
+        wire = self._wire(query, resp, udp)
+        self._remember_remote(data, udp, key, store, wire, sum(len(r) for r in resp.answer) <= 1)
+        return wire
 
-    async def _udp_remote(self, sock: socket.socket, data: bytes, addr: tuple[str, int]) -> None:
+    async def _udp_slow(self, sock: socket.socket, data: bytes, addr: tuple[str, int],
+                        reply: bytes | object | None) -> None:
+        """A UDP query that needs awaiting: a client's miss (reply None yet) or a recursion."""
         try:
-            reply = await self.respond_remote(data, udp=True)
-            if reply is not None:
+            if reply is None:
+                reply = await self.respond_remote(data, udp=True)
+            if reply is RECURSE:
+                assert self.recursor is not None
+                reply = await self.recursor.forward(data, tcp=False)
+            if isinstance(reply, bytes):
                 sock.sendto(reply, addr)
         except Exception:
             log.exception("dns: failed answering a UDP query")
+            self.stats["dns_catchall"] += 1
             self.stats["dns_dropped"] += 1
         finally:
             self.inflight -= 1
@@ -230,8 +322,13 @@ class DNSServer:
             udp.close()
 
     async def _udp_loop(self, sock: socket.socket, nursery: trio.Nursery) -> None:
+        """Drain the socket without awaiting per packet; only misses that must wait (a client's
+        slice fetch, a recursion) get a task. Counters move once per drain."""
+        client = self.slices is not None
         while True:
             await trio.lowlevel.wait_readable(sock)
+            now = trio.current_time()
+            errors = dropped = 0
             for _ in range(256):  # drain a burst, then let other tasks run
                 try:
                     data, addr = sock.recvfrom(65535)
@@ -241,24 +338,32 @@ class DNSServer:
                     if exc.errno not in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
                         log.warning("dns: recvfrom: %s", exc)
                     continue
-                if self.slices is not None:  # a client: answers may need a server, answer in a task
-                    if self.inflight >= MAX_INFLIGHT:
-                        self.stats["dns_dropped"] += 1
-                        continue
-                    self.inflight += 1
-                    nursery.start_soon(self._udp_remote, sock, data, addr)
-                    continue
+                reply: bytes | object | None
                 try:
-                    reply = self.respond(data, udp=True)
+                    if client:
+                        reply = self.respond_cached_remote(data, True, now)
+                    else:
+                        reply = self.respond(data, udp=True)
                 except Exception:
                     log.exception("dns: failed answering a UDP query")
-                    self.stats["dns_dropped"] += 1
+                    errors += 1
                     continue
-                if reply is not None:
-                    try:
-                        sock.sendto(reply, addr)
-                    except OSError:
-                        self.stats["dns_dropped"] += 1
+                if reply is None and not client:
+                    continue
+                if not isinstance(reply, bytes):  # a client's miss, or RECURSE: answer in a task
+                    if self.inflight >= MAX_INFLIGHT:
+                        dropped += 1
+                        continue
+                    self.inflight += 1
+                    nursery.start_soon(self._udp_slow, sock, data, addr, reply)
+                    continue
+                try:
+                    sock.sendto(reply, addr)
+                except OSError:
+                    dropped += 1
+            if errors or dropped:
+                self.stats["dns_catchall"] += errors
+                self.stats["dns_dropped"] += errors + dropped
             await trio.lowlevel.checkpoint()
 
     async def _tcp_conn(self, stream: trio.SocketStream) -> None:
@@ -276,14 +381,21 @@ class DNSServer:
                 size = struct.unpack("!H", buf[:2])[0]
                 data, buf = buf[2:2 + size], buf[2 + size:]
                 try:
+                    reply: bytes | object | None
                     if self.slices is not None:
-                        reply = await self.respond_remote(data, udp=False)
+                        reply = self.respond_cached_remote(data, False, trio.current_time())
+                        if reply is None:
+                            reply = await self.respond_remote(data, udp=False)
                     else:
                         reply = self.respond(data, udp=False)
+                    if reply is RECURSE:
+                        assert self.recursor is not None
+                        reply = await self.recursor.forward(data, tcp=True)
                 except Exception:
                     log.exception("dns: failed answering a TCP query")
+                    self.stats["dns_catchall"] += 1
                     return
-                if reply is None:
+                if not isinstance(reply, bytes):
                     return
                 await stream.send_all(struct.pack("!H", len(reply)) + reply)
         except (trio.BrokenResourceError, trio.ClosedResourceError):

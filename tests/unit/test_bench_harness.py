@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import socket
 import sys
-import tomllib
 from pathlib import Path
 
 import dns.message
@@ -116,9 +115,10 @@ def test_workload_files_agree() -> None:
     assert hosts[0] == ["127.0.1.1", "svc0.service.murmur"]
     queries = bdns.query_text(n).splitlines()
     assert sorted(queries) == sorted(f"{name} A" for _, name in hosts)
-    services = tomllib.loads(bdns.murmur_config(n))["services"]
-    assert [(s["address"], f"{s['name']}.service.murmur") for s in services] == [tuple(x) for x in hosts]
-    assert services[7]["port"] == 8007 and "checks" not in services[7]
+    # The churn case: one name at its alternate address, every other line unchanged.
+    changed = [ln.split() for ln in bdns.hosts_text(n, {7: bdns.alt_address(7)}).splitlines()]
+    assert changed[7] == ["127.1.1.8", "svc7.service.murmur"] and changed[:7] + changed[8:] == hosts[:7] + hosts[8:]
+    assert len({bdns.alt_address(i) for i in range(n)} | {a for a, _ in hosts}) == 2 * n
 
 
 def test_sample_indices() -> None:

@@ -10,6 +10,7 @@ import dns.name
 import dns.opcode
 import dns.rcode
 import dns.rdatatype
+import dns.reversename
 import dns.rrset
 import pytest
 from murmur.catalog import commands as cmds
@@ -317,3 +318,84 @@ def test_shuffle_is_deterministic_given_the_seed(many: World) -> None:
 def test_a_record_limit_picks_different_instances_with_different_seeds(many: World) -> None:
     picks = {tuple(rdatas(ask(many, "big.service.murmur", seed=s, a_record_limit=2))) for s in range(10)}
     assert len(picks) > 1  # the limit cuts after shuffling, so load is spread
+
+
+# ---- reverse lookups, apex, alt_domain, SOA settings, TTL prefixes, weights ------------------------
+def test_ptr_ipv6_and_service_addresses(world: World) -> None:
+    world.reg("v6", "2001:db8::5", None)
+    world.reg("n1", "10.0.0.1", ServiceSpec(id="db6", name="db6", address="2001:db8::77", port=1))
+    name6 = dns.reversename.from_address("2001:db8::5").to_text()
+    assert rdatas(ask(world, name6, "PTR")) == ["v6.node.dc1.murmur."]
+    # No node has the address: the services registered with it as their own address.
+    assert rdatas(ask(world, "7.1.168.192.in-addr.arpa", "PTR")) == ["db.service.murmur."]
+    assert rdatas(ask(world, dns.reversename.from_address("2001:db8::77").to_text(), "PTR")) == [
+        "db6.service.murmur."]
+    missing = ask(world, dns.reversename.from_address("2001:db8::99").to_text(), "PTR")
+    assert missing.rcode() == dns.rcode.NXDOMAIN
+    assert_soa_authority(missing)
+    # The name exists, the type does not: NODATA with the SOA.
+    nodata = ask(world, "2.0.0.10.in-addr.arpa", "A")
+    assert nodata.rcode() == dns.rcode.NOERROR
+    assert_soa_authority(nodata)
+    assert ask(world, "8.ip6.arpa", "PTR").rcode() == dns.rcode.NXDOMAIN  # partial name
+
+
+def test_apex_ns_with_glue_and_ns_host(world: World) -> None:
+    resp = ask(world, "murmur", "NS", ns_address="127.0.0.9")
+    assert rdatas(resp) == ["ns.murmur."]
+    assert rdatas(resp, "additional") == ["127.0.0.9"]
+    assert rdatas(ask(world, "ns.murmur", "A", ns_address="127.0.0.9")) == ["127.0.0.9"]
+    any_ = ask(world, "murmur", "ANY")
+    assert sorted(r.rdtype for r in any_.answer) == [dns.rdatatype.NS, dns.rdatatype.SOA]
+    nodata = ask(world, "murmur", "TXT")
+    assert nodata.rcode() == dns.rcode.NOERROR and nodata.answer == [] and nodata.authority[0].rdtype == dns.rdatatype.SOA
+
+
+def test_alt_domain_answers_like_domain(world: World) -> None:
+    assert rdatas(ask(world, "web.service.consul", alt_domain="consul")) == ["10.0.0.1", "10.0.0.2"]
+    srv = ask(world, "db.service.consul", "SRV", alt_domain="consul")
+    assert rdatas(srv) == ["1 1 5432 c0a80107.addr.dc1.consul."]  # targets under the domain asked
+    assert rdatas(srv, "additional") == ["192.168.1.7"]
+    assert rdatas(ask(world, "n1.node.dc1.consul", alt_domain="consul")) == ["10.0.0.1"]
+    resp = ask(world, "nothing.consul", alt_domain="consul")
+    assert resp.rcode() == dns.rcode.NXDOMAIN and resp.authority[0].name == dns.name.from_text("consul.")
+    assert rdatas(ask(world, "consul", "SOA", alt_domain="consul"))[0].startswith("ns.consul. hostmaster.consul.")
+    assert rdatas(ask(world, "web.service.murmur", alt_domain="consul")) == ["10.0.0.1", "10.0.0.2"]
+    assert ask(world, "web.service.other", alt_domain="consul").rcode() == dns.rcode.REFUSED
+
+
+def test_soa_settings_in_negative_answers(world: World) -> None:
+    for name, rcode in (("nothing.murmur", dns.rcode.NXDOMAIN), ("n1.node.murmur", dns.rcode.NOERROR)):
+        resp = ask(world, name, "SRV" if rcode == dns.rcode.NOERROR else "A", soa_min_ttl=45,
+                   soa_refresh=11, soa_retry=12, soa_expire=13)
+        assert resp.rcode() == rcode and resp.answer == []
+        soa = resp.authority[0]
+        assert soa.ttl == 45 and (soa[0].refresh, soa[0].retry, soa[0].expire, soa[0].minimum) == (11, 12, 13, 45)
+
+
+def test_service_ttl_prefix_and_star(world: World) -> None:
+    ttls = {"web": 30, "d*": 9, "db*": 8, "*": 5}
+    assert {r.ttl for r in ask(world, "web.service.murmur", service_ttl=ttls).answer} == {30}
+    assert {r.ttl for r in ask(world, "db.service.murmur", service_ttl=ttls).answer} == {8}  # longest prefix
+    world.reg("n9", "10.0.0.9", ServiceSpec(id="dx", name="dx"))
+    assert {r.ttl for r in ask(world, "dx.service.murmur", service_ttl=ttls).answer} == {9}
+    world.reg("n9", "10.0.0.9", ServiceSpec(id="zz", name="zz"))
+    assert {r.ttl for r in ask(world, "zz.service.murmur", service_ttl=ttls).answer} == {5}
+
+
+def test_srv_weight_is_warning_weight_for_warning_instances(world: World) -> None:
+    world.reg("n5", "10.0.0.5", ServiceSpec(id="p", name="wt", port=1, weights=(10, 2)))
+    world.reg("n6", "10.0.0.6", ServiceSpec(id="w", name="wt", port=2, weights=(10, 2)),
+              CheckSpec("service:w", "c", "warning", service_id="w"))
+    assert rdatas(ask(world, "wt.service.murmur", "SRV")) == ["1 10 1 n5.node.dc1.murmur.",
+                                                              "1 2 2 n6.node.dc1.murmur."]
+
+
+def test_shuffle_honours_weights(world: World) -> None:
+    world.reg("h1", "10.2.0.1", ServiceSpec(id="a", name="heavy", port=1, weights=(9, 1)))
+    world.reg("h2", "10.2.0.2", ServiceSpec(id="b", name="heavy", port=2, weights=(1, 1)))
+    answerer = Answerer(DNSSettings(a_record_limit=1), random.Random(7))
+    firsts = [answerer.answer(dns.message.make_query("heavy.service.murmur", "A"), world.store, SERIAL
+                              ).answer[0][0].to_text() for _ in range(1000)]
+    share = firsts.count("10.2.0.1") / len(firsts)
+    assert 0.85 <= share <= 0.95  # 9/10 expected

@@ -534,6 +534,10 @@ async def test_a_watched_slice_follows_changes_without_refetching(autojump_clock
         assert {r.spec.id for r in first.all_services()} == {"web-n1", "web-n2"}
         assert await cache.get(("service", "web")) is first  # current: no second fetch
         assert cache.stats["dns_slice_fetches"] == 1
+        # No change for 5 s: the watcher's first blocking read is still out, so the slice stays
+        # current (and the same object: answers rendered from it stay valid), no refetch.
+        await trio.sleep(5)
+        assert await cache.get(("service", "web")) is first and cache.stats["dns_slice_fetches"] == 1
         await trio.sleep(1)
         # A change elsewhere does not wake the watcher; a change to web does.
         woken = len(server.calls)

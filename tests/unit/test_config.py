@@ -589,7 +589,7 @@ raft_multiplier = 1
 [ports]
 grpc_tls = 8503
 [dns_config]
-soa = { min_ttl = 0 }
+use_cache = true
 [[services]]
 name = "w"
 connect = { sidecar_service = {} }
@@ -598,7 +598,7 @@ check = { ttl = "1s", os_service = "x" }
     cfg = load([f])
     msg = "Consul option not implemented by murmur, ignored"
     for key, line in [("disable_update_check", 2), ("ui", 3), ("telemetry", 5), ("performance", 7),
-                      ("ports.grpc_tls", 10), ("dns_config.soa", 12), ("services[0].connect", 15),
+                      ("ports.grpc_tls", 10), ("dns_config.use_cache", 12), ("services[0].connect", 15),
                       ("services[0].check.os_service", 16)]:
         assert f"{f}:{line}: {key}: {msg}" in cfg.warnings, (key, cfg.warnings)
     assert f"{f}:4: ca_file: {msg} (murmur reads tls.defaults.ca_file)" in cfg.warnings
@@ -630,13 +630,21 @@ https = 8501
 serf_wan = -1
 """)
     cfg = load([f])
-    expect = {"recursors": "DNS recursion", "alt_domain": "the alternate DNS domain",
-              "acl": "ACL enforcement", "tls": "TLS", "ports.https": "HTTPS"}
+    expect = {"acl": "ACL enforcement", "tls": "TLS", "ports.https": "HTTPS"}
     for k, feature in expect.items():
         assert any(w.endswith(f": {k}: accepted; {feature} does not work yet") for w in cfg.warnings), (k, cfg.warnings)
     assert len(cfg.warnings) == len(expect)  # ports.serf_wan = -1 disables: nothing to warn about
     assert cfg.encrypt == key and cfg.acl.enabled and cfg.tls.defaults.verify_incoming  # still accepted
-    assert cfg.recursors == ["1.1.1.1", "[::1]:53", "9.9.9.9:53"]
+    assert cfg.recursors == ["1.1.1.1", "[::1]:53", "9.9.9.9:53"] and cfg.alt_domain == "consul"
+
+
+def test_dns_soa_settings(tmp_path: Path) -> None:
+    f = write(tmp_path, "a.json", '{"dns_config": {"soa": {"min_ttl": 30, "expire": 99}}}')
+    soa = load([f]).dns_config.soa
+    assert (soa.min_ttl, soa.expire, soa.refresh, soa.retry) == (30, 99, 3600, 600)
+    f = write(tmp_path, "b.json", '{"dns_config": {"soa": {"min_ttl": -1}}}')
+    with pytest.raises(ConfigError, match="dns_config.soa.min_ttl: must be at least 0"):
+        load([f])
 
 
 def test_secret_files_readable_by_others_warn(tmp_path: Path) -> None:

@@ -124,9 +124,9 @@ def test_short_packets_are_dropped_and_counted(data: bytes) -> None:
     agent = make_agent()
     server = DNSServer(agent)
     assert server.respond(data, udp=True) is None
-    assert agent.stats == {"dns_dropped": 1, "dns_formerr": 0}
+    assert agent.stats == {"dns_dropped": 1, "dns_formerr": 0, "dns_catchall": 0}
     assert server.respond(query("web.service.murmur"), udp=True) is not None  # positive control
-    assert agent.stats == {"dns_dropped": 1, "dns_formerr": 0}
+    assert agent.stats == {"dns_dropped": 1, "dns_formerr": 0, "dns_catchall": 0}
 
 
 def test_truncated_question_is_dropped() -> None:
@@ -166,7 +166,7 @@ def test_trailing_garbage_is_formerr_echoing_the_question() -> None:
     good = query("web.service.murmur", qid=42)
     for bad in (good + b"junk", good + b"\x00"):
         _assert_formerr(server.respond(bad, udp=True), bad)
-    assert agent.stats == {"dns_dropped": 0, "dns_formerr": 2}
+    assert agent.stats == {"dns_dropped": 0, "dns_formerr": 2, "dns_catchall": 0}
 
 
 def test_bad_additional_section_is_formerr() -> None:
@@ -178,7 +178,7 @@ def test_bad_additional_section_is_formerr() -> None:
     bad_opt = query("web.service.murmur", qid=44, use_edns=0)[:-3] + b"\xff\xff\xff"  # OPT rdlen past the end
     for bad in (claims_additional, claims_answer, bad_opt):
         _assert_formerr(server.respond(bad, udp=True), bad)
-    assert agent.stats == {"dns_dropped": 0, "dns_formerr": 3}
+    assert agent.stats == {"dns_dropped": 0, "dns_formerr": 3, "dns_catchall": 0}
     assert parse(server.respond(good, udp=True)).rcode() == dns.rcode.NOERROR  # positive control
 
 
@@ -313,3 +313,61 @@ async def test_serve_udp_and_tcp_on_loopback() -> None:
             await stream.aclose()
             nursery.cancel_scope.cancel()
     assert agent.stats["dns_dropped"] == 1
+
+
+# ---- a client agent's fast path: rendered answers tied to the slice they came from ---------------
+async def test_client_fast_path_serves_while_the_slice_is_unchanged_and_current() -> None:
+    from murmur.agent.dns.remote_cache import Entry
+
+    agent = make_agent(instances=1, server="false")
+    agent.remote = None  # type: ignore[attr-defined]  # never asked: the slice is already held
+    server = DNSServer(agent)
+    assert server.slices is not None
+    now = trio.current_time()
+    skey = ("service", "web")
+    server.slices.entries[skey] = Entry(agent.store, 1, now, now, watched=True)
+    q = query("web.service.murmur", qid=5)
+    assert server.respond_cached_remote(q, True, now) is None  # a miss first
+    first = await server.respond_remote(q, udp=True)
+    assert isinstance(first, bytes) and answers(first) == ["10.0.0.1"]
+    hit = server.respond_cached_remote(query("web.service.murmur", qid=6), True, now)
+    assert hit is not None and parse(hit).id == 6 and hit[2:] == first[2:]
+    # The watcher swaps in a new store (the catalog changed): the rendering is not used again.
+    changed = make_agent(instances=0, server="false")
+    changed.apply(Register(node="n0", address="10.7.7.7", datacenter="dc1",
+                           service=ServiceSpec(id="web0", name="web", port=1)))
+    server.slices.entries[skey].store = changed.store
+    assert server.respond_cached_remote(q, True, now) is None
+    fresh = await server.respond_remote(q, udp=True)
+    assert isinstance(fresh, bytes) and answers(fresh) == ["10.7.7.7"]
+    assert server.respond_cached_remote(q, True, now) is not None
+    # A slice no longer current (its watcher stopped confirming it): a miss, not a stale hit.
+    assert server.respond_cached_remote(q, True, now + 60) is None
+
+
+async def test_client_slices_honour_allow_stale_and_max_stale() -> None:
+    from murmur.agent.dns.remote_cache import SliceCache
+    from murmur.agent.reads import ReadResult
+
+    snapshot = StateStore().snapshot()
+
+    class Remote:
+        def __init__(self, contact_ms: int) -> None:
+            self.contact_ms = contact_ms
+            self.modes: list[str] = []
+
+        async def read(self, name: str, args: dict[str, Any], mode: str = "default", index: int = 0,
+                       wait: float = 0.0, budget: float = 0.0) -> ReadResult:
+            self.modes.append(mode)
+            return ReadResult(snapshot, 1, True, self.contact_ms if mode == "stale" else 0)
+
+    fresh = Remote(contact_ms=50)
+    await SliceCache(fresh, True, 5.0).get(("service", "web"))  # type: ignore[arg-type]
+    assert fresh.modes == ["stale"]
+    lagging = Remote(contact_ms=60_000)
+    cache = SliceCache(lagging, True, 5.0)  # type: ignore[arg-type]
+    await cache.get(("service", "web"))
+    assert lagging.modes == ["stale", "default"] and cache.stats["dns_slice_too_stale"] == 1
+    strict = Remote(contact_ms=0)
+    await SliceCache(strict, False, 5.0).get(("service", "web"))  # type: ignore[arg-type]
+    assert strict.modes == ["default"]
