@@ -444,6 +444,10 @@ class Agent:
         self.user_events = UserEvents(self.gossip, membership, self.local)
         self.user_events.register_handler(conflicts.CONFLICT_QUERY, conflicts.conflict_query_handler(membership))
         self.gossip.on_user = self.user_events.pump
+        from .keyring_ops import KeyringOps
+
+        self.keyring_ops = KeyringOps(self)
+        self.keyring_ops.attach()
         nursery.start_soon(self.user_events.run)
         await nursery.start(self.gossip.serve)
         log.info("gossip on %s:%d (udp+tcp), advertising %s:%d", bind, bound, n.address, bound)

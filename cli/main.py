@@ -420,5 +420,9 @@ from .snapshot import snapshot  # noqa: E402 - the commands live in their own mo
 
 main.add_command(snapshot)
 
+from .keyring import keyring  # noqa: E402 - the command lives in its own module
+
+main.add_command(keyring)
+
 if __name__ == "__main__":
     main()

@@ -8,6 +8,7 @@ from . import (
     agent_routes,
     catalog_routes,
     event_routes,
+    keyring_routes,
     kv_routes,
     operator_routes,
     session_routes,
@@ -37,4 +38,5 @@ def build_router(agent: Agent) -> Router:
     event_routes.add_routes(router, agent)
     operator_routes.add_routes(router, agent)
     snapshot_routes.add_routes(router, agent)
+    keyring_routes.add_routes(router, agent)
     return router
