@@ -424,5 +424,9 @@ from .keyring import keyring  # noqa: E402 - the command lives in its own module
 
 main.add_command(keyring)
 
+from .tls import tls  # noqa: E402 - the command lives in its own module
+
+main.add_command(tls)
+
 if __name__ == "__main__":
     main()
