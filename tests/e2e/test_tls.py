@@ -245,3 +245,45 @@ def test_server_rpc_over_tls(tmp_path: Path, pki, start_agent) -> None:  # type:
     with pytest.raises(ssl.SSLCertVerificationError):
         rpc_status(b.server_port, ctx(good.ca_file, client, check_hostname=True), SERVER_NAME)
     assert "err" not in rpc_status(b.server_port, ctx(good.ca_file, client, check_hostname=True), "client.dc1.murmur")
+
+
+def test_three_servers_raft_and_rpc_over_tls(tmp_path: Path, pki) -> None:  # type: ignore[no-untyped-def]
+    """Raft, forwarding and client RPC all over verified TLS: three servers elect a leader, a
+    write through a client agent reaches every server, and no plaintext crossed the server ports
+    (each server would refuse and log it)."""
+    good, _ = pki
+    server = good.cert("server", SERVER_NAME, [SERVER_NAME, "localhost"], ["127.0.0.1"])
+    client = good.cert("client", "client.dc1.murmur", ["client.dc1.murmur"])
+    sconf = tls_conf(tmp_path / "s", good.ca_file, *server)
+    agents: list[AgentProc] = []
+    try:
+        servers: list[AgentProc] = []
+        for i in range(3):
+            extra = ["--server", "--bootstrap-expect", "3"]
+            if servers:
+                extra += ["--join", f"127.0.0.1:{servers[0].serf_port}"]
+            s = AgentProc(tmp_path, [sconf], extra, node=f"s{i}", dev=False)
+            s.wait_leader = False
+            agents.append(s)
+            servers.append(s.start())
+
+        def leader(a: AgentProc) -> str:
+            return str(a.get("/v1/status/leader").json())
+
+        wait_for(lambda: len({leader(s) for s in servers}) == 1 and leader(servers[0]), 90,
+                 what="one leader known to all three TLS servers")
+        c = AgentProc(tmp_path, [tls_conf(tmp_path / "c", good.ca_file, *client)],
+                      ["--join", f"127.0.0.1:{servers[1].serf_port}"], node="c0", dev=False)
+        c.has_servers = True
+        agents.append(c.start())
+        wait_for(lambda: c.put("/v1/kv/over-tls", content=b"yes").status_code == 200, 60, what="a write via the client")
+        for s in servers:
+            wait_for(lambda s=s: s.get("/v1/kv/over-tls?raw&stale").content == b"yes", 30,
+                     what=f"the write on {s.node}")
+        for a in agents:
+            assert "refused a plaintext connection" not in a.logs()
+            assert "TLS handshake" not in a.logs()
+            assert "TLS on: server RPC accepts TLS only; outgoing RPC verified TLS" in a.logs()
+    finally:
+        for a in agents:
+            a.stop()
