@@ -14,7 +14,16 @@ import httpx
 import pytest
 from murmur.gossip import keyring as kr
 from support.procs import MURMUR, ROOT, AgentProc, wait_for
-from test_gossip_encryption import CONVERGE, all_see, join, new_key, no_key_in_logs, statuses, write_conf
+from test_gossip_encryption import (
+    CONVERGE,
+    all_see,
+    counter,
+    join,
+    new_key,
+    no_key_in_logs,
+    statuses,
+    write_conf,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -67,6 +76,10 @@ def test_rotation_install_use_remove_without_downtime(tmp_path: Path, start_agen
     pool = listing(agents[3])
     assert pool["NumNodes"] == 5 and pool["Keys"] == {A: 5} and pool["PrimaryKeys"] == {A: 5}
 
+    # Undecryptable packets are how a rotation would hurt: a member that cannot open a probe or
+    # its ack suspects the sender. None may be dropped, and nobody may be suspected.
+    metrics = ("encrypt_forged", "suspects_started")
+    before = {(a.node, k): counter(a, k) for a in agents for k in metrics}
     watcher = Watcher(agents)
     watcher.start()
     try:
@@ -100,6 +113,9 @@ def test_rotation_install_use_remove_without_downtime(tmp_path: Path, start_agen
         watcher.join(timeout=10)
     assert watcher.polls > 20
     assert watcher.bad == [], f"members shown not alive during the rotation: {watcher.bad[:5]}"
+    after = {(a.node, k): counter(a, k) for a in agents for k in metrics}
+    grown = {k: after[k] - v for k, v in before.items() if after[k] != v}
+    assert grown == {}, f"dropped packets or suspicions during the rotation: {grown}"
     for a in agents:  # every keyring file now holds the new key only (persisted after each change)
         ring_file = tmp_path / f"data-{a.node}" / "serf" / "keyring"
         if json.loads(ring_file.read_text()) != [B]:
