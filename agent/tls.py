@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+import time
 from typing import TYPE_CHECKING
 
 import trio
@@ -62,6 +63,32 @@ class PrefixedStream(trio.abc.Stream):
 
     async def aclose(self) -> None:
         await self.stream.aclose()
+
+
+LOG_REPEAT = 30.0  # seconds: the same refusal (peer host and reason) is logged once per this
+
+
+class _Repeats:
+    """Log one line per (peer, reason) per LOG_REPEAT: a misconfigured agent retrying every few
+    hundred milliseconds must not flood the log. Suppressed lines are counted."""
+
+    def __init__(self) -> None:
+        self.last: dict[tuple[str, str], float] = {}
+        self.suppressed = 0
+
+    def should_log(self, peer: str, reason: str) -> bool:
+        now = time.monotonic()
+        key = (peer, reason)
+        if now - self.last.get(key, -LOG_REPEAT) < LOG_REPEAT:
+            self.suppressed += 1
+            return False
+        if len(self.last) > 1024:
+            self.last.clear()
+        self.last[key] = now
+        return True
+
+
+REPEATS = _Repeats()
 
 
 def server_name(cfg: RuntimeConfig) -> str:
@@ -136,8 +163,9 @@ class TLSManager:
         if first[0] != 0x16:
             if self.verify_incoming:
                 self.stats["plaintext_refused"] += 1
-                log.warning("server port: refused a plaintext connection from %s (TLS is required: "
-                            "tls.defaults.verify_incoming)", peer)
+                if REPEATS.should_log(peer.rsplit(":", 1)[0], "plaintext"):
+                    log.warning("server port: refused a plaintext connection from %s (TLS is required: "
+                                "tls.defaults.verify_incoming)", peer)
                 return None
             return stream, first
         if self.server_ctx is None:
@@ -151,7 +179,9 @@ class TLSManager:
                 inner = await tls.receive_some(65536)
         except (trio.BrokenResourceError, trio.TooSlowError, ssl.SSLError, OSError) as exc:
             self.stats["tls_handshake_failed"] += 1
-            log.warning("server port: TLS handshake with %s failed: %s", peer, _reason(exc))
+            reason = _reason(exc)
+            if REPEATS.should_log(peer.rsplit(":", 1)[0], reason):
+                log.warning("server port: TLS handshake with %s failed: %s", peer, reason)
             return None
         if not inner:
             return None
@@ -169,7 +199,8 @@ class TLSManager:
         except (trio.BrokenResourceError, trio.TooSlowError, ssl.SSLError, OSError) as exc:
             self.stats["tls_handshake_failed"] += 1
             reason = _reason(exc)
-            log.warning("TLS handshake with server %s:%d failed: %s", addr[0], addr[1], reason)
+            if REPEATS.should_log(f"{addr[0]}:{addr[1]}", reason):
+                log.warning("TLS handshake with server %s:%d failed: %s", addr[0], addr[1], reason)
             with trio.CancelScope(shield=True):
                 await stream.aclose()
             raise TLSHandshakeFailed(f"TLS handshake with {addr[0]}:{addr[1]} failed: {reason}") from None

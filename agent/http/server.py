@@ -167,7 +167,7 @@ class HTTPServer:
                 await stream.aclose()
 
     async def _tls_handshake(self, stream: trio.abc.Stream, client: str) -> trio.abc.Stream | None:
-        from ..tls import HANDSHAKE_TIMEOUT, _reason
+        from ..tls import HANDSHAKE_TIMEOUT, REPEATS, _reason
 
         ctx = self.tls.server_ctx
         if ctx is None:
@@ -179,7 +179,9 @@ class HTTPServer:
         except (trio.BrokenResourceError, trio.TooSlowError, OSError) as exc:
             self.stats["tls_handshake_failed"] += 1
             self.tls.stats["tls_handshake_failed"] += 1
-            log.warning("HTTPS: TLS handshake with %s failed: %s", client, _reason(exc))
+            reason = _reason(exc)
+            if REPEATS.should_log(client, "https " + reason):
+                log.warning("HTTPS: TLS handshake with %s failed: %s", client, reason)
             return None
         return tls
 

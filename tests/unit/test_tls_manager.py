@@ -107,3 +107,16 @@ async def test_server_port_accepts_tls_and_refuses_plaintext_when_required(tmp_p
             await plain.aclose()
             assert m.stats["plaintext_refused"] == 1 and seen == [b"ping"]
             nursery.cancel_scope.cancel()
+
+
+def test_repeated_refusals_are_logged_once_per_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    from murmur.agent import tls as tls_mod
+
+    now = [1000.0]
+    monkeypatch.setattr(tls_mod.time, "monotonic", lambda: now[0])
+    r = tls_mod._Repeats()
+    assert r.should_log("10.0.0.1", "expired")
+    assert not r.should_log("10.0.0.1", "expired")  # the same again at once: counted, not logged
+    assert r.should_log("10.0.0.1", "unknown ca") and r.should_log("10.0.0.2", "expired")  # others still are
+    now[0] += tls_mod.LOG_REPEAT
+    assert r.should_log("10.0.0.1", "expired") and r.suppressed == 1
