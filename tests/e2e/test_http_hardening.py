@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import socket
 import time
-from pathlib import Path
 
 import httpx
 import pytest
-from support.procs import wait_for
+from support.procs import AgentProc, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -18,13 +17,18 @@ READ_TIMEOUT = 2.0
 SLACK = 10
 
 
-@pytest.fixture
-def agent(tmp_path: Path, start_agent):  # type: ignore[no-untyped-def]
-    conf = tmp_path / "conf"
+@pytest.fixture(scope="module")
+def agent(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """One dev agent for the module (the tests leave it as they found it)."""
+    tmp = tmp_path_factory.mktemp("hardening")
+    conf = tmp / "conf"
     conf.mkdir()
     (conf / "limits.toml").write_text(f'[limits]\nhttp_read_timeout = "{READ_TIMEOUT:.0f}s"\n'
                                       "http_max_body_bytes = 4096\nhttp_max_conns_per_client = 5\n")
-    return start_agent(conf)
+    a = AgentProc(tmp, [conf])
+    a.start()
+    yield a
+    a.stop()
 
 
 def test_oversized_body_is_refused(agent) -> None:  # type: ignore[no-untyped-def]
