@@ -138,7 +138,16 @@ class KeyringOps:
         return encode_answer(True)
 
     # ---- the origin ---------------------------------------------------------------------------
-    async def run(self, op: str, key: bytes | None = None) -> KeyringResult:
+    def list_local(self) -> KeyringResult:
+        """`?local-only`: this agent's own ring, no query (KeyringDisabled when encryption is off)."""
+        gossip = self.agent.gossip
+        if gossip is None or gossip.crypto is None:
+            raise KeyringDisabled("Keyring operations are unavailable: gossip encryption is not enabled")
+        ring = gossip.crypto.keyring
+        return KeyringResult("list", 1, 1, keys={kr.encode_key(k): 1 for k in ring.keys},
+                             primary={kr.encode_key(ring.primary): 1})
+
+    async def run(self, op: str, key: bytes | None = None, relay_factor: int = 0) -> KeyringResult:
         """Run `op` on every live member and collect the answers (KeyringDisabled, KeyringError)."""
         if op not in OPS:
             raise ValueError(f"unknown keyring operation {op!r}")
@@ -154,7 +163,7 @@ class KeyringOps:
         async with self.lock:
             expected = membership.live_count()
             try:
-                state = ue.layer.query(QUERY_PREFIX + op, payload, trio.current_time())
+                state = ue.layer.query(QUERY_PREFIX + op, payload, trio.current_time(), relay_factor=relay_factor)
             except UserMessageTooLarge as exc:
                 raise kr.KeyringError(str(exc)) from None
             gossip.flush()

@@ -4,7 +4,8 @@
 `GET` answers Consul's list: one entry per gossip pool (murmur has the LAN pool only) with `Keys`
 (base64 key -> members holding it), `PrimaryKeys` (key -> members sealing with it), `NumNodes`
 and `Messages` (node -> error). `POST` installs, `PUT` makes primary, `DELETE` removes the key
-in the body `{"Key": "<base64>"}`; 200 with no body when every member did it. A member that
+in the body `{"Key": "<base64>"}` (`?relay-factor=0..5` as Consul; `GET ?local-only` answers
+this agent's own ring without a query); 200 with no body when every member did it. A member that
 failed or did not answer makes it a 500 naming each node and why; a bad body is a 400; removing
 the primary key is refused; with gossip encryption off every method answers 500, as in Consul.
 """
@@ -47,7 +48,16 @@ def add_routes(router: Router, agent: Agent) -> None:
         op = OPS.get(req.method, "list")
         key = _key(req) if op != "list" else None
         try:
-            result = await _ops(agent).run(op, key)
+            relay = int(req.arg("relay-factor", "0") or 0)
+        except ValueError:
+            raise HTTPError(400, "Error parsing relay-factor: not a number") from None
+        if not 0 <= relay <= 5:
+            raise HTTPError(400, "Error parsing relay-factor: must be 0 to 5")
+        try:
+            if op == "list" and req.flag("local-only"):
+                result = _ops(agent).list_local()
+            else:
+                result = await _ops(agent).run(op, key, relay)
         except KeyringDisabled as exc:
             raise HTTPError(500, str(exc)) from None
         except kr.KeyringError as exc:

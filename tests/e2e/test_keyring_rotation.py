@@ -105,6 +105,9 @@ def test_rotation_install_use_remove_without_downtime(tmp_path: Path, start_agen
         assert r.returncode == 0, r.stderr
         pool = listing(agents[2])
         assert pool["Keys"] == {B: 5} and pool["PrimaryKeys"] == {B: 5} and not pool["Messages"]
+        local = httpx.get(agents[4].url + "/v1/operator/keyring?local-only", timeout=30).json()[0]
+        assert local["Keys"] == {B: 1} and local["NumNodes"] == 1
+        assert httpx.get(agents[4].url + "/v1/operator/keyring?relay-factor=9", timeout=30).status_code == 400
         r = cli(agents[0], "-list")
         assert r.returncode == 0 and f"{B} [5/5]" in r.stdout and A not in r.stdout
         time.sleep(2.0)  # a few more probe rounds in which a victim of the rotation would show
