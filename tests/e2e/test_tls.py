@@ -248,13 +248,15 @@ def test_server_rpc_over_tls(tmp_path: Path, pki, start_agent) -> None:  # type:
 
 
 def test_three_servers_raft_and_rpc_over_tls(tmp_path: Path, pki) -> None:  # type: ignore[no-untyped-def]
-    """Raft, forwarding and client RPC all over verified TLS: three servers elect a leader, a
-    write through a client agent reaches every server, and no plaintext crossed the server ports
-    (each server would refuse and log it)."""
+    """Raft, forwarding, snapshot transfer and client RPC all over verified TLS: three servers
+    elect a leader, a write through a client agent reaches every server, a follower that was down
+    past the log catches up by a snapshot from the leader, and no plaintext crossed the server
+    ports (each server would refuse and log it)."""
     good, _ = pki
     server = good.cert("server", SERVER_NAME, [SERVER_NAME, "localhost"], ["127.0.0.1"])
     client = good.cert("client", "client.dc1.murmur", ["client.dc1.murmur"])
     sconf = tls_conf(tmp_path / "s", good.ca_file, *server)
+    (sconf / "raft.toml").write_text("raft_snapshot_threshold = 20\nraft_trailing_logs = 5\n")
     agents: list[AgentProc] = []
     try:
         servers: list[AgentProc] = []
@@ -280,6 +282,17 @@ def test_three_servers_raft_and_rpc_over_tls(tmp_path: Path, pki) -> None:  # ty
         for s in servers:
             wait_for(lambda s=s: s.get("/v1/kv/over-tls?raw&stale").content == b"yes", 30,
                      what=f"the write on {s.node}")
+        # A follower down while the others write past the snapshot threshold gets a snapshot.
+        lead = next(s for s in servers if s.get("/v1/agent/self").json()["Stats"]["raft"].get("state") == "Leader")
+        follower = next(s for s in servers if s is not lead)
+        follower.stop()
+        for i in range(60):
+            assert lead.put(f"/v1/kv/bulk{i}", content=str(i).encode()).status_code == 200
+        follower.wait_leader = False
+        follower.restart()
+        wait_for(lambda: follower.get("/v1/kv/bulk59?raw&stale").content == b"59", 60,
+                 what="the follower caught up")
+        assert "installed a snapshot from the leader" in follower.logs()
         for a in agents:
             assert "refused a plaintext connection" not in a.logs()
             assert "TLS handshake" not in a.logs()
