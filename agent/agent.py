@@ -166,6 +166,8 @@ class Agent:
         self.leaving = False
         self.stopping_notified = False
         self.server_port_bound = 0
+        self.https_port = 0
+        self.tls: Any = None  # agent/tls.py TLSManager, made when run() starts
 
     # ---- write path ----------------------------------------------------------------------------
     async def sync(self) -> bool:
@@ -374,6 +376,8 @@ class Agent:
             log.warning("%s", w)
         self.cfg = cfg
         self.local.check_update_interval = parse_duration(cfg.check_update_interval)
+        if self.tls is not None:
+            self.tls.reload(cfg)  # new certificates for new connections; an error keeps the old ones
         await self.sync()
         log.info("reloaded configuration from %s", ", ".join(self.config_paths) or "(none)")
 
@@ -384,6 +388,7 @@ class Agent:
         from .http.server import HTTPServer
 
         self.started_at = trio.current_time()
+        self._setup_tls()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._signals, nursery.cancel_scope)
             await nursery.start(self.checks.serve)
@@ -417,9 +422,11 @@ class Agent:
                 router = build_router(self)
                 telemetry.watch_http(self.metrics, router)
                 server = HTTPServer(router, self.cfg.limits.http_max_conns_per_client)
+                self.apply_http_limits(server)
                 with listening("HTTP", http_host, self.cfg.ports.http):
                     self.http_port = await nursery.start(server.serve, http_host, self.cfg.ports.http)
                 log.info("HTTP API on %s:%d", http_host, self.http_port)
+            await self._start_https(nursery, http_host)
             if self.cfg.ports.dns >= 0:
                 dns_host = self.cfg.addresses.dns or self.cfg.client_addr
                 self.dns = DNSServer(self)
@@ -434,6 +441,45 @@ class Agent:
             self._stopping()
             nursery.cancel_scope.cancel()
         log.info("agent stopped")
+
+    def _setup_tls(self) -> None:
+        """TLS for server RPC and HTTPS from the tls.* keys (agent/tls.py); StartError if unusable."""
+        from . import tls as tls_mod
+
+        try:
+            self.tls = tls_mod.TLSManager(self.cfg)
+        except tls_mod.TLSConfigError as exc:
+            raise StartError(str(exc)) from None
+        tls_mod.ACTIVE = self.tls
+        if self.server is not None and (self.tls.enabled or self.tls.verify_incoming):
+            self.server.port.tls = self.tls
+        if self.tls.enabled:
+            log.info("TLS on: server RPC accepts TLS%s; outgoing RPC %s", " only" if self.tls.verify_incoming else
+                     " and plaintext", "verified TLS" if self.tls.verify_outgoing else "plaintext")
+
+    async def _start_https(self, nursery: trio.Nursery, host: str) -> None:
+        from .http.api import build_router
+        from .http.server import HTTPServer
+
+        if self.cfg.ports.https < 0:
+            return
+        if self.tls is None or not self.tls.enabled:
+            raise StartError("ports.https is set but TLS has no certificate (tls.defaults.cert_file, key_file)")
+        router = build_router(self)
+        telemetry.watch_http(self.metrics, router)
+        server = HTTPServer(router, self.cfg.limits.http_max_conns_per_client, tls=self.tls)
+        self.apply_http_limits(server)
+        with listening("HTTPS", host, self.cfg.ports.https):
+            self.https_port = await nursery.start(server.serve, host, self.cfg.ports.https)
+        log.info("HTTPS API on %s:%d", host, self.https_port)
+
+    def apply_http_limits(self, server: Any) -> None:
+        from murmur.checks.durations import parse_duration
+
+        lim = self.cfg.limits
+        server.read_timeout = parse_duration(lim.http_read_timeout)
+        server.idle_timeout = parse_duration(lim.http_idle_timeout)
+        server.max_body = lim.http_max_body_bytes
 
     async def _await_dev_leader(self) -> None:
         """--dev is its own single-voter Raft: it leads within a moment of starting."""
@@ -490,6 +536,10 @@ class Agent:
         self.user_events = UserEvents(self.gossip, membership, self.local)
         self.user_events.register_handler(conflicts.CONFLICT_QUERY, conflicts.conflict_query_handler(membership))
         self.gossip.on_user = self.user_events.pump
+        from .keyring_ops import KeyringOps
+
+        self.keyring_ops = KeyringOps(self)
+        self.keyring_ops.attach()
         nursery.start_soon(self.user_events.run)
         await nursery.start(self.gossip.serve)
         log.info("gossip on %s:%d (udp+tcp), advertising %s:%d", bind, bound, n.address, bound)

@@ -440,6 +440,13 @@ class Limits:
     # Concurrent HTTP connections from one client IP. 200 (Consul's) stops one client starving
     # the rest; raise it for proxies that multiplex many users through one address.
     http_max_conns_per_client: int = _opt(200, check=_at_least(0))
+    # (murmur) Once a request's first byte is in, its head, and then its body, must arrive within
+    # this long: a slow client (slowloris) gets 408 and is cut off instead of holding a slot.
+    http_read_timeout: str = _opt("30s", check=_duration)
+    # (murmur) A keep-alive connection with no request for this long is closed.
+    http_idle_timeout: str = _opt("90s", check=_duration)
+    # (murmur) Largest request body accepted (413 above it). KV values are limited far below.
+    http_max_body_bytes: int = _opt(16 * 1024 * 1024, check=_at_least(1))
 
 
 @dataclass
@@ -551,8 +558,6 @@ DEV_DEFAULTS: dict[str, Any] = {"server": True, "bind_addr": "127.0.0.1"}
 # A key here covers everything below it. Shrink this as features land.
 NOT_YET_WORKING: dict[str, str] = {
     "acl": "ACL enforcement",
-    "tls": "TLS",
-    "ports.https": "HTTPS",
     "ports.grpc": "the gRPC API",
     "ports.serf_wan": "WAN gossip",
 }

@@ -41,6 +41,25 @@ def resolve_token(flag: str | None) -> str:
     return flag or os.environ.get("MURMUR_HTTP_TOKEN") or os.environ.get("CONSUL_HTTP_TOKEN") or ""
 
 
+def _env(name: str) -> str:
+    return os.environ.get(f"MURMUR_{name}") or os.environ.get(f"CONSUL_{name}") or ""
+
+
+def tls_kwargs() -> dict[str, Any]:
+    """HTTPS settings from MURMUR_/CONSUL_ CACERT, CLIENT_CERT, CLIENT_KEY (Consul's variables)."""
+    out: dict[str, Any] = {}
+    if _env("CACERT"):
+        import ssl
+
+        ctx = ssl.create_default_context(cafile=_env("CACERT"))
+        if _env("CLIENT_CERT"):
+            ctx.load_cert_chain(_env("CLIENT_CERT"), _env("CLIENT_KEY") or None)
+        out["verify"] = ctx
+    elif _env("CLIENT_CERT"):
+        out["cert"] = (_env("CLIENT_CERT"), _env("CLIENT_KEY")) if _env("CLIENT_KEY") else _env("CLIENT_CERT")
+    return out
+
+
 class APIError(Exception):
     pass
 
@@ -55,7 +74,7 @@ class Client:
         tok = resolve_token(token)
         if tok:
             headers["X-Consul-Token"] = tok
-        self.http: httpx.Client = httpx.Client(base_url=self.base, headers=headers, timeout=timeout)
+        self.http: httpx.Client = httpx.Client(base_url=self.base, headers=headers, timeout=timeout, **tls_kwargs())
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
         try:

@@ -430,5 +430,13 @@ from .lifecycle import maint, monitor  # noqa: E402 - the commands live in their
 main.add_command(maint)
 main.add_command(monitor)
 
+from .keyring import keyring  # noqa: E402 - the command lives in its own module
+
+main.add_command(keyring)
+
+from .tls import tls  # noqa: E402 - the command lives in its own module
+
+main.add_command(tls)
+
 if __name__ == "__main__":
     main()

@@ -179,3 +179,28 @@ class Keyring:
         if inner[1:2 + n] != self._label_block:
             raise LabelMismatch("packet is for a cluster with another label")
         return bytes(inner[2 + n:])
+
+
+# ---- rotation (Serf's install / use / remove, applied to one member's ring) ---------------------
+def install_key(ring: Keyring, key: bytes) -> Keyring:
+    """The ring with `key` added as a secondary key (already there: unchanged)."""
+    if key in ring.keys:
+        return ring
+    return Keyring([*ring.keys, key], ring.label)
+
+
+def use_key(ring: Keyring, key: bytes) -> Keyring:
+    """The ring with `key`, which must already be installed, as the primary."""
+    if key not in ring.keys:
+        raise KeyringError("the key is not in the keyring; install it first")
+    return Keyring([key, *(k for k in ring.keys if k != key)], ring.label)
+
+
+def remove_key(ring: Keyring, key: bytes) -> Keyring:
+    """The ring without `key`. The primary key cannot be removed (make another one primary first);
+    removing a key the ring does not hold changes nothing."""
+    if key == ring.primary:
+        raise KeyringError("removing the primary key is not allowed")
+    if key not in ring.keys:
+        return ring
+    return Keyring([k for k in ring.keys if k != key], ring.label)

@@ -31,6 +31,7 @@ from murmur.raft import codec
 from murmur.raft.messages import Message, MessageType, Snapshot
 
 from ..rpc.mux import RAFT, SNAPSHOT, FramedStream, FrameError
+from ..tls import open_server_stream
 
 log = logging.getLogger("murmur.raft.transport")
 
@@ -93,7 +94,7 @@ class TCPTransport:
         async with queue:
             while True:
                 try:
-                    stream = await trio.open_tcp_stream(*addr)
+                    stream = await open_server_stream(addr, RAFT)
                 except OSError:
                     # Unreachable: drop what is queued (Raft resends), wait, try again.
                     while True:
@@ -107,7 +108,6 @@ class TCPTransport:
                     continue
                 backoff = BACKOFF_MIN
                 try:
-                    await stream.send_all(bytes([RAFT]))
                     while True:
                         batch = [await queue.receive()]
                         for _ in range(255):  # coalesce what is already queued into one write
@@ -178,10 +178,9 @@ class TCPTransport:
         header = {"v": SNAP_VERSION, "m": codec.encode_message(bare), "n": len(data), "c": zlib.crc32(data),
                   "k": CHUNK}
         with trio.fail_after(SNAP_STEP_TIMEOUT):
-            stream = await trio.open_tcp_stream(*addr)
+            stream = await open_server_stream(addr, SNAPSHOT)
         async with stream:
             framed = FramedStream(stream)
-            await stream.send_all(bytes([SNAPSHOT]))
             await framed.write(bytes(msgpack.packb(header)))
             total = (len(data) + CHUNK - 1) // CHUNK
             sent = acked = 0

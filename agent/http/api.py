@@ -8,6 +8,7 @@ from . import (
     agent_routes,
     catalog_routes,
     event_routes,
+    keyring_routes,
     kv_routes,
     lifecycle_routes,
     operator_routes,
@@ -39,4 +40,5 @@ def build_router(agent: Agent) -> Router:
     operator_routes.add_routes(router, agent)
     snapshot_routes.add_routes(router, agent)
     lifecycle_routes.add_routes(router, agent)
+    keyring_routes.add_routes(router, agent)
     return router

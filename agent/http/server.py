@@ -132,10 +132,15 @@ class Router:
 
 
 class HTTPServer:
-    def __init__(self, router: Router, max_conns_per_client: int = 200) -> None:
+    def __init__(self, router: Router, max_conns_per_client: int = 200, tls: Any = None) -> None:
         self.router = router
         self.max_conns_per_client = max_conns_per_client  # 0 = unlimited
         self.conns: dict[str, int] = {}
+        self.tls = tls  # an agent.tls.TLSManager: this listener speaks HTTPS
+        self.read_timeout = READ_TIMEOUT
+        self.idle_timeout = IDLE_TIMEOUT
+        self.max_body = MAX_BODY_BYTES
+        self.stats = {"too_many_conns": 0, "slow_requests": 0, "body_too_large": 0, "tls_handshake_failed": 0}
 
     async def serve(self, host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
                     ) -> None:
@@ -156,9 +161,20 @@ class HTTPServer:
         self.conns[client] = count
         try:
             if self.max_conns_per_client and count > self.max_conns_per_client:
+                self.stats["too_many_conns"] += 1
+                if self.stats["too_many_conns"] % 100 == 1:  # the first of each hundred: no log flood
+                    log.warning("refused a connection from %s: more than %d concurrent connections "
+                                "(limits.http_max_conns_per_client)", client, self.max_conns_per_client)
+                if self.tls is not None:
+                    return
                 await self._send_simple(stream, h11.Connection(h11.SERVER), 429,
                                         "Your IP is issuing too many concurrent connections")
                 return
+            if self.tls is not None:
+                wrapped = await self._tls_handshake(stream, client)
+                if wrapped is None:
+                    return
+                stream = wrapped
             await self._connection_loop(stream, client)
         except (trio.BrokenResourceError, trio.ClosedResourceError, h11.ProtocolError):
             pass
@@ -168,6 +184,25 @@ class HTTPServer:
                 del self.conns[client]
             with trio.CancelScope(shield=True), trio.move_on_after(1):
                 await stream.aclose()
+
+    async def _tls_handshake(self, stream: trio.abc.Stream, client: str) -> trio.abc.Stream | None:
+        from ..tls import HANDSHAKE_TIMEOUT, REPEATS, _reason
+
+        ctx = self.tls.server_ctx
+        if ctx is None:
+            return None
+        tls = trio.SSLStream(stream, ctx, server_side=True, https_compatible=True)
+        try:
+            with trio.fail_after(HANDSHAKE_TIMEOUT):
+                await tls.do_handshake()
+        except (trio.BrokenResourceError, trio.TooSlowError, OSError) as exc:
+            self.stats["tls_handshake_failed"] += 1
+            self.tls.stats["tls_handshake_failed"] += 1
+            reason = _reason(exc)
+            if REPEATS.should_log(client, "https " + reason):
+                log.warning("HTTPS: TLS handshake with %s failed: %s", client, reason)
+            return None
+        return tls
 
     async def _send_simple(self, stream: trio.abc.Stream, conn: h11.Connection, status: int, msg: str) -> None:
         body = msg.encode()
@@ -189,13 +224,30 @@ class HTTPServer:
     async def _connection_loop(self, stream: trio.abc.Stream, client: str) -> None:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
         while True:
-            with trio.move_on_after(IDLE_TIMEOUT) as idle:
+            started = False
+            with trio.move_on_after(self.idle_timeout) as idle:
                 try:
-                    event = await self._next_event(stream, conn)
+                    # Waiting for a request may last idle_timeout; once its first bytes are here,
+                    # the head must arrive within read_timeout (a slowloris client is cut off).
+                    while (event := conn.next_event()) is h11.NEED_DATA:
+                        data = await stream.receive_some(65536)
+                        if data and not started:
+                            started = True
+                            idle.deadline = min(idle.deadline, trio.current_time() + self.read_timeout)
+                        conn.receive_data(bytes(data))
                 except h11.RemoteProtocolError as exc:
                     status = 431 if "too long" in str(exc).lower() or "size" in str(exc).lower() else 400
+                    if status == 431 or exc.error_status_hint == 431:
+                        log.warning("refused a request from %s: header larger than %d bytes", client,
+                                    MAX_HEADER_BYTES)
                     await self._send_simple(stream, conn, exc.error_status_hint or status, f"bad request: {exc}")
                     return
+            if idle.cancelled_caught and (started or conn.their_state is not h11.IDLE):
+                self.stats["slow_requests"] += 1
+                log.warning("closed a connection from %s: request head not received within %.0fs", client,
+                            self.read_timeout)
+                await self._send_simple(stream, conn, 408, "request timed out")
+                return
             if idle.cancelled_caught or isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
                 return
             if not isinstance(event, h11.Request):
@@ -218,12 +270,15 @@ class HTTPServer:
                             client: str) -> Request | None:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in event.headers}
         length = headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
-            await self._send_simple(stream, conn, 413, f"request body larger than {MAX_BODY_BYTES} bytes")
+        if length is not None and length.isdigit() and int(length) > self.max_body:
+            self.stats["body_too_large"] += 1
+            log.warning("refused a request from %s: body of %s bytes, over the limit of %d", client, length,
+                        self.max_body)
+            await self._send_simple(stream, conn, 413, f"request body larger than {self.max_body} bytes")
             return None
         chunks: list[bytes] = []
         size = 0
-        with trio.move_on_after(READ_TIMEOUT) as scope:
+        with trio.move_on_after(self.read_timeout) as scope:
             while True:
                 try:
                     ev = await self._next_event(stream, conn)
@@ -232,7 +287,10 @@ class HTTPServer:
                     return None
                 if isinstance(ev, h11.Data):
                     size += len(ev.data)
-                    if size > MAX_BODY_BYTES:
+                    if size > self.max_body:
+                        self.stats["body_too_large"] += 1
+                        log.warning("refused a request from %s: body over the limit of %d bytes", client,
+                                    self.max_body)
                         await self._send_simple(stream, conn, 413, "request body too large")
                         return None
                     chunks.append(bytes(ev.data))
@@ -241,6 +299,9 @@ class HTTPServer:
                 else:
                     return None
         if scope.cancelled_caught:
+            self.stats["slow_requests"] += 1
+            log.warning("closed a connection from %s: request body not received within %.0fs", client,
+                        self.read_timeout)
             await self._send_simple(stream, conn, 408, "request timed out")
             return None
         target = event.target.decode("latin-1")

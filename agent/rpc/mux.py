@@ -6,8 +6,12 @@ from __future__ import annotations
 import logging
 import struct
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import trio
+
+if TYPE_CHECKING:
+    from ..tls import TLSManager
 
 log = logging.getLogger("murmur.rpc")
 
@@ -62,6 +66,7 @@ class ServerPort:
     def __init__(self) -> None:
         self.handlers: dict[int, Callable[[FramedStream, tuple[str, int]], Awaitable[None]]] = {}
         self.stats = {"refused": 0}
+        self.tls: TLSManager | None = None  # set by the agent: TLS on this port (agent/tls.py)
 
     def register(self, first_byte: int, handler: Callable[[FramedStream, tuple[str, int]], Awaitable[None]]) -> None:
         self.handlers[first_byte] = handler
@@ -79,12 +84,23 @@ class ServerPort:
                 first = await stream.receive_some(65536)
             if scope.cancelled_caught or not first:
                 return
+            conn: trio.abc.Stream = stream
+            if self.tls is not None:
+                wrapped = await self.tls.accept(stream, bytes(first), f"{peer[0]}:{peer[1]}")
+                if wrapped is None:
+                    self.stats["refused"] += 1
+                    return
+                conn, first = wrapped
+            elif first[0] == TLS:
+                self.stats["refused"] += 1
+                log.warning("server port: %s:%d started TLS, but TLS is not configured", peer[0], peer[1])
+                return
             handler = self.handlers.get(first[0])
             if handler is None:
                 self.stats["refused"] += 1
                 log.debug("server port: refused a connection from %s starting with %#x", peer, first[0])
                 return
-            await handler(FramedStream(stream, first[1:]), (peer[0], peer[1]))
+            await handler(FramedStream(conn, first[1:]), (peer[0], peer[1]))
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError, FrameError) as exc:
             log.debug("server port connection ended: %s", exc)
         finally:

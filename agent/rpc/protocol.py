@@ -30,6 +30,7 @@ import msgpack
 import trio
 from murmur.catalog.commands import ApplyError
 
+from ..tls import open_server_stream
 from .mux import RPC, FramedStream
 
 VERSION = 1  # the RPC message version this agent speaks (and the highest it accepts)
@@ -71,9 +72,8 @@ async def call(addr: tuple[str, int], request: dict[str, Any], timeout: float = 
     writes only with the same request ID)."""
     try:
         with trio.fail_after(timeout):
-            stream = await trio.open_tcp_stream(*addr)
+            stream = await open_server_stream(addr, RPC)
             try:
-                await stream.send_all(bytes([RPC]))
                 framed = FramedStream(stream)
                 await framed.write(bytes(msgpack.packb({"v": VERSION, **request})))
                 reply = await framed.read()

@@ -384,3 +384,38 @@ async def test_huge_request_head_is_431(app: App, autojump_clock: trio.testing.M
             r = await c.response()
             assert r.status == 431
             assert await c.closed_by_server()
+
+
+async def test_slowloris_head_is_cut_off_after_read_timeout(app: App, autojump_clock: trio.testing.MockClock) -> None:
+    """A client trickling its request head one byte a second keeps the connection only for
+    read_timeout after its first byte (not idle_timeout, not forever); a normal client is served
+    meanwhile, and an idle keep-alive connection still gets the whole idle_timeout."""
+    server = HTTPServer(app.router)
+    server.read_timeout, server.idle_timeout = 5.0, 90.0
+    with trio.fail_after(600):
+        async with trio.open_nursery() as nursery:
+            slow = connect(nursery, server)
+            t0 = trio.current_time()
+            head = b"GET /v1/echo HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 100
+            sent = 0
+            with trio.move_on_after(60):
+                for byte in head:
+                    try:
+                        await slow.send(bytes([byte]))
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        break
+                    sent += 1
+                    if server.stats["slow_requests"]:
+                        break
+                    await trio.sleep(1)
+            assert server.stats["slow_requests"] == 1
+            assert sent < len(head)
+            r = await slow.response()
+            assert r.status == 408
+            assert trio.current_time() - t0 == pytest.approx(5.0, abs=1.01)
+            # Positive control: a client that sends its request at once is served.
+            fast = connect(nursery, server)
+            assert (await fast.request("GET", "/v1/echo")).status == 200
+            t1 = trio.current_time()
+            assert await fast.closed_by_server()  # idle: closed after idle_timeout, not read_timeout
+            assert trio.current_time() - t1 == pytest.approx(90.0)
