@@ -1,8 +1,8 @@
 """The Raft driver: owns a RawNode and runs its Ready loop on trio.
 
 Everything that touches the node goes through one inbox (network messages, ticks, proposals,
-read requests) and one loop that, per round: steps the inbox, then for each Ready persists (in a
-worker thread: the fsync must not block the event loop), sends, applies, advances. Whatever
+read requests) and one loop that, per round: steps the inbox, then for each Ready persists (on the
+storage writer thread: the fsync must not block the event loop), sends, applies, advances. Whatever
 arrives while a write is in flight waits in the inbox and lands in the next write: that is the
 group commit, one transaction and one fsync for everything that came in meanwhile.
 
