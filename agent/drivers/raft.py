@@ -1,8 +1,8 @@
 """The Raft driver: owns a RawNode and runs its Ready loop on trio.
 
 Everything that touches the node goes through one inbox (network messages, ticks, proposals,
-read requests) and one loop that, per round: steps the inbox, then for each Ready persists (in a
-worker thread: the fsync must not block the event loop), sends, applies, advances. Whatever
+read requests) and one loop that, per round: steps the inbox, then for each Ready persists (on the
+storage writer thread: the fsync must not block the event loop), sends, applies, advances. Whatever
 arrives while a write is in flight waits in the inbox and lands in the next write: that is the
 group commit, one transaction and one fsync for everything that came in meanwhile.
 
@@ -18,6 +18,9 @@ the state machine is restored from it before the entries after it are applied.
 from __future__ import annotations
 
 import logging
+import os
+import queue
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,6 +48,85 @@ if TYPE_CHECKING:
     from ..metrics import Metrics
 
 log = logging.getLogger("murmur.raft")
+
+_TRACE_DIR = os.environ.get("MURMUR_RAFT_TRACE", "")  # debugging: per-Ready timings to a file there
+
+
+class _Trace:
+    """Per-Ready timings (monotonic ms), appended to <dir>/raft-trace-<pid>.txt in batches."""
+
+    def __init__(self, directory: str) -> None:
+        self.path = os.path.join(directory, f"raft-trace-{os.getpid()}.txt")
+        self.lines: list[str] = []
+
+    def add(self, *fields: object) -> None:
+        self.lines.append(" ".join(str(f) for f in fields))
+        if len(self.lines) >= 200:
+            with open(self.path, "a") as f:
+                f.write("\n".join(self.lines) + "\n")
+            self.lines = []
+
+
+class _Save:
+    """One save handed to the storage writer: `done` is set (on the trio thread) once it returned."""
+
+    __slots__ = ("done", "error", "queued", "started", "finished")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.error: BaseException | None = None
+        self.queued = self.started = self.finished = 0.0  # perf_counter marks, for the trace
+
+
+class StorageWriter:
+    """A long-lived thread that runs the durable saves, in order, fed by a queue.
+
+    Handing it a save is synchronous (a queue put, no trio checkpoint), so the leader's own write
+    is under way before its AppendEntries go out, and no task runs in between. (trio's to_thread
+    first passes a checkpoint, during which the transport's sender tasks ran their loopback sends,
+    each of which could hand the CPU to the receiving process for milliseconds on a loaded box,
+    all before the write had even started.) The thread reports back with one run_sync_soon."""
+
+    def __init__(self, token: trio.lowlevel.TrioToken) -> None:
+        self.token = token
+        self.queue: queue.SimpleQueue[tuple[Callable[..., Any], tuple[Any, ...], _Save] | None] = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._work, name="raft-storage", daemon=True)
+        self.thread.start()
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> _Save:
+        job = _Save()
+        job.queued = time.perf_counter()
+        self.queue.put((fn, args, job))
+        return job
+
+    @staticmethod
+    async def wait(job: _Save) -> None:
+        """Wait for `job`; its exception (a StorageError) is raised here. Shielded: a write under
+        way is never abandoned (the driver stops only once it has returned)."""
+        with trio.CancelScope(shield=True):
+            await job.done.wait()
+        if job.error is not None:
+            raise job.error
+
+    def stop(self) -> None:
+        self.queue.put(None)
+
+    def _work(self) -> None:
+        while True:
+            item = self.queue.get()
+            if item is None:
+                return
+            fn, args, job = item
+            job.started = time.perf_counter()
+            try:
+                fn(*args)
+            except BaseException as exc:  # handed to the trio side, which raises it
+                job.error = exc
+            job.finished = time.perf_counter()
+            try:
+                self.token.run_sync_soon(job.done.set)
+            except trio.RunFinishedError:
+                return
 
 
 class Storage(Protocol):
@@ -124,6 +206,7 @@ class _Waiter:
     done: trio.Event = field(default_factory=trio.Event)
     result: Any = None
     error: BaseException | None = None
+    posted: float = field(default_factory=time.perf_counter)
 
     def finish(self, result: Any = None, error: BaseException | None = None) -> None:
         self.result, self.error = result, error
@@ -166,6 +249,8 @@ class RaftDriver:
         # Told the voter set whenever it changes (a conf entry appended, truncated or installed).
         self.on_voters = on_voters
         self._known_voters = sorted(node.raft.voters)
+        self._trace = _Trace(_TRACE_DIR) if _TRACE_DIR else None
+        self.writer: StorageWriter | None = None  # started by serve() unless the storage is inline
 
     # ---- inputs (any task) ----------------------------------------------------------------------
     def _post(self, kind: str, item: Any) -> None:
@@ -251,11 +336,18 @@ class RaftDriver:
 
     # ---- the loop -------------------------------------------------------------------------------
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            nursery.start_soon(self._ticker)
-            task_status.started()
-            await self._loop()
+        if not getattr(self.storage, "inline", False):
+            self.writer = StorageWriter(trio.lowlevel.current_trio_token())
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._ticker)
+                task_status.started()
+                await self._loop()
+        finally:
+            if self.writer is not None:
+                self.writer.stop()
+                self.writer = None
 
     async def _ticker(self) -> None:
         while True:
@@ -339,23 +431,27 @@ class RaftDriver:
             self.waiters[last - len(props) + 1 + offset] = waiter
 
     async def _process(self, rd: Ready) -> None:
+        t0 = time.perf_counter()
         raft = self.node.raft
         leading = raft.role == Role.LEADER
-        early = [m for m in rd.messages if leading and m.type in EARLY_SEND]
-        for m in early:  # the leader replicates while it writes its own copy (thesis §10.2.1)
-            self.transport.send(m)
         if rd.hard_state is not None:
             self.pending_hard = rd.hard_state
         if rd.snapshot is not None:
             # A leader's snapshot: durable before the log is reset and before we ack it.
             await self._run(self.snapshots, self._write_snapshot, rd.snapshot)
+        job: _Save | None = None
         if rd.must_sync:
             FAILPOINTS.hit("raft-before-append")
             hard, self.pending_hard = self.pending_hard, None
-            if rd.snapshot is not None:
-                await self._run(self.storage, self.storage.save, hard, rd.entries, rd.snapshot.meta.index)
-            else:
-                await self._run(self.storage, self.storage.save, hard, rd.entries)
+            reset_to = rd.snapshot.meta.index if rd.snapshot is not None else 0
+            job = self._start_save(hard, rd.entries, reset_to)
+        for m in rd.messages:  # the leader replicates while it writes its own copy (thesis §10.2.1)
+            if leading and m.type in EARLY_SEND:
+                self.transport.send(m)
+        t_saved = t0
+        if job is not None:
+            await StorageWriter.wait(job)
+            t_saved = time.perf_counter()
             self.stats["writes"] += 1
             self.stats["entries_written"] += len(rd.entries)
             FAILPOINTS.hit("raft-after-fsync")
@@ -402,6 +498,16 @@ class RaftDriver:
             self.applied_event = trio.Event()
             if self.on_apply is not None:
                 self.on_apply()
+        if self._trace is not None:
+            t1 = time.perf_counter()
+            kinds = ",".join(sorted({m.type.name for m in rd.messages})) or "-"
+            # time, role, entries, committed, message kinds, synced, save in its thread, save awaited,
+            # whole Ready, queue -> thread start, thread end -> trio resumed (ms)
+            marks = (job.started - job.queued, job.finished - job.started, job.queued, t_saved - job.finished
+                     ) if job is not None and job.started else (0.0, 0.0, t0, 0.0)
+            self._trace.add(f"{t0 * 1000:.3f}", "L" if leading else "F", len(rd.entries), len(rd.committed_entries),
+                            kinds, int(rd.must_sync), f"{marks[1] * 1000:.3f}", f"{(t_saved - t0) * 1000:.3f}",
+                            f"{(t1 - t0) * 1000:.3f}", f"{marks[0] * 1000:.3f}", f"{marks[3] * 1000:.3f}")
         log_ = self.node.raft.log
         if (self.snapshot_threshold and not self.snapshot_in_flight and self._nursery is not None
                 and log_.applied - log_.snapshot.meta.index >= self.snapshot_threshold):
@@ -417,6 +523,15 @@ class RaftDriver:
         if getattr(owner, "inline", False):
             return fn(*args)
         return await trio.to_thread.run_sync(fn, *args)
+
+    def _start_save(self, hard: HardState | None, entries: list[Entry], reset_to: int) -> _Save:
+        """Hand a save to the storage writer (or do it here, for in-memory storage)."""
+        if self.writer is None:
+            job = _Save()
+            self.storage.save(hard, entries, reset_to)
+            job.done.set()
+            return job
+        return self.writer.submit(self.storage.save, hard, entries, reset_to)
 
     def _write_snapshot(self, snap: Snapshot) -> None:
         if self.snapshots is None:
@@ -487,6 +602,8 @@ class RaftDriver:
             result = e.index
         self.stats["applied"] += 1
         waiter = self.waiters.pop(e.index, None)
+        if waiter is not None and self._trace is not None:
+            self._trace.add("W", e.index, f"{(time.perf_counter() - waiter.posted) * 1000:.3f}")
         if waiter is not None:
             if self.metrics is not None and waiter.start:
                 self.metrics.observe_ms("consul.raft.commitTime", (trio.current_time() - waiter.start) * 1000.0)

@@ -11,6 +11,7 @@ import pytest
 import trio
 import trio.testing
 from murmur.agent.drivers.raft import MemorySnapshots, MemoryStorage, NotLeader, OutcomeUnknown, RaftDriver
+from murmur.agent.storage.raft_log import StorageError
 from murmur.raft.config import RaftConfig
 from murmur.raft.messages import Entry, HardState, Message, MessageType
 from murmur.raft.rawnode import RawNode
@@ -249,3 +250,73 @@ async def test_a_slow_snapshot_write_does_not_stall_the_raft_loop(mock_clock: tr
                 await trio.sleep(0.05)
         assert sink.written and drivers[lead].node.raft.log.offset >= sink.written[0]
         nursery.cancel_scope.cancel()
+
+
+class ThreadedStorage(CountingStorage):
+    """Saved on the driver's storage writer thread (not inline); records where each save ran."""
+
+    inline = False
+
+    def __init__(self, fail: bool = False) -> None:
+        super().__init__()
+        self.fail = fail
+        self.threads: set[str] = set()
+
+    def save(self, hard: HardState | None, entries: list[Entry], reset_to: int = 0) -> None:
+        import threading
+        self.threads.add(threading.current_thread().name)
+        if self.fail:
+            raise StorageError("disk on fire")
+        if entries and self.entries:  # in order: each save continues or overwrites the log, no gap
+            assert entries[0].index <= self.offset + len(self.entries) + 1
+        super().save(hard, entries, reset_to)
+
+
+async def test_saves_run_in_order_on_the_storage_writer_thread() -> None:
+    """Real clock and a real thread: the loop hands saves to the writer and waits for each."""
+    net = MemNet()
+    ids = [1, 2, 3]
+    fsms = {i: KV() for i in ids}
+    storages = {i: ThreadedStorage() for i in ids}
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            net.nursery = nursery
+            for i in ids:
+                node = RawNode(RaftConfig(id=i, election_tick=10, heartbeat_tick=1), ids, random.Random(i))
+                net.drivers[i] = RaftDriver(node, storages[i], fsms[i], net.transport(i), tick_interval=0.02)
+                await nursery.start(net.drivers[i].serve)
+            lead = await wait_leader(net.drivers)
+            results: list[int] = []
+
+            async def put(i: int) -> None:
+                results.append(await net.drivers[lead].propose(f"k{i}={i}".encode()))
+
+            async with trio.open_nursery() as clients:
+                for i in range(30):
+                    clients.start_soon(put, i)
+            assert sorted(results) == sorted(set(results)) and len(results) == 30
+            while any(len(f.data) < 30 for f in fsms.values()):
+                await trio.sleep(0.02)
+            for i in ids:
+                assert storages[i].threads == {"raft-storage"}
+                assert [e.index for e in storages[i].entries] == list(range(1, len(storages[i].entries) + 1))
+                assert storages[i].hard.term == net.drivers[i].node.raft.term
+            nursery.cancel_scope.cancel()
+    for d in net.drivers.values():
+        assert d.writer is None  # stopped with the loop
+
+
+async def test_a_failed_save_stops_the_driver() -> None:
+    """A storage error raised on the writer thread ends serve() with that error, never ignored."""
+    node = RawNode(RaftConfig(id=1, election_tick=10, heartbeat_tick=1), [1], random.Random(1))
+    storage = ThreadedStorage(fail=True)
+    driver = RaftDriver(node, storage, KV(), MemNet().transport(1), tick_interval=0.02)
+    with trio.fail_after(30), pytest.raises(BaseExceptionGroup) as info:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(driver.serve)
+            node.campaign()  # a vote for itself must be durable: the save fails
+            driver.kick.set()
+            await trio.sleep_forever()
+    failed = info.value.subgroup(StorageError)
+    assert failed is not None and "disk on fire" in repr(failed.exceptions)
+    assert storage.threads == {"raft-storage"}
