@@ -162,6 +162,7 @@ class Cluster:
             self.agents.append(LabAgent(lab, h, f"c{i}", workdir, False, server_hosts, servers, env))
         self.by_host = {a.host: a for a in self.agents}
         self.by_name = {a.name: a for a in self.agents}
+        self.last_wait = ""
 
     @property
     def servers(self) -> list[LabAgent]:
@@ -202,15 +203,26 @@ class Cluster:
         return None
 
     def wait_stable(self, timeout: float) -> bool:
-        """Every agent runs, knows the same leader, and can do a consistent read; bounded in time."""
+        """Every agent runs, knows the same leader, and the leader answers a consistent read;
+        bounded in time. `last_wait` says which condition held us up last."""
+        from concurrent.futures import ThreadPoolExecutor
+
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            lead = self.leader()
-            if lead is not None and all(self.leader_of(a) == lead.host for a in self.agents):
+        self.last_wait = ""
+        with ThreadPoolExecutor(len(self.agents)) as pool:
+            while time.monotonic() < deadline:
+                views = dict(zip([a.name for a in self.agents], pool.map(self.leader_of, self.agents), strict=True))
+                leaders = set(views.values())
+                if len(leaders) != 1 or "" in leaders:
+                    self.last_wait = "leader views " + ",".join(f"{k}:{v[-2:] or '-'}" for k, v in views.items())
+                    time.sleep(0.1)
+                    continue
+                lead = self.by_host[leaders.pop()]
                 try:
                     if self.get(lead, "/v1/kv/_probe?consistent", 2.0).status_code in (200, 404):
                         return True
-                except Exception:  # noqa: BLE001 - keep polling
-                    pass
-            time.sleep(0.2)
+                    self.last_wait = "consistent read refused"
+                except Exception as exc:  # noqa: BLE001 - keep polling
+                    self.last_wait = f"consistent read: {exc!r}"[:80]
+                time.sleep(0.1)
         return False
