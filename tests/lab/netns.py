@@ -176,31 +176,38 @@ class Lab:
         self.built = False
 
     # ---- network faults --------------------------------------------------------------------------
-    def _nft(self, *args: str) -> None:
-        run("nft", *args, ns=self.switch)
+    # Each call is one `nft -f` transaction (one process): a fault lands on all its rules at once,
+    # and a busy machine does not stretch a heal over seconds of separate nft runs.
+    def _nft(self, lines: list[str]) -> None:
+        if lines:
+            run("nft", "-f", "-", ns=self.switch, inp="".join(f"{line}\n" for line in lines))
 
     def partition(self, host: str, peers: list[str] | None = None) -> None:
         """Cut `host` off from the whole lab, or only from `peers` (both directions)."""
+        self._nft(self._partition_rules(host, peers))
+        self.faults[host].add("partition")
+
+    def _partition_rules(self, host: str, peers: list[str] | None) -> list[str]:
         p = self.port(host)
         if not peers:
-            self._nft("add", "rule", "bridge", "labfault", f"pin_{p}", "drop")
-            self._nft("add", "rule", "bridge", "labfault", f"pout_{p}", "drop")
-        else:
-            for peer in peers:
-                q = self.port(peer)
-                self._nft("add", "rule", "bridge", "labfault", f"pin_{p}", "iifname", q, "drop")
-                self._nft("add", "rule", "bridge", "labfault", f"pout_{p}", "oifname", q, "drop")
-        self.faults[host].add("partition")
+            return [f"add rule bridge labfault pin_{p} drop", f"add rule bridge labfault pout_{p} drop"]
+        out = []
+        for peer in peers:
+            q = self.port(peer)
+            out += [f'add rule bridge labfault pin_{p} iifname "{q}" drop',
+                    f'add rule bridge labfault pout_{p} oifname "{q}" drop']
+        return out
 
     def split(self, side_a: list[str], side_b: list[str]) -> None:
         """Two sides that cannot talk to each other (each side still talks within itself)."""
+        self._nft([rule for h in side_a for rule in self._partition_rules(h, side_b)])
         for h in side_a:
-            self.partition(h, side_b)
+            self.faults[h].add("partition")
 
     def oneway(self, src: str, dst: str) -> None:
         """Drop frames from `src` to `dst`; `dst` -> `src` still flows."""
         s, d = self.port(src), self.port(dst)
-        self._nft("add", "rule", "bridge", "labfault", f"pout_{s}", "oifname", d, "drop")
+        self._nft([f'add rule bridge labfault pout_{s} oifname "{d}" drop'])
         self.faults[src].add("oneway")
 
     def loss(self, host: str, percent: int) -> None:
@@ -208,22 +215,22 @@ class Lab:
         if not 0 <= percent <= 100:
             raise ValueError("percent must be 0..100")
         p = self.port(host)
-        self._nft("flush", "chain", "bridge", "labfault", f"lin_{p}")
-        self._nft("flush", "chain", "bridge", "labfault", f"lout_{p}")
+        lines = [f"flush chain bridge labfault lin_{p}", f"flush chain bridge labfault lout_{p}"]
+        if percent:  # IPv4 only: ARP keeps resolving (a lossy path, not a dead link)
+            lines += [f"add rule bridge labfault {c}_{p} ether type ip numgen random mod 100 < {percent} drop"
+                      for c in ("lin", "lout")]
+        self._nft(lines)
         if percent:
-            for chain in (f"lin_{p}", f"lout_{p}"):  # IPv4 only: ARP keeps resolving
-                self._nft("add", "rule", "bridge", "labfault", chain, "ether", "type", "ip", "numgen", "random",
-                          "mod", "100", "<", str(percent), "drop")
             self.faults[host].add("loss")
         else:
             self.faults[host].discard("loss")
 
     def heal(self, host: str | None = None) -> None:
         """Remove every network fault on `host` (or on every host)."""
-        for h in ([host] if host else self.hosts):
-            p = self.port(h)
-            for chain in (f"pin_{p}", f"pout_{p}", f"lin_{p}", f"lout_{p}"):
-                self._nft("flush", "chain", "bridge", "labfault", chain)
+        hosts = [host] if host else [h for h in self.hosts if self.faults[h]]
+        self._nft([f"flush chain bridge labfault {c}_{self.port(h)}" for h in hosts
+                   for c in ("pin", "pout", "lin", "lout")])
+        for h in hosts:
             self.faults[h] -= {"partition", "oneway", "loss"}
 
     def rules(self) -> str:
