@@ -3,13 +3,14 @@ SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# iproute2 and util-linux: `ip` and `unshare` for the py-consul suite's private network namespaces.
-APT_PACKAGES := dnsutils dnsperf dnsmasq iproute2 util-linux
+# iproute2 and util-linux: `ip` and `unshare` for the py-consul suite's private network namespaces;
+# nftables: the fault lab's partitions and loss (tests/lab).
+APT_PACKAGES := dnsutils dnsperf dnsmasq iproute2 util-linux nftables
 # Peers the benchmarks compare against (not needed by `make test`).
 BENCH_APT_PACKAGES := serf etcd-server
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-full bench lint types unit e2e pyconsul install apt apt-bench apt-install clean fuzz-dns
+.PHONY: run test test-full bench lint types unit e2e pyconsul chaos lab install apt apt-bench apt-install clean fuzz-dns
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -55,6 +56,16 @@ e2e: install
 # per module (docs/operations.md). MODULES="agent status" runs a subset.
 pyconsul: install
 	$(BIN)/python tests/pyconsul/run.py $(MODULES)
+
+# The fault lab (tests/lab, needs root): real agents in network namespaces, a seeded nemesis,
+# linearizability / lost-write / false-dead checkers. `make chaos` is the short run CI does
+# (>= 20 fault cycles, 5 servers + 2 clients, under 6 minutes; SEED=N replays a seed); `make lab`
+# runs the lab's own tests (faults, and the planted bugs its checkers must catch).
+chaos: install apt
+	cd tests && $(CURDIR)/$(BIN)/python -m lab.chaos $(if $(SEED),--seed $(SEED)) $(CHAOS_ARGS)
+
+lab: install apt
+	$(BIN)/pytest -q tests/lab
 
 # Everything CI runs, each stage timed (budgets: docs/operations.md and the conventions page).
 test:

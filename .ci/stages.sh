@@ -17,4 +17,6 @@ stage types        make -s types
 stage unit         "${PYTEST[@]}" tests/unit tests/raft tests/lincheck tests/test_layering.py
 stage simulations  "${PYTEST[@]}" tests/sim
 stage e2e          "${PYTEST[@]}" tests/e2e
+stage "fault lab"  "${PYTEST[@]}" tests/lab
+stage chaos        make -s chaos
 stage "py-consul suite" .venv/bin/python tests/pyconsul/run.py

@@ -4,6 +4,10 @@
 
 `kill` sends SIGKILL to ourselves at the first hit; `kill@N` at the N-th. Nothing is armed unless
 the variable is set, and a check costs one dict lookup.
+
+Planted bugs (`BUGS`, action `on`) switch a deliberately wrong behaviour on, so the fault lab can
+prove its checkers catch it (tests/lab): `MURMUR_FAILPOINTS="read.serve_from_follower=on"`.
+Never set them outside those tests.
 """
 
 from __future__ import annotations
@@ -26,19 +30,37 @@ KNOWN = frozenset({
     "raft-after-snapshot-dirsync",  # durable; the log not yet compacted
 })
 
+# Planted bugs: behaviour switches for the fault lab's checker self-tests.
+BUGS = frozenset({
+    "read.serve_from_follower",  # default-mode reads skip the ReadIndex on a follower (stale reads)
+    "raft.ack_before_fsync",  # a KV write is acknowledged once proposed, before it is committed
+})
+
 
 class Failpoints:
     def __init__(self, spec: str = "") -> None:
         self.armed: dict[str, int] = {}
         self.hits: dict[str, int] = {}
+        self.bugs: frozenset[str] = frozenset()
         for item in filter(None, (p.strip() for p in spec.split(","))):
             name, _, action = item.partition("=")
+            if name in BUGS:
+                if action != "on":
+                    raise ValueError(f"MURMUR_FAILPOINTS: {name}: a planted bug takes the action 'on'")
+                self.bugs |= {name}
+                log.warning("planted bug %s is ON: this agent is deliberately wrong (fault-lab tests only)", name)
+                continue
             if name not in KNOWN:
-                raise ValueError(f"MURMUR_FAILPOINTS: unknown failpoint {name!r}; known: {', '.join(sorted(KNOWN))}")
+                raise ValueError(f"MURMUR_FAILPOINTS: unknown failpoint {name!r}; "
+                                 f"known: {', '.join(sorted(KNOWN | BUGS))}")
             kind, _, nth = action.partition("@")
             if kind != "kill":
                 raise ValueError(f"MURMUR_FAILPOINTS: {name}: unknown action {action!r} (want kill or kill@N)")
             self.armed[name] = int(nth) if nth else 1
+
+    def bug(self, name: str) -> bool:
+        """Is the planted bug `name` switched on? (False unless MURMUR_FAILPOINTS names it.)"""
+        return bool(self.bugs) and name in self.bugs
 
     def hit(self, name: str) -> None:
         if not self.armed:

@@ -195,6 +195,17 @@ def leader_info(agent: Agent) -> tuple[bool, int]:
     return known, contact
 
 
+def _planted_local_read(agent: Agent, mode: str) -> bool:
+    """The planted bug read.serve_from_follower (fault-lab tests only): a follower answers
+    default-mode reads from its own store without a ReadIndex, so they can be stale."""
+    from .failpoints import FAILPOINTS
+
+    if not FAILPOINTS.bugs or not FAILPOINTS.bug("read.serve_from_follower") or mode != "default":
+        return False
+    driver = agent.server.driver if agent.server is not None else None
+    return driver is not None and not driver.is_leader
+
+
 async def execute(agent: Agent, name: str, args: dict[str, Any], mode: str = "default", min_index: int = 0,
                   wait: float = 0.0) -> ReadResult:
     """Run a named read on this server's store (the one path for local and RPC reads)."""
@@ -207,7 +218,7 @@ async def execute(agent: Agent, name: str, args: dict[str, Any], mode: str = "de
         raise ReadError("bad_request", "read arguments must be a map")
     if agent.server is None:
         raise ReadError("bad_request", "this agent is not a server")
-    if mode != "stale" and read.server_run is None:
+    if mode != "stale" and read.server_run is None and not _planted_local_read(agent, mode):
         from .server import NoLeader
 
         try:

@@ -279,6 +279,8 @@ class RaftDriver:
             raise NotLeader(self.leader)
         waiter = _Waiter(self.node.raft.term)
         self._post("prop", (data, waiter))
+        if FAILPOINTS.bugs and FAILPOINTS.bug("raft.ack_before_fsync") and _is_kv_set(data):
+            return True  # planted bug (fault-lab tests): acknowledged before it is durable anywhere
         await waiter.done.wait()
         if waiter.error is not None:
             raise waiter.error
@@ -620,3 +622,14 @@ class RaftDriver:
         for event, box in self.read_waiters.values():
             box.append(-1)
             event.set()
+
+
+def _is_kv_set(data: bytes) -> bool:
+    """A plain KV SET command (what the planted raft.ack_before_fsync bug acknowledges early)."""
+    from murmur.catalog import commands
+
+    try:
+        cmd = commands.decode(data)
+    except commands.CommandError:
+        return False
+    return isinstance(cmd, commands.KV) and cmd.op == commands.KVOp.SET

@@ -1,0 +1,79 @@
+"""The fault lab itself: its faults cut what they say, and its checkers catch planted bugs.
+
+Each planted-bug test runs the chaos harness on 3 real servers with one deliberately wrong
+behaviour switched on in every agent (agent/failpoints.py BUGS) and a fault that exposes it;
+the checker must report it. The clean `make chaos` run is the control (same code, no bug, 0).
+"""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from lab.chaos import Options, run
+from lab.netns import Lab, entered
+
+pytestmark = [pytest.mark.e2e, pytest.mark.lab]
+
+
+def _connect(lab: Lab, src: str, dst: str) -> str:
+    """'refused' (the path works: nothing listens on port 9) or 'timeout' (frames dropped)."""
+    with entered(src), socket.socket() as s:
+        s.settimeout(0.4)
+        err = s.connect_ex((lab.ip(dst), 9))
+    return "refused" if err == 111 else "timeout"
+
+
+def test_faults_cut_what_they_say() -> None:
+    lab = Lab(3).build()
+    try:
+        h1, h2, h3 = lab.hosts
+        assert [_connect(lab, h1, h2), _connect(lab, h2, h3)] == ["refused", "refused"]
+        lab.partition(h2)
+        assert [_connect(lab, h1, h2), _connect(lab, h3, h2), _connect(lab, h1, h3)] == ["timeout", "timeout", "refused"]
+        lab.heal()
+        lab.partition(h1, [h2])
+        assert [_connect(lab, h1, h2), _connect(lab, h2, h1), _connect(lab, h1, h3), _connect(lab, h3, h2)] == \
+            ["timeout", "timeout", "refused", "refused"]
+        lab.heal()
+        lab.oneway(h1, h3)  # h1 -> h3 dropped: neither side completes a TCP handshake, UDP flows h3 -> h1
+        with entered(h1), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as r:
+            r.bind((lab.ip(h1), 9999))
+            r.settimeout(1)
+            with entered(h3), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as w:
+                w.sendto(b"x", (lab.ip(h1), 9999))
+            assert r.recv(10) == b"x"
+        assert _connect(lab, h1, h3) == "timeout"
+        lab.heal()
+        lab.loss(h2, 50)  # a handshake needs SYN out and RST back: 25% expected to get through
+        ok = sum(_connect(lab, h1, h2) == "refused" for _ in range(40))
+        assert 2 <= ok <= 25, ok
+        lab.heal()
+        assert _connect(lab, h1, h2) == "refused"
+    finally:
+        lab.destroy()
+    import subprocess
+
+    assert not [n for n in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
+                if n.startswith(lab.prefix)]
+
+
+def _planted(tmp_path, kind: str, bug: str, **kw):  # type: ignore[no-untyped-def]
+    opts = Options(seed=5, servers=3, clients=0, cycles=2, kinds=(kind,), out=tmp_path,
+                   env={"MURMUR_FAILPOINTS": f"{bug}=on"}, **kw)
+    s = run(opts)
+    print(s)
+    return s
+
+
+def test_linearizability_checker_catches_reads_served_by_a_cut_off_follower(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    s = _planted(tmp_path, "partition_follower", "read.serve_from_follower", keys_per_cycle=1, ack_writers=0)
+    assert s.histories_checked >= 2
+    assert s.linearizability_violations >= 1, s
+    assert s.artifacts and (tmp_path / s.artifacts.rsplit("/", 1)[-1] / "histories.jsonl").exists()
+
+
+def test_lost_write_checker_catches_acks_before_commit(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    s = _planted(tmp_path, "leader_isolation", "raft.ack_before_fsync", ack_writers=3)
+    assert s.lost_acknowledged_writes >= 1, s
