@@ -18,7 +18,7 @@ def cluster(n: int, dead: set[int], **config: Any) -> SimpleNamespace:
     members = {f"s{i}": Member(f"s{i}", "127.0.0.1", 8301 + i, 1, State.DEAD if i in dead else State.ALIVE, 0.0,
                                tags={"role": "consul", "id": IDS[i]}) for i in range(n)}
     members["client"] = Member("client", "127.0.0.1", 9000, 1, State.DEAD, 0.0, tags={"role": "node"})
-    raft = SimpleNamespace(voters={raft_id(IDS[i]) for i in range(n)})
+    raft = SimpleNamespace(voters={raft_id(IDS[i]) for i in range(n)}, learners=set())
     srv = SimpleNamespace(id=raft_id(IDS[0]), driver=SimpleNamespace(node=SimpleNamespace(raft=raft)))
     autopilot = SimpleNamespace(values={**DEFAULTS, **config}, dead_since={})
     return SimpleNamespace(server=srv, membership=SimpleNamespace(members=members), autopilot=autopilot)
@@ -61,3 +61,13 @@ def test_the_leader_never_removes_itself() -> None:
     agent = cluster(3, {0})
     dead_servers_to_remove(agent, 0.0)
     assert dead_servers_to_remove(agent, 2 * DEAD_SERVER_GRACE) == []
+
+
+def test_a_dead_non_voter_goes_after_the_grace_whatever_the_quorum() -> None:
+    agent = cluster(3, {1, 2})
+    learner = raft_id(IDS[2])
+    agent.server.driver.node.raft.voters.discard(learner)
+    agent.server.driver.node.raft.learners.add(learner)
+    dead_servers_to_remove(agent, 0.0)
+    assert dead_servers_to_remove(agent, DEAD_SERVER_GRACE - 1) == []
+    assert dead_servers_to_remove(agent, DEAD_SERVER_GRACE) == [learner]  # though 1 of 2 voters is dead
