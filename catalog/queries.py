@@ -235,10 +235,10 @@ def kv_index(store: StateStore, key: str, prefix: bool) -> int:
     under it, or the table's index when there is neither."""
     if not prefix:
         rec = store.kvs.get(key)
-        return rec.modify_index if rec is not None else store.index_of("kvs")
+        return max(rec.modify_index, store.kv_floor) if rec is not None else store.index_of("kvs")
     best = max((r.modify_index for k, r in store.kvs.items() if k.startswith(key)), default=0)
     best = max(best, max((i for k, i in store.tombstones.items() if k.startswith(key)), default=0))
-    return best or store.index_of("kvs")
+    return max(best, store.kv_floor) if best else store.index_of("kvs")
 
 
 def kv_wait_index(store: StateStore, key: str, prefix: bool) -> int:
@@ -247,7 +247,7 @@ def kv_wait_index(store: StateStore, key: str, prefix: bool) -> int:
     if prefix:
         return kv_index(store, key, True)
     rec = store.kvs.get(key)
-    return rec.modify_index if rec is not None else store.tombstones.get(key, 0)
+    return max(rec.modify_index if rec is not None else store.tombstones.get(key, 0), store.kv_floor)
 
 
 # ---- sessions --------------------------------------------------------------------------------------

@@ -169,6 +169,9 @@ class StateStore:
         self.requests: dict[str, Any] = {}
         # key -> index of its deletion, until the leader's tombstone GC reaps it (KVOp.REAP).
         self.tombstones: dict[str, int] = {}
+        # The index of the last RESTORE: restored keys keep their saved ModifyIndex, but no KV read
+        # reports an index below this, so every blocked KV reader wakes after a restore.
+        self.kv_floor = 0
         self.sessions: dict[str, SessionRecord] = {}
         self.sessions_index = 0
         # key -> (lock delay ns, index): a session holding the key was invalidated at that index.
@@ -517,6 +520,7 @@ class StateStore:
             "si": dict(sorted(self.service_index.items())),
             "rq": [[rid, *_result_to_wire(res)] for rid, res in self.requests.items()],
             "ts": dict(sorted(self.tombstones.items())),
+            "kf": self.kv_floor,
             "ss": [session_wire(r) for _, r in sorted(self.sessions.items())],
             "sx": self.sessions_index,
             "ld": {k: list(v) for k, v in sorted(self.lock_delays.items())},
@@ -535,6 +539,7 @@ class StateStore:
         requests, names = self.requests, set(self.service_index) | set(fresh.service_index)
         self.__dict__.update(fresh.__dict__)
         self.requests, self.last_index = requests, index
+        self.kv_floor = index
         self.table_index = dict.fromkeys(self.table_index, index)
         self.service_index = {n: index for n in sorted(names)}
         return True
@@ -566,6 +571,7 @@ class StateStore:
         for rid, kind, value in body.get("rq", []):
             st.requests[rid] = ApplyError(value) if kind == "e" else value
         st.tombstones.update(body.get("ts", {}))
+        st.kv_floor = int(body.get("kf", 0))
         for row in body.get("ss", []):
             rec = session_from_wire(row)
             st.sessions[rec.id] = rec

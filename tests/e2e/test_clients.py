@@ -24,6 +24,7 @@ import httpx
 import pytest
 from murmur.gossip.config import GossipConfig
 from support.procs import AgentProc, wait_for
+from support.servers import leader_of
 
 pytestmark = pytest.mark.e2e
 
@@ -39,14 +40,6 @@ def can_bind(host: str) -> bool:
         return True
     except OSError:
         return False
-
-
-def leader_of(a: AgentProc) -> str:
-    try:
-        r = httpx.get(a.url + "/v1/status/leader", timeout=2)
-        return r.json() if r.status_code == 200 else ""
-    except httpx.HTTPError:
-        return ""
 
 
 def srv_ports(a: AgentProc, name: str) -> set[int]:

@@ -24,18 +24,11 @@ import httpx
 import pytest
 from support.lostwrites import lost_writes
 from support.procs import AgentProc, wait_for
+from support.servers import leader_of, start_servers
 
 pytestmark = pytest.mark.e2e
 
 LOCK_DELAY = 5.0  # seconds
-
-
-def leader_of(a: AgentProc) -> str:
-    try:
-        r = httpx.get(a.url + "/v1/status/leader", timeout=2)
-        return r.json() if r.status_code == 200 else ""
-    except httpx.HTTPError:
-        return ""
 
 
 def create_session(a: AgentProc, body: dict) -> str:  # type: ignore[type-arg]
@@ -116,17 +109,8 @@ class Renewer:
 
 def test_acknowledged_kv_writes_survive_a_leader_kill_and_a_dead_nodes_lock_is_released(
         tmp_path: Path, start_agent) -> None:  # type: ignore[no-untyped-def]
+    servers = start_servers(tmp_path, start_agent)
     conf = tmp_path / "conf"
-    conf.mkdir()
-    (conf / "gossip.toml").write_text('[gossip_lan]\npreset = "local"\n')
-    servers: list[AgentProc] = []
-    for i in range(3):
-        extra = ["--server", "--bootstrap-expect", "3"]
-        if servers:
-            extra += ["--join", f"127.0.0.1:{servers[0].serf_port}"]
-        servers.append(start_agent(conf, node=f"s{i}", dev=False, wait_leader=False, extra=extra))
-    wait_for(lambda: len({leader_of(s) for s in servers}) == 1 and leader_of(servers[0]), 60,
-             what="one leader known to all three servers")
     client = AgentProc(tmp_path, [conf], ["--join", f"127.0.0.1:{servers[0].serf_port}"], node="c0", dev=False)
     client.has_servers = True
     try:

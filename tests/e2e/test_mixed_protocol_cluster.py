@@ -6,21 +6,13 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 
-import httpx
 import pytest
 from murmur.agent.protocol import PROTOCOL_MAX
 from support.procs import AgentProc, wait_for
+from support.servers import start_servers
 
 pytestmark = pytest.mark.e2e
 OLD = PROTOCOL_MAX - 1
-
-
-def leader_of(a: AgentProc) -> str:
-    try:
-        r = httpx.get(a.url + "/v1/status/leader", timeout=2)
-        return r.json() if r.status_code == 200 else ""
-    except httpx.HTTPError:
-        return ""
 
 
 def vsn_of(a: AgentProc, node: str) -> str:
@@ -46,19 +38,8 @@ def write_through(client: AgentProc, prefix: str, n: int) -> dict[str, str]:
 
 
 def test_a_server_pinned_to_the_previous_protocol_keeps_up_then_upgrades(tmp_path: Path, start_agent) -> None:  # type: ignore[no-untyped-def]
+    servers = start_servers(tmp_path, start_agent, extra_for=lambda i: ["--protocol", str(OLD)] if i == 2 else [])
     conf = tmp_path / "conf"
-    conf.mkdir()
-    (conf / "gossip.toml").write_text('[gossip_lan]\npreset = "local"\n')
-    servers: list[AgentProc] = []
-    for i in range(3):
-        extra = ["--server", "--bootstrap-expect", "3"]
-        if servers:
-            extra += ["--join", f"127.0.0.1:{servers[0].serf_port}"]
-        if i == 2:
-            extra += ["--protocol", str(OLD)]
-        servers.append(start_agent(conf, node=f"s{i}", dev=False, wait_leader=False, extra=extra))
-    wait_for(lambda: len({leader_of(s) for s in servers}) == 1 and leader_of(servers[0]), 60,
-             what="one leader known to all three servers")
     old = servers[2]
     assert vsn_of(servers[0], "s2") == str(OLD) and vsn_of(servers[0], "s0") == str(PROTOCOL_MAX)
     # Client writes go over server RPC with request IDs: the newer log format, held back while

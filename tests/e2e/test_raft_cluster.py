@@ -10,33 +10,9 @@ from pathlib import Path
 import httpx
 import pytest
 from support.procs import AgentProc, wait_for
+from support.servers import leader_of, start_servers  # noqa: F401 - re-exported to the other raft tests
 
 pytestmark = pytest.mark.e2e
-
-
-def leader_of(a: AgentProc) -> str:
-    try:
-        r = httpx.get(a.url + "/v1/status/leader", timeout=2)
-        return r.json() if r.status_code == 200 else ""
-    except httpx.HTTPError:
-        return ""
-
-
-def start_servers(tmp_path: Path, start_agent, snapshot_threshold: int = 0) -> list[AgentProc]:  # type: ignore[no-untyped-def]
-    conf = tmp_path / "conf"
-    conf.mkdir(exist_ok=True)
-    (conf / "gossip.toml").write_text('[gossip_lan]\npreset = "local"\n')
-    if snapshot_threshold:
-        (conf / "raft.toml").write_text(f"raft_snapshot_threshold = {snapshot_threshold}\nraft_trailing_logs = 5\n")
-    servers: list[AgentProc] = []
-    for i in range(3):
-        extra = ["--server", "--bootstrap-expect", "3"]
-        if servers:
-            extra += ["--join", f"127.0.0.1:{servers[0].serf_port}"]
-        servers.append(start_agent(conf, node=f"s{i}", dev=False, wait_leader=False, extra=extra))
-    wait_for(lambda: len({leader_of(s) for s in servers}) == 1 and leader_of(servers[0]), 60,
-             what="one leader known to all three servers")
-    return servers
 
 
 class Writer:

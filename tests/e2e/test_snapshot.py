@@ -11,33 +11,11 @@ from pathlib import Path
 import httpx
 import pytest
 from support.procs import MURMUR, ROOT, AgentProc, wait_for
+from support.servers import start_servers
 
 pytestmark = pytest.mark.e2e
 
 CLI_TIMEOUT = 60.0
-
-
-def leader_of(a: AgentProc) -> str:
-    try:
-        r = httpx.get(a.url + "/v1/status/leader", timeout=2)
-        return r.json() if r.status_code == 200 else ""
-    except httpx.HTTPError:
-        return ""
-
-
-def start_servers(tmp_path: Path, start_agent) -> list[AgentProc]:  # type: ignore[no-untyped-def]
-    conf = tmp_path / "conf"
-    conf.mkdir(exist_ok=True)
-    (conf / "gossip.toml").write_text('[gossip_lan]\npreset = "local"\n')
-    servers: list[AgentProc] = []
-    for i in range(3):
-        extra = ["--server", "--bootstrap-expect", "3"]
-        if servers:
-            extra += ["--join", f"127.0.0.1:{servers[0].serf_port}"]
-        servers.append(start_agent(conf, node=f"s{i}", dev=False, wait_leader=False, extra=extra))
-    wait_for(lambda: len({leader_of(s) for s in servers}) == 1 and leader_of(servers[0]), 60,
-             what="one leader known to all three servers")
-    return servers
 
 
 def cli(server: AgentProc, *args: str) -> subprocess.CompletedProcess[str]:

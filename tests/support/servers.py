@@ -1,0 +1,40 @@
+"""Three real servers on loopback, as most cluster tests start them, and who they say leads."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from .procs import AgentProc, wait_for
+
+
+def leader_of(a: AgentProc) -> str:
+    """The leader address `a` reports ("" while it knows none or does not answer)."""
+    try:
+        r = httpx.get(a.url + "/v1/status/leader", timeout=2)
+        return r.json() if r.status_code == 200 else ""  # type: ignore[no-any-return]
+    except httpx.HTTPError:
+        return ""
+
+
+def start_servers(tmp_path: Path, start_agent: Callable[..., AgentProc], snapshot_threshold: int = 0,
+                  extra_for: Callable[[int], list[str]] | None = None) -> list[AgentProc]:
+    """s0..s2 with the `local` gossip preset, joined to s0, bootstrap-expect 3; returns once all
+    three name the same leader. `extra_for(i)` adds flags to server i."""
+    conf = tmp_path / "conf"
+    conf.mkdir(exist_ok=True)
+    (conf / "gossip.toml").write_text('[gossip_lan]\npreset = "local"\n')
+    if snapshot_threshold:
+        (conf / "raft.toml").write_text(f"raft_snapshot_threshold = {snapshot_threshold}\nraft_trailing_logs = 5\n")
+    servers: list[AgentProc] = []
+    for i in range(3):
+        extra = ["--server", "--bootstrap-expect", "3"]
+        if servers:
+            extra += ["--join", f"127.0.0.1:{servers[0].serf_port}"]
+        extra += extra_for(i) if extra_for else []
+        servers.append(start_agent(conf, node=f"s{i}", dev=False, wait_leader=False, extra=extra))
+    wait_for(lambda: len({leader_of(s) for s in servers}) == 1 and leader_of(servers[0]), 60,
+             what="one leader known to all three servers")
+    return servers
