@@ -7,9 +7,12 @@ BIN := $(VENV)/bin
 APT_PACKAGES := dnsutils dnsperf dnsmasq iproute2 util-linux
 # Peers the benchmarks compare against (not needed by `make test`).
 BENCH_APT_PACKAGES := serf etcd-server
+# The VM lab of `make lab-test` (tests/lab): debootstrap builds the Debian 12 image, systemd-nspawn
+# boots the VMs, ansible-core runs deploy/ansible against them.
+LAB_APT_PACKAGES := debootstrap systemd-container ansible-core iproute2 util-linux openssh-client
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-full bench lint types unit e2e pyconsul install apt apt-bench apt-install clean
+.PHONY: run test test-full bench lint types unit e2e pyconsul install apt apt-bench apt-lab apt-install lab-test lab-down clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -27,6 +30,9 @@ apt:
 
 apt-bench:
 	@$(MAKE) -s apt-install PKGS="$(APT_PACKAGES) $(BENCH_APT_PACKAGES)"
+
+apt-lab:
+	@$(MAKE) -s apt-install PKGS="$(APT_PACKAGES) $(LAB_APT_PACKAGES)"
 
 apt-install:
 	@missing=""; for p in $(PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -55,6 +61,16 @@ e2e: install
 # per module (docs/operations.md). MODULES="agent status" runs a subset.
 pyconsul: install
 	$(BIN)/python tests/pyconsul/run.py $(MODULES)
+
+# The Ansible role (deploy/ansible) on 5 booted VMs: systemd-nspawn over a cached debootstrapped
+# Debian 12 image in build/lab, one network namespace each (10.99.77.0/24, inside the lab only).
+# Root only. docs/operations.md, "The VM lab".
+lab-test: install apt-lab
+	tests/lab/run.sh
+
+# Stops the VMs of an interrupted or KEEP=1 lab run.
+lab-down:
+	LAB=build/lab tests/lab/lab.sh down
 
 # Everything CI runs, each stage timed (budgets: docs/operations.md and the conventions page).
 test:
