@@ -12,7 +12,7 @@ BENCH_APT_PACKAGES := serf etcd-server
 LAB_APT_PACKAGES := debootstrap systemd-container ansible-core iproute2 util-linux openssh-client
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-full bench lint types unit e2e pyconsul install apt apt-bench apt-lab apt-install lab-test lab-down clean
+.PHONY: run test test-full bench lint types unit e2e pyconsul install apt apt-bench apt-lab apt-install lab-test lab-upgrade-test lab-down clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -68,6 +68,10 @@ pyconsul: install
 lab-test: install apt-lab
 	tests/lab/run.sh
 
+# The rolling upgrade (upgrade.yml, to <version>+lab2) on the lab, DNS probed every 200 ms.
+lab-upgrade-test: install apt-lab
+	KEEP=1 tests/lab/run.sh && tests/lab/upgrade.sh; rc=$$?; LAB=build/lab tests/lab/lab.sh down; exit $$rc
+
 # Stops the VMs of an interrupted or KEEP=1 lab run.
 lab-down:
 	LAB=build/lab tests/lab/lab.sh down
@@ -81,6 +85,7 @@ test:
 test-full: test
 	$(BIN)/pytest -q -m slow --runslow tests || [ $$? -eq 5 ]  # 5: no slow tests collected
 	MURMUR_FAILPOINT_REPEATS=20 $(BIN)/pytest -q tests/e2e/test_raft_cluster.py -k failpoints
+	$(MAKE) -s lab-upgrade-test
 
 bench: install apt-bench
 	$(BIN)/pip install -q -e '.[test,bench]'

@@ -18,3 +18,8 @@ stage unit         "${PYTEST[@]}" tests/unit tests/raft tests/lincheck tests/tes
 stage simulations  "${PYTEST[@]}" tests/sim
 stage e2e          "${PYTEST[@]}" tests/e2e
 stage "py-consul suite" .venv/bin/python tests/pyconsul/run.py
+if [[ $(id -u) == 0 ]]; then  # VMs need root (CI is root)
+  stage "lab test"  make -s lab-test
+else
+  echo "=== stage: lab test skipped (needs root)"
+fi

@@ -52,7 +52,7 @@ wheelhouse() { # dependencies' wheels cached per pyproject.toml; murmur's own wh
   "$PY" -m pip wheel -q --disable-pip-version-check --no-deps --wheel-dir "$LAB/wheel.tmp" . >/dev/null
   mv "$LAB"/wheel.tmp/murmur-*.whl "$wh"/
   # one archive, sorted and dated, so an unchanged wheelhouse is an unchanged file
-  tar -C "$wh" --sort=name --mtime=@0 --owner=0 --group=0 --exclude=.key -cf "$LAB/wheelhouse.tar" .
+  (cd "$wh" && tar --sort=name --mtime=@0 --owner=0 --group=0 -cf "$LAB/wheelhouse.tar" -- *.whl)  # files only: no "./" entry to re-chmod
   basename "$wh"/murmur-*.whl
 }
 
@@ -176,10 +176,14 @@ unit_verify() {
   echo "systemd-analyze verify murmur.service: clean on ${#VMS[@]} VMs"
 }
 
-lint() {
-  local al=${ANSIBLE_LINT:-$(command -v ansible-lint || true)}
-  [[ -n $al ]] || { echo "ansible-lint not installed: skipped (make lab-lint installs it)"; return 0; }
-  (cd deploy/ansible && "$al" --offline --nocolor --profile production site.yml upgrade.yml roles/murmur 2>&1 | tail -5)
+lint() { # ansible-lint, production profile, from its own venv (build/lab/lint-venv: pip, once)
+  local al=${ANSIBLE_LINT:-$LAB/lint-venv/bin/ansible-lint}
+  if [[ ! -x $al ]]; then
+    python3 -m venv "$LAB/lint-venv" && "$LAB/lint-venv/bin/pip" install -q --disable-pip-version-check ansible-lint 2>&1 \
+      | grep -v "is ignored" || true
+  fi
+  [[ -x $al ]] || { echo "ansible-lint could not be installed (no package index?): skipped"; return 0; }
+  (cd deploy/ansible && "$al" --offline --nocolor --profile production site.yml upgrade.yml roles/murmur 2>&1 | tail -2)
 }
 
 trap cleanup EXIT
