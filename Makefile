@@ -8,9 +8,12 @@ BIN := $(VENV)/bin
 APT_PACKAGES := dnsutils dnsperf dnsmasq iproute2 util-linux nftables
 # Peers the benchmarks compare against (not needed by `make test`).
 BENCH_APT_PACKAGES := serf etcd-server
+# The VM lab of `make lab-test` (tests/lab): debootstrap builds the Debian 12 image, systemd-nspawn
+# boots the VMs, ansible-core runs deploy/ansible against them.
+LAB_APT_PACKAGES := debootstrap systemd-container ansible-core iproute2 util-linux openssh-client
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-full bench lint types unit e2e pyconsul chaos lab install apt apt-bench apt-install clean fuzz-dns
+.PHONY: run test test-full bench lint types unit e2e pyconsul chaos lab install apt apt-bench apt-lab apt-install lab-test lab-upgrade-test lab-down clean fuzz-dns
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -28,6 +31,9 @@ apt:
 
 apt-bench:
 	@$(MAKE) -s apt-install PKGS="$(APT_PACKAGES) $(BENCH_APT_PACKAGES)"
+
+apt-lab:
+	@$(MAKE) -s apt-install PKGS="$(APT_PACKAGES) $(LAB_APT_PACKAGES)"
 
 apt-install:
 	@missing=""; for p in $(PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -67,6 +73,20 @@ chaos: install apt
 lab: install apt
 	$(BIN)/pytest -q tests/lab
 
+# The Ansible role (deploy/ansible) on 5 booted VMs: systemd-nspawn over a cached debootstrapped
+# Debian 12 image in build/lab, one network namespace each (10.99.77.0/24, inside the lab only).
+# Root only. docs/operations.md, "The VM lab".
+lab-test: install apt-lab
+	tests/lab/run.sh
+
+# The rolling upgrade (upgrade.yml, to <version>+lab2) on the lab, DNS probed every 200 ms.
+lab-upgrade-test: install apt-lab
+	KEEP=1 tests/lab/run.sh && tests/lab/upgrade.sh; rc=$$?; LAB=build/lab tests/lab/lab.sh down; exit $$rc
+
+# Stops the VMs of an interrupted or KEEP=1 lab run.
+lab-down:
+	LAB=build/lab tests/lab/lab.sh down
+
 # Everything CI runs, each stage timed (budgets: docs/operations.md and the conventions page).
 test:
 	@bash .ci/stages.sh
@@ -76,6 +96,7 @@ test:
 test-full: test
 	$(BIN)/pytest -q -m slow --runslow tests || [ $$? -eq 5 ]  # 5: no slow tests collected
 	MURMUR_FAILPOINT_REPEATS=20 $(BIN)/pytest -q tests/e2e/test_raft_cluster.py -k failpoints
+	$(MAKE) -s lab-upgrade-test
 	$(MAKE) -s fuzz-dns
 
 # DNS fuzzing against a real agent for FUZZ_SECONDS (default 600): hostile packets interleaved

@@ -20,3 +20,8 @@ stage e2e          "${PYTEST[@]}" tests/e2e
 stage "fault lab"  "${PYTEST[@]}" tests/lab
 stage chaos        make -s chaos
 stage "py-consul suite" .venv/bin/python tests/pyconsul/run.py
+if [[ $(id -u) == 0 ]]; then  # VMs need root (CI is root)
+  stage "lab test"  make -s lab-test
+else
+  echo "=== stage: lab test skipped (needs root)"
+fi

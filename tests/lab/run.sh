@@ -1,0 +1,201 @@
+#!/usr/bin/env bash
+# `make lab-test`: the Ansible role on five booted VMs (tests/lab/lab.sh), checked from inside them.
+#
+#   rootfs (cached) -> wheelhouse -> boot 3 servers + 2 clients -> site.yml -> from every VM:
+#   `murmur members` (5 alive) and `dig web.service.murmur` through the system resolver (the
+#   clients' addresses) -> add a service to a host's variables, re-apply: it resolves on every VM
+#   and no agent restarted (same PIDs) -> a second run changes nothing -> ansible-lint -> down.
+#
+# Root only. Prints a TIME line per step and the total. Env: LAB (default build/lab), KEEP=1 leaves
+# the VMs up for a look (then: LAB=build/lab tests/lab/lab.sh down).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$ROOT"
+export LAB=${LAB:-$ROOT/build/lab}
+mkdir -p "$LAB"
+LABSH=$ROOT/tests/lab/lab.sh
+PY=${PY:-$ROOT/.venv/bin/python}
+SERVERS=(s1 s2 s3)
+CLIENTS=(c1 c2)
+VMS=("${SERVERS[@]}" "${CLIENTS[@]}")
+RUN=$LAB/run
+export ANSIBLE_CONFIG=$ROOT/deploy/ansible/ansible.cfg
+export ANSIBLE_ROLES_PATH=$ROOT/deploy/ansible/roles
+set -o pipefail
+export ANSIBLE_NOCOLOR=1 ANSIBLE_HOST_KEY_CHECKING=False ANSIBLE_SSH_ARGS="-o ControlMaster=auto -o ControlPersist=60s -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR"
+T_START=$SECONDS
+
+step() { # step NAME CMD...: run, print its time; stop the test on failure
+  local name=$1 t0=$SECONDS rc=0
+  shift
+  echo "=== $name"
+  "$@" || rc=$?
+  printf 'TIME %-22s %4d s%s\n' "$name" $((SECONDS - t0)) "$([[ $rc == 0 ]] || echo "  FAILED (rc=$rc)")"
+  return $rc
+}
+
+cleanup() {
+  local rc=$?
+  if [[ ${KEEP:-} == 1 ]]; then echo "KEEP=1: VMs left up; LAB=$LAB $LABSH down"; else "$LABSH" down || true; fi
+  printf 'TIME %-22s %4d s  (%s)\n' total $((SECONDS - T_START)) "$([[ $rc == 0 ]] && echo passed || echo FAILED)"
+}
+
+wheelhouse() { # dependencies' wheels cached per pyproject.toml; murmur's own wheel rebuilt every run
+  local wh=$LAB/wheelhouse key
+  key=$(sha256sum pyproject.toml | cut -c1-16)
+  if [[ $(cat "$wh/.key" 2>/dev/null) != "$key" ]]; then
+    rm -rf "$wh" && mkdir -p "$wh"
+    "$PY" -m pip wheel -q --disable-pip-version-check --wheel-dir "$wh" . 2>&1 | grep -v "is ignored" || true
+    echo "$key" >"$wh/.key"
+  fi
+  rm -rf "$LAB/wheel.tmp" "$wh"/murmur-*.whl
+  "$PY" -m pip wheel -q --disable-pip-version-check --no-deps --wheel-dir "$LAB/wheel.tmp" . >/dev/null
+  mv "$LAB"/wheel.tmp/murmur-*.whl "$wh"/
+  # one archive, sorted and dated, so an unchanged wheelhouse is an unchanged file
+  (cd "$wh" && tar --sort=name --mtime=@0 --owner=0 --group=0 -cf "$LAB/wheelhouse.tar" -- *.whl)  # files only: no "./" entry to re-chmod
+  basename "$wh"/murmur-*.whl
+}
+
+inventory() { # the lab's inventory: real groups, ansible_host = the VM's lab address, ssh via the relay
+  rm -rf "$RUN" && mkdir -p "$RUN/host_vars" "$RUN/group_vars"
+  local name ip
+  {
+    echo "[servers]"
+    for name in "${SERVERS[@]}"; do echo "$name ansible_host=$(vm_ip "$name")"; done
+    echo "[clients]"
+    for name in "${CLIENTS[@]}"; do echo "$name ansible_host=$(vm_ip "$name")"; done
+  } >"$RUN/hosts.ini"
+  cat >"$RUN/group_vars/all.yml" <<YML
+ansible_user: root
+ansible_ssh_private_key_file: $LAB/id_ed25519
+ansible_ssh_common_args: -o ProxyCommand="env LAB=$LAB $LABSH tcp %h 22"
+murmur_wheelhouse: $LAB/wheelhouse.tar
+murmur_version: $(basename "$LAB"/wheelhouse/murmur-*.whl | cut -d- -f2)
+murmur_install_os_packages: false   # the lab has no package index; the image has python3-venv and dnsmasq
+murmur_gossip_preset: local
+YML
+  for name in "${CLIENTS[@]}"; do
+    cat >"$RUN/host_vars/$name.yml" <<YML
+murmur_services:
+  - name: web
+    port: 22
+    checks:
+      - tcp: 127.0.0.1:22
+        interval: 1s
+YML
+  done
+}
+
+vm_ip() { awk -v n="$1" '$1 == n {print $2}' "$LAB/hosts"; }
+invm() { "$LABSH" vm "$@"; }
+
+stamp() { local line; while IFS= read -r line; do printf '%(%T)T %s\n' -1 "$line"; done; }
+
+play() { # play LOGNAME: run site.yml, keep the log, print the recap
+  local log=$LAB/$1.log
+  # (each output line stamped with the time: the log shows where a run spends it)
+  if ! ansible-playbook -i "$RUN/hosts.ini" deploy/ansible/site.yml 2>&1 | stamp >"$log"; then
+    tail -40 "$log"; return 1
+  fi
+  sed -n '/PLAY RECAP/,$p' "$log"
+}
+
+poll() { # poll SECONDS DESCRIPTION CMD...: until CMD succeeds, at most SECONDS
+  local limit=$1 what=$2 t0=$SECONDS
+  shift 2
+  until "$@"; do
+    if ((SECONDS - t0 >= limit)); then echo "timed out after ${limit}s: $what"; "$@" || true; return 1; fi
+    sleep 0.5
+  done
+}
+
+members_ok() { # VM: `murmur members` inside it lists the 5 VMs, all alive
+  local out
+  out=$(invm "$1" /opt/murmur/venv/bin/murmur members 2>&1) || return 1
+  [[ $(grep -cE '^(s[1-3]|c[12]) .* alive ' <<<"$out") == 5 && $(grep -c ' alive ' <<<"$out") == 5 ]] || {
+    [[ -n ${VERBOSE:-} ]] && echo "$1: $out"; return 1; }
+}
+
+dig_is() { # VM NAME WANT: `dig +short NAME` through the VM's system resolver gives exactly WANT (sorted, space-separated)
+  local got
+  got=$(invm "$1" dig +short +time=2 +tries=1 "$2" A 2>/dev/null | sort | xargs) || return 1
+  [[ $got == "$3" ]] || { [[ -n ${VERBOSE:-} ]] && echo "$1: $2 -> '$got', want '$3'"; return 1; }
+}
+
+check_members() {
+  local name
+  for name in "${VMS[@]}"; do VERBOSE=1 poll 60 "$name: 5 members alive" members_ok "$name" || return 1; done
+  invm s1 /opt/murmur/venv/bin/murmur members
+  echo "murmur members: 5 alive, seen from each of the ${#VMS[@]} VMs"
+}
+
+check_dns() { # NAME WANT_VMS...
+  local svc=$1 name want
+  shift
+  want=$(for name in "$@"; do vm_ip "$name"; done | sort | xargs)
+  for name in "${VMS[@]}"; do
+    invm "$name" grep -qx 'nameserver 127.0.0.1' /etc/resolv.conf || { echo "$name: resolv.conf not ours"; return 1; }
+    VERBOSE=1 poll 60 "$name: $svc" dig_is "$name" "$svc" "$want" || return 1
+  done
+  echo "dig $svc through the system resolver: '$want' on all ${#VMS[@]} VMs"
+}
+
+pids() { local name; for name in "${VMS[@]}"; do echo "$name $(invm "$name" systemctl show -P MainPID murmur)"; done; }
+
+add_service() { # a new service in c1's host variables, re-applied: DNS everywhere, no restart
+  pids >"$LAB/pids.before"
+  grep -q ' 0$' "$LAB/pids.before" && { cat "$LAB/pids.before"; echo "an agent is not running"; return 1; }
+  cat >>"$RUN/host_vars/c1.yml" <<YML
+  - name: api
+    port: 2222
+YML
+  play reapply
+  grep -qE '^[0-9:]+ c1 .*changed=[1-9]' "$LAB/reapply.log" || { echo "re-apply changed nothing on c1"; return 1; }
+  grep -q 'RUNNING HANDLER \[murmur : Reload murmur\]' "$LAB/reapply.log" || { echo "no reload"; return 1; }
+  check_dns api.service.murmur c1
+  pids >"$LAB/pids.after"
+  diff "$LAB/pids.before" "$LAB/pids.after" || { echo "an agent restarted"; return 1; }
+  echo "agent PIDs unchanged: $(xargs <"$LAB/pids.after")"
+}
+
+idempotent() {
+  play idempotence
+  if grep -E '^[0-9:]+ (s[1-3]|c[12]) .*changed=[1-9]' "$LAB/idempotence.log"; then
+    grep -B2 -E '^[0-9:]+ changed:' "$LAB/idempotence.log" | head -40
+    echo "second run changed something"; return 1
+  fi
+  echo "second run: changed=0 on every VM"
+}
+
+unit_verify() {
+  local name out
+  for name in "${VMS[@]}"; do
+    out=$(invm "$name" systemd-analyze verify /etc/systemd/system/murmur.service 2>&1) || { echo "$name: $out"; return 1; }
+    [[ -z $out ]] || { echo "$name: $out"; return 1; }
+  done
+  echo "systemd-analyze verify murmur.service: clean on ${#VMS[@]} VMs"
+}
+
+lint() { # ansible-lint, production profile, from its own venv (build/lab/lint-venv: pip, once)
+  local al=${ANSIBLE_LINT:-$LAB/lint-venv/bin/ansible-lint}
+  if [[ ! -x $al ]]; then
+    python3 -m venv "$LAB/lint-venv" && "$LAB/lint-venv/bin/pip" install -q --disable-pip-version-check ansible-lint 2>&1 \
+      | grep -v "is ignored" || true
+  fi
+  [[ -x $al ]] || { echo "ansible-lint could not be installed (no package index?): skipped"; return 0; }
+  (cd deploy/ansible && "$al" --offline --nocolor --profile production site.yml upgrade.yml roles/murmur 2>&1 | tail -2)
+}
+
+trap cleanup EXIT
+"$LABSH" down >/dev/null 2>&1 || true   # leftovers of an interrupted run
+step rootfs "$LABSH" rootfs
+step wheelhouse wheelhouse
+step boot "$LABSH" up "${VMS[@]}"
+inventory
+step converge play converge
+step members check_members
+step dns check_dns web.service.murmur "${CLIENTS[@]}"
+step add-service add_service
+step idempotence idempotent
+step unit-verify unit_verify
+step ansible-lint lint
