@@ -413,6 +413,10 @@ from .watch import watch  # noqa: E402 - the command lives in its own module
 
 main.add_command(watch)
 
+from .lock import lock  # noqa: E402 - the command lives in its own module
+
+main.add_command(lock)
+
 from .operator import info, operator  # noqa: E402 - the commands live in their own module
 
 main.add_command(operator)

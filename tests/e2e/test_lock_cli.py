@@ -1,0 +1,67 @@
+"""`murmur lock` against a real dev agent: exclusion, exit status, release, and a lost lock."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support.procs import MURMUR, ROOT, AgentProc, wait_for
+
+
+@pytest.fixture
+def agent(tmp_path: Path) -> Iterator[AgentProc]:
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    a = AgentProc(tmp_path, [conf], node="l1")
+    try:
+        a.start()
+        yield a
+    finally:
+        a.stop()
+
+
+def lock_cmd(a: AgentProc, *args: str) -> list[str]:
+    return [*MURMUR, "lock", "-http-addr", a.url, *args]
+
+
+def holder(a: AgentProc) -> str:
+    r = a.get("/v1/kv/app/.lock")
+    return r.json()[0].get("Session") or "" if r.status_code == 200 else ""
+
+
+def test_lock_excludes_runs_the_child_and_releases(agent: AgentProc, tmp_path: Path) -> None:
+    first = subprocess.Popen(lock_cmd(agent, "app", "sleep 4"), cwd=ROOT, stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: holder(agent), 60, what="the first holder")
+        # Another holder cannot get it while the first runs (bounded wait, then exit 1)...
+        second = subprocess.run(lock_cmd(agent, "-timeout", "1", "app", "true"), cwd=ROOT, capture_output=True,
+                                text=True, timeout=60)
+        assert second.returncode == 1 and "timed out" in second.stderr
+        assert first.wait(timeout=60) == 0
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait(timeout=10)
+    assert holder(agent) == ""  # released (not invalidated: no lock delay for the next one)
+    third = subprocess.run(lock_cmd(agent, "-timeout", "30", "app", "exit 3"), cwd=ROOT, capture_output=True,
+                           text=True, timeout=60)
+    assert third.returncode == 3, third.stderr  # the child's own status
+    assert agent.get("/v1/session/list").json() == []  # every session destroyed on the way out
+
+
+def test_a_lost_lock_stops_the_child(agent: AgentProc, tmp_path: Path) -> None:
+    marker = tmp_path / "finished"
+    proc = subprocess.Popen(lock_cmd(agent, "-kill-grace", "2", "app", f"sleep 60 && touch {marker}"), cwd=ROOT,
+                            stderr=subprocess.PIPE)
+    try:
+        sid = wait_for(lambda: holder(agent), 60, what="the holder")
+        assert agent.put(f"/v1/session/destroy/{sid}").status_code == 200  # the session is gone
+        assert proc.wait(timeout=60) == 1
+        assert b"Lock lost" in (proc.stderr.read() if proc.stderr else b"")
+        assert not marker.exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
