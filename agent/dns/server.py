@@ -128,6 +128,7 @@ class DNSServer:
             self.slices.stats = self.stats
         self.rcache: dict[bytes, RemoteAnswer] = {}
         self.inflight = 0
+        self._caught_up = False  # see caught_up()
         # consul.dns.domain_query: added to directly (this is the hot path; see agent/telemetry.py).
         self.timing = agent.metrics.sample("consul.dns.domain_query", {"node": agent.local.node.name})
 
@@ -171,7 +172,34 @@ class DNSServer:
             if len(pending) >= PENDING_MAX:
                 self.timing.fold()
 
+    def caught_up(self) -> bool:
+        """Has this server's catalog caught up with the cluster since it started? Until then (a
+        restarted server replaying, or not yet told the commit index by a leader) it answers
+        SERVFAIL rather than NXDOMAIN from a catalog that may lack what others hold, so a resolver
+        with several servers asks another. Once caught up it answers from its own store even
+        without a leader, as Consul's stale reads do."""
+        if self._caught_up:
+            return True
+        server = getattr(self.agent, "server", None)
+        if server is None or self.agent.cfg.dev:
+            self._caught_up = True
+            return True
+        driver = server.driver
+        if driver is None or not driver.leader:
+            return False
+        log_ = driver.node.raft.log
+        self._caught_up = log_.applied >= log_.committed
+        return self._caught_up
+
     def _respond(self, data: bytes, udp: bool) -> bytes | object | None:
+        if not self._caught_up and not self.caught_up():
+            query = self._parse(data)
+            if not isinstance(query, dns.message.Message):
+                return query
+            resp = dns.message.make_response(query)
+            resp.set_rcode(dns.rcode.SERVFAIL)
+            self.stats["dns_not_caught_up"] = self.stats.get("dns_not_caught_up", 0) + 1
+            return resp.to_wire()
         store = self.agent.store
         if store.last_index != self.cache_index or len(self.cache) > CACHE_MAX:
             self.cache.clear()

@@ -3,6 +3,7 @@ rotation) with a minimal agent carrying a real config and a real StateStore."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import socket
 import struct
@@ -371,3 +372,19 @@ async def test_client_slices_honour_allow_stale_and_max_stale() -> None:
     strict = Remote(contact_ms=0)
     await SliceCache(strict, False, 5.0).get(("service", "web"))  # type: ignore[arg-type]
     assert strict.modes == ["default"]
+
+
+def test_a_server_answers_servfail_until_it_has_caught_up_then_from_its_store() -> None:
+    agent = make_agent()
+    agent.cfg = dataclasses.replace(agent.cfg, dev=False)
+    log_ = SimpleNamespace(applied=0, committed=5)
+    driver = SimpleNamespace(leader=0, node=SimpleNamespace(raft=SimpleNamespace(log=log_)))
+    agent.server = SimpleNamespace(driver=driver)  # type: ignore[attr-defined]
+    server = DNSServer(agent)
+    assert parse(server.respond(query("web.service.murmur"), udp=True)).rcode() == dns.rcode.SERVFAIL  # no leader
+    driver.leader = 7
+    assert parse(server.respond(query("web.service.murmur"), udp=True)).rcode() == dns.rcode.SERVFAIL  # behind
+    log_.applied = 5
+    assert answers(server.respond(query("web.service.murmur"), udp=True))  # caught up: the catalog answers
+    driver.leader = 0  # a later loss of the leader: still answers (stale, as Consul)
+    assert answers(server.respond(query("web.service.murmur"), udp=True))
