@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,15 +12,11 @@ from support.procs import MURMUR, ROOT, AgentProc, wait_for
 
 
 @pytest.fixture
-def agent(tmp_path: Path) -> Iterator[AgentProc]:
+def agent(tmp_path: Path, start_agent) -> AgentProc:  # type: ignore[no-untyped-def]
+    """A dev agent with an empty config dir (stopped by conftest's start_agent)."""
     conf = tmp_path / "conf"
     conf.mkdir()
-    a = AgentProc(tmp_path, [conf], node="w1")
-    try:
-        a.start()
-        yield a
-    finally:
-        a.stop()
+    return start_agent(conf, node="w1")  # type: ignore[no-any-return]
 
 
 def cli(a: AgentProc, *args: str) -> subprocess.CompletedProcess[str]:
