@@ -24,7 +24,7 @@ import httpx
 import pytest
 from support.lostwrites import lost_writes
 from support.procs import AgentProc, wait_for
-from support.servers import leader_of, start_servers
+from support.servers import kill_leader, start_servers
 
 pytestmark = pytest.mark.e2e
 
@@ -139,12 +139,7 @@ def test_acknowledged_kv_writes_survive_a_leader_kill_and_a_dead_nodes_lock_is_r
         workload = Workload(servers)
         workload.thread.start()
         wait_for(lambda: len(workload.acked) >= 60, 60, what="60 acknowledged writes")
-        lead_addr = leader_of(servers[0])
-        leader = next(s for s in servers if lead_addr.endswith(f":{s.server_port}"))
-        leader.kill9()
-        survivors = [s for s in servers if s is not leader]
-        wait_for(lambda: (lambda ls: ls[0] and ls[0] == ls[1] and ls[0] != lead_addr)(
-            [leader_of(s) for s in survivors]), 60, what="a new leader among the survivors")
+        leader, survivors = kill_leader(servers)
         acked_before = len(workload.acked)
         wait_for(lambda: len(workload.acked) >= acked_before + 60, 60, what="writes acknowledged by the new leader")
         workload.stop.set()

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 from support.procs import AgentProc, wait_for
-from support.servers import leader_of, start_servers  # noqa: F401 - re-exported to the other raft tests
+from support.servers import kill_leader, leader_of, start_servers  # noqa: F401 - re-exported to the other raft tests
 
 pytestmark = pytest.mark.e2e
 
@@ -69,12 +69,7 @@ def test_kill9_of_the_leader_under_writes_loses_no_acknowledged_write(tmp_path, 
     writer = Writer(servers)
     writer.thread.start()
     wait_for(lambda: len(writer.acked) >= 50, 60, what="50 acknowledged writes")
-    lead_addr = leader_of(servers[0])
-    leader = next(s for s in servers if lead_addr.endswith(f":{s.args[s.args.index('--server-port') + 1]}"))
-    leader.kill9()
-    survivors = [s for s in servers if s is not leader]
-    wait_for(lambda: (lambda ls: ls[0] and ls[0] == ls[1] and ls[0] != lead_addr)(
-        [leader_of(s) for s in survivors]), 60, what="a new leader among the survivors")
+    leader, survivors = kill_leader(servers)
     acked_before = len(writer.acked)
     wait_for(lambda: len(writer.acked) >= acked_before + 50, 60, what="writes acknowledged by the new leader")
     writer.stop.set()

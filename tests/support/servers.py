@@ -38,3 +38,15 @@ def start_servers(tmp_path: Path, start_agent: Callable[..., AgentProc], snapsho
     wait_for(lambda: len({leader_of(s) for s in servers}) == 1 and leader_of(servers[0]), 60,
              what="one leader known to all three servers")
     return servers
+
+
+def kill_leader(servers: list[AgentProc]) -> tuple[AgentProc, list[AgentProc]]:
+    """kill -9 the server the others name as leader; return it and the survivors once they agree
+    on a new leader."""
+    lead_addr = leader_of(servers[0])
+    leader = next(s for s in servers if lead_addr.endswith(f":{s.server_port}"))
+    leader.kill9()
+    survivors = [s for s in servers if s is not leader]
+    wait_for(lambda: (lambda ls: ls[0] and ls[0] == ls[1] and ls[0] != lead_addr)(
+        [leader_of(s) for s in survivors]), 60, what="a new leader among the survivors")
+    return leader, survivors
