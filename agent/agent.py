@@ -43,7 +43,7 @@ from .monitor import LogHub
 from .node_sync import client_sync, client_sync_interval
 from .persisted import PersistedRegistrations
 from .protocol import protocol_tags
-from .reconcile import MemberView, reconcile_commands
+from .reconcile import MemberView, log_reconcile, reconcile_commands
 from .remote import ClientWriter, Remote
 from .server import ServerRuntime
 from .watch import ChangeFeed
@@ -221,6 +221,7 @@ class Agent:
             if self.server is not None and self.server.driver is not None and self.server.driver.is_leader:
                 try:
                     for cmd in reconcile_commands(self.store, self.member_views(), self.cfg.datacenter):
+                        log_reconcile(cmd)
                         await self.writer.apply(cmd)
                 except WriteFailed as exc:
                     log.debug("reconcile deferred: %s", exc)

@@ -9,10 +9,13 @@ every second writes nothing unless something changed.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from murmur.catalog.commands import CheckSpec, Command, Deregister, Register, ServiceSpec
 from murmur.catalog.store import StateStore
+
+log = logging.getLogger("murmur.reconcile")
 
 SERF_CHECK = "serfHealth"
 ALIVE_OUTPUT = "Agent alive and reachable"
@@ -63,3 +66,14 @@ def reconcile_commands(store: StateStore, members: list[MemberView], datacenter:
         if name not in names and SERF_CHECK in store.checks.get(name, {}):
             out.append(Deregister(node=name))  # reaped: gossip forgot it, so does the catalog
     return out
+
+
+def log_reconcile(cmd: Command) -> None:
+    """What the leader is about to write for a member, at INFO when it changes a node's health or
+    removes it (both invalidate the node's sessions); a plain re-registration stays at DEBUG."""
+    if isinstance(cmd, Deregister):
+        log.info("reconcile: deregistering node %s (left, or reaped by gossip)", cmd.node)
+    elif isinstance(cmd, Register) and any(c.status == "critical" for c in cmd.checks):
+        log.info("reconcile: node %s failed: marking serfHealth critical", cmd.node)
+    elif isinstance(cmd, Register):
+        log.debug("reconcile: registering node %s", cmd.node)

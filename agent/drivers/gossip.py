@@ -18,7 +18,7 @@ from collections.abc import Callable
 import trio
 from murmur.gossip import wire
 from murmur.gossip.keyring import Keyring
-from murmur.gossip.membership import Address, MemberEvent, Membership, StreamKind, StreamRequest
+from murmur.gossip.membership import Address, MemberEvent, Membership, State, StreamKind, StreamRequest
 
 from .gossip_crypto import GossipCrypto
 
@@ -45,6 +45,7 @@ class GossipDriver:
         self.on_event: Callable[[MemberEvent], None] | None = None
         self.crypto: GossipCrypto | None = None  # gossip encryption; None sends and accepts clear text
         self.on_user: Callable[[], None] | None = None  # user events and queries (agent/events.py)
+        self._told = (0, 0)  # the core's (suspects_started, refutes) when last logged
 
     # ---- life cycle -----------------------------------------------------------------------------
     @property
@@ -89,6 +90,22 @@ class GossipDriver:
         return recv
 
     # ---- flushing the core's outputs ------------------------------------------------------------
+    def _log_suspicions(self) -> None:
+        """Suspicions we started and refutations we sent, at INFO as memberlist logs them: the
+        trail that explains a later "member failed" (or a flap). The member scan runs only when
+        the core's counters moved, so a quiet cluster pays nothing."""
+        stats = self.m.stats
+        told = (stats.get("suspects_started", 0), stats.get("refutes", 0))
+        if told == self._told:
+            return
+        if told[0] > self._told[0]:
+            names = sorted(m.name for m in self.m.members.values() if m.state == State.SUSPECT)
+            log.info("gossip: suspecting %s (no ack, direct or indirect)", ", ".join(names) or "a member")
+        if told[1] > self._told[1]:
+            log.warning("gossip: refuting a suspicion or death verdict about us (incarnation %d)",
+                        self.m.me.incarnation)
+        self._told = told
+
     def flush(self) -> None:
         assert self.sock is not None
         if self.on_user is not None:
@@ -107,6 +124,7 @@ class GossipDriver:
         for req in self.m.streams_to_open():
             assert self.nursery is not None
             self.nursery.start_soon(self._stream, req)
+        self._log_suspicions()
         for ev in self.m.events():
             log.info("member %s: %s (%s:%d)", ev.kind.value, ev.name, ev.addr, ev.port)
             if self.on_event is not None:
