@@ -32,10 +32,22 @@ def _ephemeral_low() -> int:
         return 32768
 
 
+def _worker_slice(lo: int, hi: int) -> tuple[int, int]:
+    """Under pytest-xdist each worker draws from its own slice of the range, so two workers never
+    hand out the same port (each only remembers its own)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    if not worker.startswith("gw") or count <= 1:
+        return lo, hi
+    index = int(worker[2:]) % count
+    width = (hi - lo + 1) // count
+    return lo + index * width, lo + (index + 1) * width - 1
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A port free for both TCP and UDP on `host` (a loopback address) right now, outside the
     kernel's ephemeral range and not handed out before in this process."""
-    lo, hi = _PORT_RANGE[0], min(_PORT_RANGE[1], _ephemeral_low() - 1)
+    lo, hi = _worker_slice(_PORT_RANGE[0], min(_PORT_RANGE[1], _ephemeral_low() - 1))
     rng = random.Random(os.getpid() ^ time.monotonic_ns())
     for _ in range(200):
         port = rng.randint(lo, hi)
