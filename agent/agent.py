@@ -14,7 +14,7 @@ import random
 import signal
 import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -120,6 +120,17 @@ def listening(what: str, host: str, port: int) -> Iterator[None]:
         yield
     except OSError as exc:
         raise StartError(f"cannot listen for {what} on {host}:{port}: {exc.strerror or exc}") from exc
+
+
+async def serve_on_each(nursery: trio.Nursery, what: str, serve: Callable[..., Awaitable[None]], hosts: str,
+                        port: int) -> int:
+    """Start `serve` on every address of a space-separated list (Consul's client_addr and
+    addresses.* may name several, e.g. "127.0.0.1 ::1"), all on one port: with port 0 the first
+    bind picks it and the others reuse it. Returns the port."""
+    for host in hosts.split() or [""]:
+        with listening(what, host, port):
+            port = await nursery.start(serve, host, port)
+    return port
 
 
 class Agent:
@@ -424,16 +435,14 @@ class Agent:
                 telemetry.watch_http(self.metrics, router)
                 server = HTTPServer(router, self.cfg.limits.http_max_conns_per_client)
                 self.apply_http_limits(server)
-                with listening("HTTP", http_host, self.cfg.ports.http):
-                    self.http_port = await nursery.start(server.serve, http_host, self.cfg.ports.http)
-                log.info("HTTP API on %s:%d", http_host, self.http_port)
+                self.http_port = await serve_on_each(nursery, "HTTP", server.serve, http_host, self.cfg.ports.http)
+                log.info("HTTP API on %s port %d", http_host, self.http_port)
             await self._start_https(nursery, http_host)
             if self.cfg.ports.dns >= 0:
                 dns_host = self.cfg.addresses.dns or self.cfg.client_addr
                 self.dns = DNSServer(self)
-                with listening("DNS", dns_host, self.cfg.ports.dns):
-                    self.dns_port = await nursery.start(self.dns.serve, dns_host, self.cfg.ports.dns)
-                log.info("DNS on %s:%d (udp+tcp), domain %s.", dns_host, self.dns_port, self.cfg.domain)
+                self.dns_port = await serve_on_each(nursery, "DNS", self.dns.serve, dns_host, self.cfg.ports.dns)
+                log.info("DNS on %s port %d (udp+tcp), domain %s.", dns_host, self.dns_port, self.cfg.domain)
             log.info("agent %s (%s) started: node %s, datacenter %s", __version__, CONSUL_COMPAT_VERSION,
                      self.local.node.name, self.cfg.datacenter)
             task_status.started()
@@ -470,9 +479,8 @@ class Agent:
         telemetry.watch_http(self.metrics, router)
         server = HTTPServer(router, self.cfg.limits.http_max_conns_per_client, tls=self.tls)
         self.apply_http_limits(server)
-        with listening("HTTPS", host, self.cfg.ports.https):
-            self.https_port = await nursery.start(server.serve, host, self.cfg.ports.https)
-        log.info("HTTPS API on %s:%d", host, self.https_port)
+        self.https_port = await serve_on_each(nursery, "HTTPS", server.serve, host, self.cfg.ports.https)
+        log.info("HTTPS API on %s port %d", host, self.https_port)
 
     def apply_http_limits(self, server: Any) -> None:
         from murmur.checks.durations import parse_duration

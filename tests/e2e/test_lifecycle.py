@@ -61,3 +61,28 @@ def test_sigterm_leaves_for_a_client_unless_leave_on_terminate_is_off(tmp_path: 
     assert stayer.stop() == 0
     wait_for(lambda: status("c-stay") == FAILED, 60, what="c-stay failed: it did not leave")
     assert status("c-leave") == LEFT
+
+
+def test_client_addr_with_two_addresses_serves_http_and_dns_on_both(tmp_path: Path, start_agent) -> None:  # type: ignore[no-untyped-def]
+    """Consul's client_addr (and addresses.*) may list several addresses: the agent listens on
+    each, on the same ports. Here client_addr names two loopback addresses and addresses.dns two
+    others; the positive control is the same request on each address."""
+    import subprocess
+
+    conf = tmp_path / "multi"
+    conf.mkdir()
+    (conf / "addrs.toml").write_text('client_addr = "127.0.0.1 127.0.0.2"\n'
+                                     '[addresses]\ndns = "127.0.0.1 127.0.0.3"\n')
+    a = start_agent(conf)
+    assert a.proc is not None and a.proc.poll() is None
+    for host in ("127.0.0.1", "127.0.0.2"):
+        r = httpx.get(f"http://{host}:{a.http_port}/v1/agent/self", timeout=10)
+        assert r.status_code == 200, (host, r.text)
+    for host in ("127.0.0.1", "127.0.0.3"):
+        out = subprocess.run(["dig", f"@{host}", "-p", str(a.dns_port), "consul.service.murmur", "A", "+short",
+                              "+time=3", "+tries=2"], capture_output=True, text=True, timeout=30).stdout
+        assert "127.0.0.1" in out, (host, out)
+    # addresses.dns replaced client_addr for DNS: nothing answers DNS on 127.0.0.2.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(3)
+        assert s.connect_ex(("127.0.0.2", a.dns_port)) != 0
