@@ -530,6 +530,13 @@ class RuntimeConfig:
     # Servers: entries kept in the log behind each snapshot (Consul's default), so a follower
     # that is only that far behind catches up from the log instead of receiving a snapshot.
     raft_trailing_logs: int = _opt(10240, check=_at_least(0))
+    # Servers (murmur's own key, off as the Raft paper advises): `default`-mode reads on the
+    # leader are answered from its lease (half the election timeout after a quorum acknowledged
+    # a heartbeat) instead of a heartbeat round, saving a round trip per read. The price: a
+    # leader whose clock runs more than ~20% slow against a follower's, or a follower restarted
+    # within the lease, can answer a read stale (docs/operations.md measures the window).
+    # `consistent` reads always confirm with a quorum.
+    raft_lease_reads: bool = _opt(False)
     # The cluster protocol this agent speaks (murmur.agent.protocol): the newest by default.
     # Pinning the previous one (N-1) lets a rolling upgrade keep old and new servers together;
     # the leader uses a newer feature only once every server advertises it. Consul's `protocol`.

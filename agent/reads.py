@@ -222,7 +222,7 @@ async def execute(agent: Agent, name: str, args: dict[str, Any], mode: str = "de
         from .server import NoLeader
 
         try:
-            await agent.server.read_barrier()
+            await agent.server.read_barrier(lease=mode == "default")
         except NoLeader as exc:
             raise ReadError("no_leader", "No cluster leader") from exc
     store = agent.store

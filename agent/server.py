@@ -252,7 +252,8 @@ class ServerRuntime:
             known = get_storage_meta(storage, "peers") or {}
             for rid, addr in known.items():
                 self.addresses.setdefault(int(rid), (str(addr[0]), int(addr[1])))
-        node = RawNode(RaftConfig(id=self.id), voters, random.Random(self.agent.rng.random()), hard, entries,
+        lease = RaftConfig.election_tick // 2 if self.agent.cfg.raft_lease_reads else 0
+        node = RawNode(RaftConfig(id=self.id, lease_tick=lease), voters, random.Random(self.agent.rng.random()), hard, entries,
                        snapshot=snap)
         self.driver = RaftDriver(node, storage, CatalogFSM(self.agent.store, self.agent.cfg.protocol), self.transport, TICK_INTERVAL,
                                  on_apply=self.agent.feed.notify, snapshots=snapshots,
@@ -312,12 +313,13 @@ class ServerRuntime:
 
         return await forward_write(self, data)  # under a request ID, retried with it
 
-    async def read_barrier(self) -> None:
-        """Wait until a linearizable read of the local store is safe (ReadIndex)."""
+    async def read_barrier(self, lease: bool = False) -> None:
+        """Wait until a linearizable read of the local store is safe (ReadIndex; `lease`: the
+        leader may answer from its lease when raft_lease_reads is on)."""
         if self.driver is None:
             raise NoLeader("No cluster leader (raft is not bootstrapped yet)")
         try:
-            await self.driver.read_index()
+            await self.driver.read_index(lease=lease)
         except NotLeader as exc:
             raise NoLeader("No cluster leader") from exc
 

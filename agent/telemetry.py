@@ -33,6 +33,7 @@ RAFT_APPLY = describe("consul.raft.apply", "Raft entries proposed by this server
 STATE_LEADER = describe("consul.raft.state.leader", "Times this server became leader")
 STATE_CANDIDATE = describe("consul.raft.state.candidate", "Times this server started an election")
 LEADER_CHANGES = describe("murmur.raft.leader_changes", "Times the leader known to this server changed")
+READS = describe("murmur.raft.reads", "Linearizable read points this leader gave, by how (lease or read_index)")
 LAST_CONTACT = describe("murmur.raft.last_contact", "Milliseconds since this follower last heard from the leader")
 IS_LEADER = describe("consul.server.isLeader", "1 on the Raft leader, else 0")
 APPLIED_INDEX = describe("consul.raft.applied_index", "Index of the last Raft entry applied")
@@ -95,6 +96,8 @@ def install(agent: Agent) -> Metrics:
             yield STATE_LEADER, {}, d.became["leader"]
             yield STATE_CANDIDATE, {}, d.became["candidate"] + d.became.get("pre_candidate", 0)
             yield LEADER_CHANGES, {}, d.leader_changes
+            for how, n in d.node.raft.read_stats.items():
+                yield READS, {"kind": how}, n
 
     metrics.gauges(gauges)
     metrics.counts(counters)

@@ -620,7 +620,8 @@ class Raft:
             elif self.lead == NONE:
                 raise ProposalDropped("no leader to serve a read index")
             else:
-                self._send(Message(MT.READ_INDEX, to=self.lead, frm=self.id, term=self.term, context=m.context))
+                self._send(Message(MT.READ_INDEX, to=self.lead, frm=self.id, term=self.term, context=m.context,
+                                   reject=m.reject))
         elif m.type == MT.READ_INDEX_RESP:
             self.read_states.append(ReadState(m.index, m.context))
 
@@ -671,7 +672,7 @@ class Raft:
         if len(self.voters) == 1:
             self._deliver_read(m.frm, m.context, index)
             return
-        if self.lease_valid():
+        if not m.reject and self.lease_valid():
             self.read_stats["lease"] += 1
             self._deliver_read(m.frm, m.context, index)
             return

@@ -34,7 +34,7 @@ class MessageType(IntEnum):
     HEARTBEAT_RESP = 10
     SNAP = 11  # install a snapshot
     TIMEOUT_NOW = 12  # leadership transfer: campaign at once
-    READ_INDEX = 13
+    READ_INDEX = 13  # reject=True: confirm with a quorum even under a lease (a `consistent` read)
     READ_INDEX_RESP = 14
     SNAP_STATUS = 15  # the driver reports how sending a snapshot went (local; reject: it failed)
 

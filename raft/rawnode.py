@@ -57,9 +57,11 @@ class RawNode:
         self.raft.step(Message(MessageType.PROP, frm=self.raft.id,
                                entries=tuple(Entry(0, 0, kind, d) for d in datas)))
 
-    def read_index(self, context: bytes) -> None:
-        """Ask for a linearizable read point; it comes back as a ReadState in a later Ready."""
-        self.raft.step(Message(MessageType.READ_INDEX, frm=self.raft.id, context=context))
+    def read_index(self, context: bytes, lease: bool = True) -> None:
+        """Ask for a linearizable read point; it comes back as a ReadState in a later Ready.
+        `lease=False` confirms the leadership with a heartbeat round even when lease reads are on
+        (Consul's `consistent` mode; `default` may use the lease)."""
+        self.raft.step(Message(MessageType.READ_INDEX, frm=self.raft.id, context=context, reject=not lease))
 
     def transfer_leader(self, target: int) -> None:
         """Hand leadership to voter `target` (the leader only; raises ProposalDropped elsewhere,

@@ -213,6 +213,9 @@ class _Waiter:
         self.done.set()
 
 
+MAX_CATCH_UP = 100  # ticks owed after a pause, at most (10 s at 100 ms ticks)
+
+
 class RaftDriver:
     def __init__(self, node: RawNode, storage: Storage, fsm: FSM, transport: Transport,
                  tick_interval: float = 0.1, on_apply: Callable[[], None] | None = None,
@@ -234,6 +237,12 @@ class RaftDriver:
         self.applied_event = trio.Event()
         self.leader_changed = trio.Event()
         self._read_seq = 0
+        # Lease reads count ticks from the monotonic clock: a driver that merely sleeps between
+        # ticks delivers one tick after a pause (SIGSTOP, a VM freeze) and would think its lease
+        # still runs. Only then; without a lease, ticks stay one per wake-up as before.
+        self.clock_ticks = node.raft.config.lease_tick > 0
+        self._tick_origin: float | None = None
+        self._ticks_done = 0
         self.stats = {"writes": 0, "entries_written": 0, "applied": 0, "proposals": 0, "snapshots_taken": 0,
                       "snapshots_installed": 0}
         self.last_contact = 0.0
@@ -286,14 +295,16 @@ class RaftDriver:
             raise waiter.error
         return waiter.result
 
-    async def read_index(self) -> int:
-        """A linearizable read point: returns once this node has applied at least that index."""
+    async def read_index(self, lease: bool = False) -> int:
+        """A linearizable read point: returns once this node has applied at least that index.
+        `lease=True` lets a leader holding a lease answer without a heartbeat round (when lease
+        reads are on in its RaftConfig; the `default` read mode)."""
         self._read_seq += 1
         ctx = self._read_seq.to_bytes(8, "big")
         event = trio.Event()
         box: list[int] = []
         self.read_waiters[ctx] = (event, box)
-        self._post("read", ctx)
+        self._post("read", (ctx, lease))
         try:
             await event.wait()
         finally:
@@ -356,6 +367,22 @@ class RaftDriver:
             await trio.sleep(self.tick_interval)
             self._post("tick", None)
 
+    def _ticks_due(self) -> int:
+        """Ticks owed by the monotonic clock since the last count (at least one per "tick" post
+        when counting by clock is off). After a long pause at most MAX_CATCH_UP are owed: enough
+        for any lease and election timeout to run out, not a burst of heartbeats per second lost."""
+        if not self.clock_ticks:
+            return 1
+        now = trio.current_time()
+        if self._tick_origin is None:
+            self._tick_origin = now
+        due = int((now - self._tick_origin) / self.tick_interval) - self._ticks_done
+        if due > MAX_CATCH_UP:
+            self._ticks_done += due - MAX_CATCH_UP
+            due = MAX_CATCH_UP
+        self._ticks_done += max(0, due)
+        return max(0, due)
+
     async def _loop(self) -> None:
         while True:
             await self.kick.wait()
@@ -381,7 +408,8 @@ class RaftDriver:
                 self.last_contact = trio.current_time()
             node.step(item)
         elif kind == "tick":
-            node.tick()
+            for _ in range(self._ticks_due()):
+                node.tick()
         elif kind == "conf":
             cc_kind, cc_node, waiter = item
             try:
@@ -406,10 +434,14 @@ class RaftDriver:
         elif kind == "snapstatus":
             node.report_snapshot(item[0], item[1])
         elif kind == "read":
+            ctx, lease = item
+            if lease and self.clock_ticks:  # first the ticks a pause owes: the lease may be over
+                for _ in range(self._ticks_due()):
+                    node.tick()
             try:
-                node.read_index(item)
+                node.read_index(ctx, lease=lease)
             except ProposalDropped:
-                waiter_r = self.read_waiters.get(item)
+                waiter_r = self.read_waiters.get(ctx)
                 if waiter_r is not None:
                     waiter_r[1].append(-1)
                     waiter_r[0].set()

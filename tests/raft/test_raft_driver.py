@@ -320,3 +320,52 @@ async def test_a_failed_save_stops_the_driver() -> None:
     failed = info.value.subgroup(StorageError)
     assert failed is not None and "disk on fire" in repr(failed.exceptions)
     assert storage.threads == {"raft-storage"}
+
+
+async def lease_cluster(nursery: trio.Nursery) -> dict[int, RaftDriver]:
+    net = MemNet()
+    net.nursery = nursery
+    ids = [1, 2, 3]
+    for i in ids:
+        node = RawNode(RaftConfig(id=i, election_tick=10, heartbeat_tick=1, lease_tick=5), ids, random.Random(i))
+        net.drivers[i] = RaftDriver(node, CountingStorage(), KV(), net.transport(i), tick_interval=0.05)
+    for d in net.drivers.values():
+        await nursery.start(d.serve)
+    return net.drivers
+
+
+async def lease_read_after_pause(mock_clock: trio.testing.MockClock, clock_ticks: bool) -> tuple[int, int, bool]:
+    """(lease reads before, lease reads after, whether the read after the pause failed)."""
+    async with trio.open_nursery() as nursery:
+        drivers = await lease_cluster(nursery)
+        lead = await wait_leader(drivers)
+        leader = drivers[lead]
+        leader.clock_ticks = clock_ticks
+        assert await leader.propose(b"a=1")
+        await trio.sleep(0.5)
+        stats = leader.node.raft.read_stats
+        await leader.read_index(lease=True)
+        before = stats["lease"]
+        assert before >= 1 and stats["read_index"] == 0  # a lease read: no heartbeat round
+        await leader.read_index(lease=False)
+        assert stats["read_index"] == 1 and stats["lease"] == before  # `consistent`: a round
+        # A pause of 2 s (40 ticks): the ticker wakes once; the others' clocks moved on too.
+        mock_clock.jump(2.0)
+        failed = False
+        try:
+            await leader.read_index(lease=True)
+        except NotLeader:
+            failed = True
+        after = stats["lease"]
+        nursery.cancel_scope.cancel()
+    return before, after, failed
+
+
+async def test_a_lease_read_after_a_pause_counts_the_ticks_it_missed(mock_clock: trio.testing.MockClock) -> None:
+    """After a pause longer than the lease, the leader must not answer from its lease: the driver
+    catches up the ticks the monotonic clock owes before it looks. The planted contrast (counting
+    one tick per wake-up) answers from the expired lease."""
+    before, after, _ = await lease_read_after_pause(mock_clock, clock_ticks=True)
+    assert after == before, "a lease read was served after the lease ran out"
+    before_bug, after_bug, failed_bug = await lease_read_after_pause(mock_clock, clock_ticks=False)
+    assert after_bug == before_bug + 1 and not failed_bug  # the planted bug is visible to this test
