@@ -121,6 +121,15 @@ class Raft:
     def promotable(self) -> bool:
         return self.id in self.voters
 
+    def removed_pending(self) -> bool:
+        """Our latest configuration leaves us out but is not committed, and we were a voter in the
+        one before: a leader that removed itself and crashed before the commit, say. We may hold
+        the longest log, which the remaining voters need, so we must still be able to campaign
+        (always with a pre-vote, so a server removed behind the others' backs cannot disrupt
+        them: its log is behind theirs). Votes count in the latest configuration, as always."""
+        return (self.id not in self.voters and len(self.conf_history) > 1 and self.conf_pending()
+                and self.id in self.conf_history[-2][1])
+
     def _reset(self, term: int) -> None:
         if term != self.term:
             self.term = term
@@ -261,6 +270,10 @@ class Raft:
         self._reset(self.term)
         self.lead = self.id
         self.role = Role.LEADER
+        if self.id not in self.prs:  # leading a configuration that leaves us out (removed_pending)
+            last = self.log.last_index()
+            self.prs[self.id] = Progress(last + 1, self.config.max_inflight_msgs)
+            self.prs[self.id].match = last
         self.prs[self.id].become_replicate()
         # A no-op in the new term lets the leader commit (and learn the commit of) earlier entries.
         self._append([Entry(0, 0, EntryType.NOOP)])
@@ -373,7 +386,7 @@ class Raft:
                 self._bcast_heartbeat()
             return
         self.election_elapsed += 1
-        if self.promotable() and self.election_elapsed >= self.randomized_timeout:
+        if (self.promotable() or self.removed_pending()) and self.election_elapsed >= self.randomized_timeout:
             self.election_elapsed = 0
             self.step(Message(MT.HUP, frm=self.id))
 
@@ -472,6 +485,8 @@ class Raft:
         if m.type == MT.HUP:
             if self.role != Role.LEADER and self.promotable():
                 self.campaign(self.config.pre_vote)
+            elif self.role != Role.LEADER and self.removed_pending():
+                self.campaign(True)
             return
         if m.type in (MT.VOTE, MT.PRE_VOTE):
             self._handle_vote(m)
