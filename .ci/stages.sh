@@ -16,7 +16,7 @@ stage lint         .venv/bin/ruff check .
 stage types        make -s types
 stage unit         "${PYTEST[@]}" tests/unit tests/raft tests/lincheck tests/test_layering.py
 stage simulations  "${PYTEST[@]}" tests/sim
-stage e2e          "${PYTEST[@]}" tests/e2e
+stage e2e          "${PYTEST[@]}" -n 2 --dist loadfile tests/e2e  # two workers: mostly waiting on agents
 stage "fault lab"  "${PYTEST[@]}" tests/lab
 stage chaos        make -s chaos
 stage "py-consul suite" .venv/bin/python tests/pyconsul/run.py
