@@ -73,8 +73,9 @@ class CheckRunner:
 
     async def _probe_loop(self, cid: str, defn: CheckDefinition, scope: trio.CancelScope) -> None:
         with scope:
-            # Stagger the first run so many checks do not fire together after a start or reload.
-            await trio.sleep(self.rng.uniform(0, min(defn.interval, 1.0)))
+            # Stagger the first run over one interval, as Consul does, so many checks do not fire
+            # together after a start or reload, and their runs stay spread evenly afterwards.
+            await trio.sleep(self.rng.uniform(0, defn.interval))
             while True:
                 t0 = time.perf_counter()
                 try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,13 @@ def agent(dev: bool, config_dir: tuple[str, ...], config_file: tuple[str, ...], 
     from murmur.agent.storage.raft_log import StorageError
 
     fatal = (StartError, StorageError, NameConflictLost)  # reported as one line and a non-zero exit, not a traceback
+    profile_path = os.environ.get("MURMUR_CPROFILE", "")  # a cProfile of the whole run (bench/checks.py)
+    profiler = None
+    if profile_path:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
     try:
         trio.run(Agent(cfg, paths, overrides).run)
     except KeyboardInterrupt:
@@ -112,6 +120,10 @@ def agent(dev: bool, config_dir: tuple[str, ...], config_file: tuple[str, ...], 
         if known is None:
             raise
         fail("; ".join(str(e) for e in _leaves(known)))
+    finally:
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(profile_path)
 
 
 def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
