@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 from murmur.checks.alias import alias_status
 from murmur.checks.definitions import CheckDefinition
-from murmur.checks.probes import HTTPClients, run_probe
+from murmur.checks.probes import run_probe
 from murmur.checks.status import CRITICAL, TTLTimer
 
 from .local_state import LocalState
@@ -38,20 +38,15 @@ class CheckRunner:
         self.running: dict[str, tuple[CheckDefinition, trio.CancelScope]] = {}
         self.wakeups: dict[str, trio.Event] = {}
         self.metrics: Metrics | None = None  # set by the agent (agent/metrics.py)
-        self.http = HTTPClients()  # shared by all HTTP checks
         self.changed = trio.Event()  # set by poke() when local state may have changed (alias checks)
         # Alias checks of another node: (node, index) -> (index, health.node rows). Set by the agent.
         self.read_node_checks: Callable[[str, int], Awaitable[tuple[int, list[dict[str, Any]]]]] | None = None
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        try:
-            async with trio.open_nursery() as nursery:
-                self.nursery = nursery
-                task_status.started()
-                await trio.sleep_forever()
-        finally:
-            with trio.CancelScope(shield=True), trio.move_on_after(2):
-                await self.http.aclose()
+        async with trio.open_nursery() as nursery:
+            self.nursery = nursery
+            task_status.started()
+            await trio.sleep_forever()
 
     def reconcile(self) -> None:
         """Start tasks for new or changed checks, stop those of removed checks."""
@@ -79,7 +74,7 @@ class CheckRunner:
             while True:
                 t0 = time.perf_counter()
                 try:
-                    status, output = await run_probe(defn, self.http)
+                    status, output = await run_probe(defn)
                 except Exception as exc:  # a probe bug must not kill the agent
                     log.exception("check %s: probe failed", cid)
                     status, output = CRITICAL, f"probe error: {exc}"

@@ -131,6 +131,8 @@ def measure_config(pg: h.ProcessGroup, tmp: Path, name: str, n_http: int, n_tcp:
             return res
         res["all_passing_s"] = time.monotonic() - t_start
         time.sleep(interval + 1.0)  # every check has run again since: steady state
+        if env and env.get("MURMUR_SAMPLE"):
+            Path(env["MURMUR_SAMPLE"] + ".reset").touch()  # the profile covers the window only
         runs0, cpu0, t0 = check_runs(base), h.cpu_times(proc.pid), time.monotonic()
         rss: list[int] = []
         deadline = t0 + window
@@ -189,7 +191,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--interval", type=float, default=10.0, help="check interval in seconds (default 10)")
     p.add_argument("--configs", default=",".join(CONFIGS), help="comma separated subset of " + ",".join(CONFIGS))
     p.add_argument("--profile", default="",
-                   help="write a cProfile of the mixed agent here (MURMUR_CPROFILE; slows it, never recorded)")
+                   help="write a sampling profile of the mixed agent's steady window here (MURMUR_SAMPLE, "
+                        "agent/sampler.py; never recorded)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -219,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
             tcpu0 = h.cpu_seconds(targets.pid)
             for name in names:
                 n_http, n_tcp = CONFIGS[name]
-                env = {"MURMUR_CPROFILE": args.profile} if args.profile and name == "mixed" else None
+                env = {"MURMUR_SAMPLE": args.profile} if args.profile and name == "mixed" else None
                 r = measure_config(pg, tmp, name, n_http, n_tcp, http_port, tcp_ports, args.interval, window,
                                    args.murmur, env)
                 results[name] = r

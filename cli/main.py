@@ -102,13 +102,10 @@ def agent(dev: bool, config_dir: tuple[str, ...], config_file: tuple[str, ...], 
     from murmur.agent.storage.raft_log import StorageError
 
     fatal = (StartError, StorageError, NameConflictLost)  # reported as one line and a non-zero exit, not a traceback
-    profile_path = os.environ.get("MURMUR_CPROFILE", "")  # a cProfile of the whole run (bench/checks.py)
-    profiler = None
-    if profile_path:
-        import cProfile
+    if os.environ.get("MURMUR_SAMPLE"):  # a sampling profile of the run (agent/sampler.py, bench/checks.py)
+        from murmur.agent.sampler import start_from_env
 
-        profiler = cProfile.Profile()
-        profiler.enable()
+        start_from_env()
     try:
         trio.run(Agent(cfg, paths, overrides).run)
     except KeyboardInterrupt:
@@ -120,10 +117,6 @@ def agent(dev: bool, config_dir: tuple[str, ...], config_file: tuple[str, ...], 
         if known is None:
             raise
         fail("; ".join(str(e) for e in _leaves(known)))
-    finally:
-        if profiler is not None:
-            profiler.disable()
-            profiler.dump_stats(profile_path)
 
 
 def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
