@@ -3,7 +3,7 @@
 SIGPROF fires every 5 ms of the process's CPU time (ITIMER_PROF, so idle time is never sampled)
 and its handler, which Python runs in the main thread, counts the interrupted stack per function:
 how often it was running (self) and how often it was on the stack (total). Time spent in a C call
-or a syscall is charged to the Python function that made it. The report is rewritten every 1,000
+or a syscall is charged to the Python function that made it. The report is rewritten every 200
 samples, so it survives a SIGKILL; `touch PATH.reset` starts the counts afresh (bench/checks.py does
 so at the start of its steady window). Costs ~1% of the CPU it samples, unlike cProfile, which
 slows every call and so distorts an event loop's load. For benchmarks, not for production.
@@ -18,7 +18,7 @@ from types import FrameType
 from typing import Any
 
 PERIOD = 0.005  # seconds of CPU time between samples
-WRITE_EVERY = 1000  # samples
+WRITE_EVERY = 200  # samples (1 s of CPU)
 
 
 def _key(frame: FrameType) -> str:
