@@ -22,7 +22,7 @@ from murmur.checks.status import CRITICAL, TTLTimer
 from .local_state import LocalState
 
 if TYPE_CHECKING:
-    from .metrics import Metrics
+    from .metrics import Aggregate, Metrics
 
 log = logging.getLogger("murmur.checks")
 
@@ -38,6 +38,7 @@ class CheckRunner:
         self.running: dict[str, tuple[CheckDefinition, trio.CancelScope]] = {}
         self.wakeups: dict[str, trio.Event] = {}
         self.metrics: Metrics | None = None  # set by the agent (agent/metrics.py)
+        self._aggs: dict[str, Aggregate] = {}  # the metrics series each run adds to
         self.changed = trio.Event()  # set by poke() when local state may have changed (alias checks)
         # Alias checks of another node: (node, index) -> (index, health.node rows). Set by the agent.
         self.read_node_checks: Callable[[str, int], Awaitable[tuple[int, list[dict[str, Any]]]]] | None = None
@@ -79,11 +80,10 @@ class CheckRunner:
                     log.exception("check %s: probe failed", cid)
                     status, output = CRITICAL, f"probe error: {exc}"
                 if self.metrics is not None:
-                    self.metrics.observe_ms("murmur.check.run", (time.perf_counter() - t0) * 1000.0,
-                                            {"type": defn.kind})
-                    self.metrics.incr("murmur.check.results", labels={"type": defn.kind, "status": status})
+                    self._run_sample(defn.kind).add((time.perf_counter() - t0) * 1000.0, True)
+                    self._result_counter(defn.kind, status).add(1.0, False)
                 check = self.local.checks.get(cid)
-                if check is None or check.defn != defn:
+                if check is None or (check.defn is not defn and check.defn != defn):
                     return
                 before = check.machine.status
                 if check.machine.record(status, output):
@@ -91,6 +91,23 @@ class CheckRunner:
                         log.info("check %s: %s -> %s", cid, before, check.machine.status)
                     await self.on_change()
                 await trio.sleep(defn.interval)
+
+    def _run_sample(self, kind: str) -> Aggregate:
+        """murmur.check.run{type}: looked up once per kind, not per run."""
+        agg = self._aggs.get(kind)
+        if agg is None:
+            assert self.metrics is not None
+            agg = self._aggs[kind] = self.metrics.sample("murmur.check.run", {"type": kind})
+        return agg
+
+    def _result_counter(self, kind: str, status: str) -> Aggregate:
+        """murmur.check.results{type, status}."""
+        key = kind + "\0" + status
+        agg = self._aggs.get(key)
+        if agg is None:
+            assert self.metrics is not None
+            agg = self._aggs[key] = self.metrics.counter("murmur.check.results", {"type": kind, "status": status})
+        return agg
 
     def poke(self) -> None:
         """Local checks may have changed (the agent syncs after every change): wake local aliases."""
