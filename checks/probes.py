@@ -75,6 +75,11 @@ def _close(sock: socket.socket) -> None:
     sock.close()
 
 
+class ConnectError(OSError):
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
 async def _connect(host: str, port: int) -> socket.socket:
     """A connected non-blocking stdlib socket, without trio's stream objects (a check run is mostly
     connection cost, so this is the hot path). Names are resolved in a thread, IP literals not at all."""
@@ -106,6 +111,9 @@ async def _connect(host: str, port: int) -> socket.socket:
             raise
         return sock
     assert last is not None
+    if last.strerror:  # Go's wording: "dial tcp 127.0.0.1:1: connect: connection refused"
+        addr = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        raise ConnectError(last.errno, f"dial tcp {addr}: connect: {last.strerror.lower()}")
     raise last
 
 
@@ -262,7 +270,7 @@ async def http_probe(defn: CheckDefinition) -> tuple[str, str]:
         if scope.cancelled_caught:
             return CRITICAL, f"{label}: timed out after {defn.timeout:g}s"
     except OSError as exc:
-        return CRITICAL, f"{label}: {_os_error(exc, current)}"
+        return CRITICAL, f"{label}: {exc}"
     except trio.BrokenResourceError as exc:  # a TLS handshake or stream failure
         return CRITICAL, f"{label}: {exc.__cause__ or exc}"
     except (h11.ProtocolError, ValueError) as exc:
@@ -270,18 +278,6 @@ async def http_probe(defn: CheckDefinition) -> tuple[str, str]:
     status = PASSING if 200 <= ans.status < 300 else WARNING if ans.status == 429 else CRITICAL
     text = ans.body.decode("utf-8", "replace")
     return status, f"HTTP {defn.method} {defn.http}: {ans.status} {ans.reason} Output: {text}"
-
-
-def _os_error(exc: OSError, where: str) -> str:
-    """Go's wording for a failed connect ("dial tcp 127.0.0.1:1: connect: connection refused")."""
-    if exc.strerror:
-        try:
-            u = _parse_url(where)
-            addr = f"[{u.host}]:{u.port}" if ":" in u.host else f"{u.host}:{u.port}"
-        except ValueError:
-            addr = where
-        return f"dial tcp {addr}: connect: {exc.strerror.lower()}"
-    return str(exc)
 
 
 _TLS_CONTEXTS: dict[bool, ssl.SSLContext] = {}
@@ -326,9 +322,7 @@ async def tcp_probe(defn: CheckDefinition) -> tuple[str, str]:
     except trio.TooSlowError:
         return CRITICAL, f"TCP connect {defn.tcp}: timed out after {defn.timeout:g}s"
     except OSError as exc:
-        addr = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        why = f"dial tcp {addr}: connect: {exc.strerror.lower()}" if exc.strerror else str(exc)
-        return CRITICAL, f"TCP connect {defn.tcp}: {why}"
+        return CRITICAL, f"TCP connect {defn.tcp}: {exc}"
     except ValueError as exc:
         return CRITICAL, f"TCP connect {defn.tcp}: {exc}"
     return PASSING, f"TCP connect {defn.tcp}: Success"
