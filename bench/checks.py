@@ -284,7 +284,9 @@ def report(args: argparse.Namespace, window: float, results: dict[str, dict[str,
                  f"{targets_cpu:.1f} s; window of {window:g} s starting one interval after every check was passing",
                  "CPU = agent utime+stime delta over the window (/proc/<pid>/stat) / wall time; runs = delta of "
                  "`murmur.check.results`; CPU per TCP run = (tcp - idle) / TCP runs, per HTTP run = "
-                 "(mixed - tcp) / HTTP runs; RSS sampled every second (VmRSS), VmHWM at the end"]
+                 "(mixed - tcp) / HTTP runs; RSS sampled every second (VmRSS), VmHWM at the end",
+                 "load average at the end of each window: " + ", ".join(
+                     f"{n} {r['load'][0]:.1f}" for n, r in results.items() if r.get("load"))]
         title = f"checks: one agent, 1,000 HTTP + 1,000 TCP checks at {args.interval:g} s, {window:g} s window"
         path = h.append_report(h.Report(NAME, title, table, info, h.command_line(), latest, notes),
                                Path(args.doc) if args.doc else h.DOC_PATH)
