@@ -19,7 +19,7 @@ from murmur.checks.definitions import CheckDefinition
 from murmur.checks.probes import run_probe
 from murmur.checks.status import CRITICAL, TTLTimer
 
-from .local_state import LocalState
+from .local_state import LocalCheck, LocalState
 
 if TYPE_CHECKING:
     from .metrics import Aggregate, Metrics
@@ -89,7 +89,12 @@ class CheckRunner:
                 if check.machine.record(status, output):
                     if check.machine.status != before:
                         log.info("check %s: %s -> %s", cid, before, check.machine.status)
-                    await self.on_change()
+                        await self.on_change()
+                    elif self.output_due(check):
+                        await self.on_change()
+                    # else: only the output changed, and check_update_interval says it is not due
+                    # yet: a pass now would write nothing. The periodic anti-entropy pass writes it
+                    # once due (a target whose body changes every run costs no pass per run).
                 await trio.sleep(defn.interval)
 
     def _run_sample(self, kind: str) -> Aggregate:
@@ -108,6 +113,11 @@ class CheckRunner:
             assert self.metrics is not None
             agg = self._aggs[key] = self.metrics.counter("murmur.check.results", {"type": kind, "status": status})
         return agg
+
+    def output_due(self, check: LocalCheck) -> bool:
+        """May a change to this check's output alone be written now (check_update_interval)?"""
+        interval = self.local.check_update_interval
+        return interval <= 0 or trio.current_time() - check.output_synced_at >= interval
 
     def poke(self) -> None:
         """Local checks may have changed (the agent syncs after every change): wake local aliases."""
