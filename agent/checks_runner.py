@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING, Any
 import trio
 from murmur.checks.alias import alias_status
 from murmur.checks.definitions import CheckDefinition
-from murmur.checks.probes import HTTPClients, run_probe
+from murmur.checks.probes import run_probe
 from murmur.checks.status import CRITICAL, TTLTimer
 
-from .local_state import LocalState
+from .local_state import LocalCheck, LocalState
 
 if TYPE_CHECKING:
-    from .metrics import Metrics
+    from .metrics import Aggregate, Metrics
 
 log = logging.getLogger("murmur.checks")
 
@@ -38,20 +38,16 @@ class CheckRunner:
         self.running: dict[str, tuple[CheckDefinition, trio.CancelScope]] = {}
         self.wakeups: dict[str, trio.Event] = {}
         self.metrics: Metrics | None = None  # set by the agent (agent/metrics.py)
-        self.http = HTTPClients()  # shared by all HTTP checks
+        self._aggs: dict[str, Aggregate] = {}  # the metrics series each run adds to
         self.changed = trio.Event()  # set by poke() when local state may have changed (alias checks)
         # Alias checks of another node: (node, index) -> (index, health.node rows). Set by the agent.
         self.read_node_checks: Callable[[str, int], Awaitable[tuple[int, list[dict[str, Any]]]]] | None = None
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        try:
-            async with trio.open_nursery() as nursery:
-                self.nursery = nursery
-                task_status.started()
-                await trio.sleep_forever()
-        finally:
-            with trio.CancelScope(shield=True), trio.move_on_after(2):
-                await self.http.aclose()
+        async with trio.open_nursery() as nursery:
+            self.nursery = nursery
+            task_status.started()
+            await trio.sleep_forever()
 
     def reconcile(self) -> None:
         """Start tasks for new or changed checks, stop those of removed checks."""
@@ -73,28 +69,55 @@ class CheckRunner:
 
     async def _probe_loop(self, cid: str, defn: CheckDefinition, scope: trio.CancelScope) -> None:
         with scope:
-            # Stagger the first run so many checks do not fire together after a start or reload.
-            await trio.sleep(self.rng.uniform(0, min(defn.interval, 1.0)))
+            # Stagger the first run over one interval, as Consul does, so many checks do not fire
+            # together after a start or reload, and their runs stay spread evenly afterwards.
+            await trio.sleep(self.rng.uniform(0, defn.interval))
             while True:
                 t0 = time.perf_counter()
                 try:
-                    status, output = await run_probe(defn, self.http)
+                    status, output = await run_probe(defn)
                 except Exception as exc:  # a probe bug must not kill the agent
                     log.exception("check %s: probe failed", cid)
                     status, output = CRITICAL, f"probe error: {exc}"
                 if self.metrics is not None:
-                    self.metrics.observe_ms("murmur.check.run", (time.perf_counter() - t0) * 1000.0,
-                                            {"type": defn.kind})
-                    self.metrics.incr("murmur.check.results", labels={"type": defn.kind, "status": status})
+                    self._run_sample(defn.kind).add((time.perf_counter() - t0) * 1000.0, True)
+                    self._result_counter(defn.kind, status).add(1.0, False)
                 check = self.local.checks.get(cid)
-                if check is None or check.defn != defn:
+                if check is None or (check.defn is not defn and check.defn != defn):
                     return
                 before = check.machine.status
                 if check.machine.record(status, output):
                     if check.machine.status != before:
                         log.info("check %s: %s -> %s", cid, before, check.machine.status)
-                    await self.on_change()
+                        await self.on_change()
+                    elif self.output_due(check):
+                        await self.on_change()
+                    # else: only the output changed, and check_update_interval says it is not due
+                    # yet: a pass now would write nothing. The periodic anti-entropy pass writes it
+                    # once due (a target whose body changes every run costs no pass per run).
                 await trio.sleep(defn.interval)
+
+    def _run_sample(self, kind: str) -> Aggregate:
+        """murmur.check.run{type}: looked up once per kind, not per run."""
+        agg = self._aggs.get(kind)
+        if agg is None:
+            assert self.metrics is not None
+            agg = self._aggs[kind] = self.metrics.sample("murmur.check.run", {"type": kind})
+        return agg
+
+    def _result_counter(self, kind: str, status: str) -> Aggregate:
+        """murmur.check.results{type, status}."""
+        key = kind + "\0" + status
+        agg = self._aggs.get(key)
+        if agg is None:
+            assert self.metrics is not None
+            agg = self._aggs[key] = self.metrics.counter("murmur.check.results", {"type": kind, "status": status})
+        return agg
+
+    def output_due(self, check: LocalCheck) -> bool:
+        """May a change to this check's output alone be written now (check_update_interval)?"""
+        interval = self.local.check_update_interval
+        return interval <= 0 or trio.current_time() - check.output_synced_at >= interval
 
     def poke(self) -> None:
         """Local checks may have changed (the agent syncs after every change): wake local aliases."""

@@ -28,13 +28,26 @@ class LocalCheck:
     source: str = "api"  # "config" checks are replaced on reload; "api" ones persist until deregistered
     output_synced_at: float = float("-inf")  # when this check's output last went to the catalog
     critical_since: float | None = None  # when the reaper first saw it critical (deregister_critical_service_after)
+    # The last spec built, reused while status and output stay the same: anti-entropy compares every
+    # check each pass, and building a spec (its sorted definition) is most of that pass's cost.
+    _spec: CheckSpec | None = field(default=None, repr=False, compare=False)
+    # (the catalog's spec, ours) when last found equal: while both objects stay the same, in sync.
+    _synced: tuple[CheckSpec, CheckSpec] | None = field(default=None, repr=False, compare=False)
 
     def spec(self, service_name: str = "") -> CheckSpec:
-        d = self.defn
-        return CheckSpec(check_id=d.id, name=d.name, status=self.machine.status, notes=d.notes,
-                         output=self.machine.output, service_id=d.service_id, type=d.kind,
-                         interval=d.interval_text, timeout=d.timeout_text,
-                         definition=tuple(sorted(d.display().items())))
+        m, cached = self.machine, self._spec
+        if cached is not None and cached.status == m.status and cached.output == m.output:
+            return cached
+        if cached is not None:
+            spec = dataclasses.replace(cached, status=m.status, output=m.output)
+        else:
+            d = self.defn
+            spec = CheckSpec(check_id=d.id, name=d.name, status=m.status, notes=d.notes,
+                             output=m.output, service_id=d.service_id, type=d.kind,
+                             interval=d.interval_text, timeout=d.timeout_text,
+                             definition=tuple(sorted(d.display().items())))
+        self._spec = spec
+        return spec
 
 
 @dataclass
@@ -114,18 +127,26 @@ class LocalState:
         return sorted(out)
 
     # ---- anti-entropy -------------------------------------------------------------------------
-    def _sync_spec(self, check: LocalCheck, have: dict[str, CheckRecord], now: float, service_name: str = "") -> CheckSpec:
-        """The check as it should be in the catalog now: its current spec, or, while only its
-        output changed and check_update_interval has not passed, the catalog's (no write)."""
+    def _sync_spec(self, check: LocalCheck, have: dict[str, CheckRecord], now: float,
+                   service_name: str = "") -> tuple[CheckSpec, bool]:
+        """The check as it should be in the catalog now, and whether the catalog has it already: its
+        current spec, or, while only its output changed and check_update_interval has not passed,
+        the catalog's (no write)."""
         spec = check.spec(service_name)
         rec = have.get(spec.check_id)
-        if rec is not None and rec.spec != spec and self.check_update_interval > 0 \
-                and now - check.output_synced_at < self.check_update_interval \
-                and dataclasses.replace(rec.spec, output=spec.output) == spec:
-            return rec.spec
-        if rec is None or rec.spec != spec:
-            check.output_synced_at = now
-        return spec
+        if rec is not None:
+            # The catalog's record and our spec are the very objects found equal last pass: in sync,
+            # without comparing field by field (2,000 checks, every second, on a server).
+            if check._synced is not None and check._synced[0] is rec.spec and check._synced[1] is spec:
+                return spec, True
+            if rec.spec == spec:
+                check._synced = (rec.spec, spec)
+                return spec, True
+            if self.check_update_interval > 0 and now - check.output_synced_at < self.check_update_interval \
+                    and dataclasses.replace(rec.spec, output=spec.output) == spec:
+                return rec.spec, True
+        check.output_synced_at = now
+        return spec, False
 
     def sync_commands(self, store: StateStore, now: float = 0.0) -> list[Command]:
         """What to write so the catalog matches this agent's node, services and checks. `now`
@@ -140,20 +161,20 @@ class LocalState:
             out.append(node_cmd)
         have_services = store.services.get(n.name, {})
         have_checks = store.checks.get(n.name, {})
+        by_service: dict[str, list[str]] = {}  # service ID ("" for node checks) -> its check IDs, sorted
+        for c in sorted(self.checks):
+            by_service.setdefault(self.checks[c].defn.service_id, []).append(c)
         for sid in sorted(self.services):
             spec = self.services[sid]
-            checks = tuple(self._sync_spec(self.checks[c], have_checks, now, spec.name) for c in sorted(self.checks)
-                           if self.checks[c].defn.service_id == sid)
+            synced = [self._sync_spec(self.checks[c], have_checks, now, spec.name) for c in by_service.get(sid, ())]
+            checks = tuple(c for c, _ in synced)
             rec = have_services.get(sid)
-            stale = [c for c in checks if c.check_id not in have_checks or have_checks[c.check_id].spec != c]
-            if rec is None or rec.spec != spec or stale:
+            if rec is None or rec.spec != spec or not all(ok for _, ok in synced):
                 out.append(Register(node=n.name, address=n.address, node_id=n.id, datacenter=n.datacenter,
                                     tagged_addresses=n.tagged_addresses, node_meta=n.meta, service=spec,
                                     checks=checks, skip_node_update=True))
-        node_checks = tuple(self._sync_spec(self.checks[c], have_checks, now) for c in sorted(self.checks)
-                            if not self.checks[c].defn.service_id)
-        stale_node = tuple(c for c in node_checks
-                           if c.check_id not in have_checks or have_checks[c.check_id].spec != c)
+        stale_node = tuple(c for c, ok in (self._sync_spec(self.checks[c], have_checks, now)
+                                           for c in by_service.get("", ())) if not ok)
         if stale_node:
             out.append(Register(node=n.name, address=n.address, node_id=n.id, datacenter=n.datacenter,
                                 checks=stale_node, skip_node_update=True))

@@ -123,6 +123,14 @@ class Metrics:
             agg = self.counters[key] = Aggregate()
         agg.add(value, False)
 
+    def counter(self, name: str, labels: dict[str, str] | None = None) -> Aggregate:
+        """The aggregate of one counter series, for hot paths to add to directly (`agg.add(1, False)`)."""
+        key = (name, labels_of(labels))
+        agg = self.counters.get(key)
+        if agg is None:
+            agg = self.counters[key] = Aggregate()
+        return agg
+
     def sample(self, name: str, labels: dict[str, str] | None = None) -> Aggregate:
         """The aggregate of one timing series, for hot paths to add to directly (`agg.add(ms, True)`)."""
         key = (name, labels_of(labels))

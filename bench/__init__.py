@@ -11,5 +11,6 @@ BENCHMARKS: dict[str, str] = {
     "gossip": "bench.gossip",  # membership vs serf
     "raft": "bench.raft",  # durable commits vs pysyncobj + fsync floor, failover
     "cluster": "bench.cluster",  # KV over HTTP on 3 servers vs etcd
-    "imports": "bench.imports",  # what an agent's imports cost in memory (no peer)
+    "imports": "bench.imports",
+    "checks": "bench.checks",  # 1,000 HTTP + 1,000 TCP checks in one agent: CPU, RSS (no peer)  # what an agent's imports cost in memory (no peer)
 }

@@ -1,7 +1,7 @@
 """What an agent's imports cost: resident memory after each import step, in a fresh interpreter.
 
 Steps are cumulative and in the order an agent pays for them: the interpreter, then each library,
-then murmur's own modules. A library the agent imports lazily (httpx for HTTP checks and the CLI,
+then murmur's own modules. A library the agent imports lazily (httpx for the CLI,
 cryptography for TLS, dnspython for the DNS server) is listed with the cost it adds when used.
 No peer: serf is one Go binary (its RSS is in the gossip benchmark).
 """
@@ -22,7 +22,7 @@ STEPS = [("python interpreter", ""), ("trio", "trio"), ("msgpack", "msgpack"), (
          ("murmur agent (all of murmur.agent.agent)", "murmur.agent.agent"),
          ("murmur CLI entry point", "murmur.cli.main"),
          ("+ dnspython (DNS server, when enabled)", "dns.message"),
-         ("+ httpx (HTTP checks, CLI commands)", "httpx"),
+         ("+ httpx (CLI commands; HTTP checks use h11)", "httpx"),
          ("+ prometheus_client (metrics)", "prometheus_client"),
          ("+ cryptography (TLS)", "cryptography.x509")]
 

@@ -7,89 +7,277 @@ with an explanation; a probe never raises for a failing target.
 
 from __future__ import annotations
 
+import errno
+import functools
+import ipaddress
+import os
+import socket
 import ssl
 import subprocess
-from typing import TYPE_CHECKING
+import urllib.parse
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any
 
 import trio
 
 from .definitions import CheckDefinition
 from .status import CRITICAL, PASSING, WARNING
 
-if TYPE_CHECKING:
-    import httpx
-
 BODY_LIMIT = 4096  # bytes of response body kept as output
 
 
-class HTTPClients:
-    """One HTTP client (and so one SSL context) per TLS and redirect setting, shared by every HTTP
-    check of an agent: building an SSL context costs milliseconds of CPU, a check run should not.
-    Keep-alive is off, as in Consul's HTTP checks: every run opens a fresh connection, so a check
-    sees a server that stopped accepting connections."""
+REDIRECT_LIMIT = 10  # as Go's http.Client: the 11th redirect is an error
+REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
+ACCEPT = "text/plain, text/*, */*"  # Consul's Accept header for HTTP checks
+USER_AGENT = "murmur health check"
+RECV_SIZE = 65536
 
-    def __init__(self) -> None:
-        self.clients: dict[tuple[bool, bool], httpx.AsyncClient] = {}
 
-    def get(self, defn: CheckDefinition) -> httpx.AsyncClient:
-        import httpx
+@dataclass(frozen=True)
+class _URL:
+    scheme: str
+    host: str  # without brackets
+    port: int
+    target: str  # path and query, as sent in the request line
+    authority: str  # the Host header
 
-        key = (defn.tls_skip_verify, defn.disable_redirects)
-        client = self.clients.get(key)
-        if client is None:
-            client = self.clients[key] = httpx.AsyncClient(
-                verify=not defn.tls_skip_verify, follow_redirects=not defn.disable_redirects,
-                limits=httpx.Limits(max_keepalive_connections=0))
-        return client
+
+@functools.lru_cache(maxsize=4096)
+def _parse_url(url: str) -> _URL:
+    parts = urllib.parse.urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        raise ValueError(f"unsupported protocol scheme {parts.scheme!r}")
+    host = parts.hostname or ""
+    if not host:
+        raise ValueError("no host in URL")
+    port = parts.port or (443 if scheme == "https" else 80)
+    target = parts.path or "/"
+    if parts.query:
+        target += "?" + parts.query
+    netloc = parts.netloc.rpartition("@")[2]
+    return _URL(scheme, host, port, target, netloc)
+
+
+@functools.lru_cache(maxsize=4096)
+def _numeric(host: str, port: int) -> tuple[int, tuple[Any, ...]] | None:
+    """(family, sockaddr) of an IP literal; None for a name, which needs resolving."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    return (socket.AF_INET6, (host, port, 0, 0)) if ip.version == 6 else (socket.AF_INET, (host, port))
+
+
+def _close(sock: socket.socket) -> None:
+    trio.lowlevel.notify_closing(sock)
+    sock.close()
+
+
+class ConnectError(OSError):
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+async def _connect(host: str, port: int) -> socket.socket:
+    """A connected non-blocking stdlib socket, without trio's stream objects (a check run is mostly
+    connection cost, so this is the hot path). Names are resolved in a thread, IP literals not at all."""
+    numeric = _numeric(host, port)
+    if numeric is not None:
+        addrs = [numeric]
+    else:
+        infos = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        addrs = [(fam, sa) for fam, _, _, _, sa in infos]
+        if not addrs:
+            raise OSError(f"no address for {host}")
+    last: OSError | None = None
+    for family, sockaddr in addrs:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            err = sock.connect_ex(sockaddr)
+            if err == errno.EINPROGRESS:
+                await trio.lowlevel.wait_writable(sock)
+                err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err:
+                raise OSError(err, os.strerror(err))
+        except OSError as exc:
+            _close(sock)
+            last = exc
+            continue
+        except BaseException:
+            _close(sock)
+            raise
+        return sock
+    assert last is not None
+    if last.strerror:  # Go's wording: "dial tcp 127.0.0.1:1: connect: connection refused"
+        addr = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        raise ConnectError(last.errno, f"dial tcp {addr}: connect: {last.strerror.lower()}")
+    raise last
+
+
+class _Plain:
+    """send_all / receive_some on a raw non-blocking socket."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    async def send_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                n = self.sock.send(view)
+            except BlockingIOError:
+                await trio.lowlevel.wait_writable(self.sock)
+                continue
+            view = view[n:]
+
+    async def receive_some(self) -> bytes:
+        while True:
+            try:
+                return self.sock.recv(RECV_SIZE)
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(self.sock)
 
     async def aclose(self) -> None:
-        clients, self.clients = list(self.clients.values()), {}
-        for c in clients:
-            await c.aclose()
+        _close(self.sock)
 
 
-async def http_probe(defn: CheckDefinition, client: httpx.AsyncClient | None = None) -> tuple[str, str]:
-    """2xx passing, 429 warning (Too Many Requests), anything else or no answer critical."""
-    import httpx  # lazily: an agent without HTTP checks is spared ~4 MiB of imports
+class _TLS:
+    def __init__(self, stream: trio.SSLStream[trio.SocketStream]) -> None:
+        self.stream = stream
 
-    headers = [(k, v) for k, vals in defn.header.items() for v in vals]
-    headers.append(("User-Agent", "murmur health check"))
-    own = client is None
-    if client is None:
-        client = httpx.AsyncClient(verify=not defn.tls_skip_verify, follow_redirects=not defn.disable_redirects)
-    extensions = {"sni_hostname": defn.tls_server_name} if defn.tls_server_name else None
+    async def send_all(self, data: bytes) -> None:
+        await self.stream.send_all(data)
+
+    async def receive_some(self) -> bytes:
+        return bytes(await self.stream.receive_some(RECV_SIZE))
+
+    async def aclose(self) -> None:
+        await trio.aclose_forcefully(self.stream)
+
+
+async def _open(url: _URL, defn: CheckDefinition) -> _Plain | _TLS:
+    sock = await _connect(url.host, url.port)
+    if url.scheme == "http":
+        return _Plain(sock)
+    stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
+    tls = trio.SSLStream(stream, tls_context(defn.tls_skip_verify), server_hostname=defn.tls_server_name or url.host)
+    try:
+        await tls.do_handshake()
+    except BaseException:
+        await trio.aclose_forcefully(stream)
+        raise
+    return _TLS(tls)
+
+
+class _Answer:
+    __slots__ = ("status", "reason", "location", "body")
+
+    def __init__(self) -> None:
+        self.status = 0
+        self.reason = ""
+        self.location = ""
+        self.body = b""
+
+
+async def _exchange(url: _URL, method: str, headers: list[tuple[str, str]], body: bytes,
+                    defn: CheckDefinition) -> _Answer:
+    """One request on a fresh connection: the status, reason, Location and up to BODY_LIMIT bytes of body."""
+    import h11
+
+    conn = await _open(url, defn)
+    try:
+        h = h11.Connection(h11.CLIENT)
+        data = h.send(h11.Request(method=method, target=url.target, headers=headers))
+        if body:
+            data += h.send(h11.Data(data=body))
+        data += h.send(h11.EndOfMessage())
+        await conn.send_all(data)
+        ans = _Answer()
+        chunks: list[bytes] = []
+        size = 0
+        for _ in range(100_000):  # bounded: each turn takes an event or RECV_SIZE bytes
+            event = h.next_event()
+            if event is h11.NEED_DATA:
+                h.receive_data(await conn.receive_some())
+            elif isinstance(event, h11.Response):
+                ans.status, ans.reason = event.status_code, event.reason.decode("latin-1") or _phrase(event.status_code)
+                for name, value in event.headers:
+                    if name == b"location":
+                        ans.location = value.decode("latin-1")
+            elif isinstance(event, h11.Data):
+                chunks.append(event.data)
+                size += len(event.data)
+                if size >= BODY_LIMIT:
+                    break  # enough for the output: no need to read the rest
+            elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
+                break
+        ans.body = b"".join(chunks)[:BODY_LIMIT]
+        return ans
+    finally:
+        await conn.aclose()
+
+
+def _phrase(code: int) -> str:
+    """The standard reason phrase, for a server that sent none."""
+    try:
+        return HTTPStatus(code).phrase
+    except ValueError:
+        return ""
+
+
+def _request_headers(defn: CheckDefinition, url: _URL, body: bytes) -> list[tuple[str, str]]:
+    given = {k.lower() for k in defn.header}
+    headers: list[tuple[str, str]] = []
+    if "host" not in given:
+        headers.append(("Host", url.authority))
+    headers += [(k, v) for k, vals in defn.header.items() for v in vals]
+    if "user-agent" not in given:
+        headers.append(("User-Agent", USER_AGENT))
+    if "accept" not in given:
+        headers.append(("Accept", ACCEPT))
+    headers.append(("Connection", "close"))
+    if body or defn.method.upper() in ("POST", "PUT", "PATCH"):
+        headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
+        headers.append(("Content-Length", str(len(body))))
+    return headers
+
+
+async def http_probe(defn: CheckDefinition) -> tuple[str, str]:
+    """2xx passing, 429 warning (Too Many Requests), anything else or no answer critical. Redirects
+    are followed (up to 10) unless disable_redirects; 301/302/303 turn the request into a GET without
+    a body (except for a GET or HEAD), as Go's client does. h11 over a raw socket: no client object,
+    a few hundred microseconds of CPU per run (httpx took several milliseconds)."""
+    import h11
+
+    label = f"{defn.method} {defn.http}"
+    method, body = defn.method, defn.body.encode() if defn.body else b""
+    current = defn.http
     try:
         with trio.move_on_after(defn.timeout) as scope:
-            resp = await client.request(defn.method, defn.http, headers=headers,
-                                        content=defn.body.encode() if defn.body else None, timeout=defn.timeout,
-                                        extensions=extensions)
-            body = resp.content[:BODY_LIMIT].decode("utf-8", "replace")
+            for redirects in range(REDIRECT_LIMIT + 1):
+                url = _parse_url(current)
+                ans = await _exchange(url, method, _request_headers(defn, url, body), body, defn)
+                if defn.disable_redirects or ans.status not in REDIRECT_CODES or not ans.location:
+                    break
+                if redirects == REDIRECT_LIMIT:
+                    return CRITICAL, f"{label}: stopped after {REDIRECT_LIMIT} redirects"
+                current = urllib.parse.urljoin(current, ans.location)
+                if ans.status in (301, 302, 303) and method.upper() not in ("GET", "HEAD"):
+                    method, body = "GET", b""
         if scope.cancelled_caught:
-            return CRITICAL, f"{defn.method} {defn.http}: timed out after {defn.timeout:g}s"
-    except httpx.HTTPError as exc:
-        return CRITICAL, f"{defn.method} {defn.http}: {type(exc).__name__}: {exc}{_root_cause(exc)}"
+            return CRITICAL, f"{label}: timed out after {defn.timeout:g}s"
     except OSError as exc:
-        return CRITICAL, f"{defn.method} {defn.http}: {exc}"
-    finally:
-        if own:
-            await client.aclose()
-    status = PASSING if 200 <= resp.status_code < 300 else WARNING if resp.status_code == 429 else CRITICAL
-    return status, f"HTTP {defn.method} {defn.http}: {resp.status_code} {resp.reason_phrase} Output: {body}"
-
-
-def _root_cause(exc: BaseException) -> str:
-    """The OS error underneath a client error ("Connection refused"), which says the most."""
-    seen = 0
-    cur: BaseException | None = exc
-    while cur is not None and seen < 10:
-        if isinstance(cur, OSError) and cur.strerror:
-            return f" ({cur.strerror})"
-        if isinstance(cur, BaseExceptionGroup) and cur.exceptions:
-            cur = cur.exceptions[0]
-        else:
-            cur = cur.__cause__ or cur.__context__
-        seen += 1
-    return ""
+        return CRITICAL, f"{label}: {exc}"
+    except trio.BrokenResourceError as exc:  # a TLS handshake or stream failure
+        return CRITICAL, f"{label}: {exc.__cause__ or exc}"
+    except (h11.ProtocolError, ValueError) as exc:
+        return CRITICAL, f"{label}: {type(exc).__name__}: {exc}"
+    status = PASSING if 200 <= ans.status < 300 else WARNING if ans.status == 429 else CRITICAL
+    text = ans.body.decode("utf-8", "replace")
+    return status, f"HTTP {defn.method} {defn.http}: {ans.status} {ans.reason} Output: {text}"
 
 
 _TLS_CONTEXTS: dict[bool, ssl.SSLContext] = {}
@@ -115,21 +303,27 @@ async def tcp_probe(defn: CheckDefinition) -> tuple[str, str]:
     host = host.strip("[]")
     try:
         with trio.fail_after(defn.timeout):
-            stream: trio.abc.Stream = await trio.open_tcp_stream(host, int(port))
-            if defn.tcp_use_tls:
-                tls = trio.SSLStream(stream, tls_context(defn.tls_skip_verify),
-                                     server_hostname=defn.tls_server_name or host)
-                try:
-                    await tls.do_handshake()
-                except trio.BrokenResourceError as exc:
-                    await stream.aclose()
-                    cause = exc.__cause__ or exc
-                    return CRITICAL, f"TCP connect {defn.tcp}: TLS handshake failed: {cause}"
-                stream = tls
-        await trio.aclose_forcefully(stream)
+            sock = await _connect(host, int(port))
+            if not defn.tcp_use_tls:
+                _close(sock)
+                return PASSING, f"TCP connect {defn.tcp}: Success"
+            stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
+            tls = trio.SSLStream(stream, tls_context(defn.tls_skip_verify), server_hostname=defn.tls_server_name or host)
+            try:
+                await tls.do_handshake()
+            except trio.BrokenResourceError as exc:
+                await trio.aclose_forcefully(stream)
+                cause = exc.__cause__ or exc
+                return CRITICAL, f"TCP connect {defn.tcp}: TLS handshake failed: {cause}"
+            except BaseException:
+                await trio.aclose_forcefully(stream)
+                raise
+        await trio.aclose_forcefully(tls)
     except trio.TooSlowError:
         return CRITICAL, f"TCP connect {defn.tcp}: timed out after {defn.timeout:g}s"
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
+        return CRITICAL, f"TCP connect {defn.tcp}: {exc}"
+    except ValueError as exc:
         return CRITICAL, f"TCP connect {defn.tcp}: {exc}"
     return PASSING, f"TCP connect {defn.tcp}: Success"
 
@@ -282,10 +476,10 @@ async def grpc_probe(defn: CheckDefinition) -> tuple[str, str]:
     return CRITICAL, f"{label}: {name}"
 
 
-async def run_probe(defn: CheckDefinition, http: HTTPClients | None = None) -> tuple[str, str]:
+async def run_probe(defn: CheckDefinition) -> tuple[str, str]:
     """Dispatch on the check's kind; kinds without a probe yet say so as critical output."""
     if defn.kind == "http":
-        return await http_probe(defn, http.get(defn) if http is not None else None)
+        return await http_probe(defn)
     if defn.kind == "tcp":
         return await tcp_probe(defn)
     if defn.kind == "script":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,10 @@ def agent(dev: bool, config_dir: tuple[str, ...], config_file: tuple[str, ...], 
     from murmur.agent.storage.raft_log import StorageError
 
     fatal = (StartError, StorageError, NameConflictLost)  # reported as one line and a non-zero exit, not a traceback
+    if os.environ.get("MURMUR_SAMPLE"):  # a sampling profile of the run (agent/sampler.py, bench/checks.py)
+        from murmur.agent.sampler import start_from_env
+
+        start_from_env()
     try:
         trio.run(Agent(cfg, paths, overrides).run)
     except KeyboardInterrupt:

@@ -153,3 +153,42 @@ def test_local_alias_follows_at_once_when_poked() -> None:
     assert seen[0] == (0.0, P)  # starts critical (the default), follows web to passing at once
     assert seen[1] == (pytest.approx(5.3), C)  # and to critical when poked, not at the next 1 s poll
     assert len(seen) == 2
+
+
+def test_output_only_changes_ask_for_a_sync_only_when_due(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A target whose body changes every run: with check_update_interval 60 s and a 10 s interval,
+    the runner asks for a sync on the status change and then about once a minute, not every run;
+    with check_update_interval 0, every run."""
+    def syncs_asked(update_interval: float) -> list[float]:
+        n = [0]
+
+        async def probe(defn: Any, http: Any = None) -> tuple[str, str]:
+            n[0] += 1
+            return P, f"body {n[0]}"
+
+        monkeypatch.setattr(checks_runner, "run_probe", probe)
+        local = LocalState(NodeInfo("n1", "id-1", "10.0.0.1", "dc1"), check_update_interval=update_interval)
+        local.add_check(from_api({"Name": "web", "TCP": "127.0.0.1:1", "Interval": "10s"}), 0.0)
+        store, asked = StateStore(), []
+
+        async def on_change() -> None:  # what the agent's sync pass does, recorded
+            asked.append(trio.current_time())
+            for i, cmd in enumerate(local.sync_commands(store, trio.current_time())):
+                assert store.apply(len(asked) * 100 + i + 1, cmds.encode(cmd)) is True
+
+        async def main() -> None:
+            runner = CheckRunner(local, on_change, random.Random(3))
+            async with trio.open_nursery() as nursery:
+                await nursery.start(runner.serve)
+                runner.reconcile()
+                await trio.sleep(305)  # ~30 runs
+                nursery.cancel_scope.cancel()
+
+        trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+        assert n[0] >= 29
+        return asked
+
+    paced = syncs_asked(60.0)
+    assert 5 <= len(paced) <= 7  # the change to passing, then one per 60 s
+    assert all(b - a >= 60.0 for a, b in zip(paced[1:], paced[2:], strict=False))
+    assert len(syncs_asked(0.0)) >= 29  # control: unpaced, every run's new output is written
