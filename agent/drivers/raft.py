@@ -68,14 +68,21 @@ class _Trace:
 
 
 class _Save:
-    """One save handed to the storage writer: `done` is set (on the trio thread) once it returned."""
+    """One save handed to the storage writer: `done` is set (on the trio thread) once it returned,
+    and `on_done`, if set by then, is called there too."""
 
-    __slots__ = ("done", "error", "queued", "started", "finished")
+    __slots__ = ("done", "error", "queued", "started", "finished", "on_done")
 
     def __init__(self) -> None:
         self.done = trio.Event()
         self.error: BaseException | None = None
         self.queued = self.started = self.finished = 0.0  # perf_counter marks, for the trace
+        self.on_done: Callable[[], None] | None = None
+
+    def finish(self) -> None:
+        self.done.set()
+        if self.on_done is not None:
+            self.on_done()
 
 
 class StorageWriter:
@@ -85,10 +92,15 @@ class StorageWriter:
     is under way before its AppendEntries go out, and no task runs in between. (trio's to_thread
     first passes a checkpoint, during which the transport's sender tasks ran their loopback sends,
     each of which could hand the CPU to the receiving process for milliseconds on a loaded box,
-    all before the write had even started.) The thread reports back with one run_sync_soon."""
+    all before the write had even started.) The thread reports back with one run_sync_soon.
 
-    def __init__(self, token: trio.lowlevel.TrioToken) -> None:
+    Group commit: saves queued while one runs are written together, in order, in one transaction
+    and one fsync, when the storage offers `save_many` (the leader does not wait for its own
+    write, so several of its Readys may queue up behind one fsync)."""
+
+    def __init__(self, token: trio.lowlevel.TrioToken, storage: object | None = None) -> None:
         self.token = token
+        self.storage = storage
         self.queue: queue.SimpleQueue[tuple[Callable[..., Any], tuple[Any, ...], _Save] | None] = queue.SimpleQueue()
         self.thread = threading.Thread(target=self._work, name="raft-storage", daemon=True)
         self.thread.start()
@@ -112,21 +124,61 @@ class StorageWriter:
         self.queue.put(None)
 
     def _work(self) -> None:
-        while True:
+        stopping = False
+        while not stopping:
             item = self.queue.get()
             if item is None:
                 return
-            fn, args, job = item
-            job.started = time.perf_counter()
+            batch = [item]
+            while True:  # whatever queued up meanwhile goes with it
+                try:
+                    more = self.queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stopping = True
+                    break
+                batch.append(more)
+            now = time.perf_counter()
+            for _, _, job in batch:
+                job.started = now
+            save_many = getattr(self.storage, "save_many", None)
+            saves = [args for fn, args, _ in batch if fn == getattr(self.storage, "save", None)]
             try:
-                fn(*args)
+                if save_many is not None and len(saves) == len(batch) > 1:
+                    save_many(saves)
+                else:
+                    for fn, args, _ in batch:
+                        fn(*args)
             except BaseException as exc:  # handed to the trio side, which raises it
-                job.error = exc
-            job.finished = time.perf_counter()
+                for _, _, job in batch:
+                    job.error = exc
+            now = time.perf_counter()
+            jobs = [job for _, _, job in batch]
+            for job in jobs:
+                job.finished = now
             try:
-                self.token.run_sync_soon(job.done.set)
+                self.token.run_sync_soon(_finish_all, jobs)
             except trio.RunFinishedError:
                 return
+
+
+class _Report:
+    """Posts a leader's finished write back to its driver's inbox (on the trio thread)."""
+
+    __slots__ = ("driver", "item")
+
+    def __init__(self, driver: RaftDriver, job: _Save, rd: Ready, late: list[Message]) -> None:
+        self.driver = driver
+        self.item = (job, rd, late)
+
+    def __call__(self) -> None:
+        self.driver._post("persisted", self.item)
+
+
+def _finish_all(jobs: list[_Save]) -> None:
+    for job in jobs:
+        job.finish()
 
 
 class Storage(Protocol):
@@ -339,7 +391,7 @@ class RaftDriver:
     # ---- the loop -------------------------------------------------------------------------------
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         if not getattr(self.storage, "inline", False):
-            self.writer = StorageWriter(trio.lowlevel.current_trio_token())
+            self.writer = StorageWriter(trio.lowlevel.current_trio_token(), self.storage)
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -405,6 +457,8 @@ class RaftDriver:
             done.set()
         elif kind == "snapstatus":
             node.report_snapshot(item[0], item[1])
+        elif kind == "persisted":
+            self._persisted(*item)
         elif kind == "read":
             try:
                 node.read_index(item)
@@ -450,16 +504,24 @@ class RaftDriver:
         for m in rd.messages:  # the leader replicates while it writes its own copy (thesis §10.2.1)
             if leading and m.type in EARLY_SEND:
                 self.transport.send(m)
+        # A leader does not wait for its own write (etcd's async storage writes): it goes on
+        # stepping acks and proposals meanwhile, and the core counts its copy toward a commit only
+        # once the write is reported durable (the "persisted" inbox item). A follower or candidate
+        # waits: its ack or vote promises what it wrote. The storage writer runs saves in order,
+        # so a follower's wait also covers any write it started while it led.
+        durable = job is None or self.writer is None or not leading or rd.snapshot is not None
         t_saved = t0
-        if job is not None:
+        if job is not None and durable:
             await StorageWriter.wait(job)
             t_saved = time.perf_counter()
-            self.stats["writes"] += 1
-            self.stats["entries_written"] += len(rd.entries)
-            FAILPOINTS.hit("raft-after-fsync")
-        for m in rd.messages:  # the rest only once the state they promise is durable
-            if not (leading and m.type in EARLY_SEND):
-                self.transport.send(m)
+            self._saved(rd)
+        if durable:
+            for m in rd.messages:  # the rest only once the state they promise is durable
+                if not (leading and m.type in EARLY_SEND):
+                    self.transport.send(m)
+        elif job is not None:
+            late = [m for m in rd.messages if m.type not in EARLY_SEND]
+            job.on_done = _Report(self, job, rd, late)
         if rd.snapshot is not None:
             self._install(rd.snapshot)
         if rd.committed_entries:
@@ -473,7 +535,7 @@ class RaftDriver:
                 w[1].append(rs.index)
                 w[0].set()
         was_leader = self.is_leader
-        self.node.advance(rd)
+        self.node.advance(rd, durable=durable)
         if rd.soft_state is not None:
             role = rd.soft_state.role.name.lower()
             if role in self.became:
@@ -518,6 +580,24 @@ class RaftDriver:
                 self.snapshot_in_flight = True
                 self._nursery.start_soon(self._write_in_background, snap)
 
+    def _saved(self, rd: Ready) -> None:
+        self.stats["writes"] += 1
+        self.stats["entries_written"] += len(rd.entries)
+        FAILPOINTS.hit("raft-after-fsync")
+
+    def _persisted(self, job: _Save, rd: Ready, late: list[Message]) -> None:
+        """A leader's write (started without waiting) is durable: count our own copy (which may
+        commit entries), then send what had to wait for it. A write error stops the driver."""
+        if job.error is not None:
+            raise job.error
+        self._saved(rd)
+        self.node.persisted(rd)
+        for m in late:
+            self.transport.send(m)
+        if self._trace is not None:
+            self._trace.add("P", len(rd.entries), f"{(job.finished - job.started) * 1000:.3f}",
+                            f"{(time.perf_counter() - job.queued) * 1000:.3f}")
+
     @staticmethod
     async def _run(owner: object, fn: Callable[..., Any], *args: Any) -> Any:
         """Storage work: in a worker thread (an fsync must not stall the event loop), or inline
@@ -557,6 +637,8 @@ class RaftDriver:
         term = raft.log.term(index)
         if self.snapshots is None or index <= raft.log.snapshot.meta.index or term is None:
             return None
+        if index > raft.log.stabled:
+            return None  # a leader applied entries its own write has not made durable yet: later
         return Snapshot(SnapshotMeta(index, term, tuple(sorted(raft.voters_at(index)))), self.fsm.snapshot())
 
     async def _write_in_background(self, snap: Snapshot) -> None:
