@@ -2,9 +2,12 @@
 
 Everything that touches the node goes through one inbox (network messages, ticks, proposals,
 read requests) and one loop that, per round: steps the inbox, then for each Ready persists (on the
-storage writer thread: the fsync must not block the event loop), sends, applies, advances. Whatever
-arrives while a write is in flight waits in the inbox and lands in the next write: that is the
-group commit, one transaction and one fsync for everything that came in meanwhile.
+storage writer thread: the fsync must not block the event loop), sends, applies, advances. A
+follower waits for its write before it acks; a leader does not (etcd-io/raft's async storage
+writes): it sends its AppendEntries at once and goes on, and its write, once durable, comes back
+through the inbox ("persisted") to count the leader's own copy toward a commit. Writes that queue
+up behind a running one go to disk together (the storage writer's group commit: one transaction
+and one fsync for everything that came in meanwhile).
 
 Snapshots: once the applied index runs `snapshot_threshold` entries past the last snapshot, the
 driver asks the state machine for one (synchronously, so it is exactly the state at the applied
