@@ -571,7 +571,7 @@ class RaftDriver:
             # time, role, entries, committed, message kinds, synced, save in its thread, save awaited,
             # whole Ready, queue -> thread start, thread end -> trio resumed (ms)
             marks = (job.started - job.queued, job.finished - job.started, job.queued, t_saved - job.finished
-                     ) if job is not None and job.started else (0.0, 0.0, t0, 0.0)
+                     ) if job is not None and durable and job.started else (0.0, 0.0, t0, 0.0)
             self._trace.add(f"{t0 * 1000:.3f}", "L" if leading else "F", len(rd.entries), len(rd.committed_entries),
                             kinds, int(rd.must_sync), f"{marks[1] * 1000:.3f}", f"{(t_saved - t0) * 1000:.3f}",
                             f"{(t1 - t0) * 1000:.3f}", f"{marks[0] * 1000:.3f}", f"{marks[3] * 1000:.3f}")
@@ -594,12 +594,15 @@ class RaftDriver:
         if job.error is not None:
             raise job.error
         self._saved(rd)
+        # (for the trace: were this write's entries committed already, on the followers' copies?)
+        ahead = int(bool(rd.entries) and self.node.raft.log.committed >= rd.entries[-1].index)
         self.node.persisted(rd)
         for m in late:
             self.transport.send(m)
         if self._trace is not None:
+            # P, entries, save in its thread, queued -> reported here (ms), committed before this
             self._trace.add("P", len(rd.entries), f"{(job.finished - job.started) * 1000:.3f}",
-                            f"{(time.perf_counter() - job.queued) * 1000:.3f}")
+                            f"{(time.perf_counter() - job.queued) * 1000:.3f}", ahead)
 
     @staticmethod
     async def _run(owner: object, fn: Callable[..., Any], *args: Any) -> Any:
