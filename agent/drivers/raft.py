@@ -306,6 +306,7 @@ class RaftDriver:
         self._known_voters = sorted(node.raft.voters)
         self._trace = _Trace(_TRACE_DIR) if _TRACE_DIR else None
         self.writer: StorageWriter | None = None  # started by serve() unless the storage is inline
+        self._last_async: _Save | None = None  # the newest save a leader started without waiting
 
     # ---- inputs (any task) ----------------------------------------------------------------------
     def _post(self, kind: str, item: Any) -> None:
@@ -518,6 +519,12 @@ class RaftDriver:
             await StorageWriter.wait(job)
             t_saved = time.perf_counter()
             self._saved(rd)
+        elif durable and not leading and self._last_async is not None and not self._last_async.done.is_set():
+            # A former leader's write still running: what we send now (an ack of entries we
+            # already had, say) may rest on it. The writer runs saves in order: wait for it.
+            await StorageWriter.wait(self._last_async)
+        if not durable and job is not None:
+            self._last_async = job
         if durable:
             for m in rd.messages:  # the rest only once the state they promise is durable
                 if not (leading and m.type in EARLY_SEND):
