@@ -4,8 +4,8 @@ replays with `python tests/sim/raft_sim.py SEED NODES`.
 
 CI runs SEEDS_3 + SEEDS_5 = 150 seeds (about 25 s of CPU on a 2-core EPYC since compaction joined
 the mix), plus 30 seeds each of the leader-isolated and leader-paused ReadIndex scenarios, 40
-membership-change seeds, 20 lease-read seeds per scenario, the lease measurements and the planted
-bugs: the whole file took 110-170 s of CPU on the shared 2-core box. --runslow runs about 5000 more.
+membership-change seeds, 20 lease-read seeds per scenario, 40 seeds with asynchronous leader
+writes (about 10 s of CPU), the lease measurements and the planted bugs: the whole file took 110-170 s of CPU on the shared 2-core box. --runslow runs about 5000 more.
 Three seeds in four compact their logs at a threshold drawn per seed (5, 20 or 50 entries), so
 snapshot sends, losses and installs are in the fault mix.
 Every checker is also shown failing on a planted bug, with a positive control beside it.
