@@ -142,7 +142,9 @@ class Raft:
         last = self.log.last_index()
         self.prs = {v: Progress(last + 1, self.config.max_inflight_msgs) for v in sorted(self.voters | self.learners)}
         if self.id in self.prs:
-            self.prs[self.id].match = last
+            # Our own copy counts only as far as it is durable (etcd-io/raft's self-ack after
+            # the storage write): entries still being written do not count toward a commit.
+            self.prs[self.id].match = self.log.stabled
         self.pending_reads.clear()
         self.heartbeat_acked = {}
         self.lead_transferee = NONE
@@ -271,9 +273,8 @@ class Raft:
         self.lead = self.id
         self.role = Role.LEADER
         if self.id not in self.prs:  # leading a configuration that leaves us out (removed_pending)
-            last = self.log.last_index()
-            self.prs[self.id] = Progress(last + 1, self.config.max_inflight_msgs)
-            self.prs[self.id].match = last
+            self.prs[self.id] = Progress(self.log.last_index() + 1, self.config.max_inflight_msgs)
+            self.prs[self.id].match = self.log.stabled  # as _reset: only what is durable counts
         self.prs[self.id].become_replicate()
         # A no-op in the new term lets the leader commit (and learn the commit of) earlier entries.
         self._append([Entry(0, 0, EntryType.NOOP)])
@@ -331,7 +332,10 @@ class Raft:
         self.log.append(stamped)
         if any(e.type == EntryType.CONF_CHANGE for e in stamped):
             self._rebuild_conf(last)  # in force from the moment it is in our log
-        self.prs[self.id].maybe_update(self.log.last_index())
+        # Our own match does not move here: the entries count for us only once the driver reports
+        # them durable (`on_persisted`), so a commit always rests on a quorum of durable copies
+        # while the leader's write runs in parallel with its followers' (etcd's async storage
+        # writes; Raft thesis §10.2.1). (A conf change may shrink the quorum: check anyway.)
         self._maybe_commit()
 
     def _maybe_commit(self) -> bool:
@@ -348,6 +352,20 @@ class Raft:
                     del self.prs[v]  # removed, and the removal is committed
             return True
         return False
+
+    def on_persisted(self, index: int, term: int, epoch: int | None = None) -> None:
+        """The driver's storage made our log durable up to (index, term), in a write handed out
+        at log epoch `epoch`. A leader now counts its own copy of those entries, which may commit
+        them. A stale report (the log was truncated since, or no longer holds that entry) changes
+        nothing."""
+        if not self.log.stable_to(index, term, epoch):
+            return
+        pr = self.prs.get(self.id)
+        if self.role != Role.LEADER or pr is None or not pr.maybe_update(self.log.stabled):
+            return
+        if self._maybe_commit():
+            self._bcast_append()
+            self._maybe_step_down_removed()
 
     def compact(self, index: int, data: bytes, keep: int = 0) -> None:
         """The application holds a durable snapshot `data` of its state as applied through

@@ -4,7 +4,12 @@ Indexes start at 1. Entries up to `offset` have been compacted away; the term at
 so the log-matching check still works at the boundary. The snapshot covers at least that much; a
 compaction may keep some entries the snapshot also covers (`keep`, Consul's trailing logs), so a
 follower just behind a fresh snapshot still gets entries rather than the whole snapshot. `stabled` is the last index the
-driver has made durable; everything after it is handed out in the next Ready.
+driver has made durable; `in_progress` (>= stabled) the last it has been handed (etcd-io/raft's
+"in progress" writes, for asynchronous storage writes): everything after `in_progress` goes out
+in the next Ready, and an entry counts as durable only once the driver reports its write done
+(`stable_to`). `epoch` counts the truncations of the log (entries replaced, or the log replaced by
+a snapshot): a write report from before one is ignored, since the entries it wrote may since have
+been overwritten on disk by a later write still in the queue.
 
 `snapshot` is the newest snapshot this node has (made by its application and handed over with
 `compact`, or received from a leader): the one a leader sends a follower that needs entries it no
@@ -36,6 +41,8 @@ class RaftLog:
             if e.index != self.offset + 1 + i:
                 raise LogError(f"entry {i} has index {e.index}, want {self.offset + 1 + i}")
         self.stabled = self.last_index()
+        self.in_progress = self.stabled
+        self.epoch = 0
         self.committed = max(committed, self.offset)
         self.applied = max(applied, self.offset)
 
@@ -75,7 +82,8 @@ class RaftLog:
         return out
 
     def unstable_entries(self) -> list[Entry]:
-        return self.entries[self.stabled - self.offset:] if self.stabled >= self.offset else list(self.entries)
+        """The entries not yet handed to storage."""
+        return self.entries[self.in_progress - self.offset:] if self.in_progress >= self.offset else list(self.entries)
 
     def next_committed(self) -> list[Entry]:
         if self.committed <= self.applied:
@@ -99,9 +107,12 @@ class RaftLog:
             raise LogError(f"would overwrite committed entry {first} (committed {self.committed})")
         if first > self.last_index() + 1:
             raise LogError(f"gap: appending {first} after {self.last_index()}")
+        if first <= self.last_index():
+            self.epoch += 1  # entries replaced: earlier write reports no longer say what is on disk
         del self.entries[first - self.offset - 1:]
         self.entries.extend(entries)
         self.stabled = min(self.stabled, first - 1)
+        self.in_progress = min(self.in_progress, first - 1)
         return self.last_index()
 
     def maybe_append(self, index: int, log_term: int, committed: int, entries: Sequence[Entry]) -> int | None:
@@ -126,10 +137,22 @@ class RaftLog:
             raise LogError(f"applied {index} outside [{self.applied}, {self.committed}]")
         self.applied = index
 
-    def stable_to(self, index: int, term: int) -> None:
-        """The driver made entries up to (index, term) durable."""
-        if self.match_term(index, term) and index > self.stabled:
+    def accept(self, index: int) -> None:
+        """Entries up to `index` were handed to storage (in a Ready): not handed out again."""
+        self.in_progress = max(self.in_progress, min(index, self.last_index()))
+
+    def stable_to(self, index: int, term: int, epoch: int | None = None) -> bool:
+        """The driver made entries up to (index, term) durable, in a write handed out at `epoch`
+        (None: now). False, and nothing changes, if the log was truncated since or no longer holds
+        (index, term)."""
+        if epoch is not None and epoch != self.epoch:
+            return False
+        if not self.match_term(index, term):
+            return False
+        if index > self.stabled:
             self.stabled = index
+            self.in_progress = max(self.in_progress, index)
+        return True
 
     def compact(self, snapshot: Snapshot, keep: int = 0) -> None:
         """The application made `snapshot` (of its state as applied up to its index) durable:
@@ -150,6 +173,7 @@ class RaftLog:
             del self.entries[:upto - self.offset]
             self.offset, self.offset_term = upto, term
             self.stabled = max(self.stabled, upto)
+            self.in_progress = max(self.in_progress, upto)
 
     def restore(self, snapshot: Snapshot) -> None:
         """Replace the log by a snapshot from the leader: it becomes the pending snapshot, which
@@ -157,7 +181,8 @@ class RaftLog:
         meta: SnapshotMeta = snapshot.meta
         self.offset, self.offset_term = meta.index, meta.term
         self.entries = []
-        self.committed = self.applied = self.stabled = meta.index
+        self.committed = self.applied = self.stabled = self.in_progress = meta.index
+        self.epoch += 1
         self.snapshot = self.pending_snapshot = snapshot
 
     def stable_snapshot(self, index: int) -> None:

@@ -41,8 +41,8 @@ class MessageType(IntEnum):
 
 LOCAL_MESSAGES = frozenset({MessageType.HUP, MessageType.BEAT, MessageType.SNAP_STATUS})
 # Messages a leader may send before its own write of the same Ready is durable (Raft thesis
-# §10.2.1): they promise nothing about the sender's disk; commitment still needs the leader's
-# own write, which happens before anything is applied.
+# §10.2.1): they promise nothing about the sender's disk; the leader counts its own copy toward a
+# commit only once its write is reported durable (RawNode.persisted).
 EARLY_SEND = frozenset({MessageType.APP, MessageType.HEARTBEAT, MessageType.SNAP})
 
 
@@ -227,6 +227,9 @@ class Ready:
     # term or vote (etcd's MustSync). A change of the commit index alone need not be synced: it
     # can be recomputed from the leader after a crash.
     must_sync: bool = False
+    # The log's truncation count when this Ready was made (RaftLog.epoch): a write report for it
+    # is ignored if the log has been truncated since.
+    log_epoch: int = 0
 
     def empty(self) -> bool:
         return not (self.soft_state or self.hard_state or self.entries or self.snapshot

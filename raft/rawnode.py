@@ -3,6 +3,14 @@
 The contract (etcd-io/raft's): take `ready()`; durably persist its hard state and entries; only
 then send its messages; apply its committed entries; call `advance(ready)`. Persisting before
 sending is what makes a vote or an ack a promise that survives kill -9.
+
+Asynchronous storage writes (etcd-io/raft's AsyncStorageWrites, for a leader): the driver may
+start the write, send the Ready's APP/HEARTBEAT/SNAP messages at once (they promise nothing about
+the sender's disk), apply its committed entries and call `advance(ready, durable=False)`, then
+take further Readys while the write runs; entries handed out are not handed out again. When the
+write is durable it calls `persisted(ready)` and only then sends the Ready's other messages. The
+leader counts its own copy toward a commit only from `persisted` (or a durable `advance`), so an
+entry commits only once a quorum holds it durably, whichever copies those are.
 """
 
 from __future__ import annotations
@@ -135,11 +143,16 @@ class RawNode:
         if hard != self.prev_hard:
             rd.hard_state = hard
         rd.must_sync = bool(rd.entries) or rd.snapshot is not None or (hard.term, hard.vote) != (self.prev_hard.term, self.prev_hard.vote)
+        rd.log_epoch = r.log.epoch
+        if rd.entries:
+            r.log.accept(rd.entries[-1].index)  # in progress: the next Ready does not repeat them
         r.msgs = []
         r.read_states = []
         return rd
 
-    def advance(self, rd: Ready) -> None:
+    def advance(self, rd: Ready, durable: bool = True) -> None:
+        """The driver handled `rd`. `durable`: its entries and hard state are durable now (the
+        synchronous contract); False: the write is still running, and `persisted(rd)` follows."""
         r = self.raft
         if rd.soft_state is not None:
             self.prev_soft = rd.soft_state
@@ -147,11 +160,16 @@ class RawNode:
             self.prev_hard = rd.hard_state
         if rd.snapshot is not None:
             r.log.stable_snapshot(rd.snapshot.meta.index)
-        if rd.entries:
-            last = rd.entries[-1]
-            r.log.stable_to(last.index, last.term)
         if rd.committed_entries:
             r.log.applied_to(rd.committed_entries[-1].index)
+        if durable:
+            self.persisted(rd)
+
+    def persisted(self, rd: Ready) -> None:
+        """`rd`'s write is durable: its entries count as ours (a leader's own ack)."""
+        if rd.entries:
+            last = rd.entries[-1]
+            self.raft.on_persisted(last.index, last.term, rd.log_epoch)
 
     # ---- status ---------------------------------------------------------------------------------
     @property

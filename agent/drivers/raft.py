@@ -2,9 +2,12 @@
 
 Everything that touches the node goes through one inbox (network messages, ticks, proposals,
 read requests) and one loop that, per round: steps the inbox, then for each Ready persists (on the
-storage writer thread: the fsync must not block the event loop), sends, applies, advances. Whatever
-arrives while a write is in flight waits in the inbox and lands in the next write: that is the
-group commit, one transaction and one fsync for everything that came in meanwhile.
+storage writer thread: the fsync must not block the event loop), sends, applies, advances. A
+follower waits for its write before it acks; a leader does not (etcd-io/raft's async storage
+writes): it sends its AppendEntries at once and goes on, and its write, once durable, comes back
+through the inbox ("persisted") to count the leader's own copy toward a commit. Writes that queue
+up behind a running one go to disk together (the storage writer's group commit: one transaction
+and one fsync for everything that came in meanwhile).
 
 Snapshots: once the applied index runs `snapshot_threshold` entries past the last snapshot, the
 driver asks the state machine for one (synchronously, so it is exactly the state at the applied
@@ -68,14 +71,21 @@ class _Trace:
 
 
 class _Save:
-    """One save handed to the storage writer: `done` is set (on the trio thread) once it returned."""
+    """One save handed to the storage writer: `done` is set (on the trio thread) once it returned,
+    and `on_done`, if set by then, is called there too."""
 
-    __slots__ = ("done", "error", "queued", "started", "finished")
+    __slots__ = ("done", "error", "queued", "started", "finished", "on_done")
 
     def __init__(self) -> None:
         self.done = trio.Event()
         self.error: BaseException | None = None
         self.queued = self.started = self.finished = 0.0  # perf_counter marks, for the trace
+        self.on_done: Callable[[], None] | None = None
+
+    def finish(self) -> None:
+        self.done.set()
+        if self.on_done is not None:
+            self.on_done()
 
 
 class StorageWriter:
@@ -85,10 +95,15 @@ class StorageWriter:
     is under way before its AppendEntries go out, and no task runs in between. (trio's to_thread
     first passes a checkpoint, during which the transport's sender tasks ran their loopback sends,
     each of which could hand the CPU to the receiving process for milliseconds on a loaded box,
-    all before the write had even started.) The thread reports back with one run_sync_soon."""
+    all before the write had even started.) The thread reports back with one run_sync_soon.
 
-    def __init__(self, token: trio.lowlevel.TrioToken) -> None:
+    Group commit: saves queued while one runs are written together, in order, in one transaction
+    and one fsync, when the storage offers `save_many` (the leader does not wait for its own
+    write, so several of its Readys may queue up behind one fsync)."""
+
+    def __init__(self, token: trio.lowlevel.TrioToken, storage: object | None = None) -> None:
         self.token = token
+        self.storage = storage
         self.queue: queue.SimpleQueue[tuple[Callable[..., Any], tuple[Any, ...], _Save] | None] = queue.SimpleQueue()
         self.thread = threading.Thread(target=self._work, name="raft-storage", daemon=True)
         self.thread.start()
@@ -112,21 +127,61 @@ class StorageWriter:
         self.queue.put(None)
 
     def _work(self) -> None:
-        while True:
+        stopping = False
+        while not stopping:
             item = self.queue.get()
             if item is None:
                 return
-            fn, args, job = item
-            job.started = time.perf_counter()
+            batch = [item]
+            while True:  # whatever queued up meanwhile goes with it
+                try:
+                    more = self.queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stopping = True
+                    break
+                batch.append(more)
+            now = time.perf_counter()
+            for _, _, job in batch:
+                job.started = now
+            save_many = getattr(self.storage, "save_many", None)
+            saves = [args for fn, args, _ in batch if fn == getattr(self.storage, "save", None)]
             try:
-                fn(*args)
+                if save_many is not None and len(saves) == len(batch) > 1:
+                    save_many(saves)
+                else:
+                    for fn, args, _ in batch:
+                        fn(*args)
             except BaseException as exc:  # handed to the trio side, which raises it
-                job.error = exc
-            job.finished = time.perf_counter()
+                for _, _, job in batch:
+                    job.error = exc
+            now = time.perf_counter()
+            jobs = [job for _, _, job in batch]
+            for job in jobs:
+                job.finished = now
             try:
-                self.token.run_sync_soon(job.done.set)
+                self.token.run_sync_soon(_finish_all, jobs)
             except trio.RunFinishedError:
                 return
+
+
+class _Report:
+    """Posts a leader's finished write back to its driver's inbox (on the trio thread)."""
+
+    __slots__ = ("driver", "item")
+
+    def __init__(self, driver: RaftDriver, job: _Save, rd: Ready, late: list[Message]) -> None:
+        self.driver = driver
+        self.item = (job, rd, late)
+
+    def __call__(self) -> None:
+        self.driver._post("persisted", self.item)
+
+
+def _finish_all(jobs: list[_Save]) -> None:
+    for job in jobs:
+        job.finish()
 
 
 class Storage(Protocol):
@@ -260,6 +315,7 @@ class RaftDriver:
         self._known_voters = sorted(node.raft.voters)
         self._trace = _Trace(_TRACE_DIR) if _TRACE_DIR else None
         self.writer: StorageWriter | None = None  # started by serve() unless the storage is inline
+        self._last_async: _Save | None = None  # the newest save a leader started without waiting
 
     # ---- inputs (any task) ----------------------------------------------------------------------
     def _post(self, kind: str, item: Any) -> None:
@@ -350,7 +406,7 @@ class RaftDriver:
     # ---- the loop -------------------------------------------------------------------------------
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         if not getattr(self.storage, "inline", False):
-            self.writer = StorageWriter(trio.lowlevel.current_trio_token())
+            self.writer = StorageWriter(trio.lowlevel.current_trio_token(), self.storage)
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -433,6 +489,8 @@ class RaftDriver:
             done.set()
         elif kind == "snapstatus":
             node.report_snapshot(item[0], item[1])
+        elif kind == "persisted":
+            self._persisted(*item)
         elif kind == "read":
             ctx, lease = item
             if lease and self.clock_ticks:  # first the ticks a pause owes: the lease may be over
@@ -482,16 +540,30 @@ class RaftDriver:
         for m in rd.messages:  # the leader replicates while it writes its own copy (thesis §10.2.1)
             if leading and m.type in EARLY_SEND:
                 self.transport.send(m)
+        # A leader does not wait for its own write (etcd's async storage writes): it goes on
+        # stepping acks and proposals meanwhile, and the core counts its copy toward a commit only
+        # once the write is reported durable (the "persisted" inbox item). A follower or candidate
+        # waits: its ack or vote promises what it wrote. The storage writer runs saves in order,
+        # so a follower's wait also covers any write it started while it led.
+        durable = job is None or self.writer is None or not leading or rd.snapshot is not None
         t_saved = t0
-        if job is not None:
+        if job is not None and durable:
             await StorageWriter.wait(job)
             t_saved = time.perf_counter()
-            self.stats["writes"] += 1
-            self.stats["entries_written"] += len(rd.entries)
-            FAILPOINTS.hit("raft-after-fsync")
-        for m in rd.messages:  # the rest only once the state they promise is durable
-            if not (leading and m.type in EARLY_SEND):
-                self.transport.send(m)
+            self._saved(rd)
+        elif durable and not leading and self._last_async is not None and not self._last_async.done.is_set():
+            # A former leader's write still running: what we send now (an ack of entries we
+            # already had, say) may rest on it. The writer runs saves in order: wait for it.
+            await StorageWriter.wait(self._last_async)
+        if not durable and job is not None:
+            self._last_async = job
+        if durable:
+            for m in rd.messages:  # the rest only once the state they promise is durable
+                if not (leading and m.type in EARLY_SEND):
+                    self.transport.send(m)
+        elif job is not None:
+            late = [m for m in rd.messages if m.type not in EARLY_SEND]
+            job.on_done = _Report(self, job, rd, late)
         if rd.snapshot is not None:
             self._install(rd.snapshot)
         if rd.committed_entries:
@@ -505,7 +577,7 @@ class RaftDriver:
                 w[1].append(rs.index)
                 w[0].set()
         was_leader = self.is_leader
-        self.node.advance(rd)
+        self.node.advance(rd, durable=durable)
         if rd.soft_state is not None:
             role = rd.soft_state.role.name.lower()
             if role in self.became:
@@ -538,7 +610,7 @@ class RaftDriver:
             # time, role, entries, committed, message kinds, synced, save in its thread, save awaited,
             # whole Ready, queue -> thread start, thread end -> trio resumed (ms)
             marks = (job.started - job.queued, job.finished - job.started, job.queued, t_saved - job.finished
-                     ) if job is not None and job.started else (0.0, 0.0, t0, 0.0)
+                     ) if job is not None and durable and job.started else (0.0, 0.0, t0, 0.0)
             self._trace.add(f"{t0 * 1000:.3f}", "L" if leading else "F", len(rd.entries), len(rd.committed_entries),
                             kinds, int(rd.must_sync), f"{marks[1] * 1000:.3f}", f"{(t_saved - t0) * 1000:.3f}",
                             f"{(t1 - t0) * 1000:.3f}", f"{marks[0] * 1000:.3f}", f"{marks[3] * 1000:.3f}")
@@ -549,6 +621,27 @@ class RaftDriver:
             if snap is not None:
                 self.snapshot_in_flight = True
                 self._nursery.start_soon(self._write_in_background, snap)
+
+    def _saved(self, rd: Ready) -> None:
+        self.stats["writes"] += 1
+        self.stats["entries_written"] += len(rd.entries)
+        FAILPOINTS.hit("raft-after-fsync")
+
+    def _persisted(self, job: _Save, rd: Ready, late: list[Message]) -> None:
+        """A leader's write (started without waiting) is durable: count our own copy (which may
+        commit entries), then send what had to wait for it. A write error stops the driver."""
+        if job.error is not None:
+            raise job.error
+        self._saved(rd)
+        # (for the trace: were this write's entries committed already, on the followers' copies?)
+        ahead = int(bool(rd.entries) and self.node.raft.log.committed >= rd.entries[-1].index)
+        self.node.persisted(rd)
+        for m in late:
+            self.transport.send(m)
+        if self._trace is not None:
+            # P, entries, save in its thread, queued -> reported here (ms), committed before this
+            self._trace.add("P", len(rd.entries), f"{(job.finished - job.started) * 1000:.3f}",
+                            f"{(time.perf_counter() - job.queued) * 1000:.3f}", ahead)
 
     @staticmethod
     async def _run(owner: object, fn: Callable[..., Any], *args: Any) -> Any:
@@ -589,6 +682,8 @@ class RaftDriver:
         term = raft.log.term(index)
         if self.snapshots is None or index <= raft.log.snapshot.meta.index or term is None:
             return None
+        if index > raft.log.stabled:
+            return None  # a leader applied entries its own write has not made durable yet: later
         return Snapshot(SnapshotMeta(index, term, tuple(sorted(raft.voters_at(index)))), self.fsm.snapshot())
 
     async def _write_in_background(self, snap: Snapshot) -> None:

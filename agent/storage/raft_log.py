@@ -129,17 +129,27 @@ class RaftStorage:
         with self.lock:
             self._save(hard, entries, reset_to)
 
+    def save_many(self, saves: list[tuple[HardState | None, list[Entry], int]]) -> None:
+        """Several saves, in order, as one durable transaction (the storage writer's group commit:
+        the saves that queued up while the previous one was being written)."""
+        with self.lock:
+            self._save_all(saves)
+
     def _save(self, hard: HardState | None, entries: list[Entry], reset_to: int) -> None:
+        self._save_all([(hard, entries, reset_to)])
+
+    def _save_all(self, saves: list[tuple[HardState | None, list[Entry], int]]) -> None:
         try:
             self.db.execute("BEGIN IMMEDIATE")
-            if reset_to:
-                self.db.execute("DELETE FROM entries")
-            if entries:
-                self.db.execute("DELETE FROM entries WHERE idx >= ?", (entries[0].index,))
-                self.db.executemany("INSERT INTO entries VALUES (?, ?, ?, ?, ?)",
-                                    [(e.index, e.term, int(e.type), e.data, entry_crc(e)) for e in entries])
-            if hard is not None:
-                self.db.execute("INSERT OR REPLACE INTO meta VALUES ('hard', ?)", (encode_hard_state(hard),))
+            for hard, entries, reset_to in saves:
+                if reset_to:
+                    self.db.execute("DELETE FROM entries")
+                if entries:
+                    self.db.execute("DELETE FROM entries WHERE idx >= ?", (entries[0].index,))
+                    self.db.executemany("INSERT INTO entries VALUES (?, ?, ?, ?, ?)",
+                                        [(e.index, e.term, int(e.type), e.data, entry_crc(e)) for e in entries])
+                if hard is not None:
+                    self.db.execute("INSERT OR REPLACE INTO meta VALUES ('hard', ?)", (encode_hard_state(hard),))
             self.db.execute("COMMIT")
         except sqlite3.Error as exc:
             # An fsync or write error: never retry silently; the caller stops the agent.

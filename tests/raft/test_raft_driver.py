@@ -369,3 +369,67 @@ async def test_a_lease_read_after_a_pause_counts_the_ticks_it_missed(mock_clock:
     assert after == before, "a lease read was served after the lease ran out"
     before_bug, after_bug, failed_bug = await lease_read_after_pause(mock_clock, clock_ticks=False)
     assert after_bug == before_bug + 1 and not failed_bug  # the planted bug is visible to this test
+
+
+class GatedStorage(ThreadedStorage):
+    """A disk that can be made to hang: while `gate` is clear, every save waits for it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        import threading
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def save(self, hard: HardState | None, entries: list[Entry], reset_to: int = 0) -> None:
+        self.gate.wait(60)
+        super().save(hard, entries, reset_to)
+
+    def data(self) -> list[bytes]:
+        return [e.data for e in self.entries]
+
+
+async def test_the_leader_commits_while_its_own_disk_hangs_but_not_without_a_durable_majority() -> None:
+    """Async storage writes in the driver: with the leader's disk stuck, a write commits on the two
+    followers' disks (and is answered); with one follower cut off too, it waits for the leader's
+    disk (a commit needs a majority of durable copies); then it commits."""
+    net = MemNet()
+    ids = [1, 2, 3]
+    fsms = {i: KV() for i in ids}
+    storages = {i: GatedStorage() for i in ids}
+    try:
+        with trio.fail_after(120):
+            async with trio.open_nursery() as nursery:
+                net.nursery = nursery
+                for i in ids:
+                    node = RawNode(RaftConfig(id=i, election_tick=10, heartbeat_tick=1), ids, random.Random(i))
+                    net.drivers[i] = RaftDriver(node, storages[i], fsms[i], net.transport(i), tick_interval=0.05)
+                    await nursery.start(net.drivers[i].serve)
+                lead = await wait_leader(net.drivers)
+                await net.drivers[lead].propose(b"warm=1")
+                others = [i for i in ids if i != lead]
+                storages[lead].gate.clear()  # the leader's disk hangs from here
+                index = await net.drivers[lead].propose(b"a=1")
+                assert fsms[lead].data["a"] == "1"  # committed and applied on the leader ...
+                assert b"a=1" not in storages[lead].data()  # ... which has not written it
+                assert all(b"a=1" in storages[i].data() for i in others)
+                assert net.drivers[lead].node.raft.log.stabled < index
+                # One follower cut off: the leader's copy is needed, and its disk still hangs.
+                net.cut.add(others[1])
+                done = trio.Event()
+
+                async def put() -> None:
+                    await net.drivers[lead].propose(b"b=2")
+                    done.set()
+
+                nursery.start_soon(put)
+                await trio.sleep(1.0)
+                assert not done.is_set() and "b" not in fsms[lead].data
+                assert b"b=2" in storages[others[0]].data()  # the other follower has it durably
+                storages[lead].gate.set()  # the disk comes back: now a majority is durable
+                with trio.fail_after(30):
+                    await done.wait()
+                assert fsms[lead].data["b"] == "2" and b"b=2" in storages[lead].data()
+                nursery.cancel_scope.cancel()
+    finally:
+        for s in storages.values():
+            s.gate.set()

@@ -27,6 +27,26 @@ def test_round_trip_and_suffix_replacement(tmp_path: Path) -> None:
     assert [(e.index, e.term) for e in log] == [(1, 1), (2, 1), (3, 1), (4, 2), (5, 2), (6, 2)]
 
 
+def test_save_many_applies_the_saves_in_order_as_one_write(tmp_path: Path) -> None:
+    """The storage writer's group commit: queued saves land as if written one after the other
+    (a later one's suffix replacement and hard state win), or not at all."""
+    s = RaftStorage(tmp_path / "raft.db")
+    s.save_many([(HardState(1, 1, 0), entries(1, 5), 0), (None, entries(6, 7), 0),
+                 (HardState(2, 2, 4), entries(5, 6, term=2), 0), (None, [], 0)])
+    s.close()
+    hard, log = RaftStorage(tmp_path / "raft.db").load()
+    assert hard == HardState(2, 2, 4)
+    assert [(e.index, e.term) for e in log] == [(1, 1), (2, 1), (3, 1), (4, 1), (5, 2), (6, 2)]
+    # One transaction: a save that fails takes the whole batch with it.
+    s = RaftStorage(tmp_path / "raft.db")
+    bad = Entry(3, 7, EntryType.NORMAL, b"x")
+    with pytest.raises(StorageError):
+        s.save_many([(HardState(3, 3, 4), [bad], 0), (None, [bad, bad], 0)])  # the same index twice
+    s.close()  # (the failed transaction was never committed)
+    hard, log = RaftStorage(tmp_path / "raft.db").load()
+    assert hard == HardState(2, 2, 4) and log[-1].index == 6
+
+
 def test_damaged_uncommitted_tail_is_truncated_but_committed_damage_stops(tmp_path: Path) -> None:
     path = tmp_path / "raft.db"
     s = RaftStorage(path)

@@ -47,6 +47,7 @@ from typing import Any
 from murmur.raft.config import RaftConfig
 from murmur.raft.core import Raft
 from murmur.raft.messages import (
+    EARLY_SEND,
     ConfChangeType,
     Entry,
     EntryType,
@@ -54,6 +55,7 @@ from murmur.raft.messages import (
     Message,
     MessageType,
     ReadState,
+    Ready,
     Role,
     Snapshot,
 )
@@ -253,6 +255,16 @@ class InvariantChecker:
                           f"committed up to index {k}")
         committed = r.log.committed
         hashes = self.mirror[node]
+        if committed > len(hashes) and len(hashes) < r.log.offset:
+            self.fail(f"node {node} compacted its log through {r.log.offset}, but its disk holds "
+                      f"only {len(hashes)} entries")
+            return
+        if committed > len(hashes):
+            # A leader whose own write is still running (async writes) commits entries its disk
+            # does not hold yet: take them from its log in memory.
+            hashes = list(hashes)
+            for e in r.log.slice(len(hashes) + 1, committed + 1):
+                hashes.append(_link(hashes[-1] if hashes else 0, e))
         for index in range(len(self.committed_hash) + 1, committed + 1):
             self.committed_hash.append(hashes[index - 1])
             self.commit_term.append(r.term)
@@ -348,6 +360,14 @@ class SimParams:
     frozen_lease_clock: bool = False
     spares: int = 2
     spare_bootstraps_alone: bool = False  # planted bug: a joining server bootstraps itself (twice)
+    # Asynchronous storage writes, as the agent's driver does them: a leader sends its
+    # AppendEntries at once and goes on while its own write takes a random time (now and then a
+    # long one: a slow disk), in order; it counts its own copy toward commits only once the write
+    # is done (RawNode.persisted). A crash loses the writes still running. A follower or
+    # candidate waits for its writes, as before.
+    async_writes: bool = False
+    # Planted bug for async writes: the leader reports its write durable as soon as it starts it.
+    early_self_ack: bool = False
 
 
 @dataclass
@@ -387,6 +407,10 @@ class SimNode:
     paused: bool = False  # SIGSTOPped: whatever reaches it waits in `backlog` until it resumes
     paused_at: float = 0.0
     backlog: list[tuple[Callable[..., None], tuple[Any, ...]]] = field(default_factory=list)
+    # A leader's writes still running (async_writes), in order: (write id, Ready, term it led,
+    # messages that wait for the write); `write_free` is when the disk is done with the last.
+    writes: list[tuple[int, Ready, int, list[Message]]] = field(default_factory=list)
+    write_free: float = 0.0
 
 
 class Simulation:
@@ -530,6 +554,7 @@ class Simulation:
         if n.raw is None:
             return
         n.raw = None
+        n.writes = []  # still running: never reached the disk
         n.disk.crash()
         self.stats["crashes"] += 1
         self.note(f"crash {i}")
@@ -551,11 +576,62 @@ class Simulation:
         self._process(n)
         self._at(self.p.tick * n.skew, self._tick, i, incarnation)
 
+    def _write_later(self, n: SimNode, rd: Ready) -> None:
+        """A leader's write, started: its AppendEntries go now, the rest once it is done."""
+        raw = n.raw
+        assert raw is not None
+        self.seq += 1
+        wid = self.seq
+        n.writes.append((wid, rd, raw.raft.term, [m for m in rd.messages if m.type not in EARLY_SEND]))
+        for m in rd.messages:
+            if m.type in EARLY_SEND:
+                self._send(m)
+        delay = 0.0
+        if rd.must_sync:
+            delay = self.rng.uniform(0.1, 4.0) if self.rng.random() < 0.9 else self.rng.uniform(20, 150)
+        n.write_free = max(n.write_free, self.now) + delay
+        self._at(n.write_free - self.now, self._write_done, n.id, n.incarnation, wid)
+        if self.p.early_self_ack:
+            raw.persisted(rd)  # the planted bug: counts its copy before it is on disk
+
+    def _write_done(self, i: int, incarnation: int, wid: int) -> None:
+        n = self.nodes[i]
+        if n.raw is None or n.incarnation != incarnation:
+            return
+        if n.paused:  # the write is done, but the stopped process hears of it when it resumes
+            n.backlog.append((self._write_done, (i, incarnation, wid)))
+            return
+        self._finish_writes(n, wid)
+        self._process(n)
+
+    def _finish_writes(self, n: SimNode, upto: int | None = None) -> None:
+        """The node's running writes up to `upto` (all: None) are durable: report them, in order."""
+        raw = n.raw
+        assert raw is not None
+        while n.writes and (upto is None or n.writes[0][0] <= upto):
+            _, rd, term, late = n.writes.pop(0)
+            n.disk.persist(rd.hard_state, rd.entries, rd.snapshot)
+            self.inv.persisted(n.id, rd.entries, term)
+            if not self.p.early_self_ack:
+                raw.persisted(rd)
+            for m in late:
+                self._send(m)
+
     def _process(self, n: SimNode) -> None:
         raw = n.raw
         assert raw is not None
         while raw.has_ready():
+            if n.writes and raw.raft.role != Role.LEADER:
+                self._finish_writes(n)  # one storage queue: a follower's write waits for the leader's
             rd = raw.ready()
+            # (A Ready with nothing to sync queues behind running writes too: its hard state's
+            # commit index must not reach the disk before the entries it covers.)
+            if (self.p.async_writes and raw.raft.role == Role.LEADER and (rd.must_sync or n.writes)
+                    and rd.snapshot is None):
+                self._write_later(n, rd)
+                self.stats["async_writes"] = self.stats.get("async_writes", 0) + 1
+                self._after_write(n, rd, durable=False)
+                continue
             n.disk.persist(rd.hard_state, rd.entries, rd.snapshot)  # durable (or so it says) before sending
             if rd.snapshot is not None:
                 if self.p.skip_restore:
@@ -568,6 +644,24 @@ class Simulation:
             self.inv.persisted(n.id, rd.entries, raw.raft.term if raw.raft.role == Role.LEADER else None)
             for m in rd.messages:
                 self._send(m)
+            self._after_write(n, rd, durable=True)
+        self.inv.observe(n.id, raw.raft)
+        if raw.is_leader and raw.raft.log.committed > raw.raft.log.stabled:  # the followers' copies did it
+            self.stats["commits_ahead_of_leader_disk"] = self.stats.get("commits_ahead_of_leader_disk", 0) + 1
+        if raw.is_leader and self.p.membership:
+            self._retire_removed(raw)
+            if n.raw is None:
+                return  # the leader removed itself and shut down
+        log = raw.raft.log
+        if (self.snapshot_threshold and log.applied - log.snapshot.meta.index >= self.snapshot_threshold
+                and log.applied <= log.stabled):  # (a leader's own write may still be running)
+            self._compact(n, log.applied)
+
+    def _after_write(self, n: SimNode, rd: Ready, durable: bool) -> None:
+        """Apply, serve reads, note a new leader, advance: whether or not the write is done."""
+        raw = n.raw
+        assert raw is not None
+        if True:  # (kept indented as it was inside _process)
             for e in rd.committed_entries:
                 self._apply(n, e)
             for rs in rd.read_states:
@@ -577,15 +671,7 @@ class Simulation:
                     self.episode["takeover"] = self.now - self.fault_start
                 self.stats["elections"] += 1
                 self.note(f"{n.id} leads term {raw.raft.term}")
-            raw.advance(rd)
-        self.inv.observe(n.id, raw.raft)
-        if raw.is_leader and self.p.membership:
-            self._retire_removed(raw)
-            if n.raw is None:
-                return  # the leader removed itself and shut down
-        log = raw.raft.log
-        if self.snapshot_threshold and log.applied - log.snapshot.meta.index >= self.snapshot_threshold:
-            self._compact(n, log.applied)
+            raw.advance(rd, durable=durable)
 
     def _compact(self, n: SimNode, index: int) -> None:
         """The application snapshots its state through `index` (all it applied), the disk keeps
