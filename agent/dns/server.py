@@ -175,9 +175,11 @@ class DNSServer:
     def caught_up(self) -> bool:
         """Has this server's catalog caught up with the cluster since it started? Until then (a
         restarted server replaying, or not yet told the commit index by a leader) it answers
-        SERVFAIL rather than NXDOMAIN from a catalog that may lack what others hold, so a resolver
-        with several servers asks another. Once caught up it answers from its own store even
-        without a leader, as Consul's stale reads do."""
+        REFUSED rather than NXDOMAIN from a catalog that may lack what others hold. REFUSED, not
+        SERVFAIL: resolvers with several upstreams (dnsmasq, in either of its modes, and glibc)
+        pass a SERVFAIL on to the asker but take REFUSED as "ask another upstream" (measured
+        with dnsmasq 2.90: docs/operations.md, the rolling upgrade). Once caught up it answers
+        from its own store even without a leader, as Consul's stale reads do."""
         if self._caught_up:
             return True
         server = getattr(self.agent, "server", None)
@@ -197,7 +199,7 @@ class DNSServer:
             if not isinstance(query, dns.message.Message):
                 return query
             resp = dns.message.make_response(query)
-            resp.set_rcode(dns.rcode.SERVFAIL)
+            resp.set_rcode(dns.rcode.REFUSED)
             self.stats["dns_not_caught_up"] = self.stats.get("dns_not_caught_up", 0) + 1
             return resp.to_wire()
         store = self.agent.store

@@ -2,8 +2,8 @@
 # `make lab-test`: the Ansible role on five booted VMs (tests/lab/lab.sh), checked from inside them.
 #
 #   rootfs (cached) -> wheelhouse -> boot 3 servers + 2 clients -> site.yml -> from every VM:
-#   `murmur members` (5 alive) and `dig web.service.murmur` through the system resolver (the
-#   clients' addresses) -> add a service to a host's variables, re-apply: it resolves on every VM
+#   `murmur members` (5 alive, over HTTPS) and `dig web.service.murmur` through the system resolver
+#   (the clients' addresses) -> gossip encrypted, TLS-only API and RPC, no secret in a log -> add a service to a host's variables, re-apply: it resolves on every VM
 #   and no agent restarted (same PIDs) -> a second run changes nothing -> ansible-lint -> down.
 #
 # Root only. Prints a TIME line per step and the total. Env: LAB (default build/lab), KEEP=1 leaves
@@ -73,6 +73,10 @@ murmur_wheelhouse: $LAB/wheelhouse.tar
 murmur_version: $(basename "$LAB"/wheelhouse/murmur-*.whl | cut -d- -f2)
 murmur_install_os_packages: false   # the lab has no package index; the image has python3-venv and dnsmasq
 murmur_gossip_preset: local
+# secrets made on this controller by the checkout's own CLI; TLS and gossip encryption are the
+# role's defaults. Plain HTTP off: every CLI call below goes over HTTPS with the CA.
+murmur_controller_cli: $ROOT/.venv/bin/murmur
+murmur_http_port: -1
 YML
   for name in "${CLIENTS[@]}"; do
     cat >"$RUN/host_vars/$name.yml" <<YML
@@ -109,9 +113,15 @@ poll() { # poll SECONDS DESCRIPTION CMD...: until CMD succeeds, at most SECONDS
   done
 }
 
+mcli() { # VM ARGS...: the murmur CLI inside the VM, set up as the role sets up login shells
+  # (/etc/profile.d/murmur.sh: MURMUR_HTTP_ADDR=https://..., MURMUR_CACERT, MURMUR_CLIENT_CERT/KEY)
+  local vm=$1; shift
+  invm "$vm" bash -c '. /etc/profile.d/murmur.sh && exec /opt/murmur/venv/bin/murmur "$@"' murmur "$@"
+}
+
 members_ok() { # VM: `murmur members` inside it lists the 5 VMs, all alive
   local out
-  out=$(invm "$1" /opt/murmur/venv/bin/murmur members 2>&1) || return 1
+  out=$(mcli "$1" members 2>&1) || return 1
   [[ $(grep -cE '^(s[1-3]|c[12]) .* alive ' <<<"$out") == 5 && $(grep -c ' alive ' <<<"$out") == 5 ]] || {
     [[ -n ${VERBOSE:-} ]] && echo "$1: $out"; return 1; }
 }
@@ -125,7 +135,7 @@ dig_is() { # VM NAME WANT: `dig +short NAME` through the VM's system resolver gi
 check_members() {
   local name
   for name in "${VMS[@]}"; do VERBOSE=1 poll 60 "$name: 5 members alive" members_ok "$name" || return 1; done
-  invm s1 /opt/murmur/venv/bin/murmur members
+  mcli s1 members
   echo "murmur members: 5 alive, seen from each of the ${#VMS[@]} VMs"
 }
 
@@ -138,6 +148,58 @@ check_dns() { # NAME WANT_VMS...
     VERBOSE=1 poll 60 "$name: $svc" dig_is "$name" "$svc" "$want" || return 1
   done
   echo "dig $svc through the system resolver: '$want' on all ${#VMS[@]} VMs"
+}
+
+check_secure() { # gossip encryption and TLS, from inside every VM; no secret in any log
+  local name out key
+  key=$(cat "$RUN/murmur-secrets/gossip.key")
+  for name in "${VMS[@]}"; do
+    # keyring -list answers only with encryption on (500 otherwise): one key, held by all 5
+    out=$(mcli "$name" keyring -list 2>&1) || { echo "$name: keyring -list failed: ${out//"$key"/<key>}"; return 1; }
+    [[ $(grep -cE '^  \S+ \[5/5\]' <<<"$out") == 1 && $(grep -cE '^  \S+ \[' <<<"$out") == 1 ]] || {
+      echo "$name: keyring -list: ${out//"$key"/<key>}"; return 1; }
+    # the API is HTTPS only: plain HTTP is off, and HTTPS wants a client certificate (verify_incoming)
+    if invm "$name" env MURMUR_HTTP_ADDR=http://127.0.0.1:8500 /opt/murmur/venv/bin/murmur members >/dev/null 2>&1; then
+      echo "$name: plain HTTP answered"; return 1; fi
+    if invm "$name" env MURMUR_HTTP_ADDR=https://127.0.0.1:8501 MURMUR_CACERT=/etc/murmur.d/tls/ca.pem \
+        /opt/murmur/venv/bin/murmur members >/dev/null 2>&1; then echo "$name: HTTPS answered without a client certificate"; return 1; fi
+    out=$(invm "$name" stat -c '%a %U:%G' /etc/murmur.d/tls/key.pem /etc/murmur.d/agent.toml | sort -u | xargs)
+    [[ $out == "640 root:murmur" ]] || { echo "$name: key.pem/agent.toml modes: $out"; return 1; }
+  done
+  # server RPC is TLS only: a plaintext RPC frame from a client VM is refused (the clients' DNS
+  # answers above, fetched from the servers over RPC, are the positive control)
+  out=$(invm c1 python3 -c '
+import socket, sys
+s = socket.create_connection((sys.argv[1], 8300), timeout=5)
+s.sendall(b"\x01\x00\x00\x00\x04ping")
+s.settimeout(5)
+try:
+    print("closed" if s.recv(100) == b"" else "answered")
+except ConnectionResetError:
+    print("closed")
+except socket.timeout:
+    print("timeout")' "$(vm_ip s1)" 2>&1)
+  [[ $out == closed ]] || { echo "plaintext RPC to s1:8300: $out"; return 1; }
+  invm s1 journalctl -q -u murmur --no-hostname | grep -q 'refused a plaintext connection' || {
+    echo "s1 did not log the refused plaintext connection"; return 1; }
+  # the secrets on the controller: 0700 directory, 0600 keys
+  out=$(stat -c '%a' "$RUN/murmur-secrets" "$RUN/murmur-secrets/gossip.key" "$RUN"/murmur-secrets/*-key.pem \
+    "$RUN"/murmur-secrets/certs/*/*-key.pem | sort -u | xargs)
+  [[ $out == "600 700" ]] || { echo "controller secrets modes: $out"; return 1; }
+  echo "gossip encrypted (one key, 5/5, on every VM); API HTTPS only with client certificates; plaintext RPC refused;"
+  echo "key files 0640 root:murmur on the VMs, 0600 (directories 0700) on the controller"
+}
+
+no_secret_logged() { # the gossip key and the CA key are in no Ansible log and no VM's journal
+  local name secret
+  for secret in "$(cat "$RUN/murmur-secrets/gossip.key")" "$(sed -n 2p "$RUN"/murmur-secrets/*-agent-ca-key.pem)"; do
+    [[ ${#secret} -gt 20 ]] || { echo "no secret to look for"; return 1; }
+    if grep -qF -- "$secret" "$LAB"/*.log; then echo "a secret is in an Ansible log"; return 1; fi
+    for name in "${VMS[@]}"; do
+      if invm "$name" journalctl -q --no-hostname | grep -qF -- "$secret"; then echo "$name: a secret is in the journal"; return 1; fi
+    done
+  done
+  echo "the gossip key and the CA key: in no Ansible log ($(ls "$LAB"/*.log | xargs -n1 basename | xargs)) and no VM's journal"
 }
 
 pids() { local name; for name in "${VMS[@]}"; do echo "$name $(invm "$name" systemctl show -P MainPID murmur)"; done; }
@@ -195,7 +257,9 @@ inventory
 step converge play converge
 step members check_members
 step dns check_dns web.service.murmur "${CLIENTS[@]}"
+step secure check_secure
 step add-service add_service
 step idempotence idempotent
 step unit-verify unit_verify
+step no-secret-logged no_secret_logged
 step ansible-lint lint

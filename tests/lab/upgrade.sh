@@ -35,28 +35,40 @@ echo "built murmur $new"
 pids >"$LAB/pids.pre-upgrade"
 # DNS probes: every 200 ms from every VM through its system resolver, until told to stop
 for n in "${VMS[@]}"; do
-  invm "$n" rm -f /run/probe.stop
+  invm "$n" rm -f /run/probe.stop /run/probe.fail
+  # a failed probe is logged in the VM's /run/probe.fail: its time and what it got (the rcode, or
+  # TIMEOUT when no answer came within the second, or NOERROR/NXDOMAIN with no address)
   invm "$n" bash -c 'ok=0; bad=0; while [[ ! -e /run/probe.stop ]]; do
-      if [[ -n $(dig +short +time=1 +tries=1 web.service.murmur A) ]]; then ok=$((ok+1)); else bad=$((bad+1)); fi
+      out=$(dig +time=1 +tries=1 web.service.murmur A 2>&1)
+      if grep -qE "^web\.service\.murmur\.[[:space:]].*[[:space:]]A[[:space:]]" <<<"$out"; then ok=$((ok+1)); else
+        bad=$((bad+1)); st=$(sed -n "s/.*status: \([A-Z]*\),.*/\1/p" <<<"$out")
+        echo "$(date +%T.%3N) ${st:-TIMEOUT}" >>/run/probe.fail; fi
       sleep 0.2; done; echo "$ok $bad"' >"$LAB/probe.$n" 2>&1 &
 done
 rc=0
+stamp() { local line; while IFS= read -r line; do printf '%(%T)T %s\n' -1 "$line"; done; }
 ansible-playbook -i "$RUN/hosts.ini" deploy/ansible/upgrade.yml -e murmur_wheelhouse="$LAB/wheelhouse2.tar" \
-  -e murmur_version="$new" >"$LAB/upgrade.log" 2>&1 || { tail -30 "$LAB/upgrade.log"; rc=1; }
+  -e murmur_version="$new" 2>&1 | stamp >"$LAB/upgrade.log" || { tail -30 "$LAB/upgrade.log"; rc=1; }
 for n in "${VMS[@]}"; do invm "$n" touch /run/probe.stop; done
 wait
 sed -n '/PLAY RECAP/,$p' "$LAB/upgrade.log"
 for n in "${VMS[@]}"; do
   read -r ok bad <"$LAB/probe.$n" || { echo "$n: probe output: $(cat "$LAB/probe.$n")"; rc=1; continue; }
   echo "$n: DNS probes ok=$ok failed=$bad"
+  [[ $bad == 0 ]] || invm "$n" cat /run/probe.fail | sed "s/^/  $n failed: /"
   [[ $bad == 0 && $ok -gt 0 ]] || rc=1
+done
+# when each agent stopped and started (to line up with the failed probes above)
+for n in "${VMS[@]}"; do
+  invm "$n" journalctl -q -u murmur -o short-precise --no-hostname | grep -E "systemd\[1\]: (Stopping|Started)" \
+    | tail -2 | sed "s/^/  $n /"
 done
 pids >"$LAB/pids.post-upgrade"
 while read -r n before; do
   after=$(awk -v n="$n" '$1 == n {print $2}' "$LAB/pids.post-upgrade")
   [[ $after != "$before" && $after != 0 ]] || { echo "$n: PID $before -> $after (not restarted)"; rc=1; }
 done <"$LAB/pids.pre-upgrade"
-n_new=$(invm s1 /opt/murmur/venv/bin/murmur members --detailed | grep -c "murmur-$new" || true)
+n_new=$(invm s1 bash -c ". /etc/profile.d/murmur.sh && /opt/murmur/venv/bin/murmur members --detailed" | grep -c "murmur-$new" || true)
 echo "members running murmur-$new: $n_new of 5"
 [[ $n_new == 5 ]] || rc=1
 echo "TIME upgrade $((SECONDS - t0)) s ($([[ $rc == 0 ]] && echo passed || echo FAILED))"

@@ -374,16 +374,19 @@ async def test_client_slices_honour_allow_stale_and_max_stale() -> None:
     assert strict.modes == ["default"]
 
 
-def test_a_server_answers_servfail_until_it_has_caught_up_then_from_its_store() -> None:
+def test_a_server_answers_refused_until_it_has_caught_up_then_from_its_store() -> None:
+    # REFUSED (not SERVFAIL): a resolver with several upstreams asks another one on REFUSED,
+    # where dnsmasq hands a SERVFAIL straight to the asker.
     agent = make_agent()
     agent.cfg = dataclasses.replace(agent.cfg, dev=False)
     log_ = SimpleNamespace(applied=0, committed=5)
     driver = SimpleNamespace(leader=0, node=SimpleNamespace(raft=SimpleNamespace(log=log_)))
     agent.server = SimpleNamespace(driver=driver)  # type: ignore[attr-defined]
     server = DNSServer(agent)
-    assert parse(server.respond(query("web.service.murmur"), udp=True)).rcode() == dns.rcode.SERVFAIL  # no leader
+    assert parse(server.respond(query("web.service.murmur"), udp=True)).rcode() == dns.rcode.REFUSED  # no leader
     driver.leader = 7
-    assert parse(server.respond(query("web.service.murmur"), udp=True)).rcode() == dns.rcode.SERVFAIL  # behind
+    assert parse(server.respond(query("web.service.murmur"), udp=True)).rcode() == dns.rcode.REFUSED  # behind
+    assert server.stats["dns_not_caught_up"] == 2
     log_.applied = 5
     assert answers(server.respond(query("web.service.murmur"), udp=True))  # caught up: the catalog answers
     driver.leader = 0  # a later loss of the leader: still answers (stale, as Consul)
