@@ -147,6 +147,9 @@ class Agent:
 
         self.autopilot = AutopilotConfig(self)
         self.remote = Remote(self)  # a client's way to the servers (agent/remote.py)
+        from .acl import ACLRuntime
+
+        self.acl = ACLRuntime(self)  # tokens and enforcement (agent/acl.py)
         self.writer: Writer = ServerWriter(self.server) if self.server else ClientWriter(self.remote)
         self.sync_lock = trio.Lock()
         self.checks = CheckRunner(self.local, self.sync, self.rng)
@@ -406,6 +409,9 @@ class Agent:
             self.maintenance.apply(trio.current_time())
             if self.cfg.dev and self.server is not None:
                 await self._await_dev_leader()
+            if self.server is not None and self.acl.enabled:
+                await self.acl.init_once()  # --dev: the built-ins exist before the API opens
+                nursery.start_soon(self.acl.leader_loop)
             if self.server is not None:
                 nursery.start_soon(self._reconcile_loop)
                 from .sessions import leader_clocks

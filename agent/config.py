@@ -557,7 +557,6 @@ DEV_DEFAULTS: dict[str, Any] = {"server": True, "bind_addr": "127.0.0.1"}
 # Keys on the conventions page whose feature is not built yet: accepted, with a warning when set.
 # A key here covers everything below it. Shrink this as features land.
 NOT_YET_WORKING: dict[str, str] = {
-    "acl": "ACL enforcement",
     "ports.grpc": "the gRPC API",
     "ports.serf_wan": "WAN gossip",
 }
