@@ -487,9 +487,27 @@ def add_routes(router: Router, agent: Agent) -> None:
         secret = _text(d, "token", "Token")
         agent.acl.tokens[kind] = secret
         agent.acl.cache.clear()
+        dns_server = getattr(agent, "dns", None)
+        if kind == "default" and dns_server is not None:
+            dns_server.forget_answers()
         return Response.json(True)
 
+    # ---- login / logout: no auth methods exist here, so no login succeeds ---------------------------
+    async def login(req: Request, m: re.Match[str]) -> Response:
+        d = _body(req)
+        method = _text(d, "authmethod", "AuthMethod")
+        if not method:
+            raise HTTPError(400, "AuthMethod field is required")
+        raise HTTPError(403, "ACL not found")  # the auth method does not exist (none can, yet)
+
+    async def logout(req: Request, m: re.Match[str]) -> Response:
+        if req.authz is None or not agent.acl.effective(req.token):
+            raise HTTPError(403, "ACL not found")
+        raise HTTPError(403, "Permission denied: token wasn't created via login")
+
     ID = r"(?P<id>[^/]+)"
+    router.add("POST", r"/v1/acl/login", guard(login))
+    router.add("POST", r"/v1/acl/logout", guard(logout))
     router.add("PUT", r"/v1/acl/bootstrap", guard(bootstrap))
     router.add("PUT", r"/v1/acl/token", guard(token_create, "write"))
     router.add("GET", r"/v1/acl/token/self", guard(token_self))

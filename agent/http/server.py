@@ -112,28 +112,28 @@ class Router:
         # it raises HTTPError to refuse and may return a filter for the response.
         self.guard: Callable[[Request, str, str, re.Match[str]],
                              Awaitable[Callable[[Response], Response] | None]] | None = None
-        self.registered: dict[re.Pattern[str], tuple[str, str]] = {}
+        self.registered: list[tuple[str, str]] = []  # (methods, pattern) as added, in route order
 
     def add(self, methods: str, pattern: str, handler: Handler) -> None:
         compiled = re.compile(pattern + r"\Z")
         self.routes.append((frozenset(methods.split()), compiled, handler))
-        self.registered[compiled] = (methods, pattern)
+        self.registered.append((methods, pattern))
         # Consul's `path` label: the route's literal prefix, "/" as "_" (/v1/kv/<key> is "v1_kv_").
         self.labels[compiled] = re.split(r"[(\[.\\]", pattern, maxsplit=1)[0].lstrip("/").replace("/", "_")
 
     async def dispatch(self, req: Request) -> Response:
         allowed: set[str] = set()
-        for methods, pattern, handler in self.routes:
+        for i, (methods, pattern, handler) in enumerate(self.routes):
             m = pattern.match(req.path)
             if m is None:
                 continue
             method = "GET" if req.method == "HEAD" else req.method
             if method in methods:
                 if self.observe is None:
-                    return await self._run(handler, req, pattern, m)
+                    return await self._run(handler, req, i, m)
                 t0 = time.perf_counter()
                 try:
-                    return await self._run(handler, req, pattern, m)
+                    return await self._run(handler, req, i, m)
                 finally:
                     self.observe(method, self.labels.get(pattern, ""), (time.perf_counter() - t0) * 1000.0)
             allowed |= methods
@@ -142,10 +142,10 @@ class Router:
         return Response.text(f"Invalid URL path: not a recognized HTTP API endpoint: {req.path}", 404)
 
 
-    async def _run(self, handler: Handler, req: Request, pattern: re.Pattern[str], m: re.Match[str]) -> Response:
+    async def _run(self, handler: Handler, req: Request, i: int, m: re.Match[str]) -> Response:
         if self.guard is None:
             return await handler(req, m)
-        methods, source = self.registered[pattern]
+        methods, source = self.registered[i]
         post = await self.guard(req, methods, source, m)
         resp = await handler(req, m)
         return post(resp) if post is not None else resp

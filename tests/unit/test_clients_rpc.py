@@ -3,8 +3,6 @@ answer over RPC equals the server's own), DNS slices, and RPC error replies for 
 
 from __future__ import annotations
 
-import types
-
 import random
 import struct
 from types import SimpleNamespace
@@ -141,7 +139,7 @@ class FakeAgent:
         self.feed = ChangeFeed()
         self.server = FakeServer(self, leader)
         self.lock_delays = LockDelays()
-        self.acl = types.SimpleNamespace(enabled=False)
+        self.acl = SimpleNamespace(enabled=False)
 
 
 def world() -> FakeAgent:

@@ -1,0 +1,175 @@
+"""ACLs against real agents: default deny, tokens without the rule, unknown tokens, rules for
+another datacenter, DNS with the agent's default token, bootstrap, and secrets kept out of logs.
+Every "cannot" has its positive control in the same test."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import dns.message
+import dns.query
+import dns.rcode
+import httpx
+import pytest
+from support.procs import AgentProc
+
+pytestmark = pytest.mark.e2e
+
+ROOT = str(uuid.uuid4())
+
+
+def acl_dir(tmp: Path, name: str, acl: dict[str, object], extra: dict[str, object] | None = None) -> Path:
+    d = tmp / name
+    d.mkdir()
+    f = d / "acl.json"
+    f.write_text(json.dumps({"acl": acl, **(extra or {})}))
+    f.chmod(0o600)
+    return d
+
+
+@pytest.fixture
+def deny_agent(tmp_path: Path, start_agent: Callable[..., AgentProc]) -> AgentProc:
+    conf = acl_dir(tmp_path, "acl", {"enabled": True, "default_policy": "deny",
+                                     "tokens": {"initial_management": ROOT}})
+    return start_agent(conf, node="acl1")
+
+
+def h(token: str) -> dict[str, str]:
+    return {"X-Consul-Token": token}
+
+
+def make_token(a: AgentProc, rules: str, datacenters: list[str] | None = None) -> tuple[str, str]:
+    """A policy with these rules and a token holding it: (policy ID, token secret)."""
+    body: dict[str, object] = {"Name": f"p-{uuid.uuid4().hex[:8]}", "Rules": rules}
+    if datacenters:
+        body["Datacenters"] = datacenters
+    r = a.put("/v1/acl/policy", json=body, headers=h(ROOT))
+    assert r.status_code == 200, r.text
+    pid = r.json()["ID"]
+    r = a.put("/v1/acl/token", json={"Description": "t", "Policies": [{"ID": pid}]}, headers=h(ROOT))
+    assert r.status_code == 200, r.text
+    return pid, r.json()["SecretID"]
+
+
+def test_no_token_under_default_deny(deny_agent: AgentProc) -> None:
+    a = deny_agent
+    r = a.put("/v1/kv/app/config", content=b"v1")
+    assert r.status_code == 403 and r.text.startswith("Permission denied"), r.text
+    assert a.get("/v1/kv/app/config", headers=h(ROOT)).status_code == 404  # the refused write left nothing
+    r = a.put("/v1/kv/app/config", content=b"v1", headers=h(ROOT))  # positive control
+    assert r.status_code == 200 and r.json() is True
+    assert a.get("/v1/kv/app/config").status_code == 403
+    assert a.get("/v1/kv/app/config", headers=h(ROOT)).json()[0]["Key"] == "app/config"
+    # lists are filtered, and say so
+    r = a.get("/v1/catalog/services")
+    assert r.status_code == 200 and r.json() == {} and r.headers["X-Consul-Results-Filtered-By-ACLs"] == "true"
+    r = a.get("/v1/catalog/services", headers=h(ROOT))
+    assert "consul" in r.json() and "X-Consul-Results-Filtered-By-ACLs" not in r.headers
+    assert a.get("/v1/agent/self").status_code == 403
+    assert a.get("/v1/agent/self", headers=h(ROOT)).status_code == 200
+    assert a.get("/v1/acl/tokens").status_code == 403
+    assert len(a.get("/v1/acl/tokens", headers=h(ROOT)).json()) == 2  # the anonymous and the initial one
+
+
+def test_a_token_without_the_needed_rule(deny_agent: AgentProc) -> None:
+    a = deny_agent
+    _, secret = make_token(a, 'key_prefix "app/" { policy = "write" }\nkey "app/secret" { policy = "deny" }')
+    for key in ("app/a", "app/b", "other/c", "app/secret"):
+        assert a.put(f"/v1/kv/{key}", content=b"x", headers=h(ROOT)).json() is True
+    assert a.put("/v1/kv/app/a", content=b"y", headers=h(secret)).status_code == 200  # has the rule
+    r = a.put("/v1/kv/other/c", content=b"y", headers=h(secret))
+    assert r.status_code == 403 and "key:write" in r.text and "other/c" in r.text
+    assert a.get("/v1/kv/app/secret", headers=h(secret)).status_code == 403  # exact deny wins
+    # the three ways of carrying a token are the same token
+    assert a.get("/v1/kv/app/a", headers={"Authorization": f"Bearer {secret}"}).status_code == 200
+    assert a.get(f"/v1/kv/app/a?token={secret}").status_code == 200
+    # recurse shows only what the token may read
+    r = a.get("/v1/kv/?recurse", headers=h(secret))
+    assert sorted(e["Key"] for e in r.json()) == ["app/a", "app/b"]
+    assert r.headers["X-Consul-Results-Filtered-By-ACLs"] == "true"
+    assert len(a.get("/v1/kv/?recurse", headers=h(ROOT)).json()) == 4
+    # a recursive delete needs write on everything under the prefix
+    assert httpx.delete(a.url + "/v1/kv/app/?recurse", headers=h(secret), timeout=10).status_code == 403
+    assert httpx.delete(a.url + "/v1/kv/app/a", headers=h(secret), timeout=10).json() is True  # control
+    # no acl rule: token management is refused
+    assert a.get("/v1/acl/tokens", headers=h(secret)).status_code == 403
+    self_ = a.get("/v1/acl/token/self", headers=h(secret))
+    assert self_.status_code == 200 and self_.json()["SecretID"] == secret
+
+
+def test_an_unknown_token(deny_agent: AgentProc) -> None:
+    a = deny_agent
+    bogus = str(uuid.uuid4())
+    for r in (a.get("/v1/kv/x", headers=h(bogus)), a.put("/v1/kv/x", content=b"1", headers=h(bogus)),
+              a.get("/v1/catalog/services", headers=h(bogus)), a.get("/v1/acl/token/self", headers=h(bogus))):
+        assert r.status_code == 403 and r.text == "ACL not found", r.text
+    assert a.put("/v1/kv/x", content=b"1", headers=h(ROOT)).status_code == 200  # positive control
+    # a deleted token is unknown from then on
+    _, secret = make_token(a, 'key_prefix "" { policy = "read" }')
+    assert a.get("/v1/kv/x", headers=h(secret)).status_code == 200
+    accessor = a.get("/v1/acl/token/self", headers=h(secret)).json()["AccessorID"]
+    assert httpx.delete(a.url + f"/v1/acl/token/{accessor}", headers=h(ROOT), timeout=10).json() is True
+    r = a.get("/v1/kv/x", headers=h(secret))
+    assert r.status_code == 403 and r.text == "ACL not found"
+
+
+def test_a_policy_for_another_datacenter(deny_agent: AgentProc) -> None:
+    a = deny_agent
+    pid, secret = make_token(a, 'key_prefix "" { policy = "write" }', datacenters=["dc2"])
+    assert a.put("/v1/kv/k", content=b"1", headers=h(secret)).status_code == 403  # dc2's rules, we are dc1
+    r = a.put(f"/v1/acl/policy/{pid}", json={"Name": a.get(f"/v1/acl/policy/{pid}", headers=h(ROOT)).json()["Name"],
+                                             "Rules": 'key_prefix "" { policy = "write" }',
+                                             "Datacenters": ["dc2", "dc1"]}, headers=h(ROOT))
+    assert r.status_code == 200, r.text
+    assert a.put("/v1/kv/k", content=b"1", headers=h(secret)).status_code == 200  # positive control
+
+
+def resolve(a: AgentProc, name: str) -> dns.message.Message:
+    return dns.query.udp(dns.message.make_query(name, "A"), "127.0.0.1", port=a.dns_port, timeout=5)
+
+
+def test_dns_answers_what_the_default_token_may_read(deny_agent: AgentProc) -> None:
+    a = deny_agent
+    reg = {"Node": "db-host", "Address": "127.0.0.20", "Service": {"ID": "db1", "Service": "db", "Port": 5432}}
+    assert a.put("/v1/catalog/register", json=reg, headers=h(ROOT)).status_code == 200
+    # The anonymous token (no default set) reads nothing: NXDOMAIN.
+    assert resolve(a, "db.service.murmur").rcode() == dns.rcode.NXDOMAIN
+    _, reader = make_token(a, 'service_prefix "" { policy = "read" }\nnode_prefix "" { policy = "read" }')
+    assert a.put("/v1/agent/token/default", json={"Token": reader}, headers=h(ROOT)).json() is True
+    msg = resolve(a, "db.service.murmur")  # positive control
+    assert msg.rcode() == dns.rcode.NOERROR and [rd.to_text() for rr in msg.answer for rd in rr] == ["127.0.0.20"]
+    # a default token that may read only another service: db is gone again
+    _, other = make_token(a, 'service "web" { policy = "read" }\nnode_prefix "" { policy = "read" }')
+    assert a.put("/v1/agent/token/default", json={"Token": other}, headers=h(ROOT)).json() is True
+    assert resolve(a, "db.service.murmur").rcode() == dns.rcode.NXDOMAIN
+    # setting agent tokens is itself an ACL write
+    assert a.put("/v1/agent/token/default", json={"Token": ""}, headers=h(other)).status_code == 403
+
+
+def test_bootstrap_once_and_secrets_stay_out_of_logs(tmp_path: Path, start_agent: Callable[..., AgentProc]) -> None:
+    conf = acl_dir(tmp_path, "boot", {"enabled": True, "default_policy": "deny"})
+    a = start_agent(conf, node="boot")
+    assert a.get("/v1/acl/tokens").status_code == 403
+    r = a.put("/v1/acl/bootstrap")
+    assert r.status_code == 200, r.text
+    boot = r.json()
+    assert boot["Policies"] == [{"ID": "00000000-0000-0000-0000-000000000001", "Name": "global-management"}]
+    secret = boot["SecretID"]
+    again = a.put("/v1/acl/bootstrap")
+    assert again.status_code == 403 and "ACL bootstrap no longer allowed" in again.text
+    assert len(a.get("/v1/acl/tokens", headers=h(secret)).json()) == 2  # the bootstrap token works
+    made = a.put("/v1/acl/token", json={"Description": "x"}, headers=h(secret)).json()["SecretID"]
+    a.get("/v1/kv/x", headers=h(made))
+    a.get(f"/v1/kv/x?token={secret}")
+    log = a.logs()
+    assert secret not in log and made not in log
+
+
+def test_acls_off_token_routes_say_so(start_agent: Callable[..., AgentProc]) -> None:
+    a = start_agent(node="noacl")
+    r = a.get("/v1/acl/tokens")
+    assert r.status_code == 401 and r.text == "ACL support disabled"
+    assert a.put("/v1/kv/k", content=b"1", headers=h(str(uuid.uuid4()))).status_code == 200  # tokens ignored
