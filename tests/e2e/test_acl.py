@@ -5,6 +5,8 @@ Every "cannot" has its positive control in the same test."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +16,8 @@ import dns.query
 import dns.rcode
 import httpx
 import pytest
-from support.procs import AgentProc
+from support.procs import MURMUR, AgentProc
+from support.procs import ROOT as REPO
 
 pytestmark = pytest.mark.e2e
 
@@ -173,3 +176,42 @@ def test_acls_off_token_routes_say_so(start_agent: Callable[..., AgentProc]) -> 
     r = a.get("/v1/acl/tokens")
     assert r.status_code == 401 and r.text == "ACL support disabled"
     assert a.put("/v1/kv/k", content=b"1", headers=h(str(uuid.uuid4()))).status_code == 200  # tokens ignored
+
+
+def cli(a: AgentProc, *args: str, token: str = "") -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("MURMUR_HTTP_TOKEN", "CONSUL_HTTP_TOKEN")}
+    if token:
+        env["MURMUR_HTTP_TOKEN"] = token  # the lab's way: the token from the environment
+    return subprocess.run([*MURMUR, *args, "-http-addr", a.url], capture_output=True, text=True, timeout=60,
+                          cwd=REPO, env=env)
+
+
+def test_cli_bootstrap_policy_role_token(tmp_path: Path, start_agent: Callable[..., AgentProc]) -> None:
+    a = start_agent(acl_dir(tmp_path, "cli", {"enabled": True, "default_policy": "deny"}), node="cli")
+    boot = cli(a, "acl", "bootstrap", "-format", "json")
+    assert boot.returncode == 0, boot.stderr
+    root = json.loads(boot.stdout)["SecretID"]
+    again = cli(a, "acl", "bootstrap")
+    assert again.returncode == 1 and "ACL bootstrap no longer allowed" in again.stderr
+    rules = tmp_path / "rules.hcl"
+    rules.write_text('key_prefix "lab/" {\n  policy = "write"\n}\n')
+    made = cli(a, "acl", "policy", "create", "-name", "lab-kv", "-rules", f"@{rules}", token=root)
+    assert made.returncode == 0 and "lab-kv" in made.stdout, made.stderr
+    bad = cli(a, "acl", "policy", "create", "-name", "broken", "-rules", 'key_prefix "x" { policy = "maybe" }',
+              token=root)
+    assert bad.returncode == 1 and "invalid policy 'maybe'" in bad.stderr
+    role = cli(a, "acl", "role", "create", "-name", "lab", "-policy-name", "lab-kv", "-format", "json", token=root)
+    assert role.returncode == 0, role.stderr
+    tok = cli(a, "acl", "token", "create", "-description", "lab", "-role-name", "lab", "-format", "json", token=root)
+    assert tok.returncode == 0, tok.stderr
+    secret = json.loads(tok.stdout)["SecretID"]
+    assert json.loads(tok.stdout)["Roles"][0]["Name"] == "lab"
+    assert cli(a, "kv", "put", "lab/x", "1", token=secret).returncode == 0  # the role's policy allows it
+    denied = cli(a, "kv", "put", "other", "1", token=secret)
+    assert denied.returncode != 0 and "Permission denied" in denied.stderr
+    assert cli(a, "kv", "put", "other", "1").returncode != 0  # no token at all
+    listed = cli(a, "acl", "token", "list", "-format", "json", token=root)
+    assert len(json.loads(listed.stdout)) == 3
+    assert cli(a, "acl", "token", "list", token=secret).returncode == 1  # no acl:read
+    me = cli(a, "acl", "token", "read", "-self", "-format", "json", token=secret)
+    assert json.loads(me.stdout)["SecretID"] == secret
