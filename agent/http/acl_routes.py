@@ -171,6 +171,27 @@ def _node_identities(d: dict[str, Any]) -> str:
 
 
 TEMPLATES = ("builtin/service", "builtin/node", "builtin/dns")
+# What each built-in template grants ({{name}}: its TemplateVariables' name); catalog/acl.py grants
+# the same for tokens that carry them.
+TEMPLATE_RULES = {
+    "builtin/service": ('service "{{name}}" {\n  policy = "write"\n}\nservice "{{name}}-sidecar-proxy" {\n'
+                        '  policy = "write"\n}\nservice_prefix "" {\n  policy = "read"\n}\n'
+                        'node_prefix "" {\n  policy = "read"\n}', "Gives the token or role permissions to "
+                        "register a service and discover services in the catalog."),
+    "builtin/node": ('node "{{name}}" {\n  policy = "write"\n}\nservice_prefix "" {\n  policy = "read"\n}',
+                     "Gives the token or role permissions to register an agent/node into the catalog."),
+    "builtin/dns": ('node_prefix "" {\n  policy = "read"\n}\nservice_prefix "" {\n  policy = "read"\n}\n'
+                    'query_prefix "" {\n  policy = "read"\n}', "Gives the token or role permissions for the DNS "
+                    "interface."),
+}
+NAME_SCHEMA = ('{\n  "type": "object",\n  "properties": {\n    "name": { "type": "string", "$ref": "#/definitions/min-length-one" }\n'
+               '  },\n  "required": ["name"]\n}')
+
+
+def templated_json(name: str) -> dict[str, Any]:
+    template, description = TEMPLATE_RULES[name]
+    return {"TemplateName": name, "Schema": "" if name == "builtin/dns" else NAME_SCHEMA, "Template": template,
+            "Description": description}
 
 
 def _templated(d: dict[str, Any]) -> str:
@@ -505,7 +526,33 @@ def add_routes(router: Router, agent: Agent) -> None:
             raise HTTPError(403, "ACL not found")
         raise HTTPError(403, "Permission denied: token wasn't created via login")
 
+    # ---- templated policies (the built-in templates; read-only) -------------------------------------
+    async def templated_list(req: Request, m: re.Match[str]) -> Response:
+        return Response.json({name: templated_json(name) for name in TEMPLATES})
+
+    async def templated_read(req: Request, m: re.Match[str]) -> Response:
+        if m["name"] not in TEMPLATES:
+            raise HTTPError(404, f"Templated policy {m['name']!r} not found")
+        return Response.json(templated_json(m["name"]))
+
+    async def templated_preview(req: Request, m: re.Match[str]) -> Response:
+        name = m["name"]
+        if name not in TEMPLATES:
+            raise HTTPError(404, f"Templated policy {name!r} not found")
+        variables = _body(req)
+        target = variables.get("name")
+        if name != "builtin/dns" and (not isinstance(target, str) or not target):
+            raise HTTPError(400, f"Invalid TemplatedPolicy {name}: TemplateVariables needs a name")
+        rules = TEMPLATE_RULES[name][0].replace("{{name}}", str(target or ""))
+        digest = hashlib.sha256(f"{name}\x00{target}".encode()).hexdigest()
+        return Response.json({"ID": str(uuid.UUID(digest[:32])), "Name": f"synthetic-policy-{digest[:16]}",
+                              "Description": f"synthetic policy generated from templated policy: {name}",
+                              "Rules": rules, "Hash": _hash(rules), "CreateIndex": 0, "ModifyIndex": 0})
+
     ID = r"(?P<id>[^/]+)"
+    router.add("GET", r"/v1/acl/templated-policies", guard(templated_list, "read"))
+    router.add("GET", r"/v1/acl/templated-policy/name/(?P<name>.+)", guard(templated_read, "read"))
+    router.add("POST", r"/v1/acl/templated-policy/preview/(?P<name>.+)", guard(templated_preview, "read"))
     router.add("POST", r"/v1/acl/login", guard(login))
     router.add("POST", r"/v1/acl/logout", guard(logout))
     router.add("PUT", r"/v1/acl/bootstrap", guard(bootstrap))
