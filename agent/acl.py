@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextvars
 import datetime
 import logging
+import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -66,6 +67,19 @@ class TokenNotFound(Exception):
 
 def now_rfc3339() -> str:
     return datetime.datetime.now(datetime.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def expired(expiration_time: str, now: float) -> bool:
+    """Is an RFC 3339 ExpirationTime ("" = never) at or before `now` (Unix seconds)?"""
+    if not expiration_time:
+        return False
+    try:
+        when = datetime.datetime.fromisoformat(expiration_time.replace("Z", "+00:00"))
+    except ValueError:
+        return False  # checked when written; an unreadable one does not lock anyone out
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    return when.timestamp() <= now
 
 
 def request_secret(headers: dict[str, str], query: dict[str, list[str]]) -> str:
@@ -134,9 +148,13 @@ class ACLRuntime:
         return authz, accessor
 
     def local(self, secret: str) -> tuple[Authorizer | None, str]:
-        store = self.agent.store
-        authz = resolve(store, secret, self.agent.cfg.datacenter, self.default_policy)
+        return self._resolve(self.agent.store, secret)
+
+    def _resolve(self, store: Any, secret: str) -> tuple[Authorizer | None, str]:
         tok = store.acl_token_by_secret(secret or "anonymous")
+        if tok is not None and expired(tok.spec.expiration_time, time.time()):
+            return None, ""  # an expired token is no token: "ACL not found", as Consul's
+        authz = resolve(store, secret, self.agent.cfg.datacenter, self.default_policy)
         return authz, tok.spec.accessor_id if tok is not None else ""
 
     async def _remote(self, secret: str) -> tuple[Authorizer | None, str]:
@@ -148,9 +166,7 @@ class ACLRuntime:
         scratch = StateStore()
         if res.data:
             scratch.load(bytes(res.data))
-        authz = resolve(scratch, secret, self.agent.cfg.datacenter, self.default_policy)
-        tok = scratch.acl_token_by_secret(secret or "anonymous")
-        return authz, tok.spec.accessor_id if tok is not None else ""
+        return self._resolve(scratch, secret)
 
     async def require(self, secret: str) -> tuple[Authorizer, str]:
         authz, accessor = await self.authorizer(secret)

@@ -10,20 +10,24 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
 from .client import APIError, Client, fail, http_options
 
 
-def _opt(*names: str, **kw: Any) -> Any:
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _opt(*names: str, **kw: Any) -> Callable[[F], F]:
     """An option with Consul's single-dash spelling too (-policy-name as --policy-name)."""
     long = [n for n in names if n.startswith("--")]
     return click.option(*names, *[n[1:] for n in long], **kw)
 
 
-def _fmt(f: Any) -> Any:
+def _fmt(f: F) -> F:
     return click.option("-format", "--format", "fmt", type=click.Choice(["pretty", "json"]), default="pretty",
                         help="Output format.")(f)
 
@@ -124,7 +128,7 @@ def token_group() -> None:
     """Create, read, update, clone, delete and list tokens."""
 
 
-def _token_options(f: Any) -> Any:
+def _token_options(f: F) -> F:
     for opt in reversed([
         _opt("--description", default=None, help="A description of the token."),
         _opt("--policy-id", multiple=True, help="ID of a policy to link (repeatable)."),

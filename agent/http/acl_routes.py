@@ -234,6 +234,14 @@ def _expiration(d: dict[str, Any]) -> str:
     if at:
         if not isinstance(at, str):
             raise HTTPError(400, "ExpirationTime must be an RFC 3339 time")
+        import datetime
+
+        try:
+            when = datetime.datetime.fromisoformat(at.replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise HTTPError(400, f"ExpirationTime {at!r} is not an RFC 3339 time") from exc
+        if when.tzinfo is None:
+            raise HTTPError(400, f"ExpirationTime {at!r} needs a time zone")
         return at
     return ""
 

@@ -119,3 +119,20 @@ async def test_rpc_carries_the_token_and_the_server_checks_it() -> None:
     root = await _rpc(ag, {**read, "tk": "root-s"})
     assert [r[0] for r in root["data"]] == ["app/1", "other"] and "f" not in root
     assert (await _rpc(ag, {**read, "tk": "nope"}))["kind"] == "acl_not_found"
+
+
+def test_an_expired_token_is_not_found() -> None:
+    from murmur.agent.acl import expired
+
+    assert not expired("", 1e12) and not expired("garbage", 1e12)
+    assert expired("2026-01-01T00:00:00Z", 1798761600.0) and not expired("2027-01-01T00:00:00Z", 1767225600.0)
+    ag = agent(acl=True)
+    st = ag.store
+    st.apply(1, cmds.encode(ACL(ACLOp.INIT, token=ACLTokenSpec("root-a", "root-s"), id="t")))
+    st.apply(2, cmds.encode(ACL(ACLOp.TOKEN_SET, token=ACLTokenSpec("old-a", "old-s", expiration_time="2001-01-01T00:00:00Z"),
+                                create=True)))
+    st.apply(3, cmds.encode(ACL(ACLOp.TOKEN_SET, token=ACLTokenSpec("new-a", "new-s", expiration_time="2999-01-01T00:00:00Z"),
+                                create=True)))
+    assert ag.acl.local("old-s") == (None, "")
+    authz, accessor = ag.acl.local("new-s")  # positive control
+    assert authz is not None and accessor == "new-a"
