@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("murmur.acl")
 
 TOKEN_TTL = 30.0  # seconds a client agent trusts a token it resolved through a server
+NOT_FOUND_TTL = 2.0  # and remembers that a secret is unknown (a token made meanwhile works soon)
 INIT_INTERVAL = 1.0  # seconds between the leader's checks that the built-ins exist
 AGENT_TOKEN_TYPES = ("default", "agent", "agent_recovery", "replication", "config_file_service_registration")
 # Consul's old names for the agent token types.
@@ -142,7 +143,7 @@ class ACLRuntime:
         if hit is not None and hit[0] > now:
             return hit[1], hit[2]
         authz, accessor = await self._remote(secret)
-        self.cache[secret] = (now + TOKEN_TTL, authz, accessor)
+        self.cache[secret] = (now + (TOKEN_TTL if authz is not None else NOT_FOUND_TTL), authz, accessor)
         if len(self.cache) > 4096:
             self.cache.pop(next(iter(self.cache)))
         return authz, accessor
@@ -161,8 +162,15 @@ class ACLRuntime:
         """A client: the token's slice of the ACL tables from a server, resolved here."""
         from murmur.catalog.store import StateStore
 
+        from .reads import ReadError
+
         self.stats["resolved_remote"] += 1
-        res = await self.agent.remote.read("acl.token_slice", {"secret": secret}, mode="stale", token=secret)
+        try:
+            res = await self.agent.remote.read("acl.token_slice", {"secret": secret}, mode="stale", token=secret)
+        except ReadError as exc:
+            if exc.kind == "acl_not_found":  # the server knows no such token
+                return None, ""
+            raise
         scratch = StateStore()
         if res.data:
             scratch.load(bytes(res.data))

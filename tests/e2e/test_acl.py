@@ -215,3 +215,42 @@ def test_cli_bootstrap_policy_role_token(tmp_path: Path, start_agent: Callable[.
     assert cli(a, "acl", "token", "list", token=secret).returncode == 1  # no acl:read
     me = cli(a, "acl", "token", "read", "-self", "-format", "json", token=secret)
     assert json.loads(me.stdout)["SecretID"] == secret
+
+
+def test_a_client_agent_enforces_through_the_servers(tmp_path: Path, start_agent: Callable[..., AgentProc]) -> None:
+    """A client agent resolves tokens through the server, its RPC reads are filtered there, and its
+    DNS fetches slices with its default token."""
+    gossip = tmp_path / "gossip"
+    gossip.mkdir()
+    (gossip / "gossip.toml").write_text('[gossip_lan]\npreset = "local"\n')
+    server = start_agent(gossip, acl_dir(tmp_path, "srv", {"enabled": True, "default_policy": "deny",
+                                                           "tokens": {"initial_management": ROOT}}), node="srv")
+    reg = {"Node": "db-host", "Address": "127.0.0.20", "Service": {"ID": "db1", "Service": "db", "Port": 5432}}
+    assert server.put("/v1/catalog/register", json=reg, headers=h(ROOT)).status_code == 200
+    _, reader = make_token(server, 'service_prefix "" { policy = "read" }\nnode_prefix "" { policy = "read" }')
+    _, limited = make_token(server, 'key_prefix "app/" { policy = "write" }')
+    _, web_only = make_token(server, 'service "web" { policy = "read" }\nnode_prefix "" { policy = "read" }')
+    cdir = acl_dir(tmp_path, "cli-acl", {"enabled": True, "default_policy": "deny",
+                                         "tokens": {"agent": ROOT, "default": reader}})
+    client = AgentProc(tmp_path, [gossip, cdir], ["--join", f"127.0.0.1:{server.serf_port}"], node="c1", dev=False)
+    client.has_servers = True
+    try:
+        client.start()
+        assert client.put("/v1/kv/app/x", content=b"1", headers=h(limited)).status_code == 200
+        assert server.get("/v1/kv/app/x", headers=h(ROOT)).json()[0]["Key"] == "app/x"  # went through RPC
+        assert server.put("/v1/kv/zzz", content=b"1", headers=h(ROOT)).status_code == 200
+        r = client.put("/v1/kv/other", content=b"1", headers=h(limited))
+        assert r.status_code == 403 and "Permission denied" in r.text
+        r = client.get("/v1/kv/?recurse", headers=h(limited))  # filtered on the server, by the token sent
+        assert [e["Key"] for e in r.json()] == ["app/x"] and r.headers["X-Consul-Results-Filtered-By-ACLs"] == "true"
+        assert len(client.get("/v1/kv/?recurse", headers=h(ROOT)).json()) == 2
+        r = client.get("/v1/kv/app/x", headers=h(str(uuid.uuid4())))
+        assert r.status_code == 403 and r.text == "ACL not found"
+        msg = resolve(client, "db.service.murmur")
+        assert [rd.to_text() for rr in msg.answer for rd in rr] == ["127.0.0.20"]
+        assert client.put("/v1/agent/token/default", json={"Token": web_only}, headers=h(ROOT)).json() is True
+        assert resolve(client, "db.service.murmur").rcode() == dns.rcode.NXDOMAIN
+        log = client.logs() + server.logs()
+        assert ROOT not in log and limited not in log and reader not in log
+    finally:
+        client.stop()
