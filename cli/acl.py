@@ -17,7 +17,6 @@ import click
 
 from .client import APIError, Client, fail, http_options
 
-
 F = TypeVar("F", bound=Callable[..., Any])
 
 
