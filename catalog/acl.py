@@ -483,7 +483,7 @@ def resolve(store: Any, secret: str, dc: str, default_policy: str) -> Authorizer
     token has ("ACL not found")."""
     token = store.acl_token_by_secret(secret or ANONYMOUS_SECRET)
     if token is None:
-        if not secret:  # ACLs not initialised yet: nothing but the default
+        if not secret or secret == ANONYMOUS_SECRET:  # ACLs not initialised yet: nothing but the default
             return Authorizer((), default_policy)
         return None
     return token_authorizer(store, token, dc, default_policy)

@@ -198,7 +198,7 @@ async def _rpc_authorizer(server: ServerRuntime, req: dict[str, Any]) -> Any:
     tk = req.get("tk", "")
     if not isinstance(tk, str):
         raise RPCError("bad_request", "tk must be a string")
-    authz, _ = acl.local(tk or "anonymous")
+    authz, _ = acl.local(tk)
     if authz is None:
         raise RPCError("acl_not_found", "ACL not found")
     return authz
