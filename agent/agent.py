@@ -178,7 +178,15 @@ class Agent:
         could not be made now (no leader yet, say); the periodic pass retries."""
         self.checks.poke()  # local alias checks follow local changes at once
         if self.server is None:
-            return await client_sync(self)
+            from .acl import REQUEST_TOKEN
+
+            # Anti-entropy writes with the agent's own token, even when an HTTP request (with
+            # its caller's token) triggered it.
+            reset = REQUEST_TOKEN.set(None)
+            try:
+                return await client_sync(self)
+            finally:
+                REQUEST_TOKEN.reset(reset)
         try:
             for cmd in self.local.sync_commands(self.store, trio.current_time()):
                 result = await self.writer.apply(cmd)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 from murmur.catalog.dns import SliceKey
@@ -84,13 +84,15 @@ class SliceCache:
         return age < FRESH_FOR or (entry.watched and age < WATCH_WAIT * 1.5 + FETCH_BUDGET)
 
     async def _read(self, key: SliceKey, index: int = 0, wait: float = 0.0) -> tuple[StateStore, int, bytes]:
+        tok = self.token()
+        auth: dict[str, Any] = {"token": tok} if tok is not None else {}
         res = await self.remote.read("dns.slice", {"key": list(key)}, mode=self.mode, index=index, wait=wait,
-                                     budget=FETCH_BUDGET, token=self.token())
+                                     budget=FETCH_BUDGET, **auth)
         if self.mode == "stale" and res.last_contact_ms > self.max_stale_ms:
             self.stats["dns_slice_too_stale"] += 1
             try:
                 res = await self.remote.read("dns.slice", {"key": list(key)}, mode="default", budget=FETCH_BUDGET,
-                                             token=self.token())
+                                             **auth)
             except ReadError as exc:
                 log.debug("dns: %s is over max_stale and no leader answered: %s", key, exc)
         if not isinstance(res.data, bytes):
