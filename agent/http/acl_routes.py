@@ -509,6 +509,9 @@ def add_routes(router: Router, agent: Agent) -> None:
 
     # ---- agent tokens -------------------------------------------------------------------------------
     async def agent_token(req: Request, m: re.Match[str]) -> Response:
+        node = agent.local.node.name
+        if req.authz is not None and not req.authz.allowed("agent", node, "write"):  # Consul: agent:write
+            raise HTTPError(403, f"Permission denied: token lacks permission 'agent:write' on \"{node}\"")
         kind = AGENT_TOKEN_ALIASES.get(m["type"], m["type"])
         if kind not in AGENT_TOKEN_TYPES:
             raise HTTPError(404, f"Token {m['type']!r} is unknown")
@@ -583,4 +586,4 @@ def add_routes(router: Router, agent: Agent) -> None:
     router.add("GET", rf"/v1/acl/role/{ID}", guard(role_read, "read"))
     router.add("PUT", rf"/v1/acl/role/{ID}", guard(role_update, "write"))
     router.add("DELETE", rf"/v1/acl/role/{ID}", guard(role_delete, "write"))
-    router.add("PUT", r"/v1/agent/token/(?P<type>[^/]+)", guard(agent_token, "write"))
+    router.add("PUT", r"/v1/agent/token/(?P<type>[^/]+)", guard(agent_token))

@@ -148,7 +148,7 @@ def test_dns_answers_what_the_default_token_may_read(deny_agent: AgentProc) -> N
     _, other = make_token(a, 'service "web" { policy = "read" }\nnode_prefix "" { policy = "read" }')
     assert a.put("/v1/agent/token/default", json={"Token": other}, headers=h(ROOT)).json() is True
     assert resolve(a, "db.service.murmur").rcode() == dns.rcode.NXDOMAIN
-    # setting agent tokens is itself an ACL write
+    # setting agent tokens needs agent:write
     assert a.put("/v1/agent/token/default", json={"Token": ""}, headers=h(other)).status_code == 403
 
 
