@@ -61,7 +61,13 @@ Rule = Callable[[Ctx], "PostFilter | None"]
 # ---- rule builders --------------------------------------------------------------------------------
 
 def open_() -> Rule:
+    """Nothing to check here: what the token may see is decided where the read runs."""
     return lambda c: None
+
+
+def no_acl(c: Ctx) -> None:
+    """Routes that never look at a token (as Consul's status endpoints): not even an unknown one
+    is refused, so health probes work whatever the agent's default token."""
 
 
 def scalar(kind: str, level: str) -> Rule:
@@ -256,7 +262,7 @@ def coordinate_update(c: Ctx) -> None:
 
 
 RULES: dict[tuple[str, str], Rule] = {
-    ("GET", r"/"): open_(),
+    ("GET", r"/"): no_acl,
     # agent
     ("GET", r"/v1/agent/self"): own_node("agent", "read"),
     ("GET", r"/v1/agent/members"): filtered(lambda c, v: c.authz.allowed("node", str(v.get("Name", "")), "read"),
@@ -281,9 +287,9 @@ RULES: dict[tuple[str, str], Rule] = {
     ("PUT", r"/v1/agent/service/maintenance/(?P<id>.+)"): agent_service_write,
     # catalog and health: reads are filtered where they run
     ("GET", r"/v1/operator/raft/configuration"): scalar("operator", "read"),
-    ("GET", r"/v1/status/leader"): open_(),
-    ("GET", r"/v1/status/peers"): open_(),
-    ("GET", r"/v1/catalog/datacenters"): open_(),
+    ("GET", r"/v1/status/leader"): no_acl,
+    ("GET", r"/v1/status/peers"): no_acl,
+    ("GET", r"/v1/catalog/datacenters"): no_acl,
     ("GET", r"/v1/catalog/services"): open_(),
     ("GET", r"/v1/catalog/service/(?P<name>[^/]+)"): open_(),
     ("GET", r"/v1/catalog/connect/(?P<name>[^/]+)"): open_(),
@@ -319,7 +325,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("PUT", r"/v1/operator/autopilot/configuration"): scalar("operator", "write"),
     ("GET", r"/v1/operator/autopilot/health"): scalar("operator", "read"),
     ("GET", r"/v1/operator/usage"): scalar("operator", "read"),
-    ("GET", r"/v1/coordinate/datacenters"): open_(),
+    ("GET", r"/v1/coordinate/datacenters"): no_acl,
     ("GET", r"/v1/coordinate/nodes"): filtered(lambda c, v: c.authz.allowed("node", str(v.get("Node", "")), "read"),
                                                "list"),
     ("GET", r"/v1/coordinate/node/(?P<node>[^/]+)"): named("node", "node", "read"),
@@ -336,6 +342,9 @@ def make_guard(agent: Agent) -> Callable[[Request, str, str, re.Match[str]], Awa
     async def guard(req: Request, methods: str, pattern: str, m: re.Match[str]) -> PostFilter | None:
         from ..reads import ReadError
 
+        rule = RULES.get((methods, pattern))
+        if rule is no_acl:
+            return None
         req.token = request_secret(req.headers, req.query)
         try:
             authz, accessor = await agent.acl.require(req.token)
@@ -347,7 +356,6 @@ def make_guard(agent: Agent) -> Callable[[Request, str, str, re.Match[str]], Awa
         REQUEST_TOKEN.set(agent.acl.effective(req.token))
         if pattern.startswith(ACL_ROUTE_PREFIXES):
             return None  # the /v1/acl routes check acl:read / acl:write themselves
-        rule = RULES.get((methods, pattern))
         try:
             if rule is None:
                 management(Ctx(agent, req, m, authz, accessor))

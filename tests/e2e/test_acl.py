@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import uuid
 from collections.abc import Callable
@@ -254,3 +255,46 @@ def test_a_client_agent_enforces_through_the_servers(tmp_path: Path, start_agent
         assert ROOT not in log and limited not in log and reader not in log
     finally:
         client.stop()
+
+
+@pytest.mark.slow  # ansible-playbook twice: minutes on a loaded box (make test-full runs it)
+@pytest.mark.skipif(shutil.which("ansible-playbook") is None, reason="needs ansible-playbook")
+def test_the_roles_acl_tasks_make_the_dns_and_agent_tokens(tmp_path: Path,
+                                                           start_agent: Callable[..., AgentProc]) -> None:
+    """deploy/ansible's tasks/acl.yml against a real agent (on this host, ansible_connection=local):
+    the DNS token it makes is the one the agent's config binds as its default, so `dig` works
+    after it ran and not before; a second run changes nothing; no secret reaches the log."""
+    dns_secret, agent_secret = str(uuid.uuid4()), str(uuid.uuid4())
+    conf = acl_dir(tmp_path, "role", {"enabled": True, "default_policy": "deny",
+                                      "tokens": {"initial_management": ROOT, "default": dns_secret,
+                                                 "agent": agent_secret}},
+                   {"services": [{"name": "web", "port": 80}]})
+    a = start_agent(conf, node="role")
+    assert resolve(a, "web.service.murmur").rcode() == dns.rcode.NXDOMAIN  # the DNS token does not exist yet
+    role = Path(REPO) / "deploy" / "ansible" / "roles" / "murmur"
+    (tmp_path / "inv.ini").write_text(f"[servers]\nlocalhost ansible_connection=local "
+                                      f"ansible_python_interpreter={shutil.which('python3')}\n")
+    play = [{"hosts": "servers", "gather_facts": False,
+             "vars": {"murmur_servers_group": "servers", "murmur_client_addr": "127.0.0.1",
+                      "murmur_extra_config": {"ports": {"http": a.http_port}},
+                      "murmur_acl_initial_management": ROOT, "murmur_acl_dns_token": dns_secret,
+                      "murmur_acl_agent_token": agent_secret},
+             "tasks": [{"ansible.builtin.include_vars": str(role / "vars" / "main.yml")},
+                       {"ansible.builtin.import_tasks": str(role / "tasks" / "acl.yml")}]}]
+    (tmp_path / "play.yml").write_text(json.dumps(play))  # JSON is YAML
+
+    def run() -> str:
+        env = {**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_LOCAL_TEMP": str(tmp_path / "ansible-tmp")}
+        p = subprocess.run(["ansible-playbook", "-i", str(tmp_path / "inv.ini"), str(tmp_path / "play.yml")],
+                           capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+        assert p.returncode == 0, p.stdout + p.stderr
+        assert dns_secret not in p.stdout and ROOT not in p.stdout  # no_log
+        return p.stdout
+
+    assert "changed=2" in run()  # the policies, the tokens
+    msg = resolve(a, "web.service.murmur")
+    assert msg.rcode() == dns.rcode.NOERROR and [rd.to_text() for rr in msg.answer for rd in rr] == ["127.0.0.1"]
+    assert "changed=0" in run()
+    r = a.get("/v1/agent/members", headers=h(dns_secret))  # the CLI's view with the DNS token
+    assert r.status_code == 200 and [m["Name"] for m in r.json()] == ["role"]
+    assert dns_secret not in a.logs() and agent_secret not in a.logs()
