@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from murmur.catalog import commands as cmds
 from murmur.catalog.acl import RuleError, parse_rules
 from murmur.catalog.commands import ACL, ACLOp, ACLPolicySpec, ACLRoleSpec, ACLTokenSpec, ApplyError, Link
+from murmur.catalog.store import MANAGEMENT_POLICY_ID
 from murmur.checks.definitions import folded
 from murmur.checks.durations import parse_duration
 
@@ -258,9 +259,7 @@ def add_routes(router: Router, agent: Agent) -> None:
             msg = result.message
             if "bootstrap no longer allowed" in msg:
                 raise HTTPError(403, f"Permission denied: {msg}")
-            if msg.startswith(("Cannot find", "No such")):
-                raise HTTPError(400, msg)
-            raise HTTPError(400, msg)
+            raise HTTPError(400, msg)  # a missing link, a name taken, a built-in protected
         return result
 
     async def names(req: Request) -> tuple[dict[str, str], dict[str, str]]:
@@ -285,19 +284,14 @@ def add_routes(router: Router, agent: Agent) -> None:
         tok = ACLTokenSpec(str(uuid.uuid4()), secret, "Bootstrap Token (Global Management)",
                            create_time=now_rfc3339(), hash=_hash("bootstrap", secret))
         row = await write(req, ACL(ACLOp.BOOTSTRAP, token=tok))
-        return Response.json(token_json(row, {cmds_id(): "global-management"}, {}))
-
-    def cmds_id() -> str:
-        from murmur.catalog.store import MANAGEMENT_POLICY_ID
-
-        return MANAGEMENT_POLICY_ID
+        return Response.json(token_json(row, {MANAGEMENT_POLICY_ID: "global-management"}, {}))
 
     # ---- tokens -------------------------------------------------------------------------------------
     def token_spec(d: dict[str, Any], accessor: str, secret: str, create_time: str) -> ACLTokenSpec:
         policies, roles = _links(d, "policies", "Policies"), _links(d, "roles", "Roles")
         si, ni, tp = _service_identities(d), _node_identities(d), _templated(d)
         local = bool(d.get("local", False))
-        if local and si and any(json.loads(si)[i].get("Datacenters") for i in range(len(json.loads(si)))):
+        if local and si and any(entry.get("Datacenters") for entry in json.loads(si)):
             raise HTTPError(400, "cannot specify a list of datacenters on a local token")
         description = _text(d, "description", "Description")
         return ACLTokenSpec(accessor, secret, description, policies, roles, si, ni, tp, local, create_time,
