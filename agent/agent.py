@@ -158,6 +158,9 @@ class Agent:
 
         self.autopilot = AutopilotConfig(self)
         self.remote = Remote(self)  # a client's way to the servers (agent/remote.py)
+        from .acl import ACLRuntime
+
+        self.acl = ACLRuntime(self)  # tokens and enforcement (agent/acl.py)
         self.writer: Writer = ServerWriter(self.server) if self.server else ClientWriter(self.remote)
         self.sync_lock = trio.Lock()
         self.sync_wanted = trio.Event()  # set by a check's change; _sync_on_request runs one pass for many
@@ -187,7 +190,15 @@ class Agent:
         could not be made now (no leader yet, say); the periodic pass retries."""
         self.checks.poke()  # local alias checks follow local changes at once
         if self.server is None:
-            return await client_sync(self)
+            from .acl import REQUEST_TOKEN
+
+            # Anti-entropy writes with the agent's own token, even when an HTTP request (with
+            # its caller's token) triggered it.
+            reset = REQUEST_TOKEN.set(None)
+            try:
+                return await client_sync(self)
+            finally:
+                REQUEST_TOKEN.reset(reset)
         try:
             for cmd in self.local.sync_commands(self.store, trio.current_time()):
                 result = await self.writer.apply(cmd)
@@ -432,6 +443,9 @@ class Agent:
             self.maintenance.apply(trio.current_time())
             if self.cfg.dev and self.server is not None:
                 await self._await_dev_leader()
+            if self.server is not None and self.acl.enabled:
+                await self.acl.init_once()  # --dev: the built-ins exist before the API opens
+                nursery.start_soon(self.acl.leader_loop)
             if self.server is not None:
                 nursery.start_soon(self._reconcile_loop)
                 from .sessions import leader_clocks

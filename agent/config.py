@@ -540,7 +540,7 @@ class RuntimeConfig:
     # The cluster protocol this agent speaks (murmur.agent.protocol): the newest by default.
     # Pinning the previous one (N-1) lets a rolling upgrade keep old and new servers together;
     # the leader uses a newer feature only once every server advertises it. Consul's `protocol`.
-    protocol: int = _opt(3, check=_protocol)
+    protocol: int = _opt(4, check=_protocol)
     # TRACE, DEBUG, INFO, WARN or ERROR (files may use any case; stored upper-case).
     log_level: str = _opt("INFO", check=_one_of("trace", "debug", "info", "warn", "error", upper=True))
     # Log one JSON object a line (hclog's keys: @level, @message, @module, @timestamp) instead of text.
@@ -564,7 +564,6 @@ DEV_DEFAULTS: dict[str, Any] = {"server": True, "bind_addr": "127.0.0.1"}
 # Keys on the conventions page whose feature is not built yet: accepted, with a warning when set.
 # A key here covers everything below it. Shrink this as features land.
 NOT_YET_WORKING: dict[str, str] = {
-    "acl": "ACL enforcement",
     "ports.grpc": "the gRPC API",
     "ports.serf_wan": "WAN gossip",
 }

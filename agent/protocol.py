@@ -11,6 +11,7 @@ upgraded (or removed).
     3   client writes carry request IDs: the REQUEST wrapper (catalog/commands.py), so a retry
         after an unknown outcome is applied once; sessions and locks (SESSION, KV LOCK, UNLOCK
         and REAP), transactions (TXN) and snapshot restore (RESTORE).
+    4   ACL tokens, policies and roles (the ACL command); RPC requests carry the caller's token.
 
 A new command type or wire change bumps PROTOCOL_MAX and gets a line here and a gate where it
 is written (`required_protocol`): a write that needs a newer protocol than the cluster speaks
@@ -25,8 +26,9 @@ from collections.abc import Iterable, Mapping
 from murmur.catalog import commands
 
 PROTOCOL_MIN = 2  # the oldest protocol this build can speak and apply
-PROTOCOL_MAX = 3  # the newest; the default
+PROTOCOL_MAX = 4  # the newest; the default
 REQUEST_IDS = 3  # first protocol with the REQUEST wrapper
+ACLS = 4  # first protocol with the ACL command
 
 
 def protocol_tags(protocol: int) -> dict[str, str]:
@@ -54,6 +56,14 @@ def required_protocol(data: bytes) -> int:
     """The oldest protocol that can apply this encoded command (agent/protocol.py's table)."""
     if not data:
         return PROTOCOL_MIN
+    if data[0] == commands.CommandType.ACL:
+        return ACLS
+    if data[0] == commands.CommandType.REQUEST:
+        try:
+            _, inner = commands.unwrap_request(data)
+        except commands.CommandError:
+            return REQUEST_IDS
+        return max(REQUEST_IDS, required_protocol(inner))
     if data[0] in _NEW_IN_3:
         return REQUEST_IDS
     if data[0] == commands.CommandType.KV:

@@ -46,6 +46,7 @@ class ReadResult:
     index: int
     known_leader: bool = True
     last_contact_ms: int = 0
+    filtered: bool = False  # ACLs left something out (X-Consul-Results-Filtered-By-ACLs)
 
 
 @dataclass(frozen=True)
@@ -166,9 +167,54 @@ READS: dict[str, Read] = {
     "session.lock_delay": Read(lambda s, a: None, lambda s, a: 0, server_run=_lock_delay),
     "node.slice": Read(_node_slice, _tables("nodes", "services", "checks")),
     "dns.slice": Read(_dns_slice, lambda s, a: _dns_slice_index(s, a)),
+    "acl.token_slice": Read(lambda s, a: _acl_token_slice(s, a), _tables("acls")),
+    "acl.list": Read(lambda s, a: _acl_list(s, a), _tables("acls")),
+    "acl.get": Read(lambda s, a: _acl_get(s, a), _tables("acls")),
     "status.leader": Read(lambda s, a: None, lambda s, a: 0, server_run=lambda ag, a: _status_leader(ag)),
     "status.peers": Read(lambda s, a: None, lambda s, a: 0, server_run=lambda ag, a: _status_peers(ag)),
 }
+
+
+def _acl_token_slice(s: StateStore, a: dict[str, Any]) -> bytes:
+    from .acl import token_slice
+
+    return token_slice(s, str(a.get("secret", "")))
+
+
+_ACL_TABLES = {"token": "acl_tokens", "policy": "acl_policies", "role": "acl_roles"}
+
+
+def _acl_list(s: StateStore, a: dict[str, Any]) -> list[Any]:
+    """Every token, policy or role (`kind`) as its wire row, by ID."""
+    from murmur.catalog import store as st
+
+    kind = str(a["kind"])
+    wire: Callable[[Any], list[Any]] = {"token": st.acl_token_wire, "policy": st.acl_policy_wire,
+                                        "role": st.acl_role_wire}[kind]  # type: ignore[assignment]
+    table: dict[str, Any] = getattr(s, _ACL_TABLES[kind])
+    return [wire(r) for _, r in sorted(table.items())]
+
+
+def _acl_get(s: StateStore, a: dict[str, Any]) -> Any:
+    """[row, {policy ID: name}, {role ID: name}] of one token, policy or role by `id` or `name`
+    (the maps let the route show link names), or None."""
+    from murmur.catalog import store as st
+
+    kind = str(a["kind"])
+    table: dict[str, Any] = getattr(s, _ACL_TABLES[kind])
+    rec = table.get(str(a.get("id", "")))
+    if rec is None and a.get("name"):
+        rec = next((r for r in table.values() if r.spec.name == a["name"]), None)
+    if rec is None:
+        return None
+    wire: Callable[[Any], list[Any]] = {"token": st.acl_token_wire, "policy": st.acl_policy_wire,
+                                        "role": st.acl_role_wire}[kind]  # type: ignore[assignment]
+    policy_names, role_names = acl_names(s)
+    return [wire(rec), policy_names, role_names]
+
+
+def acl_names(s: StateStore) -> tuple[dict[str, str], dict[str, str]]:
+    return ({i: r.spec.name for i, r in s.acl_policies.items()}, {i: r.spec.name for i, r in s.acl_roles.items()})
 
 
 def _status_leader(agent: Agent) -> str:
@@ -207,8 +253,9 @@ def _planted_local_read(agent: Agent, mode: str) -> bool:
 
 
 async def execute(agent: Agent, name: str, args: dict[str, Any], mode: str = "default", min_index: int = 0,
-                  wait: float = 0.0) -> ReadResult:
-    """Run a named read on this server's store (the one path for local and RPC reads)."""
+                  wait: float = 0.0, authz: Any = None) -> ReadResult:
+    """Run a named read on this server's store (the one path for local and RPC reads). With an
+    ACL authorizer, the data is what that token may see (agent/acl.py filter_read)."""
     read = READS.get(name)
     if read is None:
         raise ReadError("bad_request", f"unknown read {name!r}")
@@ -238,5 +285,13 @@ async def execute(agent: Agent, name: str, args: dict[str, Any], mode: str = "de
         data = read.server_run(agent, args) if read.server_run is not None else read.run(store, args)
     except (KeyError, TypeError, ValueError) as exc:
         raise ReadError("bad_request", f"bad arguments for {name}: {exc!r}") from exc
+    filtered = False
+    if authz is not None:
+        from .acl import PermissionDenied, filter_read
+
+        try:
+            data, filtered = filter_read(authz, name, args, data)
+        except PermissionDenied as exc:
+            raise ReadError("permission_denied", str(exc)) from exc
     known, contact = leader_info(agent)
-    return ReadResult(data, index, known, contact)
+    return ReadResult(data, index, known, contact, filtered)

@@ -23,7 +23,7 @@ from murmur.gossip.membership import State
 
 from .reads import ReadError, ReadResult
 from .rpc.protocol import RETRYABLE, RPC_TIMEOUT, RPCError, call, decode_result
-from .writer import WriteFailed
+from .writer import ACLRefused, WriteFailed
 
 if TYPE_CHECKING:
     from .agent import Agent
@@ -94,35 +94,47 @@ class Remote:
         assert last is not None
         raise last
 
-    async def apply(self, cmd: commands.Command, rid: str | None = None) -> Any:
+    def _token(self, token: str | None) -> dict[str, str]:
+        """The `tk` an RPC carries: the given token, else the HTTP request's, else the agent's;
+        nothing when ACLs are off here."""
+        acl = self.agent.acl
+        if not acl.enabled:
+            return {}
+        return {"tk": token if token is not None else acl.outgoing_token()}
+
+    async def apply(self, cmd: commands.Command, rid: str | None = None, token: str | None = None) -> Any:
         """Write through the servers; the same request ID on every attempt."""
         data = commands.encode(cmd)
+        tk = self._token(token)
         # The node ID plus 122 random bits from the OS: unique across clients whatever their seeds.
         rid = rid or f"{self.agent.local.node.id}/{uuid.uuid4().hex}"
         self.stats["rpc_writes"] += 1
 
         async def one(addr: tuple[str, int], timeout: float) -> Any:
-            return decode_result(await call(addr, {"op": "apply", "d": data, "rid": rid, "hops": 0}, timeout))
+            return decode_result(await call(addr, {"op": "apply", "d": data, "rid": rid, "hops": 0, **tk}, timeout))
 
         try:
             return await self._attempts("write", one)
         except RPCError as exc:
             if exc.kind in ("no_leader", "not_leader"):
                 raise WriteFailed("No cluster leader") from exc
+            if exc.kind in ("permission_denied", "acl_not_found"):
+                raise ACLRefused(str(exc)) from exc
             if exc.kind == "unknown_outcome":
                 raise WriteFailed(f"no server answered; the write may or may not be applied: {exc}") from exc
             raise WriteFailed(str(exc)) from exc
 
     async def read(self, name: str, args: dict[str, Any], mode: str = "default", index: int = 0,
-                   wait: float = 0.0, budget: float = RETRY_BUDGET) -> ReadResult:
-        """A named read (agent/reads.py) executed by a server."""
+                   wait: float = 0.0, budget: float = RETRY_BUDGET, token: str | None = None) -> ReadResult:
+        """A named read (agent/reads.py) executed by a server (which filters it by our token)."""
         self.stats["rpc_reads"] += 1
+        tk = self._token(token)
 
         async def one(addr: tuple[str, int], timeout: float) -> ReadResult:
             body = await call(addr, {"op": "read", "name": name, "args": args, "mode": mode, "index": index,
-                                     "wait": wait}, timeout + wait * 1.1)
+                                     "wait": wait, **tk}, timeout + wait * 1.1)
             return ReadResult(body.get("data"), int(body.get("index", 0)), bool(body.get("leader", False)),
-                              int(body.get("contact", 0)))
+                              int(body.get("contact", 0)), bool(body.get("f", False)))
 
         try:
             return await self._attempts(f"read {name}", one, budget)  # type: ignore[no-any-return]

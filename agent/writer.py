@@ -21,6 +21,10 @@ class WriteFailed(Exception):
     HTTP answers 500 with this message, as Consul does ("No cluster leader")."""
 
 
+class ACLRefused(WriteFailed):
+    """A server refused the write for its token: HTTP answers 403 with this message."""
+
+
 class Writer(Protocol):
     async def apply(self, cmd: commands.Command) -> Any: ...
 
@@ -40,11 +44,14 @@ class ServerWriter:
 
         try:
             return await self.server.apply(cmd)
+        except RPCError as exc:
+            if exc.kind in ("permission_denied", "acl_not_found"):
+                raise ACLRefused(str(exc)) from exc
+            raise WriteFailed("No cluster leader" if exc.kind in ("not_leader", "no_leader") else str(exc)) from exc
         except (NoLeader, NotLeader) as exc:
             raise WriteFailed("No cluster leader") from exc
         except OutcomeUnknown as exc:
             raise WriteFailed(f"leadership lost while writing; the write may or may not be applied: {exc}") from exc
         except ProposalDropped as exc:
             raise WriteFailed(f"write dropped: {exc}") from exc
-        except RPCError as exc:
-            raise WriteFailed("No cluster leader" if exc.kind in ("not_leader", "no_leader") else str(exc)) from exc
+

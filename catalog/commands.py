@@ -29,6 +29,7 @@ class CommandType(IntEnum):
     SESSION = 4  # session create / destroy / renew / expire
     TXN = 5  # several KV operations, all or nothing
     RESTORE = 6  # replace the whole state by a saved one (`PUT /v1/snapshot`): {"d": StateStore.snapshot()}
+    ACL = 7  # ACL tokens, policies and roles (protocol 4): {"o": ACLOp, ...}
 
 
 class CommandError(ValueError):
@@ -210,7 +211,83 @@ class Restore:
     data: bytes
 
 
-Command = Register | Deregister | KV | Session | Txn | Restore
+class ACLOp(IntEnum):
+    """Only append: verbs of the ACL command."""
+
+    INIT = 0  # make the built-ins (anonymous token, global-management policy) if missing; with a
+    #           token: the initial management token, which also ends bootstrap
+    BOOTSTRAP = 1  # the first management token, once (`PUT /v1/acl/bootstrap`)
+    TOKEN_SET = 2  # create (`create`) or update a token
+    TOKEN_DELETE = 3
+    POLICY_SET = 4
+    POLICY_DELETE = 5
+    ROLE_SET = 6
+    ROLE_DELETE = 7
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """A token's or role's reference to a policy or role, by ID or by name (resolved to an ID when
+    applied: the ID is what is stored, the name is looked up when read)."""
+
+    id: str = ""
+    name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ACLTokenSpec:
+    """A token as written. IDs, times and the hash are chosen by the proposer, so every server
+    applies the same record. Identities and templated policies are canonical JSON text."""
+
+    accessor_id: str
+    secret_id: str
+    description: str = ""
+    policies: tuple[Link, ...] = ()
+    roles: tuple[Link, ...] = ()
+    service_identities: str = ""
+    node_identities: str = ""
+    templated_policies: str = ""
+    local: bool = False
+    create_time: str = ""
+    expiration_time: str = ""
+    hash: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ACLPolicySpec:
+    id: str
+    name: str
+    description: str = ""
+    rules: str = ""
+    datacenters: tuple[str, ...] = ()
+    hash: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ACLRoleSpec:
+    id: str
+    name: str
+    description: str = ""
+    policies: tuple[Link, ...] = ()
+    service_identities: str = ""
+    node_identities: str = ""
+    hash: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ACL:
+    """One ACL write. `id` names what DELETE removes; `create` makes TOKEN_SET refuse an existing
+    accessor (and update refuse a missing one)."""
+
+    op: ACLOp
+    token: ACLTokenSpec | None = None
+    policy: ACLPolicySpec | None = None
+    role: ACLRoleSpec | None = None
+    id: str = ""
+    create: bool = False
+
+
+Command = Register | Deregister | KV | Session | Txn | Restore | ACL
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,6 +364,8 @@ def encode(cmd: Command) -> bytes:
                      for o in cmd.ops], "ls": cmd.seen}))
     if isinstance(cmd, Restore):
         return bytes([CommandType.RESTORE]) + bytes(msgpack.packb({"d": cmd.data}))
+    if isinstance(cmd, ACL):
+        return bytes([CommandType.ACL]) + bytes(msgpack.packb(acl_to_map(cmd)))
     return bytes([CommandType.DEREGISTER]) + bytes(msgpack.packb(
         {"n": cmd.node, "si": cmd.service_id, "ci": cmd.check_id}))
 
@@ -297,7 +376,7 @@ def decode(data: bytes) -> Command:
         raise CommandError("empty command")
     kind = data[0]
     if kind not in (CommandType.REGISTER, CommandType.DEREGISTER, CommandType.KV, CommandType.SESSION,
-                    CommandType.TXN, CommandType.RESTORE):
+                    CommandType.TXN, CommandType.RESTORE, CommandType.ACL):
         raise UnknownCommand(kind)  # a newer command: its body may not be ours to parse
     try:
         body = msgpack.unpackb(data[1:], raw=False, strict_map_key=False)
@@ -346,6 +425,8 @@ def decode(data: bytes) -> Command:
             if not isinstance(body["d"], bytes):
                 raise TypeError("RESTORE data must be bytes")
             return Restore(body["d"])
+        if kind == CommandType.ACL:
+            return acl_from_map(body)
     except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError) as exc:
         raise CommandError(f"malformed {CommandType(kind).name} command: {exc!r}") from exc
     raise UnknownCommand(kind)
@@ -380,6 +461,97 @@ def _txn_op_from_map(o: Any) -> TxnOp:
     if not (0 <= flags < 1 << 64 and 0 <= index < 1 << 63):
         raise ValueError("txn op flags or index out of range")
     return TxnOp(verb=TxnVerb(o["v"]), key=key, value=value, flags=flags, index=index, session=session)
+
+
+# ---- ACL records ---------------------------------------------------------------------------
+
+def _links_to_wire(links: tuple[Link, ...]) -> list[list[str]]:
+    return [[lk.id, lk.name] for lk in links]
+
+
+def _links_from_wire(value: Any) -> tuple[Link, ...]:
+    if not isinstance(value, list):
+        raise TypeError("links must be a list")
+    out = []
+    for item in value:
+        if not (isinstance(item, list) and len(item) == 2 and all(isinstance(x, str) for x in item)):
+            raise TypeError("a link is [id, name]")
+        out.append(Link(item[0], item[1]))
+    return tuple(out)
+
+
+def _text(body: dict[str, Any], key: str) -> str:
+    value = body.get(key, "")
+    if not isinstance(value, str):
+        raise TypeError(f"{key} must be a string")
+    return value
+
+
+def token_to_map(t: ACLTokenSpec) -> dict[str, Any]:
+    return {"a": t.accessor_id, "s": t.secret_id, "d": t.description, "p": _links_to_wire(t.policies),
+            "r": _links_to_wire(t.roles), "si": t.service_identities, "ni": t.node_identities,
+            "tp": t.templated_policies, "l": t.local, "ct": t.create_time, "et": t.expiration_time, "h": t.hash}
+
+
+def token_from_map(b: dict[str, Any]) -> ACLTokenSpec:
+    return ACLTokenSpec(
+        accessor_id=_text(b, "a"), secret_id=_text(b, "s"), description=_text(b, "d"),
+        policies=_links_from_wire(b.get("p", [])), roles=_links_from_wire(b.get("r", [])),
+        service_identities=_text(b, "si"), node_identities=_text(b, "ni"), templated_policies=_text(b, "tp"),
+        local=bool(b.get("l", False)), create_time=_text(b, "ct"), expiration_time=_text(b, "et"),
+        hash=_text(b, "h"))
+
+
+def policy_to_map(p: ACLPolicySpec) -> dict[str, Any]:
+    return {"i": p.id, "n": p.name, "d": p.description, "r": p.rules, "dc": list(p.datacenters), "h": p.hash}
+
+
+def policy_from_map(b: dict[str, Any]) -> ACLPolicySpec:
+    return ACLPolicySpec(id=_text(b, "i"), name=_text(b, "n"), description=_text(b, "d"), rules=_text(b, "r"),
+                         datacenters=_strings(b.get("dc", []), "datacenters"), hash=_text(b, "h"))
+
+
+def role_to_map(r: ACLRoleSpec) -> dict[str, Any]:
+    return {"i": r.id, "n": r.name, "d": r.description, "p": _links_to_wire(r.policies),
+            "si": r.service_identities, "ni": r.node_identities, "h": r.hash}
+
+
+def role_from_map(b: dict[str, Any]) -> ACLRoleSpec:
+    return ACLRoleSpec(id=_text(b, "i"), name=_text(b, "n"), description=_text(b, "d"),
+                       policies=_links_from_wire(b.get("p", [])), service_identities=_text(b, "si"),
+                       node_identities=_text(b, "ni"), hash=_text(b, "h"))
+
+
+def acl_to_map(cmd: ACL) -> dict[str, Any]:
+    out: dict[str, Any] = {"o": int(cmd.op)}
+    if cmd.token is not None:
+        out["t"] = token_to_map(cmd.token)
+    if cmd.policy is not None:
+        out["p"] = policy_to_map(cmd.policy)
+    if cmd.role is not None:
+        out["r"] = role_to_map(cmd.role)
+    if cmd.id:
+        out["i"] = cmd.id
+    if cmd.create:
+        out["c"] = True
+    return out
+
+
+def _sub(body: dict[str, Any], key: str) -> dict[str, Any] | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise TypeError(f"{key} must be a map")
+    return value
+
+
+def acl_from_map(body: dict[str, Any]) -> ACL:
+    t, p, r = _sub(body, "t"), _sub(body, "p"), _sub(body, "r")
+    return ACL(op=ACLOp(body["o"]), token=token_from_map(t) if t is not None else None,
+               policy=policy_from_map(p) if p is not None else None,
+               role=role_from_map(r) if r is not None else None, id=_text(body, "i"),
+               create=bool(body.get("c", False)))
 
 
 # ---- request IDs ------------------------------------------------------------------------------

@@ -16,7 +16,12 @@ import msgpack
 
 from . import commands as cmds
 from .commands import (
+    ACL,
     KV,
+    ACLOp,
+    ACLPolicySpec,
+    ACLRoleSpec,
+    ACLTokenSpec,
     ApplyError,
     CheckSpec,
     Deregister,
@@ -31,7 +36,7 @@ from .commands import (
     TxnVerb,
 )
 
-TABLES = ("nodes", "services", "checks", "kvs")
+TABLES = ("nodes", "services", "checks", "kvs", "acls")
 REQUEST_MEMORY = 8192  # request IDs whose results the store remembers (oldest forgotten first)
 
 
@@ -92,6 +97,59 @@ class SessionRecord:
 
     def checks(self) -> tuple[str, ...]:
         return self.node_checks + self.service_checks
+
+
+@dataclass(frozen=True, slots=True)
+class ACLTokenRecord:
+    spec: ACLTokenSpec  # links hold policy and role IDs only (names are looked up when read)
+    create_index: int
+    modify_index: int
+
+
+@dataclass(frozen=True, slots=True)
+class ACLPolicyRecord:
+    spec: ACLPolicySpec
+    create_index: int
+    modify_index: int
+
+
+@dataclass(frozen=True, slots=True)
+class ACLRoleRecord:
+    spec: ACLRoleSpec
+    create_index: int
+    modify_index: int
+
+
+# The built-ins Consul makes when ACLs start: fixed IDs every client knows.
+MANAGEMENT_POLICY_ID = "00000000-0000-0000-0000-000000000001"
+ANONYMOUS_TOKEN_ID = "00000000-0000-0000-0000-000000000002"
+MANAGEMENT_RULES = """acl = "write"
+agent_prefix "" {
+  policy = "write"
+}
+event_prefix "" {
+  policy = "write"
+}
+key_prefix "" {
+  policy = "write"
+}
+keyring = "write"
+node_prefix "" {
+  policy = "write"
+}
+operator = "write"
+mesh = "write"
+peering = "write"
+query_prefix "" {
+  policy = "write"
+}
+service_prefix "" {
+  policy = "write"
+  intentions = "write"
+}
+session_prefix "" {
+  policy = "write"
+}"""
 
 
 class KVBatch:
@@ -178,6 +236,12 @@ class StateStore:
         # Servers turn it into a deadline on their clock when they apply it (agent/sessions.py).
         self.lock_delays: dict[str, tuple[int, int]] = {}
         self.gc_index = 0  # the last index that left a tombstone or a lock delay (the GC's hint)
+        # ACLs (table "acls"): tokens by AccessorID, policies and roles by ID; the index at which
+        # bootstrap happened (0: not yet, so `PUT /v1/acl/bootstrap` may make the first token).
+        self.acl_tokens: dict[str, ACLTokenRecord] = {}
+        self.acl_policies: dict[str, ACLPolicyRecord] = {}
+        self.acl_roles: dict[str, ACLRoleRecord] = {}
+        self.acl_bootstrap = 0
 
     # ---- writes -------------------------------------------------------------------------------
     def apply(self, index: int, data: bytes) -> Any:
@@ -212,6 +276,8 @@ class StateStore:
             return self._txn(index, cmd)
         if isinstance(cmd, Restore):
             return self.replace_all(index, cmd.data)
+        if isinstance(cmd, ACL):
+            return self._acl(index, cmd)
         self._dirty.clear()
         if isinstance(cmd, Register):
             result = self._register(index, cmd)
@@ -484,6 +550,157 @@ class StateStore:
     def node_sessions(self, node: str) -> list[SessionRecord]:
         return [self.sessions[s] for s in sorted(self.sessions) if self.sessions[s].node == node]
 
+    # ---- ACLs ---------------------------------------------------------------------------------
+    def _acl(self, index: int, cmd: ACL) -> Any:
+        op = cmd.op
+        if op == ACLOp.INIT:
+            self._acl_builtins(index, cmd.id)
+            if cmd.token is not None and self._token_by_secret(cmd.token.secret_id) is None:
+                if cmd.token.accessor_id in self.acl_tokens:
+                    return ApplyError("the initial management token's AccessorID is already in use")
+                self._put_token(index, replace(cmd.token, policies=(cmds.Link(MANAGEMENT_POLICY_ID),)))
+                self.acl_bootstrap = self.acl_bootstrap or index
+            return True
+        if op == ACLOp.BOOTSTRAP:
+            if self.acl_bootstrap:
+                return ApplyError(f"ACL bootstrap no longer allowed (reset index: {self.acl_bootstrap})")
+            if cmd.token is None:
+                return ApplyError("bootstrap needs a token")
+            if self._token_by_secret(cmd.token.secret_id) is not None or cmd.token.accessor_id in self.acl_tokens:
+                return ApplyError("Invalid Token: the bootstrap token's IDs are already in use")
+            self._acl_builtins(index, cmd.token.create_time)
+            self.acl_bootstrap = index
+            token = replace(cmd.token, policies=(cmds.Link(MANAGEMENT_POLICY_ID),))
+            return acl_token_wire(self._put_token(index, token))
+        if op == ACLOp.TOKEN_SET and cmd.token is not None:
+            return self._set_token(index, cmd.token, cmd.create)
+        if op == ACLOp.TOKEN_DELETE:
+            if cmd.id == ANONYMOUS_TOKEN_ID:
+                return ApplyError("Deletion of the builtin anonymous token is not permitted")
+            if self.acl_tokens.pop(cmd.id, None) is not None:
+                self._touch("acls", index)
+            return True
+        if op == ACLOp.POLICY_SET and cmd.policy is not None:
+            return self._set_policy(index, cmd.policy)
+        if op == ACLOp.POLICY_DELETE:
+            if cmd.id == MANAGEMENT_POLICY_ID:
+                return ApplyError("Deletion of the builtin global-management policy is not permitted")
+            if self.acl_policies.pop(cmd.id, None) is not None:
+                self._touch("acls", index)
+            return True
+        if op == ACLOp.ROLE_SET and cmd.role is not None:
+            return self._set_role(index, cmd.role)
+        if op == ACLOp.ROLE_DELETE:
+            if self.acl_roles.pop(cmd.id, None) is not None:
+                self._touch("acls", index)
+            return True
+        return ApplyError(f"malformed ACL command (op {int(op)})")
+
+    def _acl_builtins(self, index: int, now: str) -> None:
+        if MANAGEMENT_POLICY_ID not in self.acl_policies:
+            self.acl_policies[MANAGEMENT_POLICY_ID] = ACLPolicyRecord(
+                ACLPolicySpec(MANAGEMENT_POLICY_ID, "global-management",
+                              "Builtin Policy that grants unlimited access", MANAGEMENT_RULES), index, index)
+            self._touch("acls", index)
+        if ANONYMOUS_TOKEN_ID not in self.acl_tokens:
+            self.acl_tokens[ANONYMOUS_TOKEN_ID] = ACLTokenRecord(
+                ACLTokenSpec(ANONYMOUS_TOKEN_ID, "anonymous", "Anonymous Token", create_time=now), index, index)
+            self._touch("acls", index)
+
+    def _token_by_secret(self, secret: str) -> ACLTokenRecord | None:
+        for rec in self.acl_tokens.values():
+            if rec.spec.secret_id == secret:
+                return rec
+        return None
+
+    def acl_token_by_secret(self, secret: str) -> ACLTokenRecord | None:
+        """The token whose SecretID this is, or None."""
+        return self._token_by_secret(secret) if secret else None
+
+    def _put_token(self, index: int, spec: ACLTokenSpec) -> ACLTokenRecord:
+        old = self.acl_tokens.get(spec.accessor_id)
+        rec = ACLTokenRecord(spec, old.create_index if old else index, index)
+        self.acl_tokens[spec.accessor_id] = rec
+        self._touch("acls", index)
+        return rec
+
+    def _resolve_links(self, links: tuple[cmds.Link, ...], kind: str) -> tuple[cmds.Link, ...] | ApplyError:
+        table: dict[str, Any] = self.acl_policies if kind == "policy" else self.acl_roles
+        out: list[cmds.Link] = []
+        for link in links:
+            if link.id:
+                if link.id not in table:
+                    return ApplyError(f"No such ACL {kind} with ID {link.id!r}")
+                found = link.id
+            else:
+                found = next((i for i, r in sorted(table.items()) if r.spec.name == link.name), "")
+                if not found:
+                    return ApplyError(f"No such ACL {kind} with name {link.name!r}")
+            if all(o.id != found for o in out):
+                out.append(cmds.Link(found))
+        return tuple(out)
+
+    def _set_token(self, index: int, spec: ACLTokenSpec, create: bool) -> Any:
+        if not spec.accessor_id:
+            return ApplyError("Invalid Token: missing AccessorID")
+        old = self.acl_tokens.get(spec.accessor_id)
+        if create and old is not None:
+            return ApplyError("Invalid Token: AccessorID is already in use")
+        if not create and old is None:
+            return ApplyError(f"Cannot find token {spec.accessor_id!r}")
+        if old is not None:  # an update keeps the secret and the birth date
+            if spec.secret_id and spec.secret_id != old.spec.secret_id:
+                return ApplyError("Changing a token's SecretID is not permitted")
+            spec = replace(spec, secret_id=old.spec.secret_id, create_time=old.spec.create_time)
+        if not spec.secret_id:
+            return ApplyError("Invalid Token: missing SecretID")
+        other = self._token_by_secret(spec.secret_id)
+        if other is not None and other.spec.accessor_id != spec.accessor_id:
+            return ApplyError("Invalid Token: SecretID is already in use")
+        policies = self._resolve_links(spec.policies, "policy")
+        if isinstance(policies, ApplyError):
+            return policies
+        roles = self._resolve_links(spec.roles, "role")
+        if isinstance(roles, ApplyError):
+            return roles
+        return acl_token_wire(self._put_token(index, replace(spec, policies=policies, roles=roles)))
+
+    def _set_policy(self, index: int, spec: ACLPolicySpec) -> Any:
+        if not spec.name:
+            return ApplyError("Invalid Policy: no Name is set")
+        if not spec.id:
+            return ApplyError("Invalid Policy: missing ID")
+        clash = next((r for r in self.acl_policies.values() if r.spec.name == spec.name and r.spec.id != spec.id),
+                     None)
+        if clash is not None:
+            return ApplyError(f"Invalid Policy: A Policy with Name {spec.name!r} already exists")
+        old = self.acl_policies.get(spec.id)
+        if spec.id == MANAGEMENT_POLICY_ID and old is not None:
+            if spec.rules != old.spec.rules or spec.datacenters:
+                return ApplyError("Changing the Rules or Datacenters of the builtin global-management policy "
+                                  "is not permitted")
+        rec = ACLPolicyRecord(spec, old.create_index if old else index, index)
+        self.acl_policies[spec.id] = rec
+        self._touch("acls", index)
+        return acl_policy_wire(rec)
+
+    def _set_role(self, index: int, spec: ACLRoleSpec) -> Any:
+        if not spec.name:
+            return ApplyError("Invalid Role: no Name is set")
+        if not spec.id:
+            return ApplyError("Invalid Role: missing ID")
+        clash = next((r for r in self.acl_roles.values() if r.spec.name == spec.name and r.spec.id != spec.id), None)
+        if clash is not None:
+            return ApplyError(f"Invalid Role: A Role with Name {spec.name!r} already exists")
+        policies = self._resolve_links(spec.policies, "policy")
+        if isinstance(policies, ApplyError):
+            return policies
+        old = self.acl_roles.get(spec.id)
+        rec = ACLRoleRecord(replace(spec, policies=policies), old.create_index if old else index, index)
+        self.acl_roles[spec.id] = rec
+        self._touch("acls", index)
+        return acl_role_wire(rec)
+
     # ---- reads --------------------------------------------------------------------------------
     def index_of(self, *tables: str) -> int:
         """The index a read over these tables reports (X-Consul-Index): never below 1."""
@@ -525,6 +742,10 @@ class StateStore:
             "sx": self.sessions_index,
             "ld": {k: list(v) for k, v in sorted(self.lock_delays.items())},
             "gc": self.gc_index,
+            "at": [acl_token_wire(r) for _, r in sorted(self.acl_tokens.items())],
+            "ap": [acl_policy_wire(r) for _, r in sorted(self.acl_policies.items())],
+            "ar": [acl_role_wire(r) for _, r in sorted(self.acl_roles.items())],
+            "ab": self.acl_bootstrap,
         }
         return bytes(msgpack.packb(body))
 
@@ -578,6 +799,16 @@ class StateStore:
         st.sessions_index = int(body.get("sx", 0))
         st.lock_delays.update({k: (int(v[0]), int(v[1])) for k, v in body.get("ld", {}).items()})
         st.gc_index = int(body.get("gc", 0))
+        for row in body.get("at", []):
+            tok = acl_token_from_wire(row)
+            st.acl_tokens[tok.spec.accessor_id] = tok
+        for row in body.get("ap", []):
+            pol = acl_policy_from_wire(row)
+            st.acl_policies[pol.spec.id] = pol
+        for row in body.get("ar", []):
+            role = acl_role_from_wire(row)
+            st.acl_roles[role.spec.id] = role
+        st.acl_bootstrap = int(body.get("ab", 0))
         return st
 
 
@@ -602,6 +833,33 @@ def session_from_wire(row: list[Any]) -> SessionRecord:
     sid, name, node, nc, sc, ld, beh, ttl, ci, mi, ri = row
     return SessionRecord(str(sid), str(name), str(node), tuple(nc), tuple(sc), int(ld), str(beh), str(ttl),
                          int(ci), int(mi), int(ri))
+
+
+def acl_token_wire(r: ACLTokenRecord) -> list[Any]:
+    return [cmds.token_to_map(r.spec), r.create_index, r.modify_index]
+
+
+def acl_token_from_wire(row: list[Any]) -> ACLTokenRecord:
+    body, ci, mi = row
+    return ACLTokenRecord(cmds.token_from_map(body), int(ci), int(mi))
+
+
+def acl_policy_wire(r: ACLPolicyRecord) -> list[Any]:
+    return [cmds.policy_to_map(r.spec), r.create_index, r.modify_index]
+
+
+def acl_policy_from_wire(row: list[Any]) -> ACLPolicyRecord:
+    body, ci, mi = row
+    return ACLPolicyRecord(cmds.policy_from_map(body), int(ci), int(mi))
+
+
+def acl_role_wire(r: ACLRoleRecord) -> list[Any]:
+    return [cmds.role_to_map(r.spec), r.create_index, r.modify_index]
+
+
+def acl_role_from_wire(row: list[Any]) -> ACLRoleRecord:
+    body, ci, mi = row
+    return ACLRoleRecord(cmds.role_from_map(body), int(ci), int(mi))
 
 
 def _result_to_wire(result: Any) -> tuple[str, Any]:

@@ -447,5 +447,9 @@ from .tls import tls  # noqa: E402 - the command lives in its own module
 
 main.add_command(tls)
 
+from .acl import acl  # noqa: E402 - the commands live in their own module
+
+main.add_command(acl)
+
 if __name__ == "__main__":
     main()

@@ -17,8 +17,9 @@ already hold is served rather than failing (stale-if-error); with none, the quer
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 from murmur.catalog.dns import SliceKey
@@ -53,6 +54,9 @@ class Entry:
 class SliceCache:
     def __init__(self, remote: Remote, allow_stale: bool = True, max_stale: float = 87600 * 3600.0) -> None:
         self.remote = remote
+        # The ACL token slices are fetched with (the agent's `default` token; None with ACLs off):
+        # the server filters each slice to what that token may read.
+        self.token: Callable[[], str | None] = lambda: None
         # dns_config.allow_stale / max_stale: stale reads from any server by default; a stale
         # answer from a server that has not heard from a leader for over max_stale is asked again
         # of the leader (and kept if no leader answers: DNS keeps answering without one).
@@ -80,12 +84,15 @@ class SliceCache:
         return age < FRESH_FOR or (entry.watched and age < WATCH_WAIT * 1.5 + FETCH_BUDGET)
 
     async def _read(self, key: SliceKey, index: int = 0, wait: float = 0.0) -> tuple[StateStore, int, bytes]:
+        tok = self.token()
+        auth: dict[str, Any] = {"token": tok} if tok is not None else {}
         res = await self.remote.read("dns.slice", {"key": list(key)}, mode=self.mode, index=index, wait=wait,
-                                     budget=FETCH_BUDGET)
+                                     budget=FETCH_BUDGET, **auth)
         if self.mode == "stale" and res.last_contact_ms > self.max_stale_ms:
             self.stats["dns_slice_too_stale"] += 1
             try:
-                res = await self.remote.read("dns.slice", {"key": list(key)}, mode="default", budget=FETCH_BUDGET)
+                res = await self.remote.read("dns.slice", {"key": list(key)}, mode="default", budget=FETCH_BUDGET,
+                                             **auth)
             except ReadError as exc:
                 log.debug("dns: %s is over max_stale and no leader answered: %s", key, exc)
         if not isinstance(res.data, bytes):

@@ -33,10 +33,12 @@ import dns.message
 import dns.name
 import dns.rcode
 import trio
-from murmur.catalog.dns import Answerer, DNSSettings, SliceKey, slice_key
+from murmur.catalog.acl import Authorizer
+from murmur.catalog.dns import Answerer, DNSSettings, SliceKey, slice_key, slice_store
 from murmur.catalog.store import StateStore
 from murmur.checks.durations import parse_duration
 
+from ..acl import filter_store
 from ..metrics import PENDING_MAX
 from ..reads import ReadError
 from .recursor import Recursor
@@ -123,6 +125,9 @@ class DNSServer:
         dc = agent.cfg.dns_config
         self.slices: SliceCache | None = None if agent.cfg.server else SliceCache(
             agent.remote, dc.allow_stale, parse_duration(dc.max_stale))
+        acl = getattr(agent, "acl", None)
+        if self.slices is not None and acl is not None and acl.enabled:
+            self.slices.token = acl.default_token
         if self.slices is not None:  # its counters show in /v1/agent/self Stats.dns too
             self.stats.update(self.slices.stats)
             self.slices.stats = self.stats
@@ -219,7 +224,7 @@ class DNSServer:
             return query
         if self._wants_recursion(query):
             return RECURSE
-        resp = self.answerer.answer(query, store, int(time.time()))
+        resp = self.answerer.answer(query, self._acl_view(query, store), int(time.time()))
         if resp.rcode() == dns.rcode.FORMERR:
             self.stats["dns_formerr"] += 1
         wire = self._wire(query, resp, udp)
@@ -228,6 +233,29 @@ class DNSServer:
         if sum(len(rrset) for rrset in resp.answer) <= 1:
             self.single.add(key)  # one rendering is all a single-record answer needs
         return wire
+
+    def _acl_view(self, query: dns.message.Message, store: StateStore) -> StateStore:
+        """What DNS may show: with ACLs on, the slice of the catalog this question reads, without
+        what the agent's `default` token may not read (an unknown token reads nothing)."""
+        acl = getattr(self.agent, "acl", None)
+        if acl is None or not acl.enabled:
+            return store
+        authz, _ = acl.local(acl.default_token())
+        if authz is None:
+            authz = Authorizer((), "deny")
+        if authz.management:
+            return store
+        key = (slice_key(query.question[0].name, self.answerer.origin, self.answerer.alt_origin)
+               if len(query.question) == 1 else ("none",))
+        return filter_store(authz, slice_store(store, key))
+
+    def forget_answers(self) -> None:
+        """Drop every rendered answer (the default token changed: what DNS may show changed)."""
+        self.cache.clear()
+        self.rcache.clear()
+        self.cache_index = -1
+        if self.slices is not None:
+            self.slices.entries.clear()
 
     def _wire(self, query: dns.message.Message, resp: dns.message.Message, udp: bool) -> bytes:
         if udp:

@@ -289,9 +289,6 @@ def add_routes(router: Router, agent: Agent) -> None:
             raise HTTPError(500, f"Failed reloading config: {exc}") from exc
         return Response()
 
-    async def token(req: Request, m: re.Match[str]) -> Response:
-        raise HTTPError(401, "ACL support disabled")
-
     router.add("GET", r"/v1/agent/self", self_)
     router.add("GET", r"/v1/agent/members", members)
     router.add("PUT", r"/v1/agent/join/(?P<addr>.+)", join)
@@ -307,4 +304,3 @@ def add_routes(router: Router, agent: Agent) -> None:
     router.add("PUT", r"/v1/agent/check/(?P<verb>pass|warn|fail)/(?P<id>.+)", ttl_update)
     router.add("PUT", r"/v1/agent/check/update/(?P<id>.+)", check_update)
     router.add("PUT", r"/v1/agent/reload", reload)
-    router.add("PUT", r"/v1/agent/token/(?P<type>[^/]+)", token)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from . import (
+    acl_routes,
     agent_routes,
     catalog_routes,
     event_routes,
@@ -41,4 +42,9 @@ def build_router(agent: Agent) -> Router:
     snapshot_routes.add_routes(router, agent)
     lifecycle_routes.add_routes(router, agent)
     keyring_routes.add_routes(router, agent)
+    acl_routes.add_routes(router, agent)
+    if agent.acl.enabled:
+        from .acl_guard import make_guard
+
+        router.guard = make_guard(agent)
     return router

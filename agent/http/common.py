@@ -72,17 +72,24 @@ async def named_read(agent: Agent, req: Request, name: str, args: dict[str, Any]
 
     check_dc(agent, req)
     mode, index, wait = read_params(req)
+    authz = req.authz if req.authz is not None and not req.authz.management else None
     try:
         if agent.server is not None:
-            return await execute(agent, name, args, mode, index, wait)
-        return await agent.remote.read(name, args, mode, index, wait)
+            return await execute(agent, name, args, mode, index, wait, authz=authz)
+        token = agent.acl.effective(req.token) if agent.acl.enabled else None
+        return await agent.remote.read(name, args, mode, index, wait, token=token)
     except ReadError as exc:
+        if exc.kind in ("permission_denied", "acl_not_found"):
+            raise HTTPError(403, str(exc)) from exc
         raise HTTPError(400 if exc.kind == "bad_request" else 500, str(exc)) from exc
 
 
 def result_headers(res: Any) -> list[tuple[str, str]]:
-    return [("X-Consul-Index", str(res.index)), ("X-Consul-KnownLeader", str(bool(res.known_leader)).lower()),
-            ("X-Consul-LastContact", str(res.last_contact_ms))]
+    out = [("X-Consul-Index", str(res.index)), ("X-Consul-KnownLeader", str(bool(res.known_leader)).lower()),
+           ("X-Consul-LastContact", str(res.last_contact_ms))]
+    if getattr(res, "filtered", False):
+        out.append(("X-Consul-Results-Filtered-By-ACLs", "true"))
+    return out
 
 
 _SAME = object()

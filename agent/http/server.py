@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import h11
 import trio
 
-from ..writer import WriteFailed
+from ..writer import ACLRefused, WriteFailed
 
 log = logging.getLogger("murmur.http")
 
@@ -49,6 +49,10 @@ class Request:
     headers: dict[str, str]
     body: bytes = b""
     client: str = ""
+    # Set by the ACL guard (agent/http/acl_guard.py): the secret the request carries ("" for none)
+    # and what it may do (a catalog.acl.Authorizer; None with ACLs off). Never logged.
+    token: str = field(default="", repr=False)
+    authz: Any = field(default=None, repr=False)
 
     def arg(self, name: str, default: str | None = None) -> str | None:
         vals = self.query.get(name)
@@ -103,32 +107,48 @@ class Router:
         # Told (method, route label, milliseconds) after each routed request: agent/metrics.py.
         self.observe: Callable[[str, str, float], None] | None = None
         self.labels: dict[re.Pattern[str], str] = {}
+        # ACL enforcement (agent/http/acl_guard.py), installed when ACLs are on: called with the
+        # request, the route as registered (methods, pattern) and its match before the handler;
+        # it raises HTTPError to refuse and may return a filter for the response.
+        self.guard: Callable[[Request, str, str, re.Match[str]],
+                             Awaitable[Callable[[Response], Response] | None]] | None = None
+        self.registered: list[tuple[str, str]] = []  # (methods, pattern) as added, in route order
 
     def add(self, methods: str, pattern: str, handler: Handler) -> None:
         compiled = re.compile(pattern + r"\Z")
         self.routes.append((frozenset(methods.split()), compiled, handler))
+        self.registered.append((methods, pattern))
         # Consul's `path` label: the route's literal prefix, "/" as "_" (/v1/kv/<key> is "v1_kv_").
         self.labels[compiled] = re.split(r"[(\[.\\]", pattern, maxsplit=1)[0].lstrip("/").replace("/", "_")
 
     async def dispatch(self, req: Request) -> Response:
         allowed: set[str] = set()
-        for methods, pattern, handler in self.routes:
+        for i, (methods, pattern, handler) in enumerate(self.routes):
             m = pattern.match(req.path)
             if m is None:
                 continue
             method = "GET" if req.method == "HEAD" else req.method
             if method in methods:
                 if self.observe is None:
-                    return await handler(req, m)
+                    return await self._run(handler, req, i, m)
                 t0 = time.perf_counter()
                 try:
-                    return await handler(req, m)
+                    return await self._run(handler, req, i, m)
                 finally:
                     self.observe(method, self.labels.get(pattern, ""), (time.perf_counter() - t0) * 1000.0)
             allowed |= methods
         if allowed:
             return Response.text(f"method {req.method} not allowed", 405)
         return Response.text(f"Invalid URL path: not a recognized HTTP API endpoint: {req.path}", 404)
+
+
+    async def _run(self, handler: Handler, req: Request, i: int, m: re.Match[str]) -> Response:
+        if self.guard is None:
+            return await handler(req, m)
+        methods, source = self.registered[i]
+        post = await self.guard(req, methods, source, m)
+        resp = await handler(req, m)
+        return post(resp) if post is not None else resp
 
 
 class HTTPServer:
@@ -348,6 +368,8 @@ class HTTPServer:
             resp = Response.text(exc.message, exc.status)
             resp.headers.extend(exc.headers)
             return resp
+        except ACLRefused as exc:  # a server refused the write for its token
+            return Response.text(str(exc), 403)
         except WriteFailed as exc:  # no leader, forwarding failed: Consul's 500 with the reason
             return Response.text(str(exc), 500)
         except Exception:

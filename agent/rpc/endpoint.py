@@ -119,8 +119,17 @@ async def _apply(server: ServerRuntime, req: dict[str, Any]) -> dict[str, Any]:
     need, cluster = required_protocol(data), server.cluster_protocol()
     if need > cluster:
         raise RPCError("bad_request", too_old(need, cluster))
+    # A client's write (hops 0) is checked against its token here; a forwarded one (hops >= 1)
+    # comes from a server that checked it already (its HTTP guard, or this check on its side).
+    authz = await _rpc_authorizer(server, req) if hops == 0 else None
     try:
-        commands.decode(data)  # refuse what would stop the servers if it reached the log
+        cmd = commands.decode(data)  # refuse what would stop the servers if it reached the log
+        if authz is not None:
+            from ..acl import authorize_command
+
+            missing = authorize_command(authz, cmd, server.agent.store)
+            if missing is not None:
+                raise RPCError("permission_denied", f"Permission denied: lacks permission {missing}")
         # Request IDs only once every server can apply the wrapper (agent/protocol.py).
         entry = commands.wrap_request(rid, data) if rid and server.cluster_protocol() >= REQUEST_IDS else data
     except commands.CommandError as exc:
@@ -167,12 +176,32 @@ async def _read(server: ServerRuntime, req: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(name, str) or not isinstance(mode, str) or not isinstance(index, int) \
             or not isinstance(wait, (int, float)) or isinstance(wait, bool) or wait < 0:
         raise RPCError("bad_request", "read needs name (str), mode (str), index (int), wait (seconds)")
+    authz = await _rpc_authorizer(server, req)
     try:
-        res = await execute(server.agent, name, args, mode, index, float(wait))
+        res = await execute(server.agent, name, args, mode, index, float(wait),
+                            authz=None if authz is not None and authz.management else authz)
     except ReadError as exc:
         raise RPCError(exc.kind, str(exc)) from exc
-    return {"v": VERSION, "data": res.data, "index": res.index, "leader": res.known_leader,
-            "contact": res.last_contact_ms}
+    reply = {"v": VERSION, "data": res.data, "index": res.index, "leader": res.known_leader,
+             "contact": res.last_contact_ms}
+    if res.filtered:
+        reply["f"] = True
+    return reply
+
+
+async def _rpc_authorizer(server: ServerRuntime, req: dict[str, Any]) -> Any:
+    """The authorizer of the token an RPC carries (`tk`; none: the anonymous token), or None when
+    ACLs are off. An unknown token is refused ("ACL not found")."""
+    acl = server.agent.acl
+    if not acl.enabled:
+        return None
+    tk = req.get("tk", "")
+    if not isinstance(tk, str):
+        raise RPCError("bad_request", "tk must be a string")
+    authz, _ = acl.local(tk)
+    if authz is None:
+        raise RPCError("acl_not_found", "ACL not found")
+    return authz
 
 
 FORWARD_ATTEMPTS = 5

@@ -1,6 +1,7 @@
 """Run py-consul 1.8.0's own test suite (from its PyPI sdist) against `murmur agent --dev`.
 
     python tests/pyconsul/run.py [MODULE ...]     # default: agent catalog health status kv session txn
+    python tests/pyconsul/run.py --acl            # the modules whose tests need an ACL-enabled agent
 
 1. Downloads the sdist with pip into build/pyconsul (once; its sha256 is pinned) and unpacks a
    fresh copy, replacing its Docker-based root conftest.py with tests/pyconsul/shim_conftest.py.
@@ -33,6 +34,10 @@ VERSION = "1.8.0"
 SDIST = f"py_consul-{VERSION}.tar.gz"
 SHA256 = "ed9ab0adb335d33ea84f7622f372411f8e288bb09aee5e7632264d28d285a52c"
 MODULES = ["agent", "catalog", "health", "status", "kv", "session", "txn"]
+# Modules whose tests use the `acl_consul` fixture (an agent with acl.enabled and an initial
+# management token, as py-consul's Docker fixture makes); test_agent's one such test runs with
+# the default modules.
+ACL_MODULES = ["acl", "acl_templated_policy", "snapshot", "connect"]
 MODULE_TIMEOUT = 240.0  # seconds for one module's pytest run; the seven together take 1-3 minutes
 
 
@@ -92,9 +97,12 @@ def run_module(src: Path, module: str) -> tuple[list[dict[str, str]], str, int]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("modules", nargs="*", default=MODULES)
+    ap.add_argument("modules", nargs="*", default=None)
+    ap.add_argument("--acl", action="store_true", help="run the ACL modules (" + " ".join(ACL_MODULES) + ")")
     ap.add_argument("-v", "--verbose", action="store_true", help="print each module's pytest output")
     opts = ap.parse_args()
+    if not opts.modules:
+        opts.modules = ACL_MODULES if opts.acl else MODULES
     check_tools()
     src = unpack(fetch_sdist())
     t0 = time.monotonic()

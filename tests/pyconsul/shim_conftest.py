@@ -91,9 +91,10 @@ def _port_free() -> bool:
 
 
 class Agent:
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, config: dict | None = None) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="murmur-pyconsul-"))
-        (self.dir / "config.json").write_text(json.dumps(AGENT_CONFIG))
+        (self.dir / "config.json").write_text(json.dumps({**AGENT_CONFIG, **(config or {})}))
+        (self.dir / "config.json").chmod(0o600)  # it may hold a token
         LOGS.mkdir(parents=True, exist_ok=True)
         self.log_path = LOGS / f"{name}.log"
         self.log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
@@ -148,14 +149,19 @@ def _fresh_netns() -> None:
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True, timeout=10)
 
 
-def _instance(request: pytest.FixtureRequest):
+def _instance(request: pytest.FixtureRequest, token: str | None = None):
     if os.environ.get("PYCONSUL_NETNS_PER_TEST") == "1":
         _fresh_netns()
-    agent = Agent(request.node.name.replace("/", "_"))
+    # What py-consul's Docker fixture adds for an ACL-enabled Consul (default_policy stays "allow").
+    config = {"primary_datacenter": "dc1", "acl": {"enabled": True, "tokens": {"initial_management": token}}}
+    agent = Agent(request.node.name.replace("/", "_"), config if token else None)
     try:
         agent.wait_ready()
-        version = requests.get(f"http://127.0.0.1:{PORT}/v1/agent/self", timeout=10).json()["Config"]["Version"]
-        yield ConsulInstance(agent.proc.pid, PORT, version.strip())
+        headers = {"X-Consul-Token": token} if token else {}
+        version = requests.get(f"http://127.0.0.1:{PORT}/v1/agent/self", headers=headers,
+                               timeout=10).json()["Config"]["Version"]
+        instance = ConsulInstance(agent.proc.pid, PORT, version.strip())
+        yield instance if token is None else (instance, token)
     finally:
         agent.stop()
 
@@ -167,8 +173,9 @@ def consul_instance(request):
 
 @pytest.fixture
 def acl_consul_instance(request):
-    # No ACL system yet: tests that need it fail here and are listed in exceptions.txt.
-    raise RuntimeError("murmur has no ACL-enabled dev agent yet")
+    import uuid
+
+    yield from _instance(request, uuid.uuid4().hex)  # as upstream: a 32-hex initial management token
 
 
 @pytest.fixture

@@ -208,7 +208,7 @@ def test_register_node_service_and_checks() -> None:
     node = log.store.nodes["n1"]
     assert (node.id, node.address, node.datacenter, node.meta) == ("id-1", "10.0.0.1", "dc1", (("rack", "a"),))
     assert node.create_index == node.modify_index == 1
-    assert log.store.table_index == {**{"nodes": 1, "services": 0, "checks": 0}, "kvs": 0}
+    assert log.store.table_index == {**{"nodes": 1, "services": 0, "checks": 0}, "kvs": 0, "acls": 0}
 
     chk = CheckSpec(check_id="service:web1", name="web check", status="passing", service_id="web1")
     node_chk = CheckSpec(check_id="serfHealth", name="Serf", status="passing")
@@ -219,7 +219,7 @@ def test_register_node_service_and_checks() -> None:
     rec = log.store.checks["n1"]["service:web1"]
     assert (rec.service_name, rec.service_tags) == ("web", ("v1",))
     assert log.store.checks["n1"]["serfHealth"].service_name == ""
-    assert log.store.table_index == {**{"nodes": 1, "services": 2, "checks": 2}, "kvs": 0}
+    assert log.store.table_index == {**{"nodes": 1, "services": 2, "checks": 2}, "kvs": 0, "acls": 0}
     assert log.store.index_of("nodes", "services", "checks") == 2
 
 
@@ -242,7 +242,7 @@ def test_identical_reregister_moves_nothing() -> None:
                          node_meta=(("k", "v"),))) is True
     svc = log.store.services["n1"]["web1"]
     assert (svc.create_index, svc.modify_index) == (1, 5)
-    assert log.store.table_index == {**{"nodes": 1, "services": 5, "checks": 1}, "kvs": 0}
+    assert log.store.table_index == {**{"nodes": 1, "services": 5, "checks": 1}, "kvs": 0, "acls": 0}
     assert log.store.nodes["n1"].modify_index == 1
     assert log.store.checks["n1"]["service:web1"].modify_index == 1
 
@@ -253,7 +253,7 @@ def test_check_status_change_moves_only_checks_table() -> None:
     log.apply(reg(WEB, (CheckSpec("service:web1", "c", "critical", output="boom", service_id="web1"),)))
     rec = log.store.checks["n1"]["service:web1"]
     assert (rec.spec.status, rec.spec.output, rec.create_index, rec.modify_index) == ("critical", "boom", 1, 2)
-    assert log.store.table_index == {**{"nodes": 1, "services": 1, "checks": 2}, "kvs": 0}
+    assert log.store.table_index == {**{"nodes": 1, "services": 1, "checks": 2}, "kvs": 0, "acls": 0}
 
 
 def test_node_change_moves_only_nodes_table() -> None:
@@ -262,7 +262,7 @@ def test_node_change_moves_only_nodes_table() -> None:
     log.apply(reg(address="10.0.0.9"))
     assert log.store.nodes["n1"].address == "10.0.0.9"
     assert (log.store.nodes["n1"].create_index, log.store.nodes["n1"].modify_index) == (1, 2)
-    assert log.store.table_index == {**{"nodes": 2, "services": 1, "checks": 0}, "kvs": 0}
+    assert log.store.table_index == {**{"nodes": 2, "services": 1, "checks": 0}, "kvs": 0, "acls": 0}
     # skip_node_update leaves an existing node alone
     log.apply(reg(address="10.9.9.9", skip_node_update=True))
     assert log.store.nodes["n1"].address == "10.0.0.9"
@@ -310,10 +310,10 @@ def test_deregister_service_removes_its_checks() -> None:
     assert log.apply(Deregister(node="n1", service_id="web1")) is True
     assert set(log.store.services["n1"]) == {"api1"}
     assert set(log.store.checks["n1"]) == {"service:api1", "serfHealth"}
-    assert log.store.table_index == {**{"nodes": 1, "services": 3, "checks": 3}, "kvs": 0}
+    assert log.store.table_index == {**{"nodes": 1, "services": 3, "checks": 3}, "kvs": 0, "acls": 0}
     # deregistering what is already gone changes nothing
     assert log.apply(Deregister(node="n1", service_id="web1")) is True
-    assert log.store.table_index == {**{"nodes": 1, "services": 3, "checks": 3}, "kvs": 0}
+    assert log.store.table_index == {**{"nodes": 1, "services": 3, "checks": 3}, "kvs": 0, "acls": 0}
 
 
 def test_deregister_one_check() -> None:
@@ -322,7 +322,7 @@ def test_deregister_one_check() -> None:
     assert log.apply(Deregister(node="n1", check_id="a")) is True
     assert set(log.store.checks["n1"]) == {"b"}
     assert "web1" in log.store.services["n1"]
-    assert log.store.table_index == {**{"nodes": 1, "services": 1, "checks": 2}, "kvs": 0}
+    assert log.store.table_index == {**{"nodes": 1, "services": 1, "checks": 2}, "kvs": 0, "acls": 0}
 
 
 def test_deregister_node_removes_everything_of_that_node() -> None:
@@ -334,10 +334,10 @@ def test_deregister_node_removes_everything_of_that_node() -> None:
     assert "n1" not in log.store.services and "n1" not in log.store.checks
     assert [r.spec.id for r in log.store.all_services()] == ["api1"]
     assert [r.spec.check_id for r in log.store.all_checks()] == ["service:api1"]
-    assert log.store.table_index == {**{"nodes": 3, "services": 3, "checks": 3}, "kvs": 0}
+    assert log.store.table_index == {**{"nodes": 3, "services": 3, "checks": 3}, "kvs": 0, "acls": 0}
     # an unknown node: nothing moves
     assert log.apply(Deregister(node="ghost")) is True
-    assert log.store.table_index == {**{"nodes": 3, "services": 3, "checks": 3}, "kvs": 0}
+    assert log.store.table_index == {**{"nodes": 3, "services": 3, "checks": 3}, "kvs": 0, "acls": 0}
 
 
 def test_index_must_increase() -> None:

@@ -139,6 +139,7 @@ class FakeAgent:
         self.feed = ChangeFeed()
         self.server = FakeServer(self, leader)
         self.lock_delays = LockDelays()
+        self.acl = SimpleNamespace(enabled=False)
 
 
 def world() -> FakeAgent:
@@ -155,6 +156,7 @@ def world() -> FakeAgent:
         i += 1
         ag.store.apply(i, cmds.encode(KV(KVOp.SET, k, k.encode(), flags=7)))
     ag.store.apply(i + 1, cmds.encode(cmds.Session(cmds.SessionOp.CREATE, "s1", "one", "n1", ("serfHealth",))))
+    ag.store.apply(i + 2, cmds.encode(cmds.ACL(cmds.ACLOp.INIT, id="2026-11-25T07:00:00Z")))
     return ag
 
 
@@ -176,6 +178,8 @@ READ_CASES = [
     ("status.leader", {}), ("status.peers", {}),
     ("session.info", {"id": "s1"}), ("session.node", {"node": "n1"}), ("session.list", {}),
     ("session.lock_delay", {"keys": ["b"]}), ("txn.read", {"ops": [[4, "b", 0, ""], [5, "a/", 0, ""]]}),
+    ("acl.token_slice", {"secret": "anonymous"}), ("acl.list", {"kind": "token"}),
+    ("acl.get", {"kind": "policy", "id": "00000000-0000-0000-0000-000000000001"}),
 ]
 
 
@@ -198,6 +202,7 @@ async def test_a_client_read_over_rpc_equals_the_servers_own(name: str, args: di
 
     monkeypatch.setattr(remote, "call", fake_call)
     client = remote.Remote.__new__(remote.Remote)
+    client.agent = ag  # type: ignore[assignment]
     client.preferred = None
     client.stats = {"rpc_writes": 0, "rpc_reads": 0, "rpc_retries": 0}
     client.servers = lambda: [("127.0.0.9", 8300)]  # type: ignore[method-assign]
@@ -397,7 +402,8 @@ async def test_the_server_port_survives_garbage_and_keeps_answering() -> None:
 def bare_remote(servers: list[tuple[str, int]]) -> remote.Remote:
     client = remote.Remote.__new__(remote.Remote)
     client.agent = SimpleNamespace(rng=random.Random(3),  # type: ignore[assignment]
-                                   local=SimpleNamespace(node=SimpleNamespace(id="node-1")))
+                                   local=SimpleNamespace(node=SimpleNamespace(id="node-1")),
+                                   acl=SimpleNamespace(enabled=False))
     client.preferred = None
     client.stats = {"rpc_writes": 0, "rpc_reads": 0, "rpc_retries": 0}
     client.servers = lambda: list(servers)  # type: ignore[method-assign]

@@ -628,9 +628,10 @@ http_max_conns_per_client = 10
 [ports]
 https = 8501
 serf_wan = -1
+grpc = 8502
 """)
     cfg = load([f])
-    expect = {"acl": "ACL enforcement"}  # tls.* and ports.https work now (issue 12)
+    expect = {"ports.grpc": "the gRPC API"}  # tls.*, ports.https (issue 12) and acl (issue 13) work now
     for k, feature in expect.items():
         assert any(w.endswith(f": {k}: accepted; {feature} does not work yet") for w in cfg.warnings), (k, cfg.warnings)
     assert len(cfg.warnings) == len(expect)  # ports.serf_wan = -1 disables: nothing to warn about
