@@ -2,9 +2,11 @@
 and the gossip core (Membership) behind them.
 
 Rules: `wire.decode_packet` / `decode_frame_payload` return messages or raise WireError;
-`Keyring.open` returns plaintext or raises SealError; the core never raises on any datagram or
-frame, and one it cannot decode leaves its state exactly as it was (nothing learnt, nothing
-queued to send).
+`Keyring.open` returns plaintext or raises SealError; the core (and the user-event layer above
+it, which runs queries' tag regexes) never raises on any datagram or frame, and one it cannot
+decode leaves its state exactly as it was (nothing learnt, nothing queued to send). The agent's
+envelopes inside user events and queries (Consul events, keyring answers) decode or raise
+ValueError / report themselves undecodable.
 """
 
 from __future__ import annotations
@@ -16,7 +18,10 @@ import msgpack
 from hypothesis import strategies as st
 from murmur.gossip import keyring, wire
 from murmur.gossip.config import GossipConfig
+from murmur.agent import keyring_ops
+from murmur.agent.events import ConsulEvent
 from murmur.gossip.membership import Membership
+from murmur.gossip.userevents import UserLayer
 from murmur.gossip.wire import (
     Ack,
     Alive,
@@ -133,10 +138,14 @@ def test_fuzz_gossip_sealed_envelope(data: bytes) -> None:
 def test_fuzz_gossip_core_rejects_malformed_input_without_change(example: tuple[bytes, bytes]) -> None:
     data, payload = example
     m = member()
+    layer = UserLayer(m)
     before = state(m)
     m.receive(data, ("10.0.1.1", 7946), 1.0)  # never raises
     if not decodes(data):
         assert state(m) == before
+    layer.pump(1.0)  # user events, queries (tag filters are regexes from the wire), responses
+    layer.events()
+    layer.queries()
     before = state(m)
     try:
         wire.decode_frame_payload(payload)
@@ -148,3 +157,19 @@ def test_fuzz_gossip_core_rejects_malformed_input_without_change(example: tuple[
         assert reply is None and state(m) == before
     m.handle_timer(m.next_deadline())  # and the member still works afterwards
     m.packets_to_send()
+
+
+EVENT = ConsulEvent("6a2c6f5e-0000-4000-8000-000000000001", "deploy", b"v1", "web.*", "api", "v[0-9]+").encode()
+
+
+@fuzz(st.one_of(st.binary(max_size=80), st.just(EVENT).flatmap(byte_mutations),
+                st.just(msgpack.unpackb(EVENT)).flatmap(mutated).map(lambda v: bytes(msgpack.packb(v))),
+                values.map(lambda v: bytes(msgpack.packb(v)))))
+def test_fuzz_agent_user_event_and_keyring_envelopes(data: bytes) -> None:
+    try:
+        ev = ConsulEvent.decode("deploy", data, 3)
+        assert ConsulEvent.decode("deploy", ev.encode(), 3) == ev
+    except ValueError:
+        pass
+    answer = keyring_ops.decode_answer(data)
+    assert isinstance(answer, dict) and isinstance(answer.get("ok"), bool)

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from .checkers import Fault, catalog_diff, check_linearizable, false_dead, lost_writes
-from .cluster import ROOT, Cluster, LabAgent, in_ns
+from .cluster import ROOT, Cluster, LabAgent, NsWorker, in_ns
 from .netns import Lab
 from .workload import (
     AckWriter,
@@ -262,6 +262,7 @@ def run(opts: Options, log: Any = print) -> Summary:
     acks: list[AckWriter] = []
     watches: list[MemberWatch] = []
     cats: list[CatalogClient] = []
+    probe: _CatalogProbe | None = None
     catalog_reports: list[str] = []
     nemesis: Nemesis | None = None
     keys: list[list[str]] = [[f"reg/c0/{j}" for j in range(opts.keys_per_cycle)]]
@@ -286,6 +287,7 @@ def run(opts: Options, log: Any = print) -> Summary:
         watches = [MemberWatch(a) for a in agents]
         if opts.catalog_workload:
             cats = [CatalogClient(a, i, rng.randrange(2**32)) for i, a in enumerate(agents) if not a.server]
+            probe = _CatalogProbe(cluster, cats)
         threads = [*regs, *acks, *watches, *cats]
         for t in threads:
             t.start()
@@ -296,13 +298,15 @@ def run(opts: Options, log: Any = print) -> Summary:
                 break
             time.sleep(rng.uniform(0.2, 0.5))  # some traffic before the fault
             f = nemesis.run(kind)
+            for c in cats:
+                c.hold.set()  # still while the cluster settles; _catalog_converged lets it go on
             tq = time.monotonic()
             stable = cluster.wait_stable(45)
             q = time.monotonic() - tq
             summary.quiesce_s_max = max(summary.quiesce_s_max, q)
             summary.unstable_cycles += 0 if stable else 1
             summary.cycles = i
-            conv = _catalog_converged(cluster, cats, f.t1, opts.catalog_bound, summary, catalog_reports, f"cycle {i}")
+            conv = _catalog_converged(probe, f.t1, opts.catalog_bound, summary, catalog_reports, f"cycle {i}")
             keys[0] = [f"reg/c{i}/{j}" for j in range(opts.keys_per_cycle)]
             log(f"cycle {i:2d} {kind:<16} {' '.join(f.hosts)[:24]:<24} {f.t1 - f.t0:4.1f} s fault, "
                 f"{'quiet' if stable else 'NOT STABLE'} after {q:.1f} s (slowest: {cluster.last_wait})"
@@ -315,7 +319,7 @@ def run(opts: Options, log: Any = print) -> Summary:
         t_heal = time.monotonic()
         if not cluster.wait_stable(60):
             summary.errors.append("the cluster was not stable 60 s after the final heal")
-        _catalog_converged(cluster, cats, t_heal, opts.catalog_bound, summary, catalog_reports, "final")
+        _catalog_converged(probe, t_heal, opts.catalog_bound, summary, catalog_reports, "final")
         summary.catalog_changes = sum(c.changes for c in cats)
         got = _read_acks(cluster)
         acked = {k: v for a in acks for k, v in a.acked.items()}
@@ -350,6 +354,8 @@ def run(opts: Options, log: Any = print) -> Summary:
     finally:
         for t in threads:
             t.join(TIMEOUT_JOIN)
+        if probe is not None:
+            probe.close()
         if cluster is not None:
             cluster.stop()
         lab.destroy()
@@ -359,46 +365,62 @@ def run(opts: Options, log: Any = print) -> Summary:
     return summary
 
 
-TIMEOUT_JOIN = 5.0
+class _CatalogProbe:
+    """Reads for the catalog-convergence checker: one thread (with one HTTP client) per lab host,
+    kept for the run, so a poll costs a few local requests, not thread and client start-ups."""
+
+    def __init__(self, cluster: Cluster, cats: list[CatalogClient]) -> None:
+        self.cluster, self.cats = cluster, cats
+        self.workers: dict[str, NsWorker] = {}
+        self.clients: dict[str, Any] = {}
+
+    def _call(self, host: str, fn: Any, timeout: float = 10.0) -> Any:
+        import httpx
+
+        from .cluster import HTTP
+
+        if host not in self.workers:
+            self.workers[host] = NsWorker(host)
+        if host not in self.clients:
+            self.clients[host] = self.workers[host].call(lambda: httpx.Client(base_url=HTTP, timeout=2.0))
+        client = self.clients[host]
+        return self.workers[host].call(lambda: fn(client), timeout)
+
+    def diff(self, lead: LabAgent | None) -> dict[str, str]:
+        """catalog_diff of every catalog client: its local services vs the leader's catalog."""
+        mine = {c.agent.name: (self._call(c.agent.host, local_catalog_services)
+                               if c.agent.running and not c.agent.paused else None) for c in self.cats}
+        if lead is None:
+            return catalog_diff(mine, {})
+        return catalog_diff(mine, self._call(lead.host, lambda cl: {n: catalog_node_services(cl, n) for n in mine}, 20))
+
+    def close(self) -> None:
+        for host, c in self.clients.items():
+            try:
+                self.workers[host].call(c.close, 5)
+            except Exception:  # noqa: BLE001 - best effort at the end of a run
+                pass
+        for w in self.workers.values():
+            w.close()
 
 
-def _catalog_view(cluster: Cluster, cats: list[CatalogClient]) -> dict[str, str]:
-    """catalog_diff of every catalog client: local services (its own API) vs the leader's catalog."""
-    import httpx
-
-    from .cluster import HTTP
-
-    def local(a: LabAgent) -> set[str] | None:
-        if not a.running or a.paused:
-            return None
-        with httpx.Client(base_url=HTTP) as c:
-            return local_catalog_services(c)
-
-    lead = cluster.leader()
-    mine = {c.agent.name: in_ns(c.agent.host, lambda a=c.agent: local(a), 10) for c in cats}  # type: ignore[misc]
-    if lead is None:
-        return catalog_diff(mine, {})
-
-    def catalog() -> dict[str, set[str] | None]:
-        with httpx.Client(base_url=HTTP) as c:
-            return {name: catalog_node_services(c, name) for name in mine}
-
-    return catalog_diff(mine, in_ns(lead.host, catalog, 20))
-
-
-def _catalog_converged(cluster: Cluster, cats: list[CatalogClient], t_heal: float, bound: float,
-                       summary: Summary, reports: list[str], label: str) -> str | None:
+def _catalog_converged(probe: _CatalogProbe | None, t_heal: float, bound: float, summary: Summary,
+                       reports: list[str], label: str) -> str | None:
     """Hold the catalog workload still, poll until the catalog holds exactly each client's local
     services (or `bound` seconds after the heal at `t_heal` pass), then let it go on. Records the
     convergence time, or an unconverged heal; returns a short note for the cycle's log line."""
-    if not cats:
+    if probe is None or not probe.cats:
         return None
-    for c in cats:
+    for c in probe.cats:
         c.quiesce(5.0)
     try:
         diff: dict[str, str] = {}
+        lead = probe.cluster.leader()
         for _ in range(10_000):
-            diff = _catalog_view(cluster, cats)
+            try:
+                diff = probe.diff(lead)
+            except Exception as exc:  # noqa: BLE001 - a read failed: look for the leader again
+                diff, lead = {"-": f"read failed: {exc!r}"}, probe.cluster.leader()
             now = time.monotonic()
             if not diff:
                 summary.catalog_checks += 1
@@ -406,14 +428,19 @@ def _catalog_converged(cluster: Cluster, cats: list[CatalogClient], t_heal: floa
                 return f"converged {now - t_heal:.1f} s after the heal"
             if now - t_heal > bound:
                 break
-            time.sleep(0.3)
+            time.sleep(0.2)
+            if any("unreadable catalog" in d for d in diff.values()):
+                lead = probe.cluster.leader()
         summary.catalog_checks += 1
         summary.catalog_unconverged += 1
         reports.append(f"{label}: not converged {bound:.0f} s after the heal: {diff}")
         return f"NOT CONVERGED: {diff}"[:160]
     finally:
-        for c in cats:
+        for c in probe.cats:
             c.resume()
+
+
+TIMEOUT_JOIN = 5.0
 
 
 def _save(opts: Options, summary: Summary, workdir: Path, nemesis: Nemesis | None, regs: list[RegisterClient],

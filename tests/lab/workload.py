@@ -246,7 +246,8 @@ class CatalogClient(_Thread):
         """Hold, and wait (bounded) until no request is in flight."""
         self.idle.clear()
         self.hold.set()
-        self.idle.wait(timeout)
+        if self.thread.is_alive():
+            self.idle.wait(timeout)
 
     def resume(self) -> None:
         self.hold.clear()
