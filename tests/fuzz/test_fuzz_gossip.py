@@ -16,10 +16,10 @@ from typing import Any
 
 import msgpack
 from hypothesis import strategies as st
-from murmur.gossip import keyring, wire
-from murmur.gossip.config import GossipConfig
 from murmur.agent import keyring_ops
 from murmur.agent.events import ConsulEvent
+from murmur.gossip import keyring, wire
+from murmur.gossip.config import GossipConfig
 from murmur.gossip.membership import Membership
 from murmur.gossip.userevents import UserLayer
 from murmur.gossip.wire import (

@@ -1,0 +1,37 @@
+"""Regression tests for the crashes `make fuzz` found (tests/fuzz), one per crash, named after it."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from murmur.agent.definitions import parse_service
+from murmur.agent.http.catalog_routes import parse_catalog_register
+from murmur.agent.http.server import HTTPError
+from murmur.checks.definitions import DefinitionError
+
+
+@pytest.mark.parametrize("weight", [math.inf, [], "3", 2.5, -1, True, 2**63])
+def test_service_weights_that_are_not_small_integers_are_a_definition_error_not_a_500(weight: object) -> None:
+    """Found by test_fuzz_http_service_definition: int() of a list, a string or infinity raised
+    TypeError / ValueError / OverflowError out of parse_service (HTTP 500)."""
+    with pytest.raises(DefinitionError, match="Weights.Passing"):
+        parse_service({"Name": "web", "Weights": {"Passing": weight}})
+    with pytest.raises(DefinitionError, match="Weights: expected an object"):
+        parse_service({"Name": "web", "Weights": [1, 2]})
+    # Positive control: integers (and the defaults for 0 / null) still work.
+    assert parse_service({"Name": "web", "Weights": {"Passing": 3, "Warning": 0}}).spec.weights == (3, 1)
+    assert parse_service({"Name": "web", "Weights": None}).spec.weights == (1, 1)
+
+
+@pytest.mark.parametrize("port", ["x", 70000, -1, 1.5, 2**70, [80]])
+def test_tagged_address_port_that_is_not_a_port_is_a_400_not_a_500(port: object) -> None:
+    """Found by the probe of /v1/catalog/register: int("x") raised ValueError out of
+    parse_service (HTTP 500); a port of 2**70 would have failed later, encoding the command."""
+    svc = {"Service": "db", "TaggedAddresses": {"lan": {"Address": "10.0.0.1", "Port": port}}}
+    with pytest.raises(HTTPError) as exc:
+        parse_catalog_register({"Node": "n", "Address": "10.0.0.1", "Service": svc})
+    assert exc.value.status == 400 and "TaggedAddresses.lan.Port" in exc.value.message
+    ok = {**svc, "TaggedAddresses": {"lan": {"Address": "10.0.0.1", "Port": 5432}}}
+    cmd = parse_catalog_register({"Node": "n", "Address": "10.0.0.1", "Service": ok})
+    assert cmd.service is not None and cmd.service.tagged_addresses == (("lan", "10.0.0.1", 5432),)
