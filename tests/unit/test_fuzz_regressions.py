@@ -35,3 +35,21 @@ def test_tagged_address_port_that_is_not_a_port_is_a_400_not_a_500(port: object)
     ok = {**svc, "TaggedAddresses": {"lan": {"Address": "10.0.0.1", "Port": 5432}}}
     cmd = parse_catalog_register({"Node": "n", "Address": "10.0.0.1", "Service": ok})
     assert cmd.service is not None and cmd.service.tagged_addresses == (("lan", "10.0.0.1", 5432),)
+
+
+@pytest.mark.parametrize("text", ["1" + "0" * 400 + "h", "99999999999999h", "2562048h"])
+def test_a_duration_beyond_int64_nanoseconds_is_a_value_error_not_an_overflow(text: str) -> None:
+    """Found probing the HTTP API (?index=1&wait=1000...0h, 400 zeros): parse_duration raised
+    OverflowError, which the callers (query args, config files, check and session TTLs), catching
+    ValueError, let through: a 500, or a traceback instead of a config error. Go's
+    ParseDuration refuses durations past int64 nanoseconds too."""
+    from murmur.agent.http.common import read_params
+    from murmur.agent.http.server import Request
+    from murmur.checks.durations import parse_duration
+
+    with pytest.raises(ValueError, match="out of range"):
+        parse_duration(text)
+    with pytest.raises(HTTPError) as exc:
+        read_params(Request("GET", "/v1/kv/k", {"index": ["1"], "wait": [text]}, {}))
+    assert exc.value.status == 400
+    assert parse_duration("2562047h") == 2562047 * 3600.0  # positive control: the largest whole hours Go takes
