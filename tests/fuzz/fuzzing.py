@@ -81,9 +81,13 @@ def fuzz(strategy: st.SearchStrategy[Any], seconds: float | None = None
 
 
 # ---- strategies shared by the targets ------------------------------------------------------------
+# Strings that have broken parsers before, or would: huge durations and numbers, bad regexes.
+INTERESTING = ["1" + "0" * 400 + "h", "99999999999999h", "2562048h", "-1s", "1e400", "NaN", "-0", "0x10",
+               "18446744073709551616", "(", "[", "a" * 300, "\x00", "10s", "", " "]
 leaves = st.one_of(st.none(), st.booleans(), st.integers(min_value=-(2**63), max_value=2**64 - 1),
                    st.sampled_from([0, 1, -1, 2**63 - 1, 2**63, 2**64 - 1, -(2**63)]),
-                   st.floats(allow_nan=True), st.text(max_size=12), st.binary(max_size=24))
+                   st.floats(allow_nan=True), st.text(max_size=12), st.binary(max_size=24),
+                   st.sampled_from(INTERESTING))
 values = st.recursive(leaves, lambda inner: st.one_of(
     st.lists(inner, max_size=6),
     st.dictionaries(st.one_of(st.text(max_size=6), st.integers(-3, 20)), inner, max_size=5)), max_leaves=12)

@@ -36,7 +36,7 @@ from murmur.agent.rpc.mux import RAFT, RPC
 from murmur.raft import codec
 from support.procs import AgentProc
 
-from .fuzzing import EXAMPLE_TIMEOUT, byte_mutations, fuzz, mutated, values
+from .fuzzing import EXAMPLE_TIMEOUT, INTERESTING, byte_mutations, fuzz, mutated, values
 from .test_fuzz_raft import raft_frames
 from .test_fuzz_store import VALID as COMMANDS
 
@@ -98,7 +98,7 @@ BODIES = [
     {"CleanupDeadServers": True, "MaxTrailingLogs": 250, "LastContactThreshold": "200ms"},
     {"Node": "n1", "Coord": {"Vec": [0.1, 0.2], "Error": 1.5, "Adjustment": 0, "Height": 1e-5}},
 ]
-text_values = st.one_of(st.text(max_size=10), st.sampled_from(["", "0", "1", "-1", "true", "18446744073709551616",
+text_values = st.one_of(st.text(max_size=10), st.sampled_from(INTERESTING), st.sampled_from(["", "0", "1", "-1", "true", "18446744073709551616",
                                                              "1s", "abc", "%zz", "[", "Service.Name == web"]))
 
 
@@ -114,7 +114,8 @@ def http_requests(draw: st.DrawFn) -> bytes:
         path = "/v1/kv/excluded"
     params = draw(st.lists(st.tuples(st.sampled_from(QUERY_KEYS), text_values), max_size=4))
     if draw(st.integers(0, 4)) == 0:  # a blocking read, bounded
-        params += [("index", draw(st.sampled_from(["1", "0", "99999999", "-1", "x"]))), ("wait", "5ms")]
+        params += [("index", draw(st.sampled_from(["1", "0", "99999999", "-1", "x"]))),
+                   ("wait", draw(st.sampled_from(["5ms", "1" + "0" * 400 + "h", "1e400s", "x", "-5ms", ""])))]
     query = "&".join(f"{quote(k)}={quote(v)}" if v else quote(k) for k, v in params)
     target = path + ("?" + query if query else "")
     kind = draw(st.integers(0, 3))
