@@ -10,6 +10,7 @@ Hypothesis keeps the failing examples in .hypothesis/ and replays them first on 
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import time
@@ -85,7 +86,7 @@ def fuzz(strategy: st.SearchStrategy[Any], seconds: float | None = None
 INTERESTING = ["1" + "0" * 400 + "h", "99999999999999h", "2562048h", "-1s", "1e400", "NaN", "-0", "0x10",
                "18446744073709551616", "(", "[", "a" * 300, "\x00", "10s", "", " "]
 leaves = st.one_of(st.none(), st.booleans(), st.integers(min_value=-(2**63), max_value=2**64 - 1),
-                   st.sampled_from([0, 1, -1, 2**63 - 1, 2**63, 2**64 - 1, -(2**63)]),
+                   st.sampled_from([0, 1, -1, 2**63 - 1, 2**63, 2**64 - 1, -(2**63), math.inf, -math.inf, math.nan, 1.5]),
                    st.floats(allow_nan=True), st.text(max_size=12), st.binary(max_size=24),
                    st.sampled_from(INTERESTING))
 values = st.recursive(leaves, lambda inner: st.one_of(

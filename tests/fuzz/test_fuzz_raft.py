@@ -1,5 +1,5 @@
 """Fuzzing the Raft decoders (messages, log entries, hard state, conf changes), the Raft transport
-that decodes frames off the server port, and the Raft core behind it.
+that decodes frames off the server port (Raft frames, snapshot streams), and the Raft core behind it.
 
 Rules: the codec returns a value or raises CodecError (ConfChange.decode: ValueError); the
 transport drops a connection at its first bad frame and delivers only what decoded; the core
@@ -9,8 +9,10 @@ as it was.
 
 from __future__ import annotations
 
+import math
 import random
 import struct
+import zlib
 from typing import Any
 
 import msgpack
@@ -33,7 +35,7 @@ from murmur.raft.messages import (
 )
 from murmur.raft.rawnode import RawNode
 
-from .fuzzing import EXAMPLE_TIMEOUT, byte_mutations, fuzz, mutated, values
+from .fuzzing import EXAMPLE_TIMEOUT, byte_mutations, fuzz, mutated, packb, values
 
 CC = ConfChange(ConfChangeType.ADD_VOTER, 4, (1, 2, 3, 4)).encode()
 ENTRIES = (Entry(2, 4, EntryType.NORMAL, b"x"), Entry(2, 5, EntryType.CONF_CHANGE, CC), Entry(2, 6, EntryType.NOOP))
@@ -167,3 +169,50 @@ def test_fuzz_raft_transport_delivers_only_what_decodes(example: tuple[list[byte
 
     trio.run(main)
     assert got == expected
+
+
+class _Duplex(_Bytes):
+    """A snapshot stream: the frames to read, and what the receiver writes back (acks, the verdict)."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.out = b""
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        self.out += bytes(data)
+
+
+SNAP_BODY = b"catalog state " * 3
+SNAP_MSG = codec.encode_message(Message(MessageType.SNAP, to=2, frm=1, term=3,
+                                        snapshot=Snapshot(SnapshotMeta(9, 2, (1, 2, 3)), b"")))
+SNAP_HEADER = {"v": 1, "m": SNAP_MSG, "n": len(SNAP_BODY), "c": zlib.crc32(SNAP_BODY), "k": 16}
+SNAP_CHUNKS = [{"s": i, "d": SNAP_BODY[i * 16:(i + 1) * 16]} for i in range(3)]
+
+
+_sizes = st.one_of(st.integers(-5, 1 << 40), st.sampled_from([math.inf, -math.inf, math.nan, 1.5, "12", None]), values)
+snap_headers = st.one_of(
+    st.just(SNAP_HEADER), st.just(SNAP_HEADER).flatmap(mutated), values,
+    st.tuples(_sizes, _sizes, _sizes).map(lambda t: {**SNAP_HEADER, "n": t[0], "c": t[1], "k": t[2]}))
+
+
+@fuzz(st.tuples(snap_headers,
+                st.lists(st.one_of(st.sampled_from(SNAP_CHUNKS), st.sampled_from(SNAP_CHUNKS).flatmap(mutated), values),
+                         max_size=4),
+                st.one_of(st.just(b""), st.binary(max_size=12))))
+def test_fuzz_raft_snapshot_stream(example: tuple[Any, list[Any], bytes]) -> None:
+    """The receiving end of a snapshot transfer (first byte 0x03): it delivers a snapshot whose
+    bytes match the header's size and checksum, or refuses; nothing raises out of it."""
+    header, chunks, tail = example
+    frames = [packb(header), *(packb(c) for c in chunks)]
+    stream = _Duplex(b"".join(struct.pack("!I", len(f)) + f for f in frames) + tail)
+    got: list[Message] = []
+    transport = TCPTransport(got.append)
+
+    async def main() -> None:
+        with trio.fail_after(EXAMPLE_TIMEOUT):
+            await transport.handle_snapshot(FramedStream(stream), ("127.0.0.1", 1))  # type: ignore[arg-type]
+
+    trio.run(main)
+    for m in got:
+        assert m.type == MessageType.SNAP and m.snapshot is not None
+        assert isinstance(header, dict) and zlib.crc32(m.snapshot.data) == header["c"] and len(m.snapshot.data) == header["n"]

@@ -53,3 +53,38 @@ def test_a_duration_beyond_int64_nanoseconds_is_a_value_error_not_an_overflow(te
         read_params(Request("GET", "/v1/kv/k", {"index": ["1"], "wait": [text]}, {}))
     assert exc.value.status == 400
     assert parse_duration("2562047h") == 2562047 * 3600.0  # positive control: the largest whole hours Go takes
+
+
+def test_a_snapshot_header_with_an_infinite_size_is_refused_not_a_crash_of_the_server_port() -> None:
+    """Found by test_fuzz_raft_snapshot_stream: int(inf) in the snapshot stream's header raised
+    OverflowError out of handle_snapshot, through the server port's connection handler, and
+    took the whole agent down (one packet from anyone who can reach port 8300)."""
+    import struct
+
+    import msgpack
+    import trio
+    from murmur.agent.drivers.raft_transport import TCPTransport
+    from murmur.agent.rpc.mux import FramedStream
+    from murmur.raft import codec
+    from murmur.raft.messages import Message, MessageType, Snapshot, SnapshotMeta
+
+    class Stream:
+        def __init__(self, data: bytes) -> None:
+            self.data, self.out = data, b""
+
+        async def receive_some(self, max_bytes: int | None = None) -> bytes:
+            out, self.data = self.data, b""
+            return out
+
+        async def send_all(self, data: bytes) -> None:
+            self.out += data
+
+    snap = codec.encode_message(Message(MessageType.SNAP, to=1, frm=2, term=5,
+                                        snapshot=Snapshot(SnapshotMeta(9, 2, (1, 2, 3)), b"")))
+    for size in (float("inf"), float("nan"), 1.5, "12"):
+        header = msgpack.packb({"v": 1, "m": snap, "n": size, "c": 0, "k": 10})
+        stream = Stream(struct.pack("!I", len(header)) + header)
+        got: list[Message] = []
+        t = TCPTransport(got.append)
+        trio.run(t.handle_snapshot, FramedStream(stream), ("127.0.0.1", 1))  # type: ignore[arg-type]
+        assert got == [] and b"sizes must be integers" in stream.out and t.stats["bad_frames"] == 1
