@@ -57,7 +57,7 @@ def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProc]:
         assert a.proc is not None and a.proc.poll() is None, "the agent died"
         assert a.get("/v1/status/leader").status_code == 200
         log = a.logs()
-        assert "handler failed" not in log and "RPC request failed" not in log, log[-4000:]
+        assert "handler failed" not in log and "RPC request failed" not in log, log[-4000:]  # http, server port
     finally:
         a.stop()
         _agent = None

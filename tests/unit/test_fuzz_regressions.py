@@ -88,3 +88,42 @@ def test_a_snapshot_header_with_an_infinite_size_is_refused_not_a_crash_of_the_s
         t = TCPTransport(got.append)
         trio.run(t.handle_snapshot, FramedStream(stream), ("127.0.0.1", 1))  # type: ignore[arg-type]
         assert got == [] and b"sizes must be integers" in stream.out and t.stats["bad_frames"] == 1
+
+
+def test_a_failing_server_port_handler_closes_its_connection_not_the_agent() -> None:
+    """Defence behind the snapshot-header fix: any exception a connection handler raises on the
+    server port used to end trio.serve_listeners, and with it the agent. Now it is logged and
+    counted, and the port serves the next connection."""
+    import trio
+    from murmur.agent.rpc.mux import FramedStream, ServerPort
+
+    async def boom(framed: FramedStream, peer: tuple[str, int]) -> None:
+        raise OverflowError("a bug")
+
+    async def echo(framed: FramedStream, peer: tuple[str, int]) -> None:
+        await framed.stream.send_all(b"ok")
+
+    async def main() -> bytes:
+        with trio.fail_after(10):
+            return await run()
+
+    async def run() -> bytes:
+        port = ServerPort()
+        port.register(0x09, boom)
+        port.register(0x0A, echo)
+        async with trio.open_nursery() as nursery:
+            bound = await nursery.start(port.serve, "127.0.0.1", 0)
+            for first in (b"\x09", b"\x09"):
+                s = await trio.open_tcp_stream("127.0.0.1", bound)
+                await s.send_all(first)
+                await s.receive_some(10)  # closed by the server
+                await s.aclose()
+            s = await trio.open_tcp_stream("127.0.0.1", bound)
+            await s.send_all(b"\x0a")
+            got = await s.receive_some(10)
+            await s.aclose()
+            assert port.stats["handler_failed"] == 2
+            nursery.cancel_scope.cancel()
+        return bytes(got)
+
+    assert trio.run(main) == b"ok"
