@@ -110,7 +110,10 @@ def http_requests(draw: st.DrawFn) -> bytes:
     path = draw(st.sampled_from(PATHS))
     if draw(st.booleans()):
         path += "/" + quote(draw(st.text(max_size=12)), safe="/%")
-    if EXCLUDED.match(path):
+    if draw(st.integers(0, 7)) == 0:  # a raw target: absolute forms, brackets, odd characters
+        path = draw(st.sampled_from(["//", "http://", "//[", "http://[::1", "*", "/v1/kv/%", "/%zz", ""]))
+        path += draw(st.text(alphabet="/[]:@%?#&=.abc019", max_size=12))
+    if EXCLUDED.match(path) or "leave" in path or "snapshot" in path:
         path = "/v1/kv/excluded"
     params = draw(st.lists(st.tuples(st.sampled_from(QUERY_KEYS), text_values), max_size=4))
     if draw(st.integers(0, 4)) == 0:  # a blocking read, bounded
