@@ -127,3 +127,26 @@ def test_a_failing_server_port_handler_closes_its_connection_not_the_agent() -> 
         return bytes(got)
 
     assert trio.run(main) == b"ok"
+
+
+@pytest.mark.parametrize("field", [("p", 1e300), ("w", [1e300, 1]), ("ta", [["lan", "a", 1e300]]), ("t", [5]),
+                                   ("m", {"k": 5})])
+def test_a_command_the_store_could_not_snapshot_again_is_refused_by_decode(field: tuple[str, object]) -> None:
+    """Found by test_fuzz_catalog_command_decoder: decode took a service port or weight of 1e300
+    (int(1e300), far past msgpack's range) or non-string tags and meta; RPC `apply` let it into
+    the log, the store kept it, and every later snapshot of the store raised OverflowError."""
+    import msgpack
+    from murmur.catalog import commands as cmds
+    from murmur.catalog.store import StateStore
+
+    ok = cmds.encode(cmds.Register("n", "a", service=cmds.ServiceSpec("s1", "s", port=80)))
+    body = msgpack.unpackb(ok[1:], raw=False)
+    store = StateStore()
+    assert store.apply(1, ok) is True and store.snapshot()  # positive control
+    body["s"][field[0]] = field[1]
+    bad = ok[:1] + msgpack.packb(body)
+    with pytest.raises(cmds.CommandError):
+        cmds.decode(bad)
+    with pytest.raises(cmds.CommandError):
+        store.apply(2, bad)
+    assert store.snapshot() and store.last_index == 1
