@@ -4,7 +4,8 @@ log) and the replicated store that applies log entries.
 Rules: `commands.decode` returns a command or raises CommandError. `StateStore.apply` returns a
 result (True/False, an ApplyError, a list) or raises CommandError, and when it raises, the store
 is exactly as it was: same snapshot, same last index (a server that cannot apply an entry stops
-instead of diverging, so what a command does must be all or nothing). An entry that passed
+instead of diverging, so what a command does must be all or nothing); and whatever was applied,
+the store can still be snapshotted. An entry that passed
 `decode` must apply without raising at all: it is already in the log when the store sees it.
 """
 
@@ -109,3 +110,4 @@ def test_fuzz_store_applies_all_or_nothing(entries: list[bytes]) -> None:
         except CommandError:
             assert not valid, "a command that decodes must apply"
             assert (store.snapshot(), store.last_index) == before
+    store.snapshot()  # whatever was applied, the store can still be snapshotted (and so compacted)
