@@ -13,7 +13,7 @@ BENCH_APT_PACKAGES := serf etcd-server
 LAB_APT_PACKAGES := debootstrap systemd-container ansible-core iproute2 util-linux openssh-client
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-full bench lint types unit e2e pyconsul chaos lab install apt apt-bench apt-lab apt-install lab-test lab-upgrade-test lab-down clean fuzz-dns
+.PHONY: run test test-full bench lint types unit e2e pyconsul chaos lab install apt apt-bench apt-lab apt-install lab-test lab-upgrade-test lab-down clean fuzz-dns fuzz fuzz-smoke
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -97,13 +97,26 @@ test-full: test
 	$(BIN)/pytest -q -m slow --runslow tests || [ $$? -eq 5 ]  # 5: no slow tests collected
 	MURMUR_FAILPOINT_REPEATS=20 $(BIN)/pytest -q tests/e2e/test_raft_cluster.py -k failpoints
 	$(MAKE) -s lab-upgrade-test
-	$(MAKE) -s fuzz-dns
+	$(MAKE) -s fuzz
 
 # DNS fuzzing against a real agent for FUZZ_SECONDS (default 600): hostile packets interleaved
 # with valid queries; the CI smoke is the same test with 60 batches.
 FUZZ_SECONDS ?= 600
 fuzz-dns: install
 	MURMUR_DNS_FUZZ_SECONDS=$(FUZZ_SECONDS) MURMUR_DNS_FUZZ_EXAMPLES=200 $(BIN)/pytest -q -s tests/e2e/test_dns_fuzz.py
+
+# Hypothesis fuzzing of every decoder (tests/fuzz): gossip packets after decryption, sealed
+# envelopes and stream frames, the gossip core; Raft messages, entries, hard state, conf changes,
+# the Raft transport and core; catalog commands and the store; config files (TOML, Consul JSON);
+# and a real dev agent's HTTP requests, server RPC frames and Raft port. FUZZ_TARGET_SECONDS per
+# target (default 60), then DNS (fuzz-dns, FUZZ_SECONDS). The CI smoke gives each target 3 s.
+FUZZ_TARGET_SECONDS ?= 60
+fuzz: install
+	MURMUR_FUZZ_SECONDS=$(FUZZ_TARGET_SECONDS) $(BIN)/pytest -q -p no:cacheprovider tests/fuzz
+	$(MAKE) -s fuzz-dns
+
+fuzz-smoke: install
+	MURMUR_FUZZ_SECONDS=3 $(BIN)/pytest -q -p no:cacheprovider tests/fuzz
 
 bench: install apt-bench
 	$(BIN)/pip install -q -e '.[test,bench]'

@@ -55,6 +55,18 @@ def _str_map(d: dict[str, Any], key: str, label: str) -> tuple[tuple[str, str], 
     return tuple(sorted((str(k), str(x)) for k, x in v.items()))
 
 
+MAX_WEIGHT = 2**31 - 1
+
+
+def _int_in(v: Any, low: int, high: int, label: str) -> int:
+    """An optional integer field: 0 when absent (null or 0), else an integer in low..high."""
+    if v is None or (type(v) is int and v == 0):
+        return 0
+    if type(v) is not int or not low <= v <= high:
+        raise DefinitionError(f"{label}: expected an integer {low}..{high}, got {v!r}")
+    return v
+
+
 def parse_service(obj: Any, *, allow_scripts: bool = False) -> ServiceDefinition:
     """One service object (Consul API or config shape) into a definition. Raises DefinitionError."""
     if not isinstance(obj, Mapping):
@@ -70,15 +82,20 @@ def parse_service(obj: Any, *, allow_scripts: bool = False) -> ServiceDefinition
     port = d.get("port") or 0
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise DefinitionError(f"Port: expected an integer 0..65535, got {port!r}")
-    weights_raw = folded(d.get("weights") or {})
-    weights = (int(weights_raw.get("passing", 1) or 1), int(weights_raw.get("warning", 1) or 1))
+    weights_raw = d.get("weights") or {}
+    if not isinstance(weights_raw, Mapping):
+        raise DefinitionError("Weights: expected an object")
+    wd = folded(weights_raw)
+    weights = (_int_in(wd.get("passing"), 1, MAX_WEIGHT, "Weights.Passing") or 1,
+               _int_in(wd.get("warning"), 1, MAX_WEIGHT, "Weights.Warning") or 1)
     tagged: list[tuple[str, str, int]] = []
     ta = d.get("taggedaddresses") or {}
     if not isinstance(ta, Mapping):
         raise DefinitionError("TaggedAddresses: expected an object")
     for tname, tval in sorted(ta.items()):
         tv = folded(tval) if isinstance(tval, Mapping) else {}
-        tagged.append((str(tname), str(tv.get("address", "")), int(tv.get("port", 0) or 0)))
+        tport = _int_in(tv.get("port"), 0, 65535, f"TaggedAddresses.{tname}.Port")
+        tagged.append((str(tname), str(tv.get("address", "")), tport))
     spec = ServiceSpec(
         id=sid, name=name, tags=tuple(tags), address=_str(d, "address", "Address"), port=port,
         meta=_str_map(d, "meta", "Meta"), weights=weights,

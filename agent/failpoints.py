@@ -34,6 +34,8 @@ KNOWN = frozenset({
 BUGS = frozenset({
     "read.serve_from_follower",  # default-mode reads skip the ReadIndex on a follower (stale reads)
     "raft.ack_before_fsync",  # a KV write is acknowledged once proposed, before it is committed
+    "gossip.ignore_refute",  # alive messages refuting a suspicion or death we hold are dropped (false deads)
+    "ae.drop_push",  # after a failed anti-entropy pass, a client never pushes its services again
 })
 
 

@@ -18,6 +18,7 @@ import trio
 from murmur.catalog import commands
 from murmur.catalog.store import StateStore
 
+from .failpoints import FAILPOINTS
 from .reads import ReadError
 from .writer import WriteFailed
 
@@ -45,6 +46,7 @@ def client_sync_interval(agent: Agent) -> float:
 
 async def client_sync(agent: Agent) -> bool:
     """One pass; False if the servers could not be read or written now (the next pass retries)."""
+    done = False
     async with agent.sync_lock:
         try:
             res = await agent.remote.read("node.slice", {"node": agent.local.node.name})
@@ -52,12 +54,40 @@ async def client_sync(agent: Agent) -> bool:
                 raise ReadError("bad_request", "node.slice answered without a snapshot")
             scratch = StateStore.restore(res.data)
             for cmd in agent.local.sync_commands(scratch, trio.current_time()):
+                if _planted_drop(agent, cmd):
+                    continue
                 result = await agent.writer.apply(cmd)
                 if isinstance(result, commands.ApplyError):
                     agent.stats["sync_errors"] += 1
                     log.warning("sync: %s", result.message)
+            done = True
         except (WriteFailed, ReadError) as exc:
             agent.stats["sync_errors"] += 1
             log.debug("sync deferred: %s", exc)
             return False
+        finally:
+            if FAILPOINTS.bugs:
+                _planted_note(agent, done)
     return True
+
+
+def _planted_note(agent: Agent, done: bool) -> None:
+    if not FAILPOINTS.bug("ae.drop_push"):
+        return
+    if done:
+        agent.stats["planted_ae_synced"] = 1
+    elif agent.stats.get("planted_ae_synced"):  # failed or cancelled after an earlier success
+        agent.stats["planted_ae_failed"] = 1
+
+
+def _planted_drop(agent: Agent, cmd: commands.Command) -> bool:
+    """Planted bug ae.drop_push (fault-lab tests only, agent/failpoints.py): once a pass has
+    failed or been cut short after one succeeded (the servers became unreachable), the client drops every later
+    push of its services, as if it believed them synced."""
+    if not (FAILPOINTS.bugs and agent.stats.get("planted_ae_failed")):
+        return False
+    if isinstance(cmd, commands.Register) and cmd.service is not None or \
+            isinstance(cmd, commands.Deregister) and cmd.service_id:
+        agent.stats["planted_ae_dropped"] = agent.stats.get("planted_ae_dropped", 0) + 1
+        return True
+    return False

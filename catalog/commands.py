@@ -309,13 +309,36 @@ def _service_to_map(s: ServiceSpec) -> dict[str, Any]:
     return out
 
 
+INT64 = (-(2**63), 2**63 - 1)
+
+
+def _bounded(v: Any, bounds: tuple[int, int], what: str) -> int:
+    """An integer field within `bounds`: the store keeps it, and snapshots must encode it again
+    (a float such as 1e300 made an int too large for msgpack). Entries already in logs were
+    written within these bounds: weights and tagged ports as int64, service ports 0..65535."""
+    if type(v) is not int or not bounds[0] <= v <= bounds[1]:
+        raise ValueError(f"{what} must be an integer in {bounds[0]}..{bounds[1]}, got {v!r}"[:120])
+    return v
+
+
+def _str_pairs(v: Any, what: str) -> tuple[tuple[str, str], ...]:
+    if not isinstance(v, dict) or not all(isinstance(k, str) and isinstance(x, str) for k, x in v.items()):
+        raise TypeError(f"{what} must be a map of strings")
+    return tuple(sorted(v.items()))
+
+
 def _service_from_map(m: dict[str, Any]) -> ServiceSpec:
+    weights = m.get("w", [1, 1])
+    if not isinstance(weights, list) or len(weights) != 2:
+        raise TypeError("service weights must be a list of two integers")
     return ServiceSpec(
-        id=str(m["i"]), name=str(m["n"]), tags=tuple(m.get("t", ())), address=str(m.get("a", "")),
-        port=int(m.get("p", 0)), meta=tuple(sorted(m.get("m", {}).items())),
-        weights=(int(m.get("w", (1, 1))[0]), int(m.get("w", (1, 1))[1])),
+        id=str(m["i"]), name=str(m["n"]), tags=_strings(m.get("t", []), "service tags"),
+        address=str(m.get("a", "")), port=_bounded(m.get("p", 0), (0, 65535), "service port"),
+        meta=_str_pairs(m.get("m", {}), "service meta"),
+        weights=(_bounded(weights[0], INT64, "weight"), _bounded(weights[1], INT64, "weight")),
         enable_tag_override=bool(m.get("e", False)),
-        tagged_addresses=tuple((str(a), str(b), int(c)) for a, b, c in m.get("ta", ())),
+        tagged_addresses=tuple((str(a), str(b), _bounded(c, INT64, "tagged address port"))
+                               for a, b, c in m.get("ta", ())),
         kind=str(m.get("k", "")), proxy=str(m.get("px", "")), connect=str(m.get("cn", "")),
         locality=str(m.get("lo", "")),
     )
@@ -390,8 +413,8 @@ def decode(data: bytes) -> Command:
             return Register(
                 node=str(body["n"]), address=str(body.get("a", "")), node_id=str(body.get("id", "")),
                 datacenter=str(body.get("dc", "")),
-                tagged_addresses=tuple(sorted(body.get("ta", {}).items())),
-                node_meta=tuple(sorted(body.get("m", {}).items())),
+                tagged_addresses=_str_pairs(body.get("ta", {}), "tagged addresses"),
+                node_meta=_str_pairs(body.get("m", {}), "node meta"),
                 service=_service_from_map(svc) if svc else None,
                 checks=tuple(_check_from_map(c) for c in body.get("c", ())),
                 skip_node_update=bool(body.get("sk", False)),

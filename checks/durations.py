@@ -42,11 +42,22 @@ _WHOLE_RE = re.compile(rf"[+-]?(?:{_TERM})+")
 _HINT = 'expected a number and a unit (ns, us, ms, s, m, h), e.g. "10s", "100ms", "1m30s"'
 
 
+MAX_NS = 2**63 - 1  # Go's time.Duration is an int64 of nanoseconds (about 292 years)
+
+
 def parse_duration_ns(value: str | int | float) -> int:
     """A duration in whole nanoseconds; see the module docstring for the accepted forms.
 
-    Raises ValueError naming the bad value and the expected form.
+    Raises ValueError naming the bad value and the expected form, or saying it is out of
+    range: beyond Go's int64 nanoseconds (where Go's ParseDuration says "overflow" too).
     """
+    ns = _parse_ns(value)
+    if not -MAX_NS <= ns <= MAX_NS:
+        raise ValueError(f"invalid duration {str(value)[:40]!r}: out of range (at most about 292 years)")
+    return ns
+
+
+def _parse_ns(value: str | int | float) -> int:
     if isinstance(value, bool):  # bool is an int subclass; True is no duration
         raise ValueError(f"invalid duration {value!r}: {_HINT}")
     if isinstance(value, int):

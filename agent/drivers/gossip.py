@@ -20,6 +20,7 @@ from murmur.gossip import wire
 from murmur.gossip.keyring import Keyring
 from murmur.gossip.membership import Address, MemberEvent, Membership, State, StreamKind, StreamRequest
 
+from ..failpoints import FAILPOINTS
 from .gossip_crypto import GossipCrypto
 
 log = logging.getLogger("murmur.gossip")
@@ -155,11 +156,31 @@ class GossipDriver:
                     if opened is None:
                         continue  # clear, forged or for another cluster: counted by crypto
                     data = opened
+                if FAILPOINTS.bugs and FAILPOINTS.bug("gossip.ignore_refute"):
+                    data = self._planted_drop_refutes(data)
                 self.m.receive(data, (src[0], src[1]), trio.current_time())
                 got = True
             if got:
                 self.flush()
             await trio.lowlevel.checkpoint()
+
+    def _planted_drop_refutes(self, data: bytes) -> bytes:
+        """Planted bug gossip.ignore_refute (fault-lab tests only, agent/failpoints.py): drop every
+        alive message that refutes a suspicion or a death verdict we hold, so any failed probe
+        ends in a dead verdict that sticks until the next push-pull."""
+        try:
+            msgs, _ = wire.decode_packet(data)
+        except wire.WireError:
+            return data
+        kept = []
+        for msg in msgs:
+            if isinstance(msg, wire.Alive):
+                held = self.m.members.get(msg.node)
+                if held is not None and held is not self.m.me and msg.incarnation > held.incarnation \
+                        and held.state in (wire.MemberStateCode.SUSPECT, wire.MemberStateCode.DEAD):
+                    continue
+            kept.append(msg)
+        return wire.packet(*kept) if len(kept) != len(msgs) else data
 
     async def _timer_loop(self) -> None:
         while True:

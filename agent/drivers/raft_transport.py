@@ -236,7 +236,9 @@ class TCPTransport:
             if not isinstance(h, dict) or h.get("v") != SNAP_VERSION:
                 raise SnapshotRefused(f"unknown snapshot stream version {h.get('v') if isinstance(h, dict) else h!r}")
             bare = codec.decode_message(h["m"])
-            size, crc, chunk = int(h["n"]), int(h["c"]), int(h["k"])
+            size, crc, chunk = h["n"], h["c"], h["k"]
+            if not all(type(x) is int for x in (size, crc, chunk)):  # int(inf) would raise OverflowError
+                raise SnapshotRefused(f"bad header: sizes must be integers, got {size!r}, {crc!r}, {chunk!r}"[:200])
         except (codec.CodecError, KeyError, TypeError, ValueError, msgpack.UnpackException) as exc:
             raise SnapshotRefused(f"bad header: {exc}") from exc
         if bare.type != MessageType.SNAP or bare.snapshot is None:

@@ -198,6 +198,9 @@ class HTTPServer:
             await self._connection_loop(stream, client)
         except (trio.BrokenResourceError, trio.ClosedResourceError, h11.ProtocolError):
             pass
+        except Exception:  # a bug here must close this connection, not end the listener and the agent
+            self.stats["connection_failed"] = self.stats.get("connection_failed", 0) + 1
+            log.exception("HTTP connection from %s failed", client)
         finally:
             self.conns[client] -= 1
             if not self.conns[client]:
@@ -325,8 +328,12 @@ class HTTPServer:
             await self._send_simple(stream, conn, 408, "request timed out")
             return None
         target = event.target.decode("latin-1")
-        parts = urlsplit(target)
-        query = parse_qs(parts.query, keep_blank_values=True)
+        try:
+            parts = urlsplit(target)
+            query = parse_qs(parts.query, keep_blank_values=True)
+        except ValueError as exc:  # "//[x": urlsplit's "Invalid IPv6 URL"
+            await self._send_simple(stream, conn, 400, f"bad request target: {exc}")
+            return None
         return Request(event.method.decode("ascii", "replace").upper(), unquote(parts.path), query,
                        headers, b"".join(chunks), client)
 

@@ -103,6 +103,9 @@ class ServerPort:
             await handler(FramedStream(conn, first[1:]), (peer[0], peer[1]))
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError, FrameError) as exc:
             log.debug("server port connection ended: %s", exc)
+        except Exception:  # a handler's bug must close this connection, not the agent (as trio would)
+            self.stats["handler_failed"] = self.stats.get("handler_failed", 0) + 1
+            log.exception("server port: a connection handler failed")
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(1):
                 await stream.aclose()

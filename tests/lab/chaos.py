@@ -14,6 +14,13 @@ stops, the cluster heals and the checkers run. The last lines are the figures:
     checker_timeouts: N
     indeterminate_ops: N
     false_dead: N
+    catalog_unconverged: N
+    catalog_convergence_p99_s: X
+
+After every heal the catalog workload (registrations and deregistrations at the client agents)
+is held still and the runner times how long the catalog takes to hold exactly each client's
+local services; a heal after which it does not within `catalog_bound` seconds counts in
+`catalog_unconverged`.
 
 On any failure (a checker finding something, or the run itself failing) the seed, the nemesis
 timeline, every history and the agent logs and data dirs are kept together under
@@ -35,10 +42,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .checkers import Fault, check_linearizable, false_dead, lost_writes
-from .cluster import ROOT, Cluster, in_ns
+from .checkers import Fault, catalog_diff, check_linearizable, false_dead, lost_writes
+from .cluster import ROOT, Cluster, LabAgent, NsWorker, in_ns
 from .netns import Lab
-from .workload import AckWriter, MemberWatch, RegisterClient
+from .workload import (
+    AckWriter,
+    CatalogClient,
+    MemberWatch,
+    RegisterClient,
+    catalog_node_services,
+    local_catalog_services,
+)
 
 # The agents' Raft timing: 100 ms ticks, elections after 10-20 ticks (agent/server.py).
 ELECTION_TIMEOUT_MAX = 2.0
@@ -46,8 +60,9 @@ ELECTION_TIMEOUT_MAX = 2.0
 # Lifeguard's awareness stretching probes up to 8x, 20 s covers any verdict a fault explains.
 DEAD_WINDOW = 20.0
 
-# "partition_follower" (a server that is not the leader, cut off) is also known, for the
-# planted-bug tests; the default schedule picks hosts at random instead.
+# "partition_follower" (a server that is not the leader, cut off) and "partition_client" (a client
+# agent cut off) are also known, for the planted-bug tests; the default schedule picks hosts at
+# random instead.
 KINDS = ("partition_host", "partition_pair", "oneway", "split", "loss", "kill", "pause",
          "leader_isolation", "majority_crash", "cluster_crash")
 
@@ -66,6 +81,10 @@ class Options:
     budget: float = 320.0  # seconds: no new cycle starts after this (make chaos must end in 6 min)
     out: Path = ROOT / "build" / "chaos"
     pause_range: tuple[float, float] = (5.0, 6.0)
+    # Seconds after a heal for the catalog to hold every client's registrations: a client's
+    # anti-entropy retries every 5-7.5 s, quiescence may take ~10 s; 3x slack over the sum.
+    catalog_bound: float = 45.0
+    catalog_workload: bool = True
 
 
 @dataclass
@@ -85,12 +104,22 @@ class Summary:
     dead_verdicts: int = 0
     unstable_cycles: int = 0
     quiesce_s_max: float = 0.0
+    catalog_checks: int = 0  # heals after which convergence was measured
+    catalog_unconverged: int = 0
+    catalog_convergence_s: list[float] = field(default_factory=list)
+    catalog_changes: int = 0
     errors: list[str] = field(default_factory=list)
     artifacts: str = ""
 
     @property
     def failed(self) -> bool:
-        return bool(self.lost_acknowledged_writes or self.linearizability_violations or self.false_dead or self.errors)
+        return bool(self.lost_acknowledged_writes or self.linearizability_violations or self.false_dead
+                    or self.catalog_unconverged or self.errors)
+
+    @property
+    def catalog_convergence_p99_s(self) -> float:
+        xs = sorted(self.catalog_convergence_s)
+        return xs[min(len(xs) - 1, math.ceil(0.99 * len(xs)) - 1)] if xs else 0.0
 
     def lines(self) -> list[str]:
         return [f"lost_acknowledged_writes: {self.lost_acknowledged_writes}",
@@ -98,7 +127,9 @@ class Summary:
                 f"histories_checked: {self.histories_checked}",
                 f"checker_timeouts: {self.checker_timeouts}",
                 f"indeterminate_ops: {self.indeterminate_ops}",
-                f"false_dead: {self.false_dead}"]
+                f"false_dead: {self.false_dead}",
+                f"catalog_unconverged: {self.catalog_unconverged}",
+                f"catalog_convergence_p99_s: {self.catalog_convergence_p99_s:.1f}"]
 
 
 class Nemesis:
@@ -115,10 +146,12 @@ class Nemesis:
         t0 = time.monotonic()
         hosts: list[str] = []
         detail, excuses = "", True
-        if kind in ("partition_host", "partition_follower", "leader_isolation"):
+        if kind in ("partition_host", "partition_follower", "partition_client", "leader_isolation"):
             lead = c.leader()
             if kind == "partition_host":
                 a = rng.choice(agents)
+            elif kind == "partition_client":
+                a = rng.choice([x for x in agents if not x.server])
             elif kind == "partition_follower":
                 a = rng.choice([s for s in servers if s is not lead])
             else:
@@ -228,6 +261,9 @@ def run(opts: Options, log: Any = print) -> Summary:
     regs: list[RegisterClient] = []
     acks: list[AckWriter] = []
     watches: list[MemberWatch] = []
+    cats: list[CatalogClient] = []
+    probe: _CatalogProbe | None = None
+    catalog_reports: list[str] = []
     nemesis: Nemesis | None = None
     keys: list[list[str]] = [[f"reg/c0/{j}" for j in range(opts.keys_per_cycle)]]
     details: dict[str, Any] = {}
@@ -249,7 +285,10 @@ def run(opts: Options, log: Any = print) -> Summary:
                 for i in range(opts.register_clients)]
         acks = [AckWriter(agents[-1 - i % len(agents)], i) for i in range(opts.ack_writers)]  # clients first
         watches = [MemberWatch(a) for a in agents]
-        threads = [*regs, *acks, *watches]
+        if opts.catalog_workload:
+            cats = [CatalogClient(a, i, rng.randrange(2**32)) for i, a in enumerate(agents) if not a.server]
+            probe = _CatalogProbe(cluster, cats)
+        threads = [*regs, *acks, *watches, *cats]
         for t in threads:
             t.start()
         nemesis = Nemesis(lab, cluster, rng, opts)
@@ -259,22 +298,29 @@ def run(opts: Options, log: Any = print) -> Summary:
                 break
             time.sleep(rng.uniform(0.2, 0.5))  # some traffic before the fault
             f = nemesis.run(kind)
+            for c in cats:
+                c.hold.set()  # still while the cluster settles; _catalog_converged lets it go on
             tq = time.monotonic()
             stable = cluster.wait_stable(45)
             q = time.monotonic() - tq
             summary.quiesce_s_max = max(summary.quiesce_s_max, q)
             summary.unstable_cycles += 0 if stable else 1
             summary.cycles = i
+            conv = _catalog_converged(probe, f.t1, opts.catalog_bound, summary, catalog_reports, f"cycle {i}")
             keys[0] = [f"reg/c{i}/{j}" for j in range(opts.keys_per_cycle)]
             log(f"cycle {i:2d} {kind:<16} {' '.join(f.hosts)[:24]:<24} {f.t1 - f.t0:4.1f} s fault, "
                 f"{'quiet' if stable else 'NOT STABLE'} after {q:.1f} s (slowest: {cluster.last_wait})"
+                f"{'' if conv is None else f', catalog {conv}'}"
                 f"  t={time.monotonic() - t_start:.0f} s")
         time.sleep(1.0)
         for t in threads:
             t.join(TIMEOUT_JOIN)
         nemesis.heal()
+        t_heal = time.monotonic()
         if not cluster.wait_stable(60):
             summary.errors.append("the cluster was not stable 60 s after the final heal")
+        _catalog_converged(probe, t_heal, opts.catalog_bound, summary, catalog_reports, "final")
+        summary.catalog_changes = sum(c.changes for c in cats)
         got = _read_acks(cluster)
         acked = {k: v for a in acks for k, v in a.acked.items()}
         summary.acked_writes = len(acked)
@@ -299,7 +345,8 @@ def run(opts: Options, log: Any = print) -> Summary:
         for t in threads:
             if t.error is not None:
                 summary.errors.append(f"{t.thread.name}: {t.error!r}")
-        details = {"lost": lost[:200], "lincheck": lin.reports[:50], "false_dead": [asdict(v) for v in wrong]}
+        details = {"lost": lost[:200], "lincheck": lin.reports[:50], "false_dead": [asdict(v) for v in wrong],
+                   "catalog": catalog_reports[:50]}
     except BaseException as exc:
         summary.errors.append(f"run failed: {exc!r}")
         if not isinstance(exc, Exception):
@@ -307,6 +354,8 @@ def run(opts: Options, log: Any = print) -> Summary:
     finally:
         for t in threads:
             t.join(TIMEOUT_JOIN)
+        if probe is not None:
+            probe.close()
         if cluster is not None:
             cluster.stop()
         lab.destroy()
@@ -314,6 +363,81 @@ def run(opts: Options, log: Any = print) -> Summary:
         summary.wall_s = round(time.monotonic() - t_start, 1)
         _save(opts, summary, workdir, nemesis, regs, acks, watches, details)
     return summary
+
+
+class _CatalogProbe:
+    """Reads for the catalog-convergence checker: one thread (with one HTTP client) per lab host,
+    kept for the run, so a poll costs a few local requests, not thread and client start-ups."""
+
+    def __init__(self, cluster: Cluster, cats: list[CatalogClient]) -> None:
+        self.cluster, self.cats = cluster, cats
+        self.workers: dict[str, NsWorker] = {}
+        self.clients: dict[str, Any] = {}
+
+    def _call(self, host: str, fn: Any, timeout: float = 10.0) -> Any:
+        import httpx
+
+        from .cluster import HTTP
+
+        if host not in self.workers:
+            self.workers[host] = NsWorker(host)
+        if host not in self.clients:
+            self.clients[host] = self.workers[host].call(lambda: httpx.Client(base_url=HTTP, timeout=2.0))
+        client = self.clients[host]
+        return self.workers[host].call(lambda: fn(client), timeout)
+
+    def diff(self, lead: LabAgent | None) -> dict[str, str]:
+        """catalog_diff of every catalog client: its local services vs the leader's catalog."""
+        mine = {c.agent.name: (self._call(c.agent.host, local_catalog_services)
+                               if c.agent.running and not c.agent.paused else None) for c in self.cats}
+        if lead is None:
+            return catalog_diff(mine, {})
+        return catalog_diff(mine, self._call(lead.host, lambda cl: {n: catalog_node_services(cl, n) for n in mine}, 20))
+
+    def close(self) -> None:
+        for host, c in self.clients.items():
+            try:
+                self.workers[host].call(c.close, 5)
+            except Exception:  # noqa: BLE001 - best effort at the end of a run
+                pass
+        for w in self.workers.values():
+            w.close()
+
+
+def _catalog_converged(probe: _CatalogProbe | None, t_heal: float, bound: float, summary: Summary,
+                       reports: list[str], label: str) -> str | None:
+    """Hold the catalog workload still, poll until the catalog holds exactly each client's local
+    services (or `bound` seconds after the heal at `t_heal` pass), then let it go on. Records the
+    convergence time, or an unconverged heal; returns a short note for the cycle's log line."""
+    if probe is None or not probe.cats:
+        return None
+    for c in probe.cats:
+        c.quiesce(5.0)
+    try:
+        diff: dict[str, str] = {}
+        lead = probe.cluster.leader()
+        for _ in range(10_000):
+            try:
+                diff = probe.diff(lead)
+            except Exception as exc:  # noqa: BLE001 - a read failed: look for the leader again
+                diff, lead = {"-": f"read failed: {exc!r}"}, probe.cluster.leader()
+            now = time.monotonic()
+            if not diff:
+                summary.catalog_checks += 1
+                summary.catalog_convergence_s.append(round(now - t_heal, 2))
+                return f"converged {now - t_heal:.1f} s after the heal"
+            if now - t_heal > bound:
+                break
+            time.sleep(0.2)
+            if any("unreadable catalog" in d for d in diff.values()):
+                lead = probe.cluster.leader()
+        summary.catalog_checks += 1
+        summary.catalog_unconverged += 1
+        reports.append(f"{label}: not converged {bound:.0f} s after the heal: {diff}")
+        return f"NOT CONVERGED: {diff}"[:160]
+    finally:
+        for c in probe.cats:
+            c.resume()
 
 
 TIMEOUT_JOIN = 5.0
@@ -341,6 +465,7 @@ def _save(opts: Options, summary: Summary, workdir: Path, nemesis: Nemesis | Non
                                      "value": op.value, "output": op.output, "call": op.call,
                                      "ret": None if op.ret == math.inf else op.ret}) + "\n")
     (workdir / "acked.json").write_text(json.dumps({f"w{a.wid}": a.acked for a in acks}))
+    (workdir / "catalog_convergence.json").write_text(json.dumps(summary.catalog_convergence_s))
     (workdir / "dead_verdicts.json").write_text(json.dumps([asdict(v) for w in watches for v in w.verdicts]))
 
 
@@ -359,7 +484,9 @@ def main(argv: list[str] | None = None) -> int:
                    kinds=tuple(k for k in a.kinds.split(",") if k))
     s = run(opts)
     print(f"cycles: {s.cycles}  faults: {s.faults}  wall: {s.wall_s} s  ops: {s.ops}  acked_writes: {s.acked_writes}"
-          f"  dead_verdicts: {s.dead_verdicts}  unstable_cycles: {s.unstable_cycles}  quiesce_max: {s.quiesce_s_max:.1f} s")
+          f"  dead_verdicts: {s.dead_verdicts}  unstable_cycles: {s.unstable_cycles}  quiesce_max: {s.quiesce_s_max:.1f} s"
+          f"  catalog: {s.catalog_changes} changes, {s.catalog_checks} heals checked, "
+          f"max {max(s.catalog_convergence_s, default=0):.1f} s")
     for e in s.errors:
         print(f"error: {e}")
     if s.artifacts:

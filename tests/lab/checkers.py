@@ -8,6 +8,9 @@
   legitimately make it look dead (a kill, a pause, a partition touching it, or touching the
   observer) was active within `window` seconds before the verdict. Loss alone excuses nothing:
   a live member must survive 20% loss without being declared dead.
+- `catalog_diff`: clients whose services in the catalog are not exactly the ones registered at
+  the client (its local API). The runner polls it after every heal: the time until it is empty
+  is the catalog's convergence time, and a client still listed after the bound is a failure.
 """
 
 from __future__ import annotations
@@ -76,4 +79,18 @@ def false_dead(verdicts: Sequence[DeadVerdict], faults: Sequence[Fault], window:
                       for f in faults)
         if not excused:
             out.append(v)
+    return out
+
+
+def catalog_diff(local: Mapping[str, set[str] | None], catalog: Mapping[str, set[str] | None]) -> dict[str, str]:
+    """client -> what differs between its local registrations and the catalog's entries for it
+    (None: that side could not be read, which is not convergence either)."""
+    out: dict[str, str] = {}
+    for client in sorted(local):
+        mine, theirs = local[client], catalog.get(client)
+        if mine is None or theirs is None:
+            out[client] = "unreadable " + ("local services" if mine is None else "catalog")
+        elif mine != theirs:
+            out[client] = (f"missing from the catalog: {sorted(mine - theirs)[:5]} ({len(mine - theirs)}); "
+                           f"stale in the catalog: {sorted(theirs - mine)[:5]} ({len(theirs - mine)})")
     return out

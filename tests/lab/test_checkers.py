@@ -6,7 +6,7 @@ import math
 
 from support.lincheck import GET, PUT, Op
 
-from lab.checkers import Fault, check_linearizable, false_dead, lost_writes
+from lab.checkers import Fault, catalog_diff, check_linearizable, false_dead, lost_writes
 from lab.workload import DeadVerdict
 
 
@@ -30,3 +30,12 @@ def test_a_dead_verdict_is_false_unless_a_fault_on_the_member_or_observer_explai
                 DeadVerdict(54, "c1", "s4"),  # the observer was cut off: excused
                 DeadVerdict(100, "s3", "s1")]  # long after the kill: false
     assert false_dead(verdicts, faults, window=20) == [verdicts[1], verdicts[3]]
+
+
+def test_catalog_diff_names_clients_whose_catalog_entries_differ_from_their_registrations() -> None:
+    local = {"c1": {"a", "b"}, "c2": {"x"}, "c3": {"y"}, "c4": None}
+    catalog = {"c1": {"a", "b"}, "c2": {"x", "old"}, "c3": set(), "c4": {"z"}}
+    diff = catalog_diff(local, catalog)
+    assert sorted(diff) == ["c2", "c3", "c4"]
+    assert "'old'" in diff["c2"] and "'y'" in diff["c3"] and "unreadable" in diff["c4"]
+    assert catalog_diff({"c1": {"a"}}, {"c1": {"a"}}) == {}

@@ -60,8 +60,8 @@ def test_faults_cut_what_they_say() -> None:
 
 
 def _planted(tmp_path, kind: str, bug: str, **kw):  # type: ignore[no-untyped-def]
-    opts = Options(seed=5, servers=3, clients=0, cycles=2, kinds=(kind,), out=tmp_path,
-                   env={"MURMUR_FAILPOINTS": f"{bug}=on"}, **kw)
+    kw = {"servers": 3, "clients": 0, "cycles": 2, "kinds": (kind,), **kw}
+    opts = Options(seed=5, out=tmp_path, env={"MURMUR_FAILPOINTS": f"{bug}=on"} if bug else {}, **kw)
     s = run(opts)
     print(s)
     return s
@@ -77,3 +77,29 @@ def test_linearizability_checker_catches_reads_served_by_a_cut_off_follower(tmp_
 def test_lost_write_checker_catches_acks_before_commit(tmp_path) -> None:  # type: ignore[no-untyped-def]
     s = _planted(tmp_path, "leader_isolation", "raft.ack_before_fsync", ack_writers=3)
     assert s.lost_acknowledged_writes >= 1, s
+
+
+# The planted gossip and anti-entropy bugs, and their control: the same schedules without the bug
+# report neither false deads nor an unconverged catalog.
+FALSE_DEAD = {"kinds": ("loss",), "cycles": 3, "keys_per_cycle": 1, "register_clients": 2, "ack_writers": 0,
+              "catalog_workload": False}
+CATALOG = {"kinds": ("partition_client",), "clients": 1, "cycles": 1, "keys_per_cycle": 1, "register_clients": 2,
+           "ack_writers": 0, "catalog_bound": 20.0}
+
+
+def test_false_dead_checker_catches_ignored_refutations(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    s = _planted(tmp_path, "", "gossip.ignore_refute", **FALSE_DEAD)
+    assert s.false_dead >= 1, s
+
+
+def test_catalog_convergence_checker_catches_a_dropped_anti_entropy_push(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    s = _planted(tmp_path, "", "ae.drop_push", **{**CATALOG, "catalog_bound": 10.0})  # the control converges in ~5 s
+    assert s.catalog_checks == 2 and s.catalog_unconverged >= 1, s
+
+
+def test_without_the_planted_bugs_neither_checker_reports_anything(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    s = _planted(tmp_path, "", "", **{**FALSE_DEAD, **CATALOG, "kinds": ("loss", "partition_client"),
+                                          "cycles": 3, "catalog_workload": True})
+    assert set(s.faults) == {"loss", "partition_client"} and s.cycles == 3, s
+    assert (s.false_dead, s.catalog_unconverged) == (0, 0), s
+    assert s.catalog_checks == 4 and s.catalog_changes > 0 and not s.errors, s

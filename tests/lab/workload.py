@@ -9,6 +9,9 @@
   there at the end.
 - `MemberWatch`: polls one agent's `/v1/agent/members` and records every alive -> failed
   transition it sees (for the false-dead checker).
+- `CatalogClient`: registers and deregisters services at a client agent's local API; after each
+  heal the runner holds it still and times how long the catalog takes to hold exactly the
+  client's local services (the catalog-convergence checker).
 
 Every loop is bounded by a stop event, a maximum count and per-request timeouts.
 """
@@ -197,3 +200,79 @@ class MemberWatch(_Thread):
                 if status == FAILED and last.get(name) == ALIVE:
                     self.verdicts.append(DeadVerdict(t, self.agent.name, name))
             last = view
+
+
+CATALOG_SERVICE = "lab-cat"  # the name of every service the catalog workload registers
+
+
+class CatalogClient(_Thread):
+    """Registers and deregisters services (all named CATALOG_SERVICE) at one client agent's
+    local API, a change every `pause` seconds, at most `keep` at a time. `hold` pauses it (the
+    runner holds it still while it measures how long the catalog takes to catch up)."""
+
+    def __init__(self, agent: LabAgent, cid: int, seed: int, pause: float = 0.15, keep: int = 12) -> None:
+        super().__init__(agent, f"cat-{agent.name}")
+        self.rng = random.Random(seed)
+        self.pause, self.keep = pause, keep
+        self.hold = threading.Event()
+        self.idle = threading.Event()  # set while held and no request is in flight
+        self.changes = 0
+
+    def run(self, c: httpx.Client) -> None:
+        mine: list[str] = []
+        for n in range(MAX_OPS):
+            if self.stop.wait(self.pause):
+                return
+            if self.hold.is_set():
+                self.idle.set()
+                continue
+            self.idle.clear()
+            if not self.agent.running or self.agent.paused:
+                continue
+            try:
+                if mine and (len(mine) >= self.keep or self.rng.random() < 0.3):
+                    sid = mine.pop(self.rng.randrange(len(mine)))
+                    r = c.put(f"/v1/agent/service/deregister/{sid}")
+                else:
+                    sid = f"{CATALOG_SERVICE}-{self.agent.name}-{n}"
+                    r = c.put("/v1/agent/service/register", json={"ID": sid, "Name": CATALOG_SERVICE, "Port": n % 60000})
+                    if r.status_code == 200:
+                        mine.append(sid)
+                self.changes += r.status_code == 200
+            except httpx.HTTPError:
+                pass  # the agent is restarting: its persisted state is what counts
+
+    def quiesce(self, timeout: float) -> None:
+        """Hold, and wait (bounded) until no request is in flight."""
+        self.idle.clear()
+        self.hold.set()
+        if self.thread.is_alive():
+            self.idle.wait(timeout)
+
+    def resume(self) -> None:
+        self.hold.clear()
+
+
+def local_catalog_services(c: httpx.Client) -> set[str] | None:
+    """The CATALOG_SERVICE instances this agent holds locally (its own API), or None if unknown."""
+    try:
+        r = c.get("/v1/agent/services", timeout=2.0)
+        if r.status_code != 200:
+            return None
+        return {sid for sid, s in r.json().items() if s.get("Service") == CATALOG_SERVICE}
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return None
+
+
+def catalog_node_services(c: httpx.Client, node: str) -> set[str] | None:
+    """The CATALOG_SERVICE instances the catalog holds for `node` (a consistent read), or None."""
+    try:
+        r = c.get(f"/v1/catalog/node/{node}", timeout=2.0)
+        if r.status_code == 404:
+            return set()
+        if r.status_code != 200:
+            return None
+        body = r.json() or {}
+        return {sid for sid, s in (body.get("Services") or {}).items() if s.get("Service") == CATALOG_SERVICE}
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return None

@@ -419,3 +419,21 @@ async def test_slowloris_head_is_cut_off_after_read_timeout(app: App, autojump_c
             t1 = trio.current_time()
             assert await fast.closed_by_server()  # idle: closed after idle_timeout, not read_timeout
             assert trio.current_time() - t1 == pytest.approx(90.0)
+
+
+async def test_a_request_target_urlsplit_refuses_is_a_400_not_the_end_of_the_server(
+        app: App, autojump_clock: trio.testing.MockClock) -> None:
+    """Found while fuzzing (tests/fuzz): `GET //[x` made urlsplit raise ValueError ("Invalid IPv6
+    URL") out of the connection handler, which ended trio.serve_listeners and the agent."""
+    server = HTTPServer(app.router)
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            for target in ("//[x", "http://[::1/v1/kv/a"):
+                bad = connect(nursery, server)
+                await bad.send(f"GET {target} HTTP/1.1\r\nHost: a\r\n\r\n".encode())
+                r = await bad.response()
+                assert r.status == 400 and b"bad request target" in r.body, target
+            fresh = connect(nursery, server)  # positive control: the server still answers
+            assert (await fresh.request("GET", "/v1/kv/c")).json()["key"] == "c"
+            await fresh.stream.aclose()
+    assert server.conns == {}
