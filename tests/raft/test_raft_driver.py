@@ -245,9 +245,13 @@ async def test_a_slow_snapshot_write_does_not_stall_the_raft_loop(mock_clock: tr
             assert await drivers[lead].propose(f"k{i}={i}".encode())
         assert len(fsms[lead].data) == 30
         sink.release.set()
-        with trio.fail_after(30):
-            while drivers[lead].node.raft.log.offset == 0 or drivers[lead].snapshot_in_flight:
-                await trio.sleep(0.05)
+        # The write finishes on a real thread: wait in real time (bounded), not on the mock clock,
+        # which autojumps through any virtual deadline while the thread is still writing.
+        import time
+        for _ in range(3000):
+            if drivers[lead].node.raft.log.offset > 0 and not drivers[lead].snapshot_in_flight:
+                break
+            await trio.to_thread.run_sync(time.sleep, 0.01)
         assert sink.written and drivers[lead].node.raft.log.offset >= sink.written[0]
         nursery.cancel_scope.cancel()
 

@@ -121,7 +121,7 @@ class FakeServer:
         self.addresses = {1: ("127.0.0.9", 8300)}
         self.barriers = 0
 
-    async def read_barrier(self) -> None:
+    async def read_barrier(self, lease: bool = False) -> None:
         self.barriers += 1
 
     def leader_address(self) -> tuple[str, int] | None:
