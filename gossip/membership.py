@@ -96,6 +96,43 @@ class Member:
         return (self.addr, self.port)
 
 
+def rotation_order(pass_no: int, live: list[str]) -> list[str]:
+    """The probe rotation's order of the live members for one pass: every member computes the
+    same one from the same live set (see Membership._rotation_target)."""
+    return sorted(live, key=lambda name: hashlib.blake2b(f"{pass_no}:{name}".encode(), digest_size=8).digest())
+
+
+class RotationCache:
+    """Rotation orders and live-name lists shared by the cores of one process (a simulation of
+    thousands of members, where most cores hold the same live set): each is computed once, not
+    once per core, and held once. A pure memo: a core gets exactly what it would compute alone.
+    Bounded: when it holds `limit` entries it starts over."""
+
+    def __init__(self, limit: int = 64) -> None:
+        self.limit = limit
+        self._live: dict[tuple[str, ...], list[str]] = {}
+        self._orders: dict[tuple[int, tuple[str, ...]], list[str]] = {}
+
+    def live(self, names: list[str]) -> list[str]:
+        """The shared list equal to `names` (callers never change it)."""
+        key = tuple(names)
+        got = self._live.get(key)
+        if got is None:
+            if len(self._live) >= self.limit:
+                self._live.clear()
+            got = self._live[key] = names
+        return got
+
+    def order(self, pass_no: int, live: list[str]) -> list[str]:
+        key = (pass_no, tuple(live))
+        got = self._orders.get(key)
+        if got is None:
+            if len(self._orders) >= self.limit:
+                self._orders.clear()
+            got = self._orders[key] = rotation_order(pass_no, live)
+        return got
+
+
 class EventKind(Enum):
     JOIN = "join"
     LEAVE = "leave"
@@ -176,6 +213,12 @@ class Membership:
         self._rotation_key: tuple[int, int] | None = None
         self._rotation: list[str] = []
         self._rotation_self = -1  # our position in _rotation (-1: we are not in it)
+        # Set by a driver that runs many cores in one process (the simulator): rotation orders and
+        # live-name lists computed once and shared by every core whose live set is the same.
+        self.rotation_cache: RotationCache | None = None
+        # Set to a set by a driver that wants to know which member records a step changed (the
+        # simulator's incremental invariant checker drains it after every step); None: not kept.
+        self.touched: set[str] | None = None
         self.unique_tag = unique_tag
         self._conflicts_told: set[tuple[str, str, int]] = set()  # CONFLICT events already emitted
         self._live = 1  # members in LIVE states, kept by _set_state (live_count is on every send path)
@@ -274,6 +317,8 @@ class Membership:
     # ---- helpers --------------------------------------------------------------------------------
     def _set_state(self, m: Member, state: State, now: float) -> None:
         assert not m.shared, "copy a shared record (_own) before changing it"
+        if self.touched is not None:
+            self.touched.add(m.name)
         if (state in LIVE) != (m.state in LIVE):
             self._live += 1 if state in LIVE else -1
             self._live_names = None
@@ -286,12 +331,18 @@ class Membership:
 
     def _own(self, m: Member) -> Member:
         """`m`, or this core's private copy of it if it is a shared record: call before changing it."""
+        if self.touched is not None:
+            self.touched.add(m.name)
         if not m.shared:
             return m
         mine = Member(m.name, m.addr, m.port, m.incarnation, m.state, m.state_change, m.tags, m.vsn)
         self.members[m.name] = mine
         self._member_list = None
         return mine
+
+    def _touch_me(self) -> None:
+        if self.touched is not None:
+            self.touched.add(self.name)
 
     def _event(self, kind: EventKind, m: Member) -> None:
         self._events.append(MemberEvent(kind, m.name, m.addr, m.port, dict(m.tags), m.incarnation))
@@ -374,6 +425,8 @@ class Membership:
         for m in records:
             self.members[m.name] = m
             self._live += m.state in LIVE
+        if self.touched is not None:
+            self.touched.update(m.name for m in records)
         self._member_list = None
         self._live_names = None
         self.probe_order = [n for n in sorted(self.members) if n != self.name]
@@ -386,6 +439,7 @@ class Membership:
             return
         self.leaving = True
         self.me.incarnation += 1
+        self._touch_me()
         self._set_state(self.me, State.LEFT, now)
         self.clock.increment()
         self.broadcasts.queue(self.name, wire.encode_message(Dead(self.me.incarnation, self.name, self.name)))
@@ -400,6 +454,7 @@ class Membership:
         check_tags(tags)
         self.me.tags = dict(tags)
         self.me.incarnation += 1
+        self._touch_me()
         self.clock.increment()
         self._queue_alive(self.me)
 
@@ -600,6 +655,7 @@ class Membership:
     # ---- state transitions ----------------------------------------------------------------------
     def _refute(self, accused: int, declared_dead: bool = False) -> None:
         self.me.incarnation = max(self.me.incarnation, accused) + 1
+        self._touch_me()
         self.stats["refutes"] += 1
         self.awareness.apply_delta(1)
         self._queue_alive(self.me)
@@ -647,6 +703,8 @@ class Membership:
                 return
             m = Member(a.node, a.addr, a.port, a.incarnation, State.ALIVE, now, dict(a.tags), a.vsn)
             self.members[a.node] = m
+            if self.touched is not None:
+                self.touched.add(a.node)
             self._member_list = None
             self._live_names = None
             self._live += 1
@@ -806,7 +864,8 @@ class Membership:
 
     def _reconnect(self, now: float) -> None:
         """Serf's reconnect: now and then push-pull a failed member, so healed partitions merge."""
-        failed = [m for _, m in sorted(self.members.items()) if m.state == State.DEAD]
+        # Filtered, then sorted: the same order as sorting the whole table, without its cost.
+        failed = [m for _, m in sorted((n, m) for n, m in self.members.items() if m.state == State.DEAD)]
         if not failed or self.leaving:
             return
         alive = max(1, self.live_count() - 1)
@@ -815,7 +874,8 @@ class Membership:
         self._open_push_pull(self.rng.choice(failed).address, now, join=False)
 
     def _reap(self, now: float) -> None:
-        for name, m in sorted(self.members.items()):
+        gone = (State.DEAD, State.LEFT)  # only these can be reaped: sort just them (same order)
+        for name, m in sorted((n, m) for n, m in self.members.items() if m.state in gone):
             if name == self.name:
                 continue
             age = now - m.state_change
@@ -832,7 +892,10 @@ class Membership:
         At any wall-clock tick, i -> position(i) + s is a bijection: each member is probed once."""
         live = self._live_names
         if live is None:
-            live = self._live_names = sorted(n for n, m in self.members.items() if m.state in LIVE)
+            live = sorted(n for n, m in self.members.items() if m.state in LIVE)
+            if self.rotation_cache is not None:
+                live = self.rotation_cache.live(live)
+            self._live_names = live
             self._rotation_key = None
         n = len(live)
         if n < 2:
@@ -840,8 +903,10 @@ class Membership:
         tick = math.floor((now + self.wall_offset) / self.config.probe_interval)
         pass_no, step = divmod(tick, n - 1)
         if self._rotation_key != (pass_no, n):
-            self._rotation = sorted(live, key=lambda name: hashlib.blake2b(
-                f"{pass_no}:{name}".encode(), digest_size=8).digest())
+            if self.rotation_cache is not None:
+                self._rotation = self.rotation_cache.order(pass_no, live)
+            else:
+                self._rotation = rotation_order(pass_no, live)
             # Our own place only: a name -> position map would cost a dict entry per member per core.
             try:
                 self._rotation_self = self._rotation.index(self.name)
