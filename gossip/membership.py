@@ -14,6 +14,7 @@ interval and timeout when we are the slow one.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import math
 import random
@@ -112,6 +113,7 @@ class RotationCache:
         self.limit = limit
         self._live: dict[tuple[str, ...], list[str]] = {}
         self._orders: dict[tuple[int, tuple[str, ...]], list[str]] = {}
+        self._edits: dict[tuple[int, str, bool], tuple[list[str], list[str]]] = {}
 
     def live(self, names: list[str]) -> list[str]:
         """The shared list equal to `names` (callers never change it)."""
@@ -122,6 +124,25 @@ class RotationCache:
                 self._live.clear()
             got = self._live[key] = names
         return got
+
+    def edit(self, names: list[str], name: str, add: bool) -> list[str]:
+        """The sorted list `names` with `name` added (or removed): a new list, shared by every
+        caller making the same edit to the same list."""
+        key = (id(names), name, add)
+        got = self._edits.get(key)
+        if got is not None and got[0] is names:
+            return got[1]
+        new = list(names)
+        i = bisect.bisect_left(new, name)
+        present = i < len(new) and new[i] == name
+        if add and not present:
+            new.insert(i, name)
+        elif not add and present:
+            del new[i]
+        if len(self._edits) >= self.limit:
+            self._edits.clear()
+        self._edits[key] = (names, new)  # holding `names` keeps its id from being reused
+        return new
 
     def order(self, pass_no: int, live: list[str]) -> list[str]:
         key = (pass_no, tuple(live))
@@ -321,7 +342,7 @@ class Membership:
             self.touched.add(m.name)
         if (state in LIVE) != (m.state in LIVE):
             self._live += 1 if state in LIVE else -1
-            self._live_names = None
+            self._live_edit(m.name, state in LIVE)
         if state == State.DEAD:
             self._dead_at[(m.addr, m.port)] = m.name
         elif m.state == State.DEAD and self._dead_at.get((m.addr, m.port)) == m.name:
@@ -339,6 +360,16 @@ class Membership:
         self.members[m.name] = mine
         self._member_list = None
         return mine
+
+    def _live_edit(self, name: str, live: bool) -> None:
+        """`name` joined (live) or left the live set: the rotation must be recomputed. Without a
+        shared cache the live list is rebuilt at the next probe; with one (thousands of cores in
+        a simulation), it is edited, and cores making the same edit to the same list share it."""
+        if self._live_names is None or self.rotation_cache is None:
+            self._live_names = None
+            return
+        self._live_names = self.rotation_cache.edit(self._live_names, name, live)
+        self._rotation_key = None
 
     def _touch_me(self) -> None:
         if self.touched is not None:
@@ -706,7 +737,7 @@ class Membership:
             if self.touched is not None:
                 self.touched.add(a.node)
             self._member_list = None
-            self._live_names = None
+            self._live_edit(a.node, True)
             self._live += 1
             self._add_to_probe_order(a.node)
             self.broadcasts.queue(a.node, wire.encode_message(a))

@@ -103,8 +103,9 @@ class Simulation:
             table = [Member(nd.name, nd.address[0], nd.address[1], 1, State.ALIVE, self.now, {}, nd.m.me.vsn,
                             shared=True) for nd in self.nodes.values()]
             for nd in self.nodes.values():
+                nd.m.touched = None  # fresh records at incarnation 1: nothing for the checker to see
                 nd.m.preload_shared(table)
-                nd.m.touched = set()  # fresh records at incarnation 1: nothing for the checker to see yet
+                nd.m.touched = set()
                 nd.m.broadcasts = type(nd.m.broadcasts)(max_size=nd.m.broadcasts.max_size)
                 self._schedule(nd)
 

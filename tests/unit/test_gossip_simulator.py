@@ -121,3 +121,35 @@ def test_paused_stream_at_its_exact_deadline_does_not_spin() -> None:
     s.resume("node-0001")
     s.run_until(30.0)
     assert s.converged()
+
+
+def test_shared_rotation_cache_gives_each_core_what_it_would_compute_alone() -> None:
+    """The simulator's cores share live lists and rotation orders (membership.RotationCache), edited
+    as members die, join and partitions heal: every core's list must still equal its own table's
+    live members, and cores that agree must hold one list between them, not a copy each."""
+    from murmur.gossip.membership import LIVE, rotation_order
+
+    s = Simulation(30, seed=4, net=NetworkModel(loss=0.1), converged=True)
+    checked = 0
+    shared_after_kill = 0
+    for t in range(5, 150, 5):
+        s.run_until(float(t))
+        for nd in s.nodes.values():
+            if nd.up and nd.m._live_names is not None:
+                live = sorted(n for n, m in nd.m.members.items() if m.state in LIVE)
+                assert nd.m._live_names == live, (t, nd.name)
+                if nd.m._rotation_key is not None and nd.m._rotation_key[1] == len(live):
+                    assert nd.m._rotation == rotation_order(nd.m._rotation_key[0], live), (t, nd.name)
+                checked += 1
+        if t == 20:
+            s.kill("node-0003")
+        if t == 45:  # everyone has declared it dead, each editing the same list the same way
+            shared_after_kill = len({id(nd.m._live_names) for nd in s.nodes.values() if nd.up})
+        if t == 50:
+            s.add_node("node-0003", seed_node="node-0000")
+        if t == 60:
+            s.partition([s.live_names()[:15], s.live_names()[15:]])
+        if t == 100:
+            s.heal()
+    assert checked > 500
+    assert shared_after_kill == 1  # 29 cores, one list
