@@ -231,7 +231,9 @@ def force_leave(node: str, prune: bool, http_addr: str | None, token: str | None
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None,
               help="Also draw the spread of both pieces of news to this PNG (needs matplotlib).")
-def sim(nodes: int, seconds: float, seed: int, loss: float, preset: str, as_json: bool, plot: str | None) -> None:
+@click.option("--progress", is_flag=True, help="Print the simulated time, wall time and CPU to stderr as it runs.")
+def sim(nodes: int, seconds: float, seed: int, loss: float, preset: str, as_json: bool, plot: str | None,
+        progress: bool) -> None:
     """Run the real gossip core in a deterministic simulation and report how news spreads."""
     import time
 
@@ -248,7 +250,12 @@ def sim(nodes: int, seconds: float, seed: int, loss: float, preset: str, as_json
 
     config = {"lan": GossipConfig.lan, "wan": GossipConfig.wan, "local": GossipConfig.local}[preset]()
     t0 = time.monotonic()
-    result = scenario(nodes, seconds, seed=seed, loss=loss, config=config)
+
+    def report(now: float) -> None:
+        click.echo(f"  simulated {now:g} s: wall {time.monotonic() - t0:.0f} s, CPU {time.process_time():.0f} s",
+                   err=True)
+
+    result = scenario(nodes, seconds, seed=seed, loss=loss, config=config, progress=report if progress else None)
     result["wall_s"] = round(time.monotonic() - t0, 2)
     curves = result.pop("curves")
     if plot:

@@ -93,6 +93,7 @@ class Simulation:
         self.packets = 0
         self.packets_lost = 0
         self.on_record: Callable[[Record], None] | None = None
+        self.progress: Callable[[float], None] | None = None
         self.user_events: list[tuple[str, DeliveredEvent]] = []  # (observer, event), in delivery order
         self.rotation_cache = RotationCache()  # one rotation order per live set, not one per core
         for i in range(n):
@@ -228,6 +229,10 @@ class Simulation:
         while cond() and self.now < end:
             self.run_until(min(end, self.now + step))
         return self.now
+
+    def _do_progress(self) -> None:
+        if self.progress is not None:
+            self.progress(self.now)
 
     def _live(self, name: str, generation: int) -> SimNode | None:
         node = self.nodes.get(name)
@@ -401,11 +406,17 @@ def _spread(times: list[float], total: int, fractions: tuple[float, ...]) -> dic
 
 
 def scenario(n: int, seconds: float, seed: int = 0, loss: float = 0.0, config: GossipConfig | None = None,
-             converged: bool = True, kill_at: float = 10.0, join_at: float = 20.0) -> dict[str, Any]:
+             converged: bool = True, kill_at: float = 10.0, join_at: float = 20.0,
+             progress: Callable[[float], None] | None = None) -> dict[str, Any]:
     """`murmur sim`: a cluster of n runs `seconds` of virtual time; one member is killed at
     `kill_at` and a new one joins at `join_at`. Reports how fast each piece of news reached the
-    live members (50%, 99%, 99.99%, 100%), and the suspicions, refutations and false deaths."""
+    live members (50%, 99%, 99.99%, 100%), and the suspicions, refutations and false deaths.
+    `progress` is called with the simulated time once per simulated second (long runs)."""
     sim = Simulation(n, config, seed=seed, net=NetworkModel(loss=loss), converged=converged)
+    if progress is not None:
+        sim.progress = progress
+        for t in range(1, math.ceil(seconds) + 1):  # inert events: they change no member's state
+            sim._push(float(t), "progress", ())
     victim = Simulation.name_of(sim.rng.randrange(n))
     newcomer = Simulation.name_of(n)
     sim.run_until(kill_at)
