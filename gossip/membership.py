@@ -611,7 +611,7 @@ class Membership:
             return None
         if isinstance(msg, PushPull):
             self.stats["push_pulls"] += 1
-            reply = wire.frame(self._push_pull_msg(join=False))
+            reply = self._push_pull_frame(join=False)
             self._merge(msg, now, src)
             return reply
         if isinstance(msg, Ping):
@@ -653,9 +653,16 @@ class Membership:
         events = self.recent_user_events() if self.recent_user_events is not None else ()
         return PushPull(join, self.clock.time, states, self.event_clock.time, self.query_clock.time, events)
 
+    def _push_pull_frame(self, join: bool) -> bytes:
+        """wire.frame(self._push_pull_msg(join)), byte for byte, built straight from the table."""
+        rows = [[m.name, m.addr, m.port, m.incarnation, int(m.state), m.tags, list(m.vsn)]
+                for _, m in sorted(self.members.items())]
+        events = self.recent_user_events() if self.recent_user_events is not None else ()
+        return wire.frame_push_pull(join, self.clock.time, rows, self.event_clock.time, self.query_clock.time, events)
+
     def _open_push_pull(self, addr: Address, now: float, join: bool) -> int:
         token = self._next_seq()
-        req = StreamRequest(token, addr, wire.frame(self._push_pull_msg(join)),
+        req = StreamRequest(token, addr, self._push_pull_frame(join),
                             StreamKind.JOIN if join else StreamKind.PUSH_PULL, now + self.config.tcp_timeout)
         self.streams[token] = req
         self._streams_out.append(req)
@@ -671,8 +678,13 @@ class Membership:
             self.query_clock.witness(msg.query_ltime - 1)
         for ev in msg.events:
             self._user_in.append((ev, src))  # deduplicated (or delivered, if we missed it) by userevents
+        members = self.members
         for s in msg.states:
             if s.state == State.ALIVE:
+                m = members.get(s.name)
+                if (m is not None and s.incarnation <= m.incarnation and s.addr == m.addr and s.port == m.port
+                        and s.name != self.name):
+                    continue  # old news about a member we hold at that address: _alive would ignore it
                 self._alive(Alive(s.incarnation, s.name, s.addr, s.port, s.tags, s.vsn), now)
             elif s.state == State.LEFT:
                 self._dead(Dead(s.incarnation, s.name, s.name), now)
