@@ -227,7 +227,9 @@ class Membership:
         self.rng = rng
         self.me = Member(name, addr, port, 1, State.ALIVE, now, dict(tags or {}), vsn)
         self.members: dict[str, Member] = {name: self.me}
-        self._member_list: list[Member] | None = None  # members.values(), cached for random picks
+        # list(members), cached for random picks: names, not records, so replacing a record
+        # (_own, once per member per core in a converged simulation) does not invalidate it.
+        self._member_names: list[str] | None = None
         self._live_names: list[str] | None = None  # sorted live names, cached for the rotation
         self._dead_at: dict[Address, str] = {}  # address -> member we hold dead there (_tell_dead)
         self.wall_offset = 0.0  # wall clock minus `now`: the driver sets it; the rotation ticks on it
@@ -357,8 +359,7 @@ class Membership:
         if not m.shared:
             return m
         mine = Member(m.name, m.addr, m.port, m.incarnation, m.state, m.state_change, m.tags, m.vsn)
-        self.members[m.name] = mine
-        self._member_list = None
+        self.members[m.name] = mine  # (same key, same place in the dict: _member_names stays valid)
         return mine
 
     def _live_edit(self, name: str, live: bool) -> None:
@@ -402,10 +403,11 @@ class Membership:
             return ((m.state in LIVE or (m.state == State.DEAD and m.state_change >= dead_since))
                     and m.name != self.name and m.name not in exclude)
 
-        members = self._member_list
-        if members is None:  # rebuilt only after an insert or removal, not five times a second
-            members = self._member_list = list(self.members.values())
-        n = len(members)
+        table = self.members
+        names = self._member_names
+        if names is None:  # rebuilt only after an insert or removal, not five times a second
+            names = self._member_names = list(table)
+        n = len(names)
         if n > 2 * k + 8:
             # Draw distinct random positions, keeping the wanted ones: O(k) when most members are
             # wanted (gossip runs five times a second). Every wanted member is equally likely.
@@ -416,11 +418,12 @@ class Membership:
                 if i in tried:
                     continue
                 tried.add(i)
-                if wanted(members[i]):
-                    picked.append(members[i])
+                m = table[names[i]]
+                if wanted(m):
+                    picked.append(m)
                     if len(picked) == k:
                         return picked
-        pool = [m for m in members if wanted(m)]
+        pool = [m for m in table.values() if wanted(m)]
         if len(pool) <= k:
             self.rng.shuffle(pool)
             return pool
@@ -458,7 +461,7 @@ class Membership:
             self._live += m.state in LIVE
         if self.touched is not None:
             self.touched.update(m.name for m in records)
-        self._member_list = None
+        self._member_names = None
         self._live_names = None
         self.probe_order = [n for n in sorted(self.members) if n != self.name]
         self.rng.shuffle(self.probe_order)
@@ -504,7 +507,7 @@ class Membership:
         if m is None or name == self.name or m.state in (State.ALIVE, State.SUSPECT):
             return False
         del self.members[name]
-        self._member_list = None
+        self._member_names = None
         self._live_names = None
         self._event(EventKind.REAP, m)
         return True
@@ -748,7 +751,7 @@ class Membership:
             self.members[a.node] = m
             if self.touched is not None:
                 self.touched.add(a.node)
-            self._member_list = None
+            self._member_names = None
             self._live_edit(a.node, True)
             self._live += 1
             self._add_to_probe_order(a.node)
@@ -925,7 +928,7 @@ class Membership:
             if (m.state == State.DEAD and age > self.config.reconnect_timeout) or (
                     m.state == State.LEFT and age > self.config.tombstone_timeout):
                 del self.members[name]
-                self._member_list = None
+                self._member_names = None
                 self._live_names = None
                 self._event(EventKind.REAP, m)
 
