@@ -229,14 +229,20 @@ def force_leave(node: str, prune: bool, http_addr: str | None, token: str | None
 @main.command()
 @click.option("--nodes", "-n", type=click.IntRange(3, 20000), default=100, show_default=True)
 @click.option("--seconds", type=click.FloatRange(25, 36000), default=120.0, show_default=True,
-              help="Simulated seconds (a member is killed at 10 s, one joins at 20 s).")
+              help="Simulated seconds (a member is killed at --kill-at, one joins at --join-at).")
+@click.option("--kill-at", type=click.FloatRange(0, 36000), default=10.0, show_default=True,
+              help="Simulated second at which a random member is killed.")
+@click.option("--join-at", type=click.FloatRange(0, 36000), default=20.0, show_default=True,
+              help="Simulated second at which a new member joins (not before --kill-at).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Replays exactly.")
 @click.option("--loss", type=click.FloatRange(0, 0.9), default=0.0, show_default=True, help="Datagram loss.")
 @click.option("--preset", type=click.Choice(["lan", "wan", "local"]), default="lan", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None,
               help="Also draw the spread of both pieces of news to this PNG (needs matplotlib).")
-def sim(nodes: int, seconds: float, seed: int, loss: float, preset: str, as_json: bool, plot: str | None) -> None:
+@click.option("--progress", is_flag=True, help="Print the simulated time, wall time and CPU to stderr as it runs.")
+def sim(nodes: int, seconds: float, seed: int, loss: float, preset: str, as_json: bool, plot: str | None,
+        progress: bool, kill_at: float, join_at: float) -> None:
     """Run the real gossip core in a deterministic simulation and report how news spreads."""
     import time
 
@@ -253,7 +259,15 @@ def sim(nodes: int, seconds: float, seed: int, loss: float, preset: str, as_json
 
     config = {"lan": GossipConfig.lan, "wan": GossipConfig.wan, "local": GossipConfig.local}[preset]()
     t0 = time.monotonic()
-    result = scenario(nodes, seconds, seed=seed, loss=loss, config=config)
+
+    def report(now: float) -> None:
+        click.echo(f"  simulated {now:g} s: wall {time.monotonic() - t0:.0f} s, CPU {time.process_time():.0f} s",
+                   err=True)
+
+    if not kill_at <= join_at < seconds:
+        fail("need --kill-at <= --join-at < --seconds")
+    result = scenario(nodes, seconds, seed=seed, loss=loss, config=config, kill_at=kill_at, join_at=join_at,
+                      progress=report if progress else None)
     result["wall_s"] = round(time.monotonic() - t0, 2)
     curves = result.pop("curves")
     if plot:
@@ -261,8 +275,8 @@ def sim(nodes: int, seconds: float, seed: int, loss: float, preset: str, as_json
     if as_json:
         click.echo(json.dumps(result))
         return
-    click.echo(f"{nodes} members, {seconds:g} s simulated ({preset}, loss {loss:.0%}, seed {seed}) "
-               f"in {result['wall_s']} s of wall time")
+    click.echo(f"{nodes} members, {seconds:g} s simulated ({preset}, loss {loss:.0%}, seed {seed}; "
+               f"kill at {kill_at:g} s, join at {join_at:g} s) in {result['wall_s']} s of wall time")
     for label, key in (("failure of " + result["victim"], "failure_spread_s"), ("join", "join_spread_s")):
         spread = "  ".join(f"{k}: {'never' if v is None else f'{v:.2f} s'}" for k, v in result[key].items())
         click.echo(f"  {label:<22} known by  {spread}")

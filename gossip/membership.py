@@ -14,6 +14,7 @@ interval and timeout when we are the slow one.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import math
 import random
@@ -96,6 +97,63 @@ class Member:
         return (self.addr, self.port)
 
 
+def rotation_order(pass_no: int, live: list[str]) -> list[str]:
+    """The probe rotation's order of the live members for one pass: every member computes the
+    same one from the same live set (see Membership._rotation_target)."""
+    return sorted(live, key=lambda name: hashlib.blake2b(f"{pass_no}:{name}".encode(), digest_size=8).digest())
+
+
+class RotationCache:
+    """Rotation orders and live-name lists shared by the cores of one process (a simulation of
+    thousands of members, where most cores hold the same live set): each is computed once, not
+    once per core, and held once. A pure memo: a core gets exactly what it would compute alone.
+    Bounded: when it holds `limit` entries it starts over."""
+
+    def __init__(self, limit: int = 64) -> None:
+        self.limit = limit
+        self._live: dict[tuple[str, ...], list[str]] = {}
+        self._orders: dict[tuple[int, tuple[str, ...]], list[str]] = {}
+        self._edits: dict[tuple[int, str, bool], tuple[list[str], list[str]]] = {}
+
+    def live(self, names: list[str]) -> list[str]:
+        """The shared list equal to `names` (callers never change it)."""
+        key = tuple(names)
+        got = self._live.get(key)
+        if got is None:
+            if len(self._live) >= self.limit:
+                self._live.clear()
+            got = self._live[key] = names
+        return got
+
+    def edit(self, names: list[str], name: str, add: bool) -> list[str]:
+        """The sorted list `names` with `name` added (or removed): a new list, shared by every
+        caller making the same edit to the same list."""
+        key = (id(names), name, add)
+        got = self._edits.get(key)
+        if got is not None and got[0] is names:
+            return got[1]
+        new = list(names)
+        i = bisect.bisect_left(new, name)
+        present = i < len(new) and new[i] == name
+        if add and not present:
+            new.insert(i, name)
+        elif not add and present:
+            del new[i]
+        if len(self._edits) >= self.limit:
+            self._edits.clear()
+        self._edits[key] = (names, new)  # holding `names` keeps its id from being reused
+        return new
+
+    def order(self, pass_no: int, live: list[str]) -> list[str]:
+        key = (pass_no, tuple(live))
+        got = self._orders.get(key)
+        if got is None:
+            if len(self._orders) >= self.limit:
+                self._orders.clear()
+            got = self._orders[key] = rotation_order(pass_no, live)
+        return got
+
+
 class EventKind(Enum):
     JOIN = "join"
     LEAVE = "leave"
@@ -169,13 +227,21 @@ class Membership:
         self.rng = rng
         self.me = Member(name, addr, port, 1, State.ALIVE, now, dict(tags or {}), vsn)
         self.members: dict[str, Member] = {name: self.me}
-        self._member_list: list[Member] | None = None  # members.values(), cached for random picks
+        # list(members), cached for random picks: names, not records, so replacing a record
+        # (_own, once per member per core in a converged simulation) does not invalidate it.
+        self._member_names: list[str] | None = None
         self._live_names: list[str] | None = None  # sorted live names, cached for the rotation
         self._dead_at: dict[Address, str] = {}  # address -> member we hold dead there (_tell_dead)
         self.wall_offset = 0.0  # wall clock minus `now`: the driver sets it; the rotation ticks on it
         self._rotation_key: tuple[int, int] | None = None
         self._rotation: list[str] = []
         self._rotation_self = -1  # our position in _rotation (-1: we are not in it)
+        # Set by a driver that runs many cores in one process (the simulator): rotation orders and
+        # live-name lists computed once and shared by every core whose live set is the same.
+        self.rotation_cache: RotationCache | None = None
+        # Set to a set by a driver that wants to know which member records a step changed (the
+        # simulator's incremental invariant checker drains it after every step); None: not kept.
+        self.touched: set[str] | None = None
         self.unique_tag = unique_tag
         self._conflicts_told: set[tuple[str, str, int]] = set()  # CONFLICT events already emitted
         self._live = 1  # members in LIVE states, kept by _set_state (live_count is on every send path)
@@ -274,9 +340,11 @@ class Membership:
     # ---- helpers --------------------------------------------------------------------------------
     def _set_state(self, m: Member, state: State, now: float) -> None:
         assert not m.shared, "copy a shared record (_own) before changing it"
+        if self.touched is not None:
+            self.touched.add(m.name)
         if (state in LIVE) != (m.state in LIVE):
             self._live += 1 if state in LIVE else -1
-            self._live_names = None
+            self._live_edit(m.name, state in LIVE)
         if state == State.DEAD:
             self._dead_at[(m.addr, m.port)] = m.name
         elif m.state == State.DEAD and self._dead_at.get((m.addr, m.port)) == m.name:
@@ -286,12 +354,27 @@ class Membership:
 
     def _own(self, m: Member) -> Member:
         """`m`, or this core's private copy of it if it is a shared record: call before changing it."""
+        if self.touched is not None:
+            self.touched.add(m.name)
         if not m.shared:
             return m
         mine = Member(m.name, m.addr, m.port, m.incarnation, m.state, m.state_change, m.tags, m.vsn)
-        self.members[m.name] = mine
-        self._member_list = None
+        self.members[m.name] = mine  # (same key, same place in the dict: _member_names stays valid)
         return mine
+
+    def _live_edit(self, name: str, live: bool) -> None:
+        """`name` joined (live) or left the live set: the rotation must be recomputed. Without a
+        shared cache the live list is rebuilt at the next probe; with one (thousands of cores in
+        a simulation), it is edited, and cores making the same edit to the same list share it."""
+        if self._live_names is None or self.rotation_cache is None:
+            self._live_names = None
+            return
+        self._live_names = self.rotation_cache.edit(self._live_names, name, live)
+        self._rotation_key = None
+
+    def _touch_me(self) -> None:
+        if self.touched is not None:
+            self.touched.add(self.name)
 
     def _event(self, kind: EventKind, m: Member) -> None:
         self._events.append(MemberEvent(kind, m.name, m.addr, m.port, dict(m.tags), m.incarnation))
@@ -320,10 +403,11 @@ class Membership:
             return ((m.state in LIVE or (m.state == State.DEAD and m.state_change >= dead_since))
                     and m.name != self.name and m.name not in exclude)
 
-        members = self._member_list
-        if members is None:  # rebuilt only after an insert or removal, not five times a second
-            members = self._member_list = list(self.members.values())
-        n = len(members)
+        table = self.members
+        names = self._member_names
+        if names is None:  # rebuilt only after an insert or removal, not five times a second
+            names = self._member_names = list(table)
+        n = len(names)
         if n > 2 * k + 8:
             # Draw distinct random positions, keeping the wanted ones: O(k) when most members are
             # wanted (gossip runs five times a second). Every wanted member is equally likely.
@@ -334,11 +418,12 @@ class Membership:
                 if i in tried:
                     continue
                 tried.add(i)
-                if wanted(members[i]):
-                    picked.append(members[i])
+                m = table[names[i]]
+                if wanted(m):
+                    picked.append(m)
                     if len(picked) == k:
                         return picked
-        pool = [m for m in members if wanted(m)]
+        pool = [m for m in table.values() if wanted(m)]
         if len(pool) <= k:
             self.rng.shuffle(pool)
             return pool
@@ -374,7 +459,9 @@ class Membership:
         for m in records:
             self.members[m.name] = m
             self._live += m.state in LIVE
-        self._member_list = None
+        if self.touched is not None:
+            self.touched.update(m.name for m in records)
+        self._member_names = None
         self._live_names = None
         self.probe_order = [n for n in sorted(self.members) if n != self.name]
         self.rng.shuffle(self.probe_order)
@@ -386,6 +473,7 @@ class Membership:
             return
         self.leaving = True
         self.me.incarnation += 1
+        self._touch_me()
         self._set_state(self.me, State.LEFT, now)
         self.clock.increment()
         self.broadcasts.queue(self.name, wire.encode_message(Dead(self.me.incarnation, self.name, self.name)))
@@ -400,6 +488,7 @@ class Membership:
         check_tags(tags)
         self.me.tags = dict(tags)
         self.me.incarnation += 1
+        self._touch_me()
         self.clock.increment()
         self._queue_alive(self.me)
 
@@ -418,7 +507,7 @@ class Membership:
         if m is None or name == self.name or m.state in (State.ALIVE, State.SUSPECT):
             return False
         del self.members[name]
-        self._member_list = None
+        self._member_names = None
         self._live_names = None
         self._event(EventKind.REAP, m)
         return True
@@ -525,7 +614,7 @@ class Membership:
             return None
         if isinstance(msg, PushPull):
             self.stats["push_pulls"] += 1
-            reply = wire.frame(self._push_pull_msg(join=False))
+            reply = self._push_pull_frame(join=False)
             self._merge(msg, now, src)
             return reply
         if isinstance(msg, Ping):
@@ -567,9 +656,16 @@ class Membership:
         events = self.recent_user_events() if self.recent_user_events is not None else ()
         return PushPull(join, self.clock.time, states, self.event_clock.time, self.query_clock.time, events)
 
+    def _push_pull_frame(self, join: bool) -> bytes:
+        """wire.frame(self._push_pull_msg(join)), byte for byte, built straight from the table."""
+        rows = [[m.name, m.addr, m.port, m.incarnation, int(m.state), m.tags, list(m.vsn)]
+                for _, m in sorted(self.members.items())]
+        events = self.recent_user_events() if self.recent_user_events is not None else ()
+        return wire.frame_push_pull(join, self.clock.time, rows, self.event_clock.time, self.query_clock.time, events)
+
     def _open_push_pull(self, addr: Address, now: float, join: bool) -> int:
         token = self._next_seq()
-        req = StreamRequest(token, addr, wire.frame(self._push_pull_msg(join)),
+        req = StreamRequest(token, addr, self._push_pull_frame(join),
                             StreamKind.JOIN if join else StreamKind.PUSH_PULL, now + self.config.tcp_timeout)
         self.streams[token] = req
         self._streams_out.append(req)
@@ -585,8 +681,13 @@ class Membership:
             self.query_clock.witness(msg.query_ltime - 1)
         for ev in msg.events:
             self._user_in.append((ev, src))  # deduplicated (or delivered, if we missed it) by userevents
+        members = self.members
         for s in msg.states:
             if s.state == State.ALIVE:
+                m = members.get(s.name)
+                if (m is not None and s.incarnation <= m.incarnation and s.addr == m.addr and s.port == m.port
+                        and s.name != self.name):
+                    continue  # old news about a member we hold at that address: _alive would ignore it
                 self._alive(Alive(s.incarnation, s.name, s.addr, s.port, s.tags, s.vsn), now)
             elif s.state == State.LEFT:
                 self._dead(Dead(s.incarnation, s.name, s.name), now)
@@ -600,6 +701,7 @@ class Membership:
     # ---- state transitions ----------------------------------------------------------------------
     def _refute(self, accused: int, declared_dead: bool = False) -> None:
         self.me.incarnation = max(self.me.incarnation, accused) + 1
+        self._touch_me()
         self.stats["refutes"] += 1
         self.awareness.apply_delta(1)
         self._queue_alive(self.me)
@@ -647,8 +749,10 @@ class Membership:
                 return
             m = Member(a.node, a.addr, a.port, a.incarnation, State.ALIVE, now, dict(a.tags), a.vsn)
             self.members[a.node] = m
-            self._member_list = None
-            self._live_names = None
+            if self.touched is not None:
+                self.touched.add(a.node)
+            self._member_names = None
+            self._live_edit(a.node, True)
             self._live += 1
             self._add_to_probe_order(a.node)
             self.broadcasts.queue(a.node, wire.encode_message(a))
@@ -806,7 +910,8 @@ class Membership:
 
     def _reconnect(self, now: float) -> None:
         """Serf's reconnect: now and then push-pull a failed member, so healed partitions merge."""
-        failed = [m for _, m in sorted(self.members.items()) if m.state == State.DEAD]
+        # Filtered, then sorted: the same order as sorting the whole table, without its cost.
+        failed = [m for _, m in sorted((n, m) for n, m in self.members.items() if m.state == State.DEAD)]
         if not failed or self.leaving:
             return
         alive = max(1, self.live_count() - 1)
@@ -815,14 +920,15 @@ class Membership:
         self._open_push_pull(self.rng.choice(failed).address, now, join=False)
 
     def _reap(self, now: float) -> None:
-        for name, m in sorted(self.members.items()):
+        gone = (State.DEAD, State.LEFT)  # only these can be reaped: sort just them (same order)
+        for name, m in sorted((n, m) for n, m in self.members.items() if m.state in gone):
             if name == self.name:
                 continue
             age = now - m.state_change
             if (m.state == State.DEAD and age > self.config.reconnect_timeout) or (
                     m.state == State.LEFT and age > self.config.tombstone_timeout):
                 del self.members[name]
-                self._member_list = None
+                self._member_names = None
                 self._live_names = None
                 self._event(EventKind.REAP, m)
 
@@ -832,7 +938,10 @@ class Membership:
         At any wall-clock tick, i -> position(i) + s is a bijection: each member is probed once."""
         live = self._live_names
         if live is None:
-            live = self._live_names = sorted(n for n, m in self.members.items() if m.state in LIVE)
+            live = sorted(n for n, m in self.members.items() if m.state in LIVE)
+            if self.rotation_cache is not None:
+                live = self.rotation_cache.live(live)
+            self._live_names = live
             self._rotation_key = None
         n = len(live)
         if n < 2:
@@ -840,8 +949,10 @@ class Membership:
         tick = math.floor((now + self.wall_offset) / self.config.probe_interval)
         pass_no, step = divmod(tick, n - 1)
         if self._rotation_key != (pass_no, n):
-            self._rotation = sorted(live, key=lambda name: hashlib.blake2b(
-                f"{pass_no}:{name}".encode(), digest_size=8).digest())
+            if self.rotation_cache is not None:
+                self._rotation = self.rotation_cache.order(pass_no, live)
+            else:
+                self._rotation = rotation_order(pass_no, live)
             # Our own place only: a name -> position map would cost a dict entry per member per core.
             try:
                 self._rotation_self = self._rotation.index(self.name)

@@ -10,7 +10,8 @@ from murmur.gossip.sim import InvariantViolation, NetworkModel, Simulation
 
 
 def test_the_incarnation_checker_fails_on_a_regression() -> None:
-    """A checker that has never failed proves nothing: feed it an incarnation going backwards."""
+    """A checker that has never failed proves nothing: feed it an incarnation going backwards.
+    (Changed from outside the core, this is caught by the sweep at the end of run_until.)"""
     s = Simulation(3, seed=11)
     s.run_until(5.0)
     observer = s.nodes["node-0000"]
@@ -22,6 +23,34 @@ def test_the_incarnation_checker_fails_on_a_regression() -> None:
         s.run_until(7.0)
     msg = str(err.value)
     assert "seed 11" in msg and "node-0000" in msg and "node-0001" in msg and "7 -> 3" in msg
+
+
+def test_the_incremental_checker_catches_a_core_regression_mid_run() -> None:
+    """The per-step check looks only at the records the core reports changing (Membership.touched).
+    A core that moves an incarnation back through its own code path (here a patched timer handler
+    that copies the record and lowers it) is caught at that step, with the end-of-run sweep off."""
+    s = Simulation(4, seed=11)
+    s.run_until(5.0)
+    s.check_all = lambda: None  # type: ignore[method-assign]  # the incremental path alone
+    subject = s.nodes["node-0001"]
+    subject.m.update_tags({"role": "x"}, s.now)  # incarnation 1 -> 2, gossiped to everyone
+    s._after_input(subject)
+    observer = s.nodes["node-0000"].m
+    real_timer = observer.handle_timer
+    broke: list[float] = []
+
+    def buggy_timer(now: float) -> None:
+        real_timer(now)
+        m = observer.members["node-0001"]
+        if not broke and m.incarnation == 2 and now > 6.0:  # seen at 2 by an earlier step
+            observer._own(m).incarnation = 1
+            broke.append(now)
+
+    observer.handle_timer = buggy_timer  # type: ignore[method-assign]
+    with pytest.raises(InvariantViolation) as err:
+        s.run_until(30.0)
+    assert broke and f"t={broke[0]:.3f}" in str(err.value), (broke, str(err.value))
+    assert "node-0000" in str(err.value) and "2 -> 1" in str(err.value)
 
 
 def test_the_checker_allows_a_restarted_member_to_start_over() -> None:
@@ -92,3 +121,35 @@ def test_paused_stream_at_its_exact_deadline_does_not_spin() -> None:
     s.resume("node-0001")
     s.run_until(30.0)
     assert s.converged()
+
+
+def test_shared_rotation_cache_gives_each_core_what_it_would_compute_alone() -> None:
+    """The simulator's cores share live lists and rotation orders (membership.RotationCache), edited
+    as members die, join and partitions heal: every core's list must still equal its own table's
+    live members, and cores that agree must hold one list between them, not a copy each."""
+    from murmur.gossip.membership import LIVE, rotation_order
+
+    s = Simulation(30, seed=4, net=NetworkModel(loss=0.1), converged=True)
+    checked = 0
+    shared_after_kill = 0
+    for t in range(5, 150, 5):
+        s.run_until(float(t))
+        for nd in s.nodes.values():
+            if nd.up and nd.m._live_names is not None:
+                live = sorted(n for n, m in nd.m.members.items() if m.state in LIVE)
+                assert nd.m._live_names == live, (t, nd.name)
+                if nd.m._rotation_key is not None and nd.m._rotation_key[1] == len(live):
+                    assert nd.m._rotation == rotation_order(nd.m._rotation_key[0], live), (t, nd.name)
+                checked += 1
+        if t == 20:
+            s.kill("node-0003")
+        if t == 45:  # everyone has declared it dead, each editing the same list the same way
+            shared_after_kill = len({id(nd.m._live_names) for nd in s.nodes.values() if nd.up})
+        if t == 50:
+            s.add_node("node-0003", seed_node="node-0000")
+        if t == 60:
+            s.partition([s.live_names()[:15], s.live_names()[15:]])
+        if t == 100:
+            s.heal()
+    assert checked > 500
+    assert shared_after_kill == 1  # 29 cores, one list

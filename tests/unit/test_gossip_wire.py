@@ -249,3 +249,22 @@ def test_oversized_tags_are_refused_at_the_source() -> None:
         Membership(GossipConfig.lan(), "b", "10.0.0.2", 7946, random.Random(3), 0.0, tags={"big": "x" * 600})
     m.update_tags({"small": "x" * 100}, 1.0)  # positive control
     assert m.me.incarnation == 2
+
+
+def test_push_pull_built_from_the_table_is_byte_identical_and_decodes_back() -> None:
+    """Membership._push_pull_frame skips the PushState objects, and the decoder builds the common
+    row (no tags, current version) on a fast path: same bytes, same message, both ways."""
+    from murmur.gossip.membership import Member
+
+    m = Membership(GossipConfig.lan(), "a", "127.0.0.1", 7946, random.Random(1), 0.0, tags={"role": "web"})
+    m.preload_shared([Member(f"n{i}", "127.0.0.2", 7000 + i, 1 + i % 3, State(i % 4), 0.0,
+                             {"dc": "x"} if i % 5 == 0 else {}, (1, 5, 2, 2, 5, 4) if i % 7 else (1, 5, 2, 2, 5, 3),
+                             shared=True) for i in range(40)])
+    m.recent_user_events = lambda: (wire.UserEvent(3, "deploy", b"x", False),)
+    for join in (True, False):
+        fast = m._push_pull_frame(join)
+        assert fast == wire.frame(m._push_pull_msg(join))
+        assert wire.decode_frame_payload(fast[4:]) == m._push_pull_msg(join)
+    bad = m._push_pull_frame(False)[4:].replace(b"\xa2n3", b"\x03\x03", 1)  # a name that is not a string
+    with pytest.raises(wire.WireError):
+        wire.decode_frame_payload(bad)
