@@ -76,15 +76,19 @@ class MemNet:
             self.drivers[m.frm].snapshot_status(m.to, not delivered)
 
 
-async def cluster(nursery: trio.Nursery, n: int = 3, snapshot_threshold: int = 0
+async def cluster(nursery: trio.Nursery, n: int = 3, snapshot_threshold: int = 0,
+                  storage: Any = None, tick_interval: float = 0.05, **raft: Any,
                   ) -> tuple[MemNet, dict[int, RaftDriver], dict[int, KV]]:
+    """n drivers on a MemNet; `storage(i)` gives node i's storage (CountingStorage), `raft` adds
+    RaftConfig fields."""
     net = MemNet()
     net.nursery = nursery
     ids = list(range(1, n + 1))
     fsms = {i: KV() for i in ids}
     for i in ids:
-        node = RawNode(RaftConfig(id=i, election_tick=10, heartbeat_tick=1), ids, random.Random(i))
-        net.drivers[i] = RaftDriver(node, CountingStorage(), fsms[i], net.transport(i), tick_interval=0.05,
+        node = RawNode(RaftConfig(id=i, election_tick=10, heartbeat_tick=1, **raft), ids, random.Random(i))
+        store = storage(i) if storage is not None else CountingStorage()
+        net.drivers[i] = RaftDriver(node, store, fsms[i], net.transport(i), tick_interval=tick_interval,
                                     snapshots=MemorySnapshots(), snapshot_threshold=snapshot_threshold)
     for d in net.drivers.values():
         await nursery.start(d.serve)
@@ -278,17 +282,11 @@ class ThreadedStorage(CountingStorage):
 
 async def test_saves_run_in_order_on_the_storage_writer_thread() -> None:
     """Real clock and a real thread: the loop hands saves to the writer and waits for each."""
-    net = MemNet()
     ids = [1, 2, 3]
-    fsms = {i: KV() for i in ids}
     storages = {i: ThreadedStorage() for i in ids}
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
-            net.nursery = nursery
-            for i in ids:
-                node = RawNode(RaftConfig(id=i, election_tick=10, heartbeat_tick=1), ids, random.Random(i))
-                net.drivers[i] = RaftDriver(node, storages[i], fsms[i], net.transport(i), tick_interval=0.02)
-                await nursery.start(net.drivers[i].serve)
+            net, _, fsms = await cluster(nursery, storage=storages.__getitem__, tick_interval=0.02)
             lead = await wait_leader(net.drivers)
             results: list[int] = []
 
@@ -327,15 +325,7 @@ async def test_a_failed_save_stops_the_driver() -> None:
 
 
 async def lease_cluster(nursery: trio.Nursery) -> dict[int, RaftDriver]:
-    net = MemNet()
-    net.nursery = nursery
-    ids = [1, 2, 3]
-    for i in ids:
-        node = RawNode(RaftConfig(id=i, election_tick=10, heartbeat_tick=1, lease_tick=5), ids, random.Random(i))
-        net.drivers[i] = RaftDriver(node, CountingStorage(), KV(), net.transport(i), tick_interval=0.05)
-    for d in net.drivers.values():
-        await nursery.start(d.serve)
-    return net.drivers
+    return (await cluster(nursery, lease_tick=5))[1]
 
 
 async def lease_read_after_pause(mock_clock: trio.testing.MockClock, clock_ticks: bool) -> tuple[int, int, bool]:
@@ -396,18 +386,12 @@ async def test_the_leader_commits_while_its_own_disk_hangs_but_not_without_a_dur
     """Async storage writes in the driver: with the leader's disk stuck, a write commits on the two
     followers' disks (and is answered); with one follower cut off too, it waits for the leader's
     disk (a commit needs a majority of durable copies); then it commits."""
-    net = MemNet()
     ids = [1, 2, 3]
-    fsms = {i: KV() for i in ids}
     storages = {i: GatedStorage() for i in ids}
     try:
         with trio.fail_after(120):
             async with trio.open_nursery() as nursery:
-                net.nursery = nursery
-                for i in ids:
-                    node = RawNode(RaftConfig(id=i, election_tick=10, heartbeat_tick=1), ids, random.Random(i))
-                    net.drivers[i] = RaftDriver(node, storages[i], fsms[i], net.transport(i), tick_interval=0.05)
-                    await nursery.start(net.drivers[i].serve)
+                net, _, fsms = await cluster(nursery, storage=storages.__getitem__)
                 lead = await wait_leader(net.drivers)
                 await net.drivers[lead].propose(b"warm=1")
                 others = [i for i in ids if i != lead]
