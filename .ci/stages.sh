@@ -16,7 +16,7 @@ stage lint         .venv/bin/ruff check .
 stage types        make -s types
 stage unit         "${PYTEST[@]}" tests/unit tests/raft tests/lincheck tests/test_layering.py
 stage simulations  "${PYTEST[@]}" tests/sim
-stage e2e          "${PYTEST[@]}" -n 2 --dist loadfile tests/e2e  # two workers: mostly waiting on agents
+stage e2e          "${PYTEST[@]}" -n 3 --dist loadfile --durations=12 tests/e2e  # three workers: mostly waiting on agents
 stage "fuzz smoke" make -s fuzz-smoke  # 3 s per decoder (the DNS smoke is in e2e: test_dns_fuzz.py)
 stage "fault lab"  "${PYTEST[@]}" tests/lab
 stage chaos        make -s chaos

@@ -15,8 +15,8 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[2]
 MURMUR = [sys.executable, "-m", "murmur.cli.main"]
-START_TIMEOUT = 60.0  # seconds; a dev agent starts in about 1 s alone, 3-5 s beside a second
-# test worker (CI runs e2e under pytest-xdist -n 2): 10x+ slack over the loaded case
+START_TIMEOUT = 60.0  # seconds; a dev agent starts in about 1 s alone, 3-5 s beside other
+# test workers (CI runs e2e under pytest-xdist -n 3): 10x+ slack over the loaded case
 
 
 _HANDED_OUT: set[int] = set()
