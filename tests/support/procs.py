@@ -116,7 +116,13 @@ class AgentProc:
         """Start the process; unless `wait` is False (a failpoint may kill it while it starts),
         wait until its HTTP API answers."""
         self.launch()
-        return self.wait_ready() if wait else self
+        if not wait:
+            return self
+        try:
+            return self.wait_ready()
+        except BaseException:
+            self.stop()  # a start that timed out must not leave the agent running after the test
+            raise
 
     def launch(self) -> AgentProc:
         """Start the process without waiting for it (start many, then wait_ready() on each)."""
