@@ -102,6 +102,9 @@ class Summary:
     indeterminate_ops: int = 0
     false_dead: int = 0
     dead_verdicts: int = 0
+    # What explains each false dead verdict: printed with the summary, because CI keeps only the
+    # tail of the output and no artifacts.
+    explain: list[str] = field(default_factory=list)
     unstable_cycles: int = 0
     quiesce_s_max: float = 0.0
     catalog_checks: int = 0  # heals after which convergence was measured
@@ -122,7 +125,8 @@ class Summary:
         return xs[min(len(xs) - 1, math.ceil(0.99 * len(xs)) - 1)] if xs else 0.0
 
     def lines(self) -> list[str]:
-        return [f"lost_acknowledged_writes: {self.lost_acknowledged_writes}",
+        return [*self.explain,
+                f"lost_acknowledged_writes: {self.lost_acknowledged_writes}",
                 f"linearizability_violations: {self.linearizability_violations}",
                 f"histories_checked: {self.histories_checked}",
                 f"checker_timeouts: {self.checker_timeouts}",
@@ -341,6 +345,7 @@ def run(opts: Options, log: Any = print) -> Summary:
         summary.dead_verdicts = len(verdicts)
         wrong = false_dead(verdicts, nemesis.log, DEAD_WINDOW)
         summary.false_dead = len(wrong)
+        summary.explain = _explain_false_dead(wrong, nemesis.log, cluster.agents, t_start)
         summary.faults = dict(Counter(f.kind for f in nemesis.log))
         for t in threads:
             if t.error is not None:
@@ -363,6 +368,36 @@ def run(opts: Options, log: Any = print) -> Summary:
         summary.wall_s = round(time.monotonic() - t_start, 1)
         _save(opts, summary, workdir, nemesis, regs, acks, watches, details)
     return summary
+
+
+_TRAIL = ("suspecting", "refuting", "member failed", "member join", "member update")
+
+
+def _explain_false_dead(wrong: list[Any], faults: list[Fault], agents: list[LabAgent], t_start: float,
+                        most: int = 3) -> list[str]:
+    """For the first `most` false verdicts: when, who, the faults around it, and the gossip trail
+    (suspicions, refutations, member events) of every agent's log from 8 s before to 1 s after."""
+    import datetime
+
+    out: list[str] = []
+    mono_to_wall = time.time() - time.monotonic()
+    for v in wrong[:most]:
+        out.append(f"false dead: t={v.t - t_start:.1f} s  {v.observer} saw {v.member} fail")
+        for f in faults:
+            if f.t0 <= v.t + 1 and f.t1 >= v.t - 30:
+                out.append(f"  fault {f.kind} {' '.join(f.hosts)} {f.detail} t={f.t0 - t_start:.1f}..{f.t1 - t_start:.1f} s"
+                           f"{'' if f.excuses else ' (excuses nothing)'}")
+        lo = datetime.datetime.fromtimestamp(v.t + mono_to_wall - 8).strftime("%Y-%m-%d %H:%M:%S")
+        hi = datetime.datetime.fromtimestamp(v.t + mono_to_wall + 1).strftime("%Y-%m-%d %H:%M:%S")
+        for a in agents:
+            try:
+                text = a.log_path.read_text(errors="replace")
+            except OSError:
+                continue
+            for line in text.splitlines():
+                if lo <= line[:19] <= hi and any(w in line for w in _TRAIL) and (v.member in line or a.name == v.member):
+                    out.append(f"  {a.name}: {line[11:200]}")
+    return out[:80]
 
 
 class _CatalogProbe:
