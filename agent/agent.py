@@ -37,6 +37,7 @@ from .drivers.gossip import GossipDriver
 from .events import UserEvents
 from .gossip_keyring import KeyringFileError, load_keyring
 from .local_state import LocalState, NodeInfo
+from .loop_watch import LoopWatch
 from .maintenance import Maintenance, MaintenanceError
 from .member_snapshot import MemberSnapshot
 from .monitor import LogHub
@@ -171,6 +172,7 @@ class Agent:
         self.http_port = 0
         self.dns_port = 0
         self.started_at = 0.0
+        self.loop_watch = LoopWatch()
         self.shutdown = trio.Event()
         self.stats: dict[str, int] = {"dns_dropped": 0, "dns_formerr": 0, "sync_errors": 0}
         self.gossip_config = gossip_config_from(cfg)
@@ -428,6 +430,7 @@ class Agent:
         self._setup_tls()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._signals, nursery.cancel_scope)
+            nursery.start_soon(self.loop_watch.run)
             await nursery.start(self.checks.serve)
             if self.server is not None:
                 with listening("server RPC", self.cfg.bind_addr, self.cfg.ports.server):

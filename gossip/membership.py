@@ -271,6 +271,7 @@ class Membership:
             "packets_in", "packets_out", "bad_packets", "unknown_messages", "stale_acks", "misdirected_pings",
             "refutes", "suspects_started", "deaths_declared", "indirect_probes", "tcp_fallback_ok", "nacks_sent",
             "push_pulls", "bad_streams", "stale_accusations", "suspects_told", "dead_told", "suspicions_reasked",
+            "suspicions_extended",
             "user_messages_in", "probes", "probes_failed")}
         # Told (seconds taken, answered?) as each probe ends; the agent's metrics listen here.
         self.on_probe: Callable[[float, bool], None] | None = None
@@ -525,17 +526,19 @@ class Membership:
         for msg in msgs:
             self._handle(msg, src, now)
         if self.suspicions:
-            self._tell_suspect(src)
+            self._tell_suspect(src, now)
         if self._dead_at:
             self._tell_dead(src)
 
-    def _tell_suspect(self, src: Address) -> None:
+    def _tell_suspect(self, src: Address, now: float) -> None:
         """A datagram came from a member we still suspect: tell it, so it can refute (or, if it
         already did, answer with the alive we missed). Lifeguard's buddy system tells a suspect when
-        we probe it; this covers the other direction, when the suspect is the one talking to us."""
-        for name in self.suspicions:
+        we probe it; this covers the other direction, when the suspect is the one talking to us.
+        The datagram is also evidence of life, which the suspicion's timer weighs (handle_timer)."""
+        for name, susp in self.suspicions.items():
             m = self.members.get(name)
             if m is not None and m.state == State.SUSPECT and (m.addr, m.port) == src:
+                susp.heard = now
                 self.stats["suspects_told"] += 1
                 self._send(src, [wire.encode_message(Suspect(m.incarnation, m.name, self.name))])
                 return
@@ -797,6 +800,14 @@ class Membership:
         self._conflicts_told.add(key)
         self._events.append(MemberEvent(EventKind.CONFLICT, a.node, a.addr, a.port, dict(a.tags), a.incarnation))
 
+    def _answer_accuser(self, src: Address | None) -> None:
+        """Send our refutation straight back to whoever told us of the accusation, as well as
+        gossiping it: the accuser's timer may be about to fire (an accuser that was cut off hears
+        our refutation only after the heal, and gossip may take a few rounds to reach it)."""
+        if src is not None and src != self.me.address:
+            self._send(src, [wire.encode_message(Alive(self.me.incarnation, self.name, self.me.addr, self.me.port,
+                                                       dict(self.me.tags), self.me.vsn))])
+
     def _answer_stale(self, m: Member, src: Address | None) -> None:
         """`src` accused `m` at an older incarnation than our alive one: it missed the refutation
         (gossip sends each update only a few times, and loss can starve one member of every copy).
@@ -823,6 +834,7 @@ class Membership:
         if s.node == self.name:
             if not self.leaving:
                 self._refute(s.incarnation)
+                self._answer_accuser(src)
             return
         encoded = wire.encode_message(s)
         self.broadcasts.queue(s.node, encoded)
@@ -850,6 +862,7 @@ class Membership:
         if d.node == self.name:
             if not self.leaving:
                 self._refute(d.incarnation, declared_dead=True)
+                self._answer_accuser(src)
             return
         self.broadcasts.queue(d.node, wire.encode_message(d))
         m = self._own(m)
@@ -876,8 +889,16 @@ class Membership:
                     self.stats["suspicions_reasked"] += 1
                     self.broadcasts.queue(name, susp.message)
         for name in [n for n, s in self.suspicions.items() if s.deadline <= now]:
-            susp = self.suspicions.pop(name)
+            susp = self.suspicions[name]
             m = self.members.get(name)
+            if m is not None and susp.heard_since_checked() and susp.extend(now):
+                # It has been talking to us since we began suspecting it (and was told each time):
+                # a member isolated for a while suspects everyone, and its timers fire just after
+                # the heal, before the refutations get through. Give it the minimum again.
+                self.stats["suspicions_extended"] += 1
+                self._send(m.address, [wire.encode_message(Suspect(m.incarnation, m.name, self.name))])
+                continue
+            del self.suspicions[name]
             if m is not None and m.state == State.SUSPECT and m.state_change == susp.start:
                 self._dead(Dead(m.incarnation, name, self.name), now)
         for token in [t for t, s in self.streams.items() if s.deadline <= now]:

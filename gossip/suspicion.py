@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+MAX_EXTENSIONS = 2
 
 def remaining_timeout(n: int, k: int, min_t: float, max_t: float) -> float:
     if k < 1:
@@ -38,6 +39,23 @@ class Suspicion:
         self.deadline = start + (min_t if k < 1 else max_t)
         self.message = message  # the suspect message as first heard, re-gossiped at reask_at
         self.reask_at = start + min_t / 2
+        self.heard = -math.inf  # when a datagram from the suspect last reached us
+        self.checked = start  # evidence of life counts only if it came after this
+        self.extensions = 0
+
+    def heard_since_checked(self) -> bool:
+        return self.heard >= self.checked
+
+    def extend(self, now: float) -> bool:
+        """At the deadline, a suspect that talked to us since we began suspecting it (or since
+        the last extension) is given `min` more, at most MAX_EXTENSIONS times: evidence of life
+        beats a timer, but a member that can send and not receive is still declared in the end."""
+        if self.extensions >= MAX_EXTENSIONS:
+            return False
+        self.extensions += 1
+        self.checked = now
+        self.deadline = now + self.min
+        return True
 
     def confirm(self, from_node: str) -> bool:
         """Count an independent confirmation; True if it was new (then re-broadcast it)."""
@@ -45,5 +63,6 @@ class Suspicion:
             return False
         self.confirmations.add(from_node)
         self.n += 1
-        self.deadline = self.start + remaining_timeout(self.n, self.k, self.min, self.max)
+        deadline = self.start + remaining_timeout(self.n, self.k, self.min, self.max)
+        self.deadline = max(deadline, self.deadline) if self.extensions else deadline
         return True

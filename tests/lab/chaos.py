@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from .checkers import Fault, catalog_diff, check_linearizable, false_dead, lost_writes
-from .cluster import ROOT, Cluster, LabAgent, NsWorker, in_ns
+from .cluster import ROOT, SUSPICION_MIN, Cluster, LabAgent, NsWorker, in_ns
 from .netns import Lab
 from .workload import (
     AckWriter,
@@ -56,9 +56,11 @@ from .workload import (
 
 # The agents' Raft timing: 100 ms ticks, elections after 10-20 ticks (agent/server.py).
 ELECTION_TIMEOUT_MAX = 2.0
-# Gossip chaos preset (cluster.GOSSIP): suspicion max = 6 * 3 * log10(7) * 0.2 s ~ 3 s; with
+# Gossip chaos preset (cluster.GOSSIP): suspicion max = 6 * SUSPICION_MIN = 7.2 s; with
 # Lifeguard's awareness stretching probes up to 8x, 20 s covers any verdict a fault explains.
 DEAD_WINDOW = 20.0
+# Every partition lasts at least twice the preset's suspicion minimum (issue 14).
+PARTITION_HOLD = (2 * SUSPICION_MIN, 2 * SUSPICION_MIN + 1.0)
 
 # "partition_follower" (a server that is not the leader, cut off) and "partition_client" (a client
 # agent cut off) are also known, for the planted-bug tests; the default schedule picks hosts at
@@ -164,15 +166,15 @@ class Nemesis:
             t0 = time.monotonic()
             lab.partition(a.host)
             # leader isolation lasts at least 3 election timeouts; any partition at least twice
-            # the preset's suspicion minimum (0.6 s)
+            # the preset's suspicion minimum
             self._hold(3 * ELECTION_TIMEOUT_MAX + 0.2, 3 * ELECTION_TIMEOUT_MAX + 0.5) if kind == "leader_isolation" \
-                else self._hold(2.0, 3.0)
+                else self._hold(*PARTITION_HOLD)
         elif kind in ("partition_pair", "oneway"):
             a, b = rng.sample(agents, 2)
             hosts = [a.name, b.name]
             (lab.partition(a.host, [b.host]) if kind == "partition_pair" else lab.oneway(a.host, b.host))
             detail = f"{a.name}->{b.name}" if kind == "oneway" else f"{a.name}|{b.name}"
-            self._hold(2.0, 3.0)
+            self._hold(*PARTITION_HOLD)
         elif kind == "split":
             order = rng.sample(servers, len(servers))
             minority = order[:(len(servers) - 1) // 2]
@@ -181,7 +183,7 @@ class Nemesis:
             hosts = [x.name for x in agents]
             detail = f"{[x.name for x in side_a]} | {[x.name for x in side_b]}"
             lab.split([x.host for x in side_a], [x.host for x in side_b])
-            self._hold(2.0, 3.0)
+            self._hold(*PARTITION_HOLD)
         elif kind == "loss":
             a = rng.choice(agents)
             hosts, excuses, detail = [a.name], False, "20% each way"
@@ -370,7 +372,7 @@ def run(opts: Options, log: Any = print) -> Summary:
     return summary
 
 
-_TRAIL = ("suspecting", "refuting", "member failed", "member join", "member update")
+_TRAIL = ("suspecting", "refuting", "member failed", "member join", "member update", "loop stalled")
 
 
 def _explain_false_dead(wrong: list[Any], faults: list[Fault], agents: list[LabAgent], t_start: float,
@@ -395,7 +397,7 @@ def _explain_false_dead(wrong: list[Any], faults: list[Fault], agents: list[LabA
             except OSError:
                 continue
             for line in text.splitlines():
-                if lo <= line[:19] <= hi and any(w in line for w in _TRAIL) and (v.member in line or a.name == v.member):
+                if lo <= line[:19] <= hi and any(w in line for w in _TRAIL) and (v.member in line or a.name in (v.member, v.observer)):
                     out.append(f"  {a.name}: {line[11:200]}")
     return out[:80]
 

@@ -346,6 +346,75 @@ def test_a_suspect_that_talks_to_us_is_told_so_it_can_refute() -> None:
     assert a.members["c"].state == State.ALIVE and a.members["c"].incarnation == 2
 
 
+def _isolated_a_suspects_c_then_heals(w: Wires) -> float:
+    """a suspected c while c was unreachable; the network heals, the gossip about it is spent.
+    Returns a's deadline for the suspicion."""
+    w.dead.add("c")
+    suspect_c(w, 10.0)
+    w.dead.discard("c")
+    for n in "abc":
+        w.take(n)
+        w[n].broadcasts = type(w[n].broadcasts)(w[n].broadcasts.max_size)  # the gossip about it is spent
+    return w["a"].suspicions["c"].deadline
+
+
+def test_chaos_isolated_leader_declared_others_dead_after_the_heal__a_refutation_answers_the_accuser() -> None:
+    """Found by `make chaos` (seed 927005): s5, isolated for 6.5 s, suspected every member; its
+    timers fired just after the heal and told everyone c2 had failed, though c2 had refuted
+    70 ms earlier by gossip. A refutation now also goes straight back to whoever told us."""
+    w = three()
+    a, c = w["a"], w["c"]
+    _isolated_a_suspects_c_then_heals(w)
+    start_probe(w, "c", "a", 12.0)  # c talks to a: a acks and tells c it is suspected
+    told = w.take("a")
+    assert ("c", Suspect(1, "c", "a")) in [(d, x) for _, d, x in of(told, Suspect)]
+    w.deliver(told, 12.0)
+    assert c.me.incarnation == 2
+    answers = [(d, x) for _, d, x in of(w.take("c"), Alive) if isinstance(x, Alive) and x.node == "c"]
+    assert ("a", Alive(2, "c", "10.0.0.3", 7946)) in [(d, dataclasses.replace(x, tags={})) for d, x in answers]
+    w.deliver([("c", "a", [x]) for d, x in answers if d == "a"], 12.0)
+    assert a.members["c"].state == State.ALIVE and "c" not in a.suspicions
+
+
+def test_a_suspect_that_talked_to_us_gets_the_minimum_again_at_the_deadline() -> None:
+    """Evidence of life beats a timer: c reached a after the suspicion began, but a's word to c
+    was lost. At the deadline a tells c again instead of declaring it dead, and c refutes."""
+    w = three()
+    a = w["a"]
+    deadline = _isolated_a_suspects_c_then_heals(w)
+    start_probe(w, "c", "a", deadline - 1.0)
+    w.take("a")  # a's ack and its word to c are lost
+    a.handle_timer(deadline)
+    assert a.members["c"].state == State.SUSPECT and a.stats["suspicions_extended"] == 1
+    assert a.suspicions["c"].deadline == pytest.approx(deadline + a.suspicions["c"].min)
+    retold = w.take("a")
+    assert ("c", Suspect(1, "c", "a")) in [(d, x) for _, d, x in of(retold, Suspect)]
+    w.deliver(retold, deadline)
+    w.settle(deadline)
+    assert a.members["c"].state == State.ALIVE and a.members["c"].incarnation == 2
+    assert not [e for e in a.events() if e.kind == EventKind.FAILED]
+
+
+def test_a_suspect_that_sends_but_never_hears_is_declared_dead_after_two_extensions() -> None:
+    """A member that can send to us but not hear us cannot refute: the extensions are bounded, and
+    the positive control of the test above (no datagram from c: dead at the first deadline) holds."""
+    w = three()
+    a = w["a"]
+    deadline = _isolated_a_suspects_c_then_heals(w)
+    for i in range(3):
+        start_probe(w, "c", "a", deadline - 0.5)
+        w.take("a")  # nothing reaches c
+        a.handle_timer(deadline)
+        deadline = a.suspicions["c"].deadline if "c" in a.suspicions else deadline
+        if i < 2:
+            assert a.members["c"].state == State.SUSPECT
+    assert a.members["c"].state == State.DEAD and a.stats["suspicions_extended"] == 2
+    w2 = three()
+    deadline2 = _isolated_a_suspects_c_then_heals(w2)
+    w2["a"].handle_timer(deadline2)
+    assert w2["a"].members["c"].state == State.DEAD and w2["a"].stats["suspicions_extended"] == 0
+
+
 def test_a_suspicion_still_held_halfway_is_gossiped_again() -> None:
     """A member that missed every copy of a refutation asks again before its verdict."""
     w = three()
