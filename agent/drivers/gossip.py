@@ -46,7 +46,7 @@ class GossipDriver:
         self.on_event: Callable[[MemberEvent], None] | None = None
         self.crypto: GossipCrypto | None = None  # gossip encryption; None sends and accepts clear text
         self.on_user: Callable[[], None] | None = None  # user events and queries (agent/events.py)
-        self._told = (0, 0)  # the core's (suspects_started, refutes) when last logged
+        self._told = (0, 0, 0)  # the core's (suspects_started, refutes, suspicions_extended) when last logged
 
     # ---- life cycle -----------------------------------------------------------------------------
     @property
@@ -96,7 +96,7 @@ class GossipDriver:
         trail that explains a later "member failed" (or a flap). The member scan runs only when
         the core's counters moved, so a quiet cluster pays nothing."""
         stats = self.m.stats
-        told = (stats.get("suspects_started", 0), stats.get("refutes", 0))
+        told = (stats.get("suspects_started", 0), stats.get("refutes", 0), stats.get("suspicions_extended", 0))
         if told == self._told:
             return
         if told[0] > self._told[0]:
@@ -105,6 +105,8 @@ class GossipDriver:
         if told[1] > self._told[1]:
             log.warning("gossip: refuting a suspicion or death verdict about us (incarnation %d)",
                         self.m.me.incarnation)
+        if told[2] > self._told[2]:
+            log.info("gossip: a suspect talked to us since we began suspecting it: told it again, verdict deferred")
         self._told = told
 
     def flush(self) -> None:

@@ -372,7 +372,7 @@ def run(opts: Options, log: Any = print) -> Summary:
     return summary
 
 
-_TRAIL = ("suspecting", "refuting", "member failed", "member join", "member update", "loop stalled")
+_TRAIL = ("suspecting", "refuting", "verdict deferred", "member failed", "member join", "member update", "loop stalled")
 
 
 def _explain_false_dead(wrong: list[Any], faults: list[Fault], agents: list[LabAgent], t_start: float,
