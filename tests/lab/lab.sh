@@ -42,9 +42,22 @@ cmd_rootfs() {
   if [[ -f $r/.lab-ready ]]; then log "rootfs cached in $r"; return; fi
   mkdir -p "$LAB"
   rm -rf "$r" "$r.tmp"
-  log "debootstrap $SUITE into $r (once; log: $LAB/debootstrap.log)"
-  timeout 900 debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$r.tmp" "$MIRROR" \
-    >"$LAB/debootstrap.log" 2>&1 || { tail -20 "$LAB/debootstrap.log" >&2; die "debootstrap failed"; }
+  if command -v mmdebstrap >/dev/null && [[ ${LAB_DEBOOTSTRAP:-} != 1 ]]; then
+    # mmdebstrap: one apt run (parallel downloads, one dpkg pass) instead of debootstrap's
+    # package-by-package shell loop; the same package set (minbase = Essential + Priority required).
+    # No docs, man pages or translations: the VMs are read by scripts only.
+    log "mmdebstrap $SUITE into $r (once; log: $LAB/rootfs.log)"
+    local ex=(--dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/info/*'
+      --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright'
+      --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-include=/usr/share/locale/locale.alias')
+    timeout 900 mmdebstrap --mode=root --variant=minbase --include="$PACKAGES" "${ex[@]}" \
+      --aptopt='Acquire::Retries "3"' \
+      "$SUITE" "$r.tmp" "$MIRROR" >"$LAB/rootfs.log" 2>&1 || { tail -20 "$LAB/rootfs.log" >&2; die "mmdebstrap failed"; }
+  else
+    log "debootstrap $SUITE into $r (once; log: $LAB/rootfs.log)"
+    timeout 900 debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$r.tmp" "$MIRROR" \
+      >"$LAB/rootfs.log" 2>&1 || { tail -20 "$LAB/rootfs.log" >&2; die "debootstrap failed"; }
+  fi
   [[ -f $LAB/id_ed25519 ]] || ssh-keygen -q -t ed25519 -N '' -C murmur-lab -f "$LAB/id_ed25519"
   install -d -m 700 "$r.tmp/root/.ssh"
   install -m 600 "$LAB/id_ed25519.pub" "$r.tmp/root/.ssh/authorized_keys"
