@@ -275,10 +275,12 @@ def test_the_roles_acl_tasks_make_the_dns_and_agent_tokens(tmp_path: Path,
     (tmp_path / "inv.ini").write_text(f"[servers]\nlocalhost ansible_connection=local "
                                       f"ansible_python_interpreter={shutil.which('python3')}\n")
     play = [{"hosts": "servers", "gather_facts": False,
+             # plain HTTP here (the lab runs these tasks over HTTPS with the role's CA); the
+             # secrets as secrets.yml leaves them
              "vars": {"murmur_servers_group": "servers", "murmur_client_addr": "127.0.0.1",
-                      "murmur_extra_config": {"ports": {"http": a.http_port}},
-                      "murmur_acl_initial_management": ROOT, "murmur_acl_dns_token": dns_secret,
-                      "murmur_acl_agent_token": agent_secret},
+                      "murmur_tls": False, "murmur_http_port": a.http_port, "murmur_config_dir": "/nonexistent",
+                      "murmur_acl_management_secret": ROOT, "murmur_acl_dns_secret": dns_secret,
+                      "murmur_acl_agent_secret": agent_secret},
              "tasks": [{"ansible.builtin.include_vars": str(role / "vars" / "main.yml")},
                        {"ansible.builtin.import_tasks": str(role / "tasks" / "acl.yml")}]}]
     (tmp_path / "play.yml").write_text(json.dumps(play))  # JSON is YAML
