@@ -38,7 +38,8 @@ step() { # step NAME CMD...: run, print its time; stop the test on failure
 }
 
 cleanup() {
-  local rc=$?
+  local rc=$? p
+  for p in ${ROOTFS_PID:-} ${LINT_PID:-}; do kill "$p" 2>/dev/null || true; done  # ours, by PID (a failed run)
   if [[ ${KEEP:-} == 1 ]]; then echo "KEEP=1: VMs left up; LAB=$LAB $LABSH down"; else "$LABSH" down || true; fi
   printf 'TIME %-22s %4d s  (%s)\n' total $((SECONDS - T_START)) "$([[ $rc == 0 ]] && echo passed || echo FAILED)"
 }
@@ -279,20 +280,33 @@ unit_verify() {
   echo "systemd-analyze verify murmur.service: clean on ${#VMS[@]} VMs"
 }
 
-lint() { # ansible-lint, production profile, from its own venv (build/lab/lint-venv: pip, once)
-  local al=${ANSIBLE_LINT:-$LAB/lint-venv/bin/ansible-lint}
-  if [[ ! -x $al ]]; then
-    python3 -m venv "$LAB/lint-venv" && "$LAB/lint-venv/bin/pip" install -q --disable-pip-version-check ansible-lint 2>&1 \
-      | grep -v "is ignored" || true
-  fi
-  [[ -x $al ]] || { echo "ansible-lint could not be installed (no package index?): skipped"; return 0; }
+LINT=${ANSIBLE_LINT:-$LAB/lint-venv/bin/ansible-lint}
+lint_install() { # ansible-lint's own venv (build/lab/lint-venv: pip, once); run.sh starts it in the background
+  [[ -x $LINT ]] && return 0
+  rm -rf "$LAB/lint-venv"
+  python3 -m venv "$LAB/lint-venv" && "$LAB/lint-venv/bin/pip" install -q --disable-pip-version-check ansible-lint 2>&1 \
+    | grep -v "is ignored" || true
+}
+
+lint() { # ansible-lint, production profile
+  if [[ -n ${LINT_PID:-} ]]; then wait "$LINT_PID" || true; LINT_PID=""; fi
+  [[ -x $LINT ]] || lint_install
+  [[ -x $LINT ]] || { echo "ansible-lint could not be installed (no package index?): skipped"; return 0; }
+  local al=$LINT
   (cd deploy/ansible && "$al" --offline --nocolor --profile production site.yml upgrade.yml roles/murmur 2>&1 | tail -2)
 }
 
 trap cleanup EXIT
 "$LABSH" down >/dev/null 2>&1 || true   # leftovers of an interrupted run
-step rootfs "$LABSH" rootfs
+# On a fresh machine the image (network, dpkg), the wheelhouse (pip) and ansible-lint's venv (pip)
+# are built at the same time; with the image cached, the rootfs step takes no time.
+lint_install >"$LAB/lint-install.log" 2>&1 &
+LINT_PID=$!
+step rootfs "$LABSH" rootfs &
+ROOTFS_PID=$!
 step wheelhouse wheelhouse
+wait "$ROOTFS_PID" || exit 1
+ROOTFS_PID=""
 step boot "$LABSH" up "${VMS[@]}"
 inventory
 step converge play converge
