@@ -73,7 +73,7 @@ chaos: install apt
 lab: install apt
 	$(BIN)/pytest -q tests/lab
 
-# The Ansible role (deploy/ansible) on 5 booted VMs: systemd-nspawn over a cached debootstrapped
+# The Ansible role (deploy/ansible) on 5 booted VMs: systemd-nspawn over a cached (mmdebstrap)
 # Debian 12 image in build/lab, one network namespace each (10.99.77.0/24, inside the lab only).
 # Root only. docs/operations.md, "The VM lab".
 lab-test: install apt-lab
