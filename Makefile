@@ -8,9 +8,9 @@ BIN := $(VENV)/bin
 APT_PACKAGES := dnsutils dnsperf dnsmasq iproute2 util-linux nftables
 # Peers the benchmarks compare against (not needed by `make test`).
 BENCH_APT_PACKAGES := serf etcd-server
-# The VM lab of `make lab-test` (tests/lab): debootstrap builds the Debian 12 image, systemd-nspawn
+# The VM lab of `make lab-test` (tests/lab): mmdebstrap (debootstrap if missing) builds the Debian 12 image, systemd-nspawn
 # boots the VMs, ansible-core runs deploy/ansible against them.
-LAB_APT_PACKAGES := debootstrap systemd-container ansible-core iproute2 util-linux openssh-client
+LAB_APT_PACKAGES := mmdebstrap debootstrap systemd-container ansible-core iproute2 util-linux openssh-client
 STAMP := $(VENV)/.installed
 
 .PHONY: run test test-full bench lint types unit e2e pyconsul chaos lab install apt apt-bench apt-lab apt-install lab-test lab-upgrade-test lab-down clean fuzz-dns fuzz fuzz-smoke
@@ -73,7 +73,7 @@ chaos: install apt
 lab: install apt
 	$(BIN)/pytest -q tests/lab
 
-# The Ansible role (deploy/ansible) on 5 booted VMs: systemd-nspawn over a cached debootstrapped
+# The Ansible role (deploy/ansible) on 5 booted VMs: systemd-nspawn over a cached (mmdebstrap)
 # Debian 12 image in build/lab, one network namespace each (10.99.77.0/24, inside the lab only).
 # Root only. docs/operations.md, "The VM lab".
 lab-test: install apt-lab

@@ -11,6 +11,9 @@ may show it.
   sends over RPC carry the token (`tk`), and the server checks the command itself
   (`authorize_command`); reads over RPC carry it too and the server filters their results
   (`filter_read`), so a client cannot see more through a server than through its own API.
+- Agent tokens set through `PUT /v1/agent/token/<type>` are kept in the data dir
+  (`acl-tokens.json`, mode 0600) when `acl.enable_token_persistence` is true, and loaded at start,
+  where a persisted token wins over the config file's (Consul's rule). `--dev` keeps nothing.
 - The Raft leader makes the built-ins (anonymous token, global-management policy) and the
   `initial_management` token when ACLs are enabled and they are missing (an ACL INIT command).
 """
@@ -19,9 +22,12 @@ from __future__ import annotations
 
 import contextvars
 import datetime
+import json
 import logging
+import os
 import time
 import uuid
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -101,6 +107,54 @@ def denied(accessor: str, permission: str, name: str | None = None) -> Permissio
     return PermissionDenied(f"Permission denied: {who} lacks permission {permission!r}{on}")
 
 
+class PersistedTokens:
+    """Agent tokens set through the API, in data_dir/acl-tokens.json: {"<type>": "<secret>"} for
+    the types set so far. Written to a temp file (0600), fsynced and renamed. A damaged file is
+    logged (never its content) and ignored: the config file's tokens apply."""
+
+    NAME = "acl-tokens.json"
+
+    def __init__(self, data_dir: str) -> None:
+        self.path = Path(data_dir) / self.NAME
+
+    def load(self) -> dict[str, str]:
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            log.warning("cannot read the persisted agent tokens %s: %s", self.path, exc.strerror)
+            return {}
+        try:
+            data = json.loads(raw)
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
+            out = {}
+            for kind, secret in data.items():
+                if kind not in AGENT_TOKEN_TYPES or not isinstance(secret, str):
+                    raise ValueError("an entry of an unknown token type, or not a string")
+                out[kind] = secret
+        except ValueError as exc:  # JSONDecodeError is a ValueError; its text quotes no content
+            log.warning("ignoring the damaged persisted agent tokens %s: %s", self.path,
+                        type(exc).__name__ if isinstance(exc, json.JSONDecodeError) else exc)
+            return {}
+        return out
+
+    def save(self, kind: str, secret: str) -> None:
+        data = self.load()
+        data[kind] = secret
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = self.path.with_name(self.NAME + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.fchmod(fd, 0o600)  # an older temp file may have been left with another mode
+            os.write(fd, json.dumps(data, sort_keys=True).encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.path)
+
+
 class ACLRuntime:
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
@@ -112,10 +166,25 @@ class ACLRuntime:
         self.tokens = {t: "" for t in AGENT_TOKEN_TYPES}
         self.tokens["default"] = cfg.tokens.default
         self.tokens["agent"] = cfg.tokens.agent
+        data_dir = agent.cfg.data_dir
+        self.persisted = (PersistedTokens(data_dir) if cfg.enable_token_persistence and data_dir
+                          and not agent.cfg.dev else None)
+        if self.persisted is not None:
+            for kind, secret in self.persisted.load().items():
+                if secret:  # an empty persisted token leaves the config file's in force, as Consul
+                    self.tokens[kind] = secret
         self.cache: dict[str, tuple[float, Authorizer | None, str]] = {}
         self.stats = {"denied": 0, "not_found": 0, "resolved_remote": 0}
 
     # ---- tokens ----------------------------------------------------------------------------------
+    def set_token(self, kind: str, secret: str) -> None:
+        """PUT /v1/agent/token/<kind>: in force at once; on disk first when persistence is on (an
+        acknowledged token is not lost by a restart)."""
+        if self.persisted is not None:
+            self.persisted.save(kind, secret)
+        self.tokens[kind] = secret
+        self.cache.clear()
+
     def default_token(self) -> str:
         return self.tokens["default"]
 

@@ -379,6 +379,9 @@ class ACLConfig:
     enabled: bool = _opt(False)
     # What a token may do where no rule speaks: "allow" eases a rollout; "deny" is safe.
     default_policy: str = _opt("allow", check=_one_of("allow", "deny"))
+    # Keep agent tokens set by PUT /v1/agent/token/<type> in the data dir (acl-tokens.json, 0600)
+    # and load them at start, where they win over the config file's. False: they last until exit.
+    enable_token_persistence: bool = _opt(False)
     tokens: ACLTokens = _opt(factory=ACLTokens)
 
 
@@ -604,7 +607,7 @@ UNIMPLEMENTED_CONSUL_KEYS: frozenset[str] = frozenset({
     "dns_config.recursor_strategy", "dns_config.disable_compression",
     "dns_config.enable_additional_node_meta_txt", "dns_config.use_cache", "dns_config.cache_max_age",
     "dns_config.prefer_namespace",
-    "acl.down_policy", "acl.token_ttl", "acl.policy_ttl", "acl.role_ttl", "acl.enable_token_persistence",
+    "acl.down_policy", "acl.token_ttl", "acl.policy_ttl", "acl.role_ttl",
     "acl.enable_token_replication", "acl.enable_key_list_policy", "acl.msp_disable_bootstrap",
     "acl.tokens.master", "acl.tokens.agent_master", "acl.tokens.agent_recovery", "acl.tokens.replication",
     "acl.tokens.config_file_service_registration", "acl.tokens.dns", "acl.tokens.managed_service_provider",

@@ -511,8 +511,10 @@ def add_routes(router: Router, agent: Agent) -> None:
             raise HTTPError(404, f"Token {m['type']!r} is unknown")
         d = _body(req)
         secret = _text(d, "token", "Token")
-        agent.acl.tokens[kind] = secret
-        agent.acl.cache.clear()
+        try:
+            agent.acl.set_token(kind, secret)
+        except OSError as exc:  # persistence on and the data dir unwritable: not acknowledged
+            raise HTTPError(500, f"cannot persist the {kind} token: {exc.strerror}") from exc
         dns_server = getattr(agent, "dns", None)
         if kind == "default" and dns_server is not None:
             dns_server.forget_answers()

@@ -3,7 +3,7 @@
 # hypervisor and no Docker.
 #
 # Each VM is
-#   * a copy-on-write overlay over one debootstrapped Debian 12 rootfs (built once, cached in
+#   * a copy-on-write overlay over one Debian 12 rootfs (mmdebstrap; built once, cached in
 #     $LAB/rootfs; delete it to rebuild),
 #   * its own network namespace, whose eth0 is a veth into bridge br0 of the lab's controller
 #     namespace ($PFX-ctl); addresses $NET.0/24 exist only inside these namespaces (no uplink, no
@@ -12,13 +12,14 @@
 # The controller (Ansible, on the host) reaches VM i's sshd through an ssh ProxyCommand,
 # `lab.sh tcp i 22`, a relay that joins only VM i's network namespace and dials 127.0.0.1:22.
 #
-#   LAB=build/lab tests/lab/lab.sh rootfs          debootstrap once (cached)
+#   LAB=build/lab tests/lab/lab.sh rootfs          build the image once (cached)
 #   LAB=... tests/lab/lab.sh up NAME...            boot one VM per name; writes $LAB/hosts (name ip)
 #   LAB=... tests/lab/lab.sh vm NAME CMD...        run CMD inside a VM (nsenter into all its namespaces)
 #   LAB=... tests/lab/lab.sh tcp NAME PORT         relay stdio to 127.0.0.1:PORT inside the VM's netns
 #   LAB=... tests/lab/lab.sh down                  stop every VM by PID, unmount, delete the namespaces
 #
-# Root only (CI is root). Needs debootstrap, systemd-container, iproute2, util-linux, python3.
+# Root only (CI is root). Needs mmdebstrap (or debootstrap: LAB_DEBOOTSTRAP=1, or when mmdebstrap is
+# missing), systemd-container, iproute2, util-linux, python3.
 set -euo pipefail
 
 LAB=${LAB:?set LAB to the lab state directory}
@@ -37,14 +38,32 @@ die() { echo "[lab] error: $*" >&2; exit 1; }
 [[ $(id -u) == 0 ]] || die "needs root"
 [[ $PFX =~ ^[a-z][a-z0-9]{0,7}$ ]] || die "LAB_PREFIX: 1-8 of [a-z0-9], starting with a letter"
 
+stamp() { local line; while IFS= read -r line; do printf '%(%T)T %s\n' -1 "$line"; done; }  # each log line timed
+
 cmd_rootfs() {
   local r=$LAB/rootfs
   if [[ -f $r/.lab-ready ]]; then log "rootfs cached in $r"; return; fi
   mkdir -p "$LAB"
   rm -rf "$r" "$r.tmp"
-  log "debootstrap $SUITE into $r (once; log: $LAB/debootstrap.log)"
-  timeout 900 debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$r.tmp" "$MIRROR" \
-    >"$LAB/debootstrap.log" 2>&1 || { tail -20 "$LAB/debootstrap.log" >&2; die "debootstrap failed"; }
+  if command -v mmdebstrap >/dev/null && [[ ${LAB_DEBOOTSTRAP:-} != 1 ]]; then
+    # mmdebstrap: one apt run (parallel downloads, one dpkg pass) instead of debootstrap's
+    # package-by-package shell loop; the same package set (minbase = Essential + Priority required).
+    # Its merged-usr hook makes the /usr symlinks itself (as debootstrap does), so apt picks
+    # usr-is-merged and not usrmerge, which would bring perl (~50 MB); eatmydata: dpkg skips fsync
+    # (a throwaway image). No docs, man pages or translations: the VMs are read by scripts only.
+    log "mmdebstrap $SUITE into $r (once; log: $LAB/rootfs.log)"
+    local ex=(--dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/info/*'
+      --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright'
+      --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-include=/usr/share/locale/locale.alias')
+    timeout 900 mmdebstrap --mode=root --variant=minbase --include="$PACKAGES" "${ex[@]}" \
+      --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr --hook-dir=/usr/share/mmdebstrap/hooks/eatmydata \
+      --aptopt='Acquire::Retries "3"' \
+      "$SUITE" "$r.tmp" "$MIRROR" 2>&1 | stamp >"$LAB/rootfs.log" || { tail -20 "$LAB/rootfs.log" >&2; die "mmdebstrap failed"; }
+  else
+    log "debootstrap $SUITE into $r (once; log: $LAB/rootfs.log)"
+    timeout 900 debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$r.tmp" "$MIRROR" \
+      2>&1 | stamp >"$LAB/rootfs.log" || { tail -20 "$LAB/rootfs.log" >&2; die "debootstrap failed"; }
+  fi
   [[ -f $LAB/id_ed25519 ]] || ssh-keygen -q -t ed25519 -N '' -C murmur-lab -f "$LAB/id_ed25519"
   install -d -m 700 "$r.tmp/root/.ssh"
   install -m 600 "$LAB/id_ed25519.pub" "$r.tmp/root/.ssh/authorized_keys"

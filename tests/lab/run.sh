@@ -3,8 +3,11 @@
 #
 #   rootfs (cached) -> wheelhouse -> boot 3 servers + 2 clients -> site.yml -> from every VM:
 #   `murmur members` (5 alive, over HTTPS) and `dig web.service.murmur` through the system resolver
-#   (the clients' addresses) -> gossip encrypted, TLS-only API and RPC, no secret in a log -> add a service to a host's variables, re-apply: it resolves on every VM
-#   and no agent restarted (same PIDs) -> a second run changes nothing -> ansible-lint -> down.
+#   (the clients' addresses; ACLs deny by default, and the agents' default token may read) ->
+#   gossip encrypted, TLS-only API and RPC -> an anonymous write refused, the management token's
+#   accepted -> add a service to a host's variables, re-apply: it resolves on every VM
+#   and no agent restarted (same PIDs) -> a second run changes nothing -> no secret in a log ->
+#   ansible-lint -> down.
 #
 # Root only. Prints a TIME line per step and the total. Env: LAB (default build/lab), KEEP=1 leaves
 # the VMs up for a look (then: LAB=build/lab tests/lab/lab.sh down).
@@ -35,7 +38,8 @@ step() { # step NAME CMD...: run, print its time; stop the test on failure
 }
 
 cleanup() {
-  local rc=$?
+  local rc=$? p
+  for p in ${ROOTFS_PID:-} ${LINT_PID:-}; do kill "$p" 2>/dev/null || true; done  # ours, by PID (a failed run)
   if [[ ${KEEP:-} == 1 ]]; then echo "KEEP=1: VMs left up; LAB=$LAB $LABSH down"; else "$LABSH" down || true; fi
   printf 'TIME %-22s %4d s  (%s)\n' total $((SECONDS - T_START)) "$([[ $rc == 0 ]] && echo passed || echo FAILED)"
 }
@@ -113,10 +117,15 @@ poll() { # poll SECONDS DESCRIPTION CMD...: until CMD succeeds, at most SECONDS
   done
 }
 
+acl_token() { cat "$RUN/murmur-secrets/acl-$1.token"; }  # management, dns, agent: made by the role
+
 mcli() { # VM ARGS...: the murmur CLI inside the VM, set up as the role sets up login shells
-  # (/etc/profile.d/murmur.sh: MURMUR_HTTP_ADDR=https://..., MURMUR_CACERT, MURMUR_CLIENT_CERT/KEY)
+  # (/etc/profile.d/murmur.sh: MURMUR_HTTP_ADDR=https://..., MURMUR_CACERT, MURMUR_CLIENT_CERT/KEY),
+  # with the management token from the environment (MURMUR_HTTP_TOKEN; nsenter passes it on, so
+  # it is on no command line)
   local vm=$1; shift
-  invm "$vm" bash -c '. /etc/profile.d/murmur.sh && exec /opt/murmur/venv/bin/murmur "$@"' murmur "$@"
+  MURMUR_HTTP_TOKEN=$(acl_token management) invm "$vm" \
+    bash -c '. /etc/profile.d/murmur.sh && exec /opt/murmur/venv/bin/murmur "$@"' murmur "$@"
 }
 
 members_ok() { # VM: `murmur members` inside it lists the 5 VMs, all alive
@@ -184,6 +193,7 @@ except socket.timeout:
     echo "s1 did not log the refused plaintext connection"; return 1; }
   # the secrets on the controller: 0700 directory, 0600 keys
   out=$(stat -c '%a' "$RUN/murmur-secrets" "$RUN/murmur-secrets/gossip.key" "$RUN"/murmur-secrets/*-key.pem \
+    "$RUN"/murmur-secrets/acl-{management,dns,agent}.token \
     "$RUN"/murmur-secrets/certs/*/*-key.pem | sort -u | xargs)
   [[ $out == "600 700" ]] || { echo "controller secrets modes: $out"; return 1; }
   echo "gossip encrypted (one key, 5/5, on every VM); API HTTPS only with client certificates; plaintext RPC refused;"
@@ -192,14 +202,46 @@ except socket.timeout:
 
 no_secret_logged() { # the gossip key and the CA key are in no Ansible log and no VM's journal
   local name secret
-  for secret in "$(cat "$RUN/murmur-secrets/gossip.key")" "$(sed -n 2p "$RUN"/murmur-secrets/*-agent-ca-key.pem)"; do
+  for secret in "$(cat "$RUN/murmur-secrets/gossip.key")" "$(sed -n 2p "$RUN"/murmur-secrets/*-agent-ca-key.pem)" \
+      "$(acl_token management)" "$(acl_token dns)" "$(acl_token agent)"; do
     [[ ${#secret} -gt 20 ]] || { echo "no secret to look for"; return 1; }
     if grep -qF -- "$secret" "$LAB"/*.log; then echo "a secret is in an Ansible log"; return 1; fi
     for name in "${VMS[@]}"; do
       if invm "$name" journalctl -q --no-hostname | grep -qF -- "$secret"; then echo "$name: a secret is in the journal"; return 1; fi
     done
   done
-  echo "the gossip key and the CA key: in no Ansible log ($(ls "$LAB"/*.log | xargs -n1 basename | xargs)) and no VM's journal"
+  echo "the gossip key, the CA key and the 3 ACL tokens: in no Ansible log ($(ls "$LAB"/*.log | xargs -n1 basename | xargs)) and no VM's journal"
+}
+
+check_acl() { # default deny, from inside a server and a client VM: no token may not write, the management token may
+  local name out
+  for name in s1 c1; do
+    out=$(MURMUR_HTTP_TOKEN=$(acl_token management) invm "$name" python3 -c '
+import json, os, ssl, urllib.error, urllib.request
+tls = ssl.create_default_context(cafile="/etc/murmur.d/tls/ca.pem")
+tls.load_cert_chain("/etc/murmur.d/tls/cert.pem", "/etc/murmur.d/tls/key.pem")
+def call(method, path, body=None, token=None):
+    req = urllib.request.Request("https://127.0.0.1:8501" + path, data=body, method=method)
+    if token:
+        req.add_header("X-Consul-Token", token)
+    try:
+        with urllib.request.urlopen(req, context=tls, timeout=10) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+mgmt = os.environ["MURMUR_HTTP_TOKEN"]
+key = "/v1/kv/lab/acl-probe-" + os.uname().nodename
+reg = json.dumps({"Node": "acl-probe", "Address": "10.99.77.250"}).encode()
+got = [call("PUT", key, b"anonymous")[0], call("PUT", "/v1/catalog/register", reg)[0],
+       call("GET", key, token=mgmt)[0],
+       call("PUT", key, b"managed", token=mgmt), call("GET", key + "?raw", token=mgmt),
+       call("DELETE", key, token=mgmt)[0]]
+print(json.dumps(got))' 2>&1)
+    # anonymous write: 403; anonymous catalog register: 403; the refused write left nothing (404);
+    # the management token writes (true), reads back what it wrote, deletes
+    [[ $out == '[403, 403, 404, [200, "true"], [200, "managed"], 200]' ]] || { echo "$name: $out"; return 1; }
+  done
+  echo "default deny: anonymous KV write and catalog register refused (403) on s1 and c1; the management token writes, reads, deletes"
 }
 
 pids() { local name; for name in "${VMS[@]}"; do echo "$name $(invm "$name" systemctl show -P MainPID murmur)"; done; }
@@ -238,26 +280,40 @@ unit_verify() {
   echo "systemd-analyze verify murmur.service: clean on ${#VMS[@]} VMs"
 }
 
-lint() { # ansible-lint, production profile, from its own venv (build/lab/lint-venv: pip, once)
-  local al=${ANSIBLE_LINT:-$LAB/lint-venv/bin/ansible-lint}
-  if [[ ! -x $al ]]; then
-    python3 -m venv "$LAB/lint-venv" && "$LAB/lint-venv/bin/pip" install -q --disable-pip-version-check ansible-lint 2>&1 \
-      | grep -v "is ignored" || true
-  fi
-  [[ -x $al ]] || { echo "ansible-lint could not be installed (no package index?): skipped"; return 0; }
+LINT=${ANSIBLE_LINT:-$LAB/lint-venv/bin/ansible-lint}
+lint_install() { # ansible-lint's own venv (build/lab/lint-venv: pip, once); run.sh starts it in the background
+  [[ -x $LINT ]] && return 0
+  rm -rf "$LAB/lint-venv"
+  python3 -m venv "$LAB/lint-venv" && "$LAB/lint-venv/bin/pip" install -q --disable-pip-version-check ansible-lint 2>&1 \
+    | grep -v "is ignored" || true
+}
+
+lint() { # ansible-lint, production profile
+  if [[ -n ${LINT_PID:-} ]]; then wait "$LINT_PID" || true; LINT_PID=""; fi
+  [[ -x $LINT ]] || lint_install
+  [[ -x $LINT ]] || { echo "ansible-lint could not be installed (no package index?): skipped"; return 0; }
+  local al=$LINT
   (cd deploy/ansible && "$al" --offline --nocolor --profile production site.yml upgrade.yml roles/murmur 2>&1 | tail -2)
 }
 
 trap cleanup EXIT
 "$LABSH" down >/dev/null 2>&1 || true   # leftovers of an interrupted run
-step rootfs "$LABSH" rootfs
+# On a fresh machine the image (network, dpkg), the wheelhouse (pip) and ansible-lint's venv (pip)
+# are built at the same time; with the image cached, the rootfs step takes no time.
+lint_install >"$LAB/lint-install.log" 2>&1 &
+LINT_PID=$!
+step rootfs "$LABSH" rootfs &
+ROOTFS_PID=$!
 step wheelhouse wheelhouse
+wait "$ROOTFS_PID" || exit 1
+ROOTFS_PID=""
 step boot "$LABSH" up "${VMS[@]}"
 inventory
 step converge play converge
 step members check_members
 step dns check_dns web.service.murmur "${CLIENTS[@]}"
 step secure check_secure
+step acl-deny check_acl
 step add-service add_service
 step idempotence idempotent
 step unit-verify unit_verify
