@@ -25,7 +25,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .config import GossipConfig
-from .membership import Address, EventKind, Member, Membership, RotationCache, State, StreamRequest
+from .membership import (
+    Address,
+    EventKind,
+    Member,
+    Membership,
+    RotationCache,
+    SharedTable,
+    State,
+    StreamRequest,
+)
 from .userevents import DeliveredEvent, QueryState, UserLayer
 
 BACKLOG_LIMIT = 2000  # datagrams a paused member's socket buffer holds before dropping
@@ -101,11 +110,17 @@ class Simulation:
                           at=self.rng.uniform(0, 0.5) if join and not converged else 0.0)
         if converged:  # every member starts knowing every other one alive: no join phase to wait out
             # One record per member, shared by every core until one changes it (Member.shared).
-            table = [Member(nd.name, nd.address[0], nd.address[1], 1, State.ALIVE, self.now, {}, nd.m.me.vsn,
-                            shared=True) for nd in self.nodes.values()]
+            table = SharedTable([Member(nd.name, nd.address[0], nd.address[1], 1, State.ALIVE, self.now, {},
+                                        nd.m.me.vsn, shared=True) for nd in self.nodes.values()])
+            # memberlist staggers a member's first push-pull by up to one interval and then pushes
+            # every pushPullScale(interval, N) (300 s at 10,000 members): in a cluster that has
+            # been up for a while, each member is at a uniform point of that scaled period.
+            period = self.config.push_pull_scaled(n)
             for nd in self.nodes.values():
                 nd.m.touched = None  # fresh records at incarnation 1: nothing for the checker to see
                 nd.m.preload_shared(table)
+                if self.config.push_pull_interval > 0:
+                    nd.m.next_push_pull = self.now + nd.m.rng.uniform(0, period)
                 nd.m.touched = set()
                 nd.m.broadcasts = type(nd.m.broadcasts)(max_size=nd.m.broadcasts.max_size)
                 self._schedule(nd)
