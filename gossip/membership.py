@@ -227,7 +227,8 @@ class SharedTable:
         self.records = records
         self.by_name = {m.name: m for m in records}
         self.names = sorted(self.by_name)
-        self.live = sum(m.state in LIVE for m in records)
+        self.live_names = [n for n in self.names if self.by_name[n].state in LIVE]
+        self.live = len(self.live_names)
 
 
 @dataclass
@@ -512,7 +513,10 @@ class Membership:
         if self.touched is not None:
             self.touched.update(n for n in table.names if n != self.name)
         self._member_names = None
-        self._live_names = None
+        # The sorted live names _rotation_target would list (we are in the table, alive): shared
+        # too, since a core replaces its live list and never edits it.
+        self._live_names = table.live_names if mine is not None and mine.state in LIVE else None
+        self._rotation_key = None
         self.probe_order = table.names  # shared: copied before this core edits it (_own_probe_order)
         self._probe_order_shared = True
         self.probe_index = 0
