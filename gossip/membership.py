@@ -19,8 +19,9 @@ import hashlib
 import math
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
+from typing import Any
 
 import msgpack
 
@@ -51,6 +52,7 @@ from .wire import (
 )
 
 USER_MESSAGES = (UserEvent, Query, QueryResponse, Relay)
+_ALIVE_CODE = int(MemberStateCode.ALIVE)
 
 Address = tuple[str, int]
 State = MemberStateCode
@@ -215,7 +217,36 @@ class _Relay:
     deadline: float
 
 
+class SharedTable:
+    """A converged member table that many simulated cores hold at once (preload_shared): its
+    records (each marked shared), by name, their sorted names and how many are live, computed
+    once instead of once per core."""
+
+    def __init__(self, records: list[Member]) -> None:
+        assert all(m.shared for m in records), "a SharedTable holds records marked shared"
+        self.records = records
+        self.by_name = {m.name: m for m in records}
+        self.names = sorted(self.by_name)
+        self.live_names = [n for n in self.names if self.by_name[n].state in LIVE]
+        self.live = len(self.live_names)
+
+
+@dataclass
+class _TableRows:
+    """A core's push-pull rows at one table version: packed as the frame carries them, and those
+    of members not alive. Only these are kept between exchanges (at 10,000 members the rows by
+    their bytes take ~3 MB a core, the packed table ~0.4 MB); _push_pull_news rebuilds that map
+    when a frame differs from ours."""
+    version: int
+    packed: bytes
+    not_alive: list[list[Any]]
+
+
 class Membership:
+    # Tests set this: every push-pull rebuilds its rows and fails if the cached ones differ
+    # (a change to the table that did not bump _table_version).
+    verify_table_cache = False
+
     def __init__(self, config: GossipConfig, name: str, addr: str, port: int, rng: random.Random, now: float,
                  tags: dict[str, str] | None = None, vsn: Vsn = DEFAULT_VSN, unique_tag: str = "") -> None:
         """`unique_tag`: a tag whose value no two live members may share (the agent's node ID, so a
@@ -242,6 +273,10 @@ class Membership:
         # Set to a set by a driver that wants to know which member records a step changed (the
         # simulator's incremental invariant checker drains it after every step); None: not kept.
         self.touched: set[str] | None = None
+        # Bumped whenever a record's wire fields change or one is added or removed: our push-pull
+        # rows (a 10,000-row table at that size) are built and packed once per version.
+        self._table_version = 0
+        self._pp_cache: _TableRows | None = None
         self.unique_tag = unique_tag
         self._conflicts_told: set[tuple[str, str, int]] = set()  # CONFLICT events already emitted
         self._live = 1  # members in LIVE states, kept by _set_state (live_count is on every send path)
@@ -256,7 +291,8 @@ class Membership:
         self.event_min_time = 0
         self.recent_user_events: Callable[[], tuple[UserEvent, ...]] | None = None
         self.suspicions: dict[str, Suspicion] = {}
-        self.probe_order: list[str] = []
+        self.probe_order: list[str] = []  # this pass: [:probe_index] probed, the rest still to draw from
+        self._probe_order_shared = False  # probe_order is a SharedTable's list: copy before editing it
         self.probe_index = 0
         self.probe: _Probe | None = None
         self.relays: dict[int, _Relay] = {}
@@ -341,6 +377,7 @@ class Membership:
     # ---- helpers --------------------------------------------------------------------------------
     def _set_state(self, m: Member, state: State, now: float) -> None:
         assert not m.shared, "copy a shared record (_own) before changing it"
+        self._table_version += 1
         if self.touched is not None:
             self.touched.add(m.name)
         if (state in LIVE) != (m.state in LIVE):
@@ -355,6 +392,7 @@ class Membership:
 
     def _own(self, m: Member) -> Member:
         """`m`, or this core's private copy of it if it is a shared record: call before changing it."""
+        self._table_version += 1
         if self.touched is not None:
             self.touched.add(m.name)
         if not m.shared:
@@ -374,6 +412,7 @@ class Membership:
         self._rotation_key = None
 
     def _touch_me(self) -> None:
+        self._table_version += 1
         if self.touched is not None:
             self.touched.add(self.name)
 
@@ -431,7 +470,15 @@ class Membership:
         return self.rng.sample(pool, k)
 
     def _add_to_probe_order(self, name: str) -> None:
-        self.probe_order.insert(self.rng.randint(0, len(self.probe_order)), name)
+        """A new member goes to a random place of the pass: among those already probed (then it
+        waits for the next pass), or among those still to come, which are drawn at random."""
+        order = self._own_probe_order()
+        i = self.rng.randint(0, len(order))
+        if i < self.probe_index:
+            order.insert(i, name)
+            self.probe_index += 1
+        else:
+            order.append(name)
 
     # ---- API for the driver ---------------------------------------------------------------------
     def join(self, addrs: list[Address], now: float) -> list[int]:
@@ -449,14 +496,35 @@ class Membership:
         self._install([Member(st.name, st.addr, st.port, st.incarnation, st.state, now, st.tags, st.vsn)
                        for st in states if st.name != self.name and st.name not in self.members])
 
-    def preload_shared(self, records: list[Member]) -> None:
+    def preload_shared(self, records: list[Member] | SharedTable) -> None:
         """Like preload, but install the given records themselves, shared with other cores (each
         marked `shared`, copied by a core before it changes one): a converged simulation of N
-        members then holds N records, not N², which is what lets 10,000 members fit in memory."""
-        assert all(m.shared for m in records), "preload_shared takes records marked shared"
-        self._install([m for m in records if m.name != self.name and m.name not in self.members])
+        members then holds N records, not N², which is what lets 10,000 members fit in memory.
+        Given a SharedTable (built once for all the cores), a core that knows only itself takes
+        the table in one dict update and its sorted names as its probe order, shared too."""
+        table = records if isinstance(records, SharedTable) else SharedTable(records)
+        if len(self.members) != 1:
+            self._install([m for m in table.records if m.name != self.name and m.name not in self.members])
+            return
+        members = self.members
+        members.update(table.by_name)  # (our own record stays first: updating a key keeps its place)
+        members[self.name] = self.me
+        mine = table.by_name.get(self.name)
+        self._live += table.live - (mine is not None and mine.state in LIVE)
+        self._table_version += 1
+        if self.touched is not None:
+            self.touched.update(n for n in table.names if n != self.name)
+        self._member_names = None
+        # The sorted live names _rotation_target would list (we are in the table, alive): shared
+        # too, since a core replaces its live list and never edits it.
+        self._live_names = table.live_names if mine is not None and mine.state in LIVE else None
+        self._rotation_key = None
+        self.probe_order = table.names  # shared: copied before this core edits it (_own_probe_order)
+        self._probe_order_shared = True
+        self.probe_index = 0
 
     def _install(self, records: list[Member]) -> None:
+        self._table_version += 1
         for m in records:
             self.members[m.name] = m
             self._live += m.state in LIVE
@@ -464,9 +532,21 @@ class Membership:
             self.touched.update(m.name for m in records)
         self._member_names = None
         self._live_names = None
+        self._new_probe_pass()
+
+    def _new_probe_pass(self) -> None:
+        """Start a pass over the current members. The order is drawn as the pass goes (_next_target
+        picks each next member uniformly from those not yet probed: a shuffle, drawn lazily), so
+        a table installed in thousands of simulated cores costs no up-front shuffle."""
         self.probe_order = [n for n in sorted(self.members) if n != self.name]
-        self.rng.shuffle(self.probe_order)
+        self._probe_order_shared = False
         self.probe_index = 0
+
+    def _own_probe_order(self) -> list[str]:
+        if self._probe_order_shared:
+            self.probe_order = list(self.probe_order)
+            self._probe_order_shared = False
+        return self.probe_order
 
     def leave(self, now: float) -> None:
         """Graceful leave: tell everyone we left (a dead message from ourselves about ourselves)."""
@@ -489,7 +569,7 @@ class Membership:
         check_tags(tags)
         self.me.tags = dict(tags)
         self.me.incarnation += 1
-        self._touch_me()
+        self._touch_me()  # (bumps _table_version)
         self.clock.increment()
         self._queue_alive(self.me)
 
@@ -508,6 +588,7 @@ class Membership:
         if m is None or name == self.name or m.state in (State.ALIVE, State.SUSPECT):
             return False
         del self.members[name]
+        self._table_version += 1
         self._member_names = None
         self._live_names = None
         self._event(EventKind.REAP, m)
@@ -611,7 +692,7 @@ class Membership:
     def handle_stream(self, payload: bytes, src: Address, now: float) -> bytes | None:
         """An incoming TCP frame; returns the reply frame, or None to close without one."""
         try:
-            msg = wire.decode_frame_payload(payload)
+            msg = self._decode_stream(payload)
         except WireError:
             self.stats["bad_streams"] += 1
             return None
@@ -635,7 +716,7 @@ class Membership:
         if req is None or payload is None:
             return False
         try:
-            msg = wire.decode_frame_payload(payload)
+            msg = self._decode_stream(payload)
         except WireError:
             self.stats["bad_streams"] += 1
             return False
@@ -661,10 +742,79 @@ class Membership:
 
     def _push_pull_frame(self, join: bool) -> bytes:
         """wire.frame(self._push_pull_msg(join)), byte for byte, built straight from the table."""
-        rows = [[m.name, m.addr, m.port, m.incarnation, int(m.state), m.tags, list(m.vsn)]
-                for _, m in sorted(self.members.items())]
         events = self.recent_user_events() if self.recent_user_events is not None else ()
-        return wire.frame_push_pull(join, self.clock.time, rows, self.event_clock.time, self.query_clock.time, events)
+        return wire.frame_push_pull_packed(join, self.clock.time, self._table_rows().packed, self.event_clock.time,
+                                           self.query_clock.time, events)
+
+    def _table_rows(self) -> _TableRows:
+        """Our push-pull rows, by their packed bytes and packed together: built once per table version."""
+        cache = self._pp_cache
+        if cache is not None and cache.version == self._table_version and not self.verify_table_cache:
+            return cache
+        rows: list[list[Any]] = [[m.name, m.addr, m.port, m.incarnation, int(m.state), m.tags, list(m.vsn)]
+                                 for _, m in sorted(self.members.items())]
+        packed_rows = [msgpack.packb(r) for r in rows]
+        fresh = _TableRows(self._table_version, wire.pack_row_list(packed_rows), [r for r in rows if r[4] != _ALIVE_CODE])
+        if cache is not None and cache.version == self._table_version and cache.packed != fresh.packed:
+            raise AssertionError(f"{self.name}: push-pull rows changed without a table version bump")
+        self._pp_cache = fresh
+        return fresh
+
+    def _rows_by_bytes(self) -> dict[bytes, list[Any]]:
+        """Our push-pull rows, keyed by each one's packed bytes (built per use: see _TableRows)."""
+        rows = [[m.name, m.addr, m.port, m.incarnation, int(m.state), m.tags, list(m.vsn)]
+                for m in self.members.values()]
+        return {msgpack.packb(r): r for r in rows}
+
+    def _decode_stream(self, payload: bytes) -> Message:
+        """wire.decode_frame_payload(payload), but a push-pull keeps only the rows that can change
+        something. A row byte for byte equal to one of our own rows is valid (ours are), and if
+        it is of an alive member it is old news that _merge would skip without a change: at
+        10,000 members nearly every row is one, and a table equal to ours is one comparison.
+        Every other row is decoded and checked as decode_frame_payload checks it, and a bad one
+        refuses the frame (WireError) as it would. Anything unusual (a duplicate row or name, a
+        row that does not decode) takes decode_frame_payload, which refuses it or decodes it."""
+        split = wire.split_push_pull(payload)
+        if split is None:
+            return wire.decode_frame_payload(payload)
+        ours = self._table_rows()
+        if split.packed == ours.packed:  # the same table: only the rows that are not alive can matter
+            return replace(split.head, states=tuple(wire.push_states(ours.not_alive)))
+        found = self._push_pull_news(split)
+        if found is None:
+            return wire.decode_frame_payload(payload)
+        news, skipped = found
+        states = wire.push_states(news)  # (WireError at a bad row, as decode_frame_payload would raise)
+        names = {st.name for st in states}
+        if len(names) != len(states) or not names.isdisjoint(skipped):
+            # A name twice: an earlier row could change the member a skipped row is about.
+            return wire.decode_frame_payload(payload)
+        return replace(split.head, states=tuple(states))
+
+    def _push_pull_news(self, split: wire.SplitPushPull) -> tuple[list[Any], set[str]] | None:
+        """The rows of a received push-pull that are not old news (see _decode_stream), decoded but
+        not checked, in their order, and the names of the rows skipped; None to take the plain
+        decoder."""
+        try:
+            spans = split.rows()
+        except Exception:
+            return None
+        if len(set(spans)) != len(spans):
+            return None
+        news: list[Any] = []
+        skipped: set[str] = set()
+        by_bytes = self._rows_by_bytes()
+        for span, mine in zip(spans, map(by_bytes.get, spans), strict=True):
+            if mine is None:
+                try:
+                    news.append(wire.decode_row(span))
+                except Exception:
+                    return None
+            elif mine[4] == _ALIVE_CODE:
+                skipped.add(mine[0])
+            else:
+                news.append(mine)
+        return news, skipped
 
     def _open_push_pull(self, addr: Address, now: float, join: bool) -> int:
         token = self._next_seq()
@@ -752,6 +902,7 @@ class Membership:
                 return
             m = Member(a.node, a.addr, a.port, a.incarnation, State.ALIVE, now, dict(a.tags), a.vsn)
             self.members[a.node] = m
+            self._table_version += 1
             if self.touched is not None:
                 self.touched.add(a.node)
             self._member_names = None
@@ -949,6 +1100,7 @@ class Membership:
             if (m.state == State.DEAD and age > self.config.reconnect_timeout) or (
                     m.state == State.LEFT and age > self.config.tombstone_timeout):
                 del self.members[name]
+                self._table_version += 1
                 self._member_names = None
                 self._live_names = None
                 self._event(EventKind.REAP, m)
@@ -993,15 +1145,19 @@ class Membership:
                 return target
         for _ in range(2):
             while self.probe_index < len(self.probe_order):
-                name = self.probe_order[self.probe_index]
+                # The next member of a shuffled pass, drawn now (Fisher-Yates, one step at a time).
+                i = self.probe_index
+                j = self.rng.randrange(i, len(self.probe_order))
+                if j != i:
+                    order = self._own_probe_order()
+                    order[i], order[j] = order[j], order[i]
+                name = self.probe_order[i]
                 self.probe_index += 1
                 m = self.members.get(name)
                 if m is not None and m.state in (State.ALIVE, State.SUSPECT) and name != self.name:
                     return m
-            # End of a pass: re-shuffle the current members, as SWIM's round-robin requires.
-            self.probe_order = [n for n in sorted(self.members) if n != self.name]
-            self.rng.shuffle(self.probe_order)
-            self.probe_index = 0
+            # End of a pass: a new shuffled pass over the current members, as SWIM's round-robin requires.
+            self._new_probe_pass()
         return None
 
     def _probe_timers(self, now: float) -> None:

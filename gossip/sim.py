@@ -15,6 +15,7 @@ measure detection and convergence from.
 
 from __future__ import annotations
 
+import gc
 import heapq
 import itertools
 import math
@@ -25,7 +26,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .config import GossipConfig
-from .membership import Address, EventKind, Member, Membership, RotationCache, State, StreamRequest
+from .membership import (
+    Address,
+    EventKind,
+    Member,
+    Membership,
+    RotationCache,
+    SharedTable,
+    State,
+    StreamRequest,
+)
 from .userevents import DeliveredEvent, QueryState, UserLayer
 
 BACKLOG_LIMIT = 2000  # datagrams a paused member's socket buffer holds before dropping
@@ -101,11 +111,17 @@ class Simulation:
                           at=self.rng.uniform(0, 0.5) if join and not converged else 0.0)
         if converged:  # every member starts knowing every other one alive: no join phase to wait out
             # One record per member, shared by every core until one changes it (Member.shared).
-            table = [Member(nd.name, nd.address[0], nd.address[1], 1, State.ALIVE, self.now, {}, nd.m.me.vsn,
-                            shared=True) for nd in self.nodes.values()]
+            table = SharedTable([Member(nd.name, nd.address[0], nd.address[1], 1, State.ALIVE, self.now, {},
+                                        nd.m.me.vsn, shared=True) for nd in self.nodes.values()])
+            # memberlist staggers a member's first push-pull by up to one interval and then pushes
+            # every pushPullScale(interval, N) (300 s at 10,000 members): in a cluster that has
+            # been up for a while, each member is at a uniform point of that scaled period.
+            period = self.config.push_pull_scaled(n)
             for nd in self.nodes.values():
                 nd.m.touched = None  # fresh records at incarnation 1: nothing for the checker to see
                 nd.m.preload_shared(table)
+                if self.config.push_pull_interval > 0:
+                    nd.m.next_push_pull = self.now + nd.m.rng.uniform(0, period)
                 nd.m.touched = set()
                 nd.m.broadcasts = type(nd.m.broadcasts)(max_size=nd.m.broadcasts.max_size)
                 self._schedule(nd)
@@ -413,6 +429,17 @@ def scenario(n: int, seconds: float, seed: int = 0, loss: float = 0.0, config: G
     live members (50%, 99%, 99.99%, 100%), and the suspicions, refutations and false deaths.
     `progress` is called with the simulated time once per simulated second (long runs)."""
     sim = Simulation(n, config, seed=seed, net=NetworkModel(loss=loss), converged=converged)
+    # The converged tables are most of the heap (10^8 references at 10,000 members) and live for the
+    # whole run: keep the cyclic collector's full passes from walking them over and over.
+    gc.freeze()
+    try:
+        return _run_scenario(sim, n, seconds, seed, loss, kill_at, join_at, progress)
+    finally:
+        gc.unfreeze()
+
+
+def _run_scenario(sim: Simulation, n: int, seconds: float, seed: int, loss: float, kill_at: float, join_at: float,
+                  progress: Callable[[float], None] | None) -> dict[str, Any]:
     if progress is not None:
         sim.progress = progress
         for t in range(1, math.ceil(seconds) + 1):  # inert events: they change no member's state

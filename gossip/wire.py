@@ -305,13 +305,12 @@ def _response(b: Any) -> QueryResponse:
 _STATE_CODES = {int(c): c for c in MemberStateCode}
 
 
-def _push_pull(b: list[Any]) -> PushPull:
-    if not isinstance(b[2], list):
-        raise WireError("push-pull states must be a list")
+def push_states(rows: list[Any]) -> list[PushState]:
+    """Member rows of a push-pull, validated: WireError at the first bad one."""
     states = []
     codes = _STATE_CODES  # (a push-pull from a 10,000-member cluster has 10,000 of these)
     new = object.__new__
-    for s in b[2]:
+    for s in rows:
         if not isinstance(s, list) or len(s) < 7:
             raise WireError("push-pull state must be a list of 7 fields")
         name, addr, port, inc, code, tags, vsn = s[:7]
@@ -331,6 +330,13 @@ def _push_pull(b: list[Any]) -> PushPull:
         if state is None:
             raise WireError(f"unknown member state {code}")
         states.append(PushState(_str(s[0]), _str(s[1]), _port(s[2]), _int(s[3]), state, _tags(s[5]), _vsn(s[6])))
+    return states
+
+
+def _push_pull(b: list[Any]) -> PushPull:
+    if not isinstance(b[2], list):
+        raise WireError("push-pull states must be a list")
+    states = push_states(b[2])
     if len(b) < 6:  # from a member without user events
         return PushPull(bool(b[0]), _int(b[1]), tuple(states))
     if type(b[5]) is not list or not all(type(e) is list for e in b[5]):
@@ -422,6 +428,93 @@ def frame_push_pull(join: bool, ltime: int, rows: list[list[Any]], event_ltime: 
     body = [join, ltime, rows, event_ltime, query_ltime, [_event_body(e) for e in events]]
     payload = bytes([VERSION]) + bytes(msgpack.packb([int(MessageType.PUSH_PULL), body]))
     return struct.pack("!I", len(payload)) + payload
+
+
+def pack_rows(rows: list[list[Any]]) -> bytes:
+    """The msgpack bytes of push-pull member rows, for frame_push_pull_packed."""
+    return bytes(msgpack.packb(rows))
+
+
+def frame_push_pull_packed(join: bool, ltime: int, packed_rows: bytes, event_ltime: int, query_ltime: int,
+                           events: tuple[UserEvent, ...]) -> bytes:
+    """frame_push_pull with the rows already packed (pack_rows): msgpack writes an array as its
+    header followed by its elements, so the frame is the same bytes, and a member whose table
+    has not changed since its last push-pull reuses its packed rows."""
+    body_tail = msgpack.packb(event_ltime) + msgpack.packb(query_ltime) + msgpack.packb(
+        [_event_body(e) for e in events])
+    payload = b"".join((bytes([VERSION]), b"\x92", msgpack.packb(int(MessageType.PUSH_PULL)), b"\x96",
+                        msgpack.packb(join), msgpack.packb(ltime), packed_rows, body_tail))
+    return struct.pack("!I", len(payload)) + payload
+
+
+def _array_header(n: int) -> bytes:
+    """msgpack's header of an n-element array."""
+    if n < 16:
+        return bytes([0x90 | n])
+    if n < 0x10000:
+        return b"\xdc" + struct.pack("!H", n)
+    return b"\xdd" + struct.pack("!I", n)
+
+
+def pack_row_list(packed_rows: list[bytes]) -> bytes:
+    """pack_rows(rows) from each row's own packb: the array header, then the rows."""
+    return _array_header(len(packed_rows)) + b"".join(packed_rows)
+
+
+@dataclass
+class SplitPushPull:
+    """A push-pull frame's payload taken apart without decoding its member rows (split_push_pull)."""
+    head: PushPull  # every field but the states, checked as decode_frame_payload checks them
+    packed: bytes  # the rows as they came: an array
+    spans: list[bytes] | None = None  # each row's bytes, once rows() was called
+
+    def rows(self) -> list[bytes]:
+        if self.spans is None:
+            up = msgpack.Unpacker(raw=False, strict_map_key=True, max_buffer_size=max(len(self.packed), 1))
+            up.feed(self.packed)
+            pos = 0
+            spans = []
+            for _ in range(up.read_array_header()):
+                pos = up.tell()
+                up.skip()
+                spans.append(self.packed[pos:up.tell()])
+            self.spans = spans
+        return self.spans
+
+
+def split_push_pull(payload: bytes) -> SplitPushPull | None:
+    """A push-pull frame's payload with its member rows left packed (a 10,000-member table is most
+    of a megabyte): the caller compares them with its own rows, byte for byte, and decodes only
+    those that differ (decode_row, push_states). None if the payload is anything else, or is
+    malformed around the rows: decode_frame_payload then decodes it, or says what is wrong."""
+    if not payload or payload[0] != VERSION:
+        return None
+    data = payload[1:]
+    try:
+        up = msgpack.Unpacker(raw=False, strict_map_key=True, max_buffer_size=len(data))
+        up.feed(data)
+        if up.read_array_header() != 2:
+            return None
+        kind = up.unpack()
+        if not (isinstance(kind, int) and kind == MessageType.PUSH_PULL) or up.read_array_header() < 3:
+            return None
+        up.skip()  # join
+        up.skip()  # ltime
+        start = up.tell()
+        if not (data[start] & 0xF0 == 0x90 or data[start] in (0xDC, 0xDD)):
+            return None  # the states are not an array
+        up.skip()
+        end = up.tell()
+        body = msgpack.unpackb(data[:start] + b"\x90" + data[end:], raw=False, strict_map_key=True)
+        head = _push_pull(body[1])
+    except Exception:
+        return None
+    return SplitPushPull(head, data[start:end])
+
+
+def decode_row(packed: bytes) -> Any:
+    """One member row as split_push_pull left it, decoded (unchecked: push_states checks it)."""
+    return msgpack.unpackb(packed, raw=False, strict_map_key=True)
 
 
 def frame_length(header: bytes) -> int:
