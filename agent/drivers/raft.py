@@ -73,9 +73,10 @@ class _Trace:
 
 def _plant_double_vote(node: RawNode, m: Message) -> None:
     """The planted bug raft.double_vote (fault-lab tests only): a (pre-)vote request for our
-    current term finds us as if we had neither voted nor known a leader in it, so we grant a
-    second vote in a term. Two candidates of one term can then both win."""
-    if m.type in (MessageType.VOTE, MessageType.PRE_VOTE) and m.term == node.raft.term and node.raft.vote != m.frm:
+    current term finds a follower or candidate as if it had neither voted nor known a leader in
+    it, so it grants a second vote in a term. Two candidates of one term can then both win."""
+    if (m.type in (MessageType.VOTE, MessageType.PRE_VOTE) and m.term == node.raft.term and node.raft.vote != m.frm
+            and node.raft.role != Role.LEADER):
         node.raft.vote = 0
         node.raft.lead = 0
 
