@@ -64,7 +64,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .checkers import Fault, catalog_diff, check_linearizable, false_dead, lost_writes, raft_invariants
+from .checkers import (
+    Fault,
+    catalog_diff,
+    check_linearizable,
+    false_dead,
+    lost_writes,
+    raft_invariants,
+    verdicts_during,
+)
 from .cluster import GOSSIP_SOAK, HTTP, ROOT, Cluster, LabAgent, NsWorker, in_ns
 from .netns import Lab, setns
 from .workload import (
@@ -549,8 +557,8 @@ def run(opts: Options, log: Any = print) -> Summary:
         summary.dead_verdicts = len(verdicts)
         wrong = false_dead(verdicts, nemesis.log, opts.dead_window)
         summary.false_dead = len(wrong)
-        summary.false_dead_under_loss = _during(wrong, nemesis.log, "loss", opts.dead_window)
-        summary.false_dead_under_delay = _during(wrong, nemesis.log, "delay", opts.dead_window)
+        summary.false_dead_under_loss = verdicts_during(wrong, nemesis.log, "loss", opts.dead_window)
+        summary.false_dead_under_delay = verdicts_during(wrong, nemesis.log, "delay", opts.dead_window)
         raft = _raft_check(cluster)
         summary.raft_invariant_violations = len(raft.violations)
         summary.raft_reports = raft.violations[:20]
@@ -578,13 +586,6 @@ def run(opts: Options, log: Any = print) -> Summary:
         summary.wall_s = round(time.monotonic() - t_start, 1)
         _save(opts, summary, workdir, nemesis, regs, acks, watches, details)
     return summary
-
-
-def _during(wrong: list[Any], faults: list[Fault], kind: str, window: float) -> int:
-    """How many of the false verdicts `wrong` came while a `kind` fault (which excuses nothing) was
-    on the member or the observer, or had ended less than `window` seconds before."""
-    return sum(1 for v in wrong if any(f.kind == kind and f.t0 <= v.t and f.t1 >= v.t - window
-                                       and (v.member in f.hosts or v.observer in f.hosts) for f in faults))
 
 
 def _raft_check(cluster: Cluster) -> Any:

@@ -90,6 +90,14 @@ def false_dead(verdicts: Sequence[DeadVerdict], faults: Sequence[Fault], window:
     return out
 
 
+def verdicts_during(verdicts: Sequence[DeadVerdict], faults: Sequence[Fault], kind: str, window: float) -> int:
+    """How many `verdicts` (the false ones, say) came while a `kind` fault was on their member or
+    observer, or had ended less than `window` seconds before: e.g. live agents declared dead under
+    20% loss on one host."""
+    return sum(1 for v in verdicts if any(f.kind == kind and f.t0 <= v.t and f.t1 >= v.t - window
+                                          and (v.member in f.hosts or v.observer in f.hosts) for f in faults))
+
+
 def catalog_diff(local: Mapping[str, set[str] | None], catalog: Mapping[str, set[str] | None]) -> dict[str, str]:
     """client -> what differs between its local registrations and the catalog's entries for it
     (None: that side could not be read, which is not convergence either)."""

@@ -15,6 +15,7 @@ from lab.checkers import (
     lost_writes,
     parse_raft_lines,
     raft_invariants,
+    verdicts_during,
 )
 from lab.workload import DeadVerdict
 
@@ -39,6 +40,15 @@ def test_a_dead_verdict_is_false_unless_a_fault_on_the_member_or_observer_explai
                 DeadVerdict(54, "c1", "s4"),  # the observer was cut off: excused
                 DeadVerdict(100, "s3", "s1")]  # long after the kill: false
     assert false_dead(verdicts, faults, window=20) == [verdicts[1], verdicts[3]]
+
+
+def test_verdicts_during_counts_false_verdicts_under_one_kind_of_fault() -> None:
+    faults = [Fault("loss", 30, 35, ["s2"], excuses=False), Fault("delay", 60, 70, ["c1"], excuses=False)]
+    verdicts = [DeadVerdict(33, "s3", "s2"), DeadVerdict(40, "s2", "s4"), DeadVerdict(65, "s1", "c1"),
+                DeadVerdict(29, "s3", "s2"), DeadVerdict(100, "s3", "s2")]
+    assert verdicts_during(verdicts, faults, "loss", window=20) == 2  # member, then observer, under loss
+    assert verdicts_during(verdicts, faults, "delay", window=20) == 1
+    assert verdicts_during(verdicts, faults, "loss", window=1) == 1
 
 
 def test_catalog_diff_names_clients_whose_catalog_entries_differ_from_their_registrations() -> None:
