@@ -13,7 +13,7 @@ BENCH_APT_PACKAGES := serf etcd-server
 LAB_APT_PACKAGES := mmdebstrap debootstrap systemd-container ansible-core iproute2 util-linux openssh-client
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-full bench lint types unit e2e pyconsul chaos lab install apt apt-bench apt-lab apt-install lab-test lab-upgrade-test lab-down clean fuzz-dns fuzz fuzz-smoke
+.PHONY: run test test-full bench lint types unit e2e pyconsul chaos soak lab install apt apt-bench apt-lab apt-install lab-test lab-upgrade-test lab-down clean fuzz-dns fuzz fuzz-smoke
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -70,6 +70,12 @@ pyconsul: install
 chaos: install apt
 	cd tests && $(CURDIR)/$(BIN)/python -m lab.chaos $(if $(SEED),--seed $(SEED)) $(CHAOS_ARGS)
 
+# The soak (docs/reliability.md): the chaos runner driven by wall time, 5 servers + 3 clients,
+# every fault kind (delay too), memberlist's local gossip preset as it is. HOURS=1 by default.
+HOURS ?= 1
+soak: install apt
+	cd tests && nice -n 5 $(CURDIR)/$(BIN)/python -m lab.chaos --soak --hours $(HOURS) $(if $(SEED),--seed $(SEED))
+
 lab: install apt
 	$(BIN)/pytest -q tests/lab
 
@@ -98,6 +104,7 @@ test-full: test
 	MURMUR_FAILPOINT_REPEATS=20 $(BIN)/pytest -q tests/e2e/test_raft_cluster.py -k failpoints
 	$(MAKE) -s lab-upgrade-test
 	$(MAKE) -s fuzz
+	$(MAKE) -s soak HOURS=$(HOURS)
 
 # DNS fuzzing against a real agent for FUZZ_SECONDS (default 600): hostile packets interleaved
 # with valid queries; the CI smoke is the same test with 60 batches.

@@ -36,6 +36,7 @@ BUGS = frozenset({
     "raft.ack_before_fsync",  # a KV write is acknowledged once proposed, before it is committed
     "gossip.ignore_refute",  # alive messages refuting a suspicion or death we hold are dropped (false deads)
     "ae.drop_push",  # after a failed anti-entropy pass, a client never pushes its services again
+    "raft.double_vote",  # a server grants a second vote in a term it already voted (or follows a leader) in
 })
 
 

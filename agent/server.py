@@ -261,6 +261,10 @@ class ServerRuntime:
                                  trailing_logs=self.agent.cfg.raft_trailing_logs,
                                  on_voters=self._voters_changed)
         self.driver.metrics = self.agent.metrics
+        # The state this life starts from (the fault lab's Raft-invariant checker reads it: terms
+        # are persisted, so a restart never goes back in term).
+        log.info("raft: starting at term %d, vote %d, commit %d, last %d", node.raft.term, node.raft.vote,
+                 node.raft.log.committed, node.raft.log.last_index())
         self.voters = sorted(node.raft.voters)
         self.bootstrap_voters = sorted(voters)
         self.update_peers()

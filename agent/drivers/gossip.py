@@ -21,6 +21,7 @@ from murmur.gossip.keyring import Keyring
 from murmur.gossip.membership import Address, MemberEvent, Membership, State, StreamKind, StreamRequest
 
 from ..failpoints import FAILPOINTS
+from ..labdelay import DELAY
 from .gossip_crypto import GossipCrypto
 
 log = logging.getLogger("murmur.gossip")
@@ -109,6 +110,14 @@ class GossipDriver:
             log.info("gossip: a suspect talked to us since we began suspecting it: told it again, verdict deferred")
         self._told = told
 
+    async def _send_later(self, data: bytes, addr: Address, wait: float) -> None:
+        await trio.sleep(wait)
+        try:
+            assert self.sock is not None
+            self.sock.sendto(data, addr)
+        except OSError:
+            self.stats["send_errors"] += 1
+
     def flush(self) -> None:
         assert self.sock is not None
         if self.on_user is not None:
@@ -116,6 +125,9 @@ class GossipDriver:
         for addr, data in self.m.packets_to_send():
             if self.crypto is not None:
                 data = self.crypto.outgoing(data)
+            if DELAY.path and self.nursery is not None and (wait := DELAY.seconds()) > 0:
+                self.nursery.start_soon(self._send_later, data, addr, wait)  # the lab's delay fault
+                continue
             try:
                 self.sock.sendto(data, addr)
             except BlockingIOError:

@@ -38,6 +38,7 @@ from murmur.raft.messages import (
     EntryType,
     HardState,
     Message,
+    MessageType,
     Ready,
     Role,
     Snapshot,
@@ -68,6 +69,16 @@ class _Trace:
             with open(self.path, "a") as f:
                 f.write("\n".join(self.lines) + "\n")
             self.lines = []
+
+
+def _plant_double_vote(node: RawNode, m: Message) -> None:
+    """The planted bug raft.double_vote (fault-lab tests only): a (pre-)vote request for our
+    current term finds a follower or candidate as if it had neither voted nor known a leader in
+    it, so it grants a second vote in a term. Two candidates of one term can then both win."""
+    if (m.type in (MessageType.VOTE, MessageType.PRE_VOTE) and m.term == node.raft.term and node.raft.vote != m.frm
+            and node.raft.role != Role.LEADER):
+        node.raft.vote = 0
+        node.raft.lead = 0
 
 
 class _Save:
@@ -462,6 +473,8 @@ class RaftDriver:
         if kind == "msg":
             if item.frm == node.raft.lead:
                 self.last_contact = trio.current_time()
+            if FAILPOINTS.bugs and FAILPOINTS.bug("raft.double_vote"):
+                _plant_double_vote(node, item)
             node.step(item)
         elif kind == "tick":
             for _ in range(self._ticks_due()):
@@ -585,8 +598,11 @@ class RaftDriver:
             if rd.soft_state.lead != self._lead:
                 self._lead = rd.soft_state.lead
                 self.leader_changes += 1
-            log.info("raft: %s, leader %s, term %d", rd.soft_state.role.name.lower(),
-                     rd.soft_state.lead or "unknown", self.node.raft.term)
+            # One line per role or leader change; the fault lab's Raft-invariant checker reads
+            # them (tests/lab/checkers.py raft_invariants): keep the format.
+            log.info("raft: %s, leader %s, term %d, commit %d, last %d", rd.soft_state.role.name.lower(),
+                     rd.soft_state.lead or "unknown", self.node.raft.term, self.node.raft.log.committed,
+                     self.node.raft.log.last_index())
             if self.on_voters is not None:
                 self.on_voters(sorted(self.node.raft.voters))  # (the peers to reach may change with the leader)
             self.leader_changed.set()

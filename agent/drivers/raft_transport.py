@@ -30,6 +30,7 @@ import trio
 from murmur.raft import codec
 from murmur.raft.messages import Message, MessageType, Snapshot
 
+from ..labdelay import DELAY
 from ..rpc.mux import RAFT, SNAPSHOT, FramedStream, FrameError
 from ..tls import open_server_stream
 
@@ -115,6 +116,8 @@ class TCPTransport:
                                 batch.append(queue.receive_nowait())
                             except trio.WouldBlock:
                                 break
+                        if DELAY.path and (wait := DELAY.seconds()) > 0:
+                            await trio.sleep(wait)  # the lab's delay fault (in order: one sender per peer)
                         await stream.send_all(b"".join(len(p).to_bytes(4, "big") + p for p in batch))
                         self.stats["sent"] += len(batch)
                 except trio.EndOfChannel:

@@ -37,13 +37,17 @@ SERVER_PORT = 8300
 # says more about the box than about gossip (agent logs show such stalls as "event loop stalled").
 GOSSIP = {"preset": "local", "probe_interval": "200ms", "suspicion_mult": 6}
 SUSPICION_MIN = 6 * 1.0 * 0.2
+# The soak's preset: memberlist's local preset as it is (1 s probe interval, suspicion minimum
+# 3 * max(1, log10 8) * 1 s = 3 s at 8 members), closer to production than the chaos preset.
+GOSSIP_SOAK: dict[str, str] = {"preset": "local"}
 
 
 class LabAgent:
     """One agent in one lab host; started, killed, paused and resumed by PID."""
 
     def __init__(self, lab: Lab, host: str, name: str, workdir: Path, server: bool, servers: list[str],
-                 bootstrap_expect: int, env: dict[str, str] | None = None) -> None:
+                 bootstrap_expect: int, env: dict[str, str] | None = None,
+                 gossip: dict[str, str] | None = None) -> None:
         self.lab, self.host, self.name, self.server = lab, host, name, server
         self.ip = lab.ip(host)
         self.dir = workdir / name
@@ -52,12 +56,15 @@ class LabAgent:
         conf: dict[str, Any] = {
             "node_name": name, "data_dir": str(self.dir / "data"), "bind_addr": self.ip,
             "retry_join": [lab.ip(s) for s in servers if s != host], "retry_interval": "1s",
-            "gossip_lan": GOSSIP, "log_level": "DEBUG",
+            "gossip_lan": GOSSIP if gossip is None else gossip, "log_level": "DEBUG",
         }
         if server:
             conf |= {"server": True, "bootstrap_expect": bootstrap_expect}
         (self.dir / "agent.json").write_text(json.dumps(conf, indent=1))
-        self.env = env or {}
+        # The delay fault writes "LO HI" (ms) here; the agent re-reads it at most once a second
+        # (agent/labdelay.py) and delays its gossip datagrams and Raft frames by that much.
+        self.delay_path = self.dir / "delay"
+        self.env = {"MURMUR_LAB_DELAY_FILE": str(self.delay_path), **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
         self.paused = False
         self.starts = 0
@@ -97,6 +104,12 @@ class LabAgent:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.kill9()
+
+    def delay(self, lo_ms: int, hi_ms: int) -> None:
+        self.delay_path.write_text(f"{lo_ms} {hi_ms}\n")
+
+    def undelay(self) -> None:
+        self.delay_path.unlink(missing_ok=True)
 
     def pause(self) -> None:
         if self.running:
@@ -155,15 +168,15 @@ class Cluster:
     """`servers` server agents on hosts 1..S, `clients` client agents after them."""
 
     def __init__(self, lab: Lab, workdir: Path, servers: int, clients: int,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, gossip: dict[str, str] | None = None) -> None:
         assert lab.n >= servers + clients
         self.lab = lab
         server_hosts = lab.hosts[:servers]
         self.agents: list[LabAgent] = []
         for i, h in enumerate(server_hosts, 1):
-            self.agents.append(LabAgent(lab, h, f"s{i}", workdir, True, server_hosts, servers, env))
+            self.agents.append(LabAgent(lab, h, f"s{i}", workdir, True, server_hosts, servers, env, gossip))
         for i, h in enumerate(lab.hosts[servers:servers + clients], 1):
-            self.agents.append(LabAgent(lab, h, f"c{i}", workdir, False, server_hosts, servers, env))
+            self.agents.append(LabAgent(lab, h, f"c{i}", workdir, False, server_hosts, servers, env, gossip))
         self.by_host = {a.host: a for a in self.agents}
         self.by_name = {a.name: a for a in self.agents}
         self.last_wait = ""

@@ -79,6 +79,25 @@ def test_lost_write_checker_catches_acks_before_commit(tmp_path) -> None:  # typ
     assert s.lost_acknowledged_writes >= 1, s
 
 
+# 5 servers: with the leader dead and two servers cut from each other, each of the two still
+# reaches a majority (itself and the other two).
+PAIR = {"servers": 5, "cycles": 3, "keys_per_cycle": 1, "register_clients": 2, "ack_writers": 0, "catalog_workload": False}
+
+
+def test_raft_invariant_checker_catches_a_second_vote_in_a_term(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # The leader killed and the two others cut from each other: each campaigns, unaware of the
+    # other; the double vote of the third server lets both win the same term.
+    s = _planted(tmp_path, "leaderless_pair", "raft.double_vote", **PAIR)
+    assert s.raft_invariant_violations >= 1, s
+    assert any("election safety" in r for r in s.raft_reports), s.raft_reports
+
+
+def test_without_the_planted_double_vote_the_raft_checker_reports_nothing(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    s = _planted(tmp_path, "leaderless_pair", "", **PAIR)
+    assert s.cycles == 3 and s.raft_elections >= 4 and s.raft_invariant_violations == 0 and not s.errors, s
+    assert len(s.failover_s) == 3 and s.failover_unresolved == 0, s
+
+
 # The planted gossip and anti-entropy bugs, and their control: the same schedules without the bug
 # report neither false deads nor an unconverged catalog.
 FALSE_DEAD = {"kinds": ("loss",), "cycles": 3, "keys_per_cycle": 1, "register_clients": 2, "ack_writers": 0,
