@@ -592,9 +592,8 @@ def run(opts: Options, log: Any = print) -> Summary:
 
 def _raft_check(cluster: Cluster) -> Any:
     """checkers.raft_invariants over every server's agent log (read as it stands)."""
-    from contextlib import ExitStack
-
     from collections.abc import Iterable
+    from contextlib import ExitStack
 
     with ExitStack() as stack:
         logs: dict[str, Iterable[str]] = {}
