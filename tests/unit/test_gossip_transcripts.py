@@ -472,10 +472,11 @@ def test_paused_member_answering_its_backlog_after_the_probe_concluded() -> None
     stale_before = a.stats["stale_acks"]
     w.deliver(backlog, t + 4.5)  # SIGCONT: c reads its backlog
     answers = w.take("c")
-    assert len(of(answers, Ack)) == 3
+    pings = of(backlog, Ping)  # the three forced probes, and any of c the schedule drew itself
+    assert len(pings) >= 3 and len(of(answers, Ack)) == len(pings)
     a.probe = None
     w.deliver([p for p in answers if p[1] == "a"], t + 4.5)
-    assert a.stats["stale_acks"] - stale_before == 3
+    assert a.stats["stale_acks"] - stale_before == len(pings)
     # The backlog also told c it is suspected: its refutation is what brings it back.
     assert c.me.incarnation == 2
     assert any(isinstance(x, Alive) and x.node == "c" and x.incarnation == 2 for _, _, x in of(answers, Alive))
