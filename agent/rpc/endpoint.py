@@ -108,7 +108,8 @@ async def handle_payload(server: ServerRuntime, payload: bytes) -> dict[str, Any
         return error_reply("bad_request", f"request failed: {type(exc).__name__}")
 
 
-async def _apply(server: ServerRuntime, req: dict[str, Any]) -> dict[str, Any]:
+async def _apply(server: ServerRuntime, req: dict[str, Any], trusted: bool = False) -> dict[str, Any]:
+    """`trusted`: a call from this process (forward_write on the leader), not from the wire."""
     from murmur.raft.core import ProposalDropped
 
     from ..drivers.raft import NotLeader, OutcomeUnknown
@@ -119,9 +120,11 @@ async def _apply(server: ServerRuntime, req: dict[str, Any]) -> dict[str, Any]:
     need, cluster = required_protocol(data), server.cluster_protocol()
     if need > cluster:
         raise RPCError("bad_request", too_old(need, cluster))
-    # A client's write (hops 0) is checked against its token here; a forwarded one (hops >= 1)
-    # comes from a server that checked it already (its HTTP guard, or this check on its side).
-    authz = await _rpc_authorizer(server, req) if hops == 0 else None
+    # Every write that comes over the wire is checked against the token it carries (`tk`; none:
+    # anonymous), whoever sent it: a client (hops 0), or a server forwarding a client's write or
+    # its own (hops >= 1, with the token it was made under). Trusting forwarded writes would let
+    # anyone who can reach port 8300 skip ACLs by claiming hops >= 1.
+    authz = None if trusted else await _rpc_authorizer(server, req)
     try:
         cmd = commands.decode(data)  # refuse what would stop the servers if it reached the log
         if authz is not None:
@@ -143,7 +146,8 @@ async def _apply(server: ServerRuntime, req: dict[str, Any]) -> dict[str, Any]:
         addr = server.leader_address()
         if addr is None:
             raise RPCError("no_leader", "No cluster leader")
-        result = await call_apply(addr, data, rid, hops + 1)  # RPCError passes through as the reply
+        tk = req.get("tk")  # (checked above to be a string when ACLs are on)
+        result = await call_apply(addr, data, rid, hops + 1, tk if isinstance(tk, str) else None)  # errors pass through
         return {"v": VERSION, **encode_result(result)}
     try:
         result = await driver.propose(entry)
@@ -217,16 +221,18 @@ async def forward_write(server: ServerRuntime, data: bytes) -> Any:
     from .protocol import RETRYABLE
 
     rid = uuid.uuid4().hex
+    acl = server.agent.acl
+    tk = acl.outgoing_token() if acl.enabled else None  # the HTTP request's token, else the agent's
     last: RPCError | None = None
     for attempt in range(FORWARD_ATTEMPTS):
         driver = server.driver
         try:
             if driver is not None and driver.is_leader:
-                return decode_result(await _apply(server, {"d": data, "rid": rid, "hops": MAX_HOPS}))
+                return decode_result(await _apply(server, {"d": data, "rid": rid, "hops": MAX_HOPS}, trusted=True))
             addr = server.leader_address()
             if addr is None:
                 raise RPCError("no_leader", "No cluster leader")
-            return await call_apply(addr, data, rid, MAX_HOPS)
+            return await call_apply(addr, data, rid, MAX_HOPS, tk)
         except RPCError as exc:
             if exc.kind not in RETRYABLE:
                 raise

@@ -184,10 +184,12 @@ async def call(addr: tuple[str, int], request: dict[str, Any], timeout: float = 
     return body
 
 
-async def call_apply(addr: tuple[str, int], data: bytes, rid: str = "", hops: int = 0) -> Any:
+async def call_apply(addr: tuple[str, int], data: bytes, rid: str = "", hops: int = 0, tk: str | None = None) -> Any:
     """Send an encoded command to the server at `addr` (a follower forwarding to the leader, or a
-    client writing); returns its apply result."""
+    client writing); returns its apply result. `tk`: the token it is written under (ACLs)."""
     req: dict[str, Any] = {"op": "apply", "d": data, "hops": hops}
     if rid:
         req["rid"] = rid
+    if tk is not None:
+        req["tk"] = tk
     return decode_result(await call(addr, req))

@@ -376,3 +376,58 @@ def test_a_persisted_token_wins_over_the_config_file(tmp_path: Path) -> None:
         assert reader not in a.logs() and nothing not in a.logs()
     finally:
         a.stop()
+
+
+def test_writes_through_a_follower_are_checked_on_the_leader_and_forged_forwards_are_refused(
+        tmp_path: Path, start_agent: Callable[..., AgentProc]) -> None:
+    """Three servers, default deny. A follower forwards a write with the token it was made under,
+    and the leader checks it; a write sent straight to the leader's RPC port claiming to be
+    forwarded (hops 1) gets no pass: without a token it is refused, with the management token it
+    is applied (the positive control)."""
+    import trio
+    from murmur.agent.rpc.protocol import RPCError, call_apply
+    from murmur.catalog import commands as cmds
+    from support.servers import leader_of
+
+    gossip = tmp_path / "gossip"
+    gossip.mkdir()
+    (gossip / "gossip.toml").write_text('[gossip_lan]\npreset = "local"\n')
+    acl = {"enabled": True, "default_policy": "deny", "tokens": {"initial_management": ROOT, "agent": ROOT}}
+    servers: list[AgentProc] = []
+    for i in range(3):
+        extra = ["--server", "--bootstrap-expect", "3"]
+        if servers:
+            extra += ["--join", f"127.0.0.1:{servers[0].serf_port}"]
+        servers.append(start_agent(gossip, acl_dir(tmp_path, f"acl{i}", acl), node=f"s{i}", dev=False,
+                                   wait_leader=False, extra=extra))
+    from support.procs import wait_for
+
+    wait_for(lambda: len({leader_of(s) for s in servers}) == 1 and leader_of(servers[0]), 60,
+             what="one leader known to all three servers")
+    lead_addr = leader_of(servers[0])
+    leader = next(s for s in servers if lead_addr.endswith(f":{s.server_port}"))
+    follower = next(s for s in servers if s is not leader)
+    wait_for(lambda: follower.get("/v1/acl/token/self", headers=h(ROOT)).status_code == 200, 60,
+             what="the management token replicated to the follower")
+    _, limited = make_token(follower, 'key_prefix "app/" { policy = "write" }')  # ACL writes forwarded too
+    wait_for(lambda: follower.get("/v1/acl/token/self", headers=h(limited)).status_code == 200, 60,
+             what="the new token on the follower")
+    assert follower.put("/v1/kv/app/x", content=b"1", headers=h(limited)).status_code == 200
+    assert leader.get("/v1/kv/app/x?consistent", headers=h(ROOT)).json()[0]["Key"] == "app/x"
+    r = follower.put("/v1/kv/other", content=b"1", headers=h(limited))
+    assert r.status_code == 403 and "Permission denied" in r.text
+
+    data = cmds.encode(cmds.KV(cmds.KVOp.SET, "forged", b"x"))
+    addr = ("127.0.0.1", leader.server_port)
+
+    async def forged(tk: str | None) -> str:
+        try:
+            await call_apply(addr, data, "", hops=1, tk=tk)
+        except RPCError as exc:
+            return exc.kind
+        return "applied"
+
+    assert trio.run(forged, None) == "permission_denied"
+    assert leader.get("/v1/kv/forged?consistent", headers=h(ROOT)).status_code == 404
+    assert trio.run(forged, ROOT) == "applied"
+    assert leader.get("/v1/kv/forged?consistent", headers=h(ROOT)).status_code == 200

@@ -121,6 +121,20 @@ async def test_rpc_carries_the_token_and_the_server_checks_it() -> None:
     assert (await _rpc(ag, {**read, "tk": "nope"}))["kind"] == "acl_not_found"
 
 
+async def test_a_write_claiming_to_be_forwarded_is_checked_too() -> None:
+    """hops >= 1 says "a server forwarded this"; anyone can say so on port 8300, so the token a
+    forwarded write carries is checked like a client's (servers forward the token they wrote under)."""
+    ag = agent(acl=True)
+    st = ag.store
+    st.apply(1, cmds.encode(ACL(ACLOp.INIT, token=ACLTokenSpec("root-a", "root-s"), id="t")))
+    assert ag.server is not None
+    ag.server.driver = None  # no Raft here: a write that passes the check stops at "no leader"
+    forged = {"op": "apply", "d": cmds.encode(KV(KVOp.SET, "secret", b"x")), "rid": "", "hops": 1}
+    assert (await _rpc(ag, forged))["kind"] == "permission_denied"  # no token: anonymous, default deny
+    assert (await _rpc(ag, {**forged, "hops": 3, "tk": "nope"}))["kind"] == "acl_not_found"
+    assert (await _rpc(ag, {**forged, "tk": "root-s"}))["kind"] == "no_leader"  # positive control
+
+
 def test_an_expired_token_is_not_found() -> None:
     from murmur.agent.acl import expired
 
