@@ -352,7 +352,8 @@ async def test_a_follower_forwards_once_and_never_loops(monkeypatch: pytest.Monk
     ag.server.driver.leader = 1  # a leader is known, elsewhere
     forwarded: list[tuple[Any, ...]] = []
 
-    async def fake_call_apply(addr: tuple[str, int], data: bytes, rid: str = "", hops: int = 0) -> Any:
+    async def fake_call_apply(addr: tuple[str, int], data: bytes, rid: str = "", hops: int = 0,
+                              tk: str | None = None) -> Any:
         forwarded.append((addr, rid, hops))
         return True
 
