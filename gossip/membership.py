@@ -217,6 +217,11 @@ class _Relay:
     deadline: float
 
 
+def _wire_row(m: Member) -> list[Any]:
+    """A member as a push-pull row carries it (wire.push_states reads these fields back)."""
+    return [m.name, m.addr, m.port, m.incarnation, int(m.state), m.tags, list(m.vsn)]
+
+
 class SharedTable:
     """A converged member table that many simulated cores hold at once (preload_shared): its
     records (each marked shared), by name, their sorted names and how many are live, computed
@@ -751,8 +756,7 @@ class Membership:
         cache = self._pp_cache
         if cache is not None and cache.version == self._table_version and not self.verify_table_cache:
             return cache
-        rows: list[list[Any]] = [[m.name, m.addr, m.port, m.incarnation, int(m.state), m.tags, list(m.vsn)]
-                                 for _, m in sorted(self.members.items())]
+        rows = [_wire_row(m) for _, m in sorted(self.members.items())]
         packed_rows = [msgpack.packb(r) for r in rows]
         fresh = _TableRows(self._table_version, wire.pack_row_list(packed_rows), [r for r in rows if r[4] != _ALIVE_CODE])
         if cache is not None and cache.version == self._table_version and cache.packed != fresh.packed:
@@ -762,8 +766,7 @@ class Membership:
 
     def _rows_by_bytes(self) -> dict[bytes, list[Any]]:
         """Our push-pull rows, keyed by each one's packed bytes (built per use: see _TableRows)."""
-        rows = [[m.name, m.addr, m.port, m.incarnation, int(m.state), m.tags, list(m.vsn)]
-                for m in self.members.values()]
+        rows = [_wire_row(m) for m in self.members.values()]
         return {msgpack.packb(r): r for r in rows}
 
     def _decode_stream(self, payload: bytes) -> Message:

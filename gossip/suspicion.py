@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import math
 
+# Times a suspicion's deadline moves by `min` because the suspect talked to us (Suspicion.extend).
 MAX_EXTENSIONS = 2
+
 
 def remaining_timeout(n: int, k: int, min_t: float, max_t: float) -> float:
     if k < 1:
