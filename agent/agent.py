@@ -29,7 +29,7 @@ from murmur.gossip.config import GossipConfig
 from murmur.gossip.membership import EventKind, MemberEvent, Membership, State
 
 from . import config as config_mod
-from . import conflicts, systemd, telemetry
+from . import conflicts, failpoints, systemd, telemetry
 from .checks_runner import CheckRunner
 from .config import RuntimeConfig
 from .definitions import ServiceDefinition, parse_service, sidecar_definition
@@ -431,6 +431,8 @@ class Agent:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._signals, nursery.cancel_scope)
             nursery.start_soon(self.loop_watch.run)
+            if failpoints.LAB_FILE:
+                nursery.start_soon(failpoints.watch_file, failpoints.LAB_FILE)
             await nursery.start(self.checks.serve)
             if self.server is not None:
                 with listening("server RPC", self.cfg.bind_addr, self.cfg.ports.server):
@@ -708,7 +710,7 @@ class Agent:
             return
         with trio.move_on_after(LEAVE_TIMEOUT * 2):
             try:
-                await run_on_leader(srv, "remove", {"target": srv.id})
+                await run_on_leader(srv, "remove", {"target": srv.id, "leaving": True})
                 log.info("left the raft configuration")
             except OperatorError as exc:
                 log.warning("could not leave the raft configuration (the leader removes us later): %s", exc)

@@ -180,6 +180,10 @@ async def perform(server: ServerRuntime, action: str, args: dict[str, Any]) -> A
         raft = server.driver.node.raft
         if target not in raft.voters and target not in raft.learners:
             raise OperatorError(f"{target} is not a raft peer")
-        server.removed_at[target] = trio.current_time()
+        if not args.get("leaving"):
+            # An operator's removal: hold the server out while gossip may still call it alive. A
+            # server's own graceful leave needs no hold: gossip already says it left, and if it
+            # restarts and rejoins it is added back at once (as Consul's leader re-adds it).
+            server.removed_at[target] = trio.current_time()
         return await change_membership(server, ConfChangeType.REMOVE_VOTER, target)
     raise OperatorError(f"unknown operator action {action!r}")

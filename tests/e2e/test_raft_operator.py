@@ -155,6 +155,47 @@ def test_grow_to_five_and_shrink_to_three_under_writes(tmp_path, start_agent) ->
     print(f"acked {len(acked)} writes, {writer.failed} failed or unknown")
 
 
+def peer_count(s) -> int:  # type: ignore[no-untyped-def]
+    """Voters and non-voters in the configuration `s` reports (-1 if it does not answer)."""
+    try:
+        r = httpx.get(s.url + "/v1/operator/raft/configuration", timeout=5)
+        return len(r.json()["Servers"]) if r.status_code == 200 else -1
+    except httpx.HTTPError:
+        return -1
+
+
+def test_a_server_that_left_and_restarts_is_added_back_at_once(tmp_path, start_agent) -> None:  # type: ignore[no-untyped-def]
+    """A graceful leave takes the server out of the configuration; when it starts again and
+    rejoins, the leader adds it back (as a non-voter, then autopilot promotes it), as Consul's does.
+    Found by the fault lab's membership-change fault: the leader held a server that removed itself
+    out for REMOVED_HOLD (60 s), the hold meant for operator removals of a still-gossiping server."""
+    servers = start_servers(tmp_path, start_agent)
+    writer = Writer(servers)
+    writer.thread.start()
+    wait_for(lambda: len(writer.acked) >= 20, 60, what="20 acknowledged writes")
+    leaving = next(s for s in servers if s is not leader_proc(servers))
+    rest = [s for s in servers if s is not leaving]
+    assert httpx.put(leaving.url + "/v1/agent/leave", timeout=30).status_code == 200
+    assert leaving.proc is not None
+    leaving.proc.wait(timeout=60)
+    wait_for(lambda: all(peer_count(x) == 2 for x in rest), 60, what="2 peers after the leave")
+    if "--join" in leaving.args:
+        k = leaving.args.index("--join")
+        del leaving.args[k:k + 2]
+    leaving.args += ["--retry-join", f"127.0.0.1:{rest[0].serf_port}"]
+    leaving.wait_leader = False
+    leaving.restart()
+    # Back in the configuration well inside the 60 s hold (the add itself takes ~1 reconcile round).
+    wait_for(lambda: all(peer_count(x) == 3 for x in rest), 30, what="the restarted server added back")
+    wait_for(lambda: all(voter_count(x) == 3 for x in servers), 60, what="3 voters after promotion")
+    mark = len(writer.acked)
+    wait_for(lambda: len(writer.acked) >= mark + 20, 60, what="writes after the rejoin")
+    writer.stop.set()
+    writer.thread.join(timeout=30)
+    acked = dict(writer.acked)
+    wait_for(lambda: holds_all(leaving, acked), 60, what="the rejoined server holds every acknowledged write")
+
+
 def test_autopilot_usage_and_coordinate_shapes_on_a_dev_agent(start_agent) -> None:  # type: ignore[no-untyped-def]
     a = start_agent()
     cfg = httpx.get(a.url + "/v1/operator/autopilot/configuration", timeout=10).json()
