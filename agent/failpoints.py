@@ -8,6 +8,10 @@ the variable is set, and a check costs one dict lookup.
 Planted bugs (`BUGS`, action `on`) switch a deliberately wrong behaviour on, so the fault lab can
 prove its checkers catch it (tests/lab): `MURMUR_FAILPOINTS="read.serve_from_follower=on"`.
 Never set them outside those tests.
+
+The fault lab's `failpoint` fault arms a running agent (the Raft leader, say) without a restart:
+with MURMUR_LAB_FAILPOINTS_FILE set, `watch_file` re-reads that file twice a second and arms the
+kill failpoints it names (same syntax; planted bugs are refused there). Unset, nothing polls.
 """
 
 from __future__ import annotations
@@ -40,11 +44,27 @@ BUGS = frozenset({
 })
 
 
+def parse_kills(spec: str) -> dict[str, int]:
+    """`name=kill[@N],...` -> {name: N}; ValueError names what is wrong."""
+    armed: dict[str, int] = {}
+    for item in filter(None, (p.strip() for p in spec.split(","))):
+        name, _, action = item.partition("=")
+        if name not in KNOWN:
+            raise ValueError(f"MURMUR_FAILPOINTS: unknown failpoint {name!r}; "
+                             f"known: {', '.join(sorted(KNOWN | BUGS))}")
+        kind, _, nth = action.partition("@")
+        if kind != "kill" or (nth and not (nth.isdigit() and int(nth) >= 1)):
+            raise ValueError(f"MURMUR_FAILPOINTS: {name}: unknown action {action!r} (want kill or kill@N)")
+        armed[name] = int(nth) if nth else 1
+    return armed
+
+
 class Failpoints:
     def __init__(self, spec: str = "") -> None:
         self.armed: dict[str, int] = {}
         self.hits: dict[str, int] = {}
         self.bugs: frozenset[str] = frozenset()
+        kills: list[str] = []
         for item in filter(None, (p.strip() for p in spec.split(","))):
             name, _, action = item.partition("=")
             if name in BUGS:
@@ -53,13 +73,16 @@ class Failpoints:
                 self.bugs |= {name}
                 log.warning("planted bug %s is ON: this agent is deliberately wrong (fault-lab tests only)", name)
                 continue
-            if name not in KNOWN:
-                raise ValueError(f"MURMUR_FAILPOINTS: unknown failpoint {name!r}; "
-                                 f"known: {', '.join(sorted(KNOWN | BUGS))}")
-            kind, _, nth = action.partition("@")
-            if kind != "kill":
-                raise ValueError(f"MURMUR_FAILPOINTS: {name}: unknown action {action!r} (want kill or kill@N)")
-            self.armed[name] = int(nth) if nth else 1
+            kills.append(item)
+        self.armed = parse_kills(",".join(kills))
+
+    def arm(self, spec: str) -> None:
+        """Replace the armed kill failpoints (hit counts start again); ValueError if `spec` is bad."""
+        armed = parse_kills(spec)
+        self.hits = {}
+        self.armed = armed
+        if armed:
+            log.warning("failpoints armed: %s", ", ".join(f"{k}=kill@{n}" for k, n in sorted(armed.items())))
 
     def bug(self, name: str) -> bool:
         """Is the planted bug `name` switched on? (False unless MURMUR_FAILPOINTS names it.)"""
@@ -78,3 +101,25 @@ class Failpoints:
 
 
 FAILPOINTS = Failpoints(os.environ.get("MURMUR_FAILPOINTS", ""))
+LAB_FILE = os.environ.get("MURMUR_LAB_FAILPOINTS_FILE", "")
+
+
+async def watch_file(path: str, failpoints: Failpoints = FAILPOINTS, interval: float = 0.5) -> None:
+    """Arm what `path` names whenever its text changes (the lab's failpoint fault). A bad spec is
+    logged and ignored: a typo in a lab file must not take the agent down some other way."""
+    import trio
+
+    seen: str | None = None
+    while True:
+        try:  # a few bytes, lab-only: read inline rather than in a worker thread
+            with open(path) as f:
+                text = f.read().strip()
+        except OSError:
+            text = ""
+        if text != seen:
+            seen = text
+            try:
+                failpoints.arm(text)
+            except ValueError as exc:
+                log.warning("%s: %s", path, exc)
+        await trio.sleep(interval)
