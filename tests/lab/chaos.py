@@ -95,8 +95,16 @@ PARTITION_HOLD = (2 * SUSPICION_MIN, 2 * SUSPICION_MIN + 1.0)
 # "partition_follower" (a server that is not the leader, cut off) and "partition_client" (a client
 # agent cut off) are also known, for the planted-bug tests; the default schedule picks hosts at
 # random instead.
+# "member_change": a server (the leader too, at random) leaves gracefully, taking itself out of the
+# Raft configuration; it stays out for a partition's hold, then starts again from its data dir and
+# the leader must add it back (a non-voter, then a voter once autopilot finds it stable).
+# "failpoint": a running server (the leader half the time) is armed to kill itself at the N-th hit
+# of one Raft failpoint (RAFT_FAILPOINTS; agent/failpoints.py): it dies at an exact point of the
+# write path (after its fsync, before sending; before applying; ...) instead of wherever SIGKILL
+# lands.
 KINDS = ("partition_host", "partition_pair", "oneway", "split", "loss", "kill", "pause",
-         "leader_isolation", "majority_crash", "cluster_crash")
+         "leader_isolation", "majority_crash", "cluster_crash", "member_change", "failpoint")
+RAFT_FAILPOINTS = ("raft-before-append", "raft-after-fsync", "raft-before-apply", "raft-after-apply")
 # "delay": 100-400 ms on everything one host sends (gossip datagrams, Raft frames), through the
 # agents' lab hook (agent/labdelay.py; this kernel has no netem). Like loss it excuses nothing: a
 # slow host is not a dead one, and at the soak's 1 s probe interval memberlist's indirect probes
@@ -110,7 +118,10 @@ SOAK_KINDS = (*KINDS, "delay")
 # Faults after which the leader may be gone: the failover watch runs if the leader is among the
 # agents they take away.
 LEADER_KINDS = ("partition_host", "split", "kill", "pause", "leader_isolation", "majority_crash", "cluster_crash",
-                "leaderless_pair")
+                "leaderless_pair", "member_change", "failpoint")
+# Seconds for a server that left and started again to be back in the configuration: one reconcile
+# round (1 s) once gossip has it alive; 20x slack for a loaded box.
+READD_BOUND = 20.0
 
 
 @dataclass
@@ -228,6 +239,7 @@ class Nemesis:
     def __init__(self, lab: Lab, cluster: Cluster, rng: random.Random, opts: Options) -> None:
         self.lab, self.cluster, self.rng, self.opts = lab, cluster, rng, opts
         self.log: list[Fault] = []
+        self.problems: list[str] = []  # what a fault found wrong besides the checkers (a server not re-added)
         self.watch: FailoverWatch | None = None  # the last fault's, if it took the leader away
         self._before: tuple[str, int] = ("", 0)
 
@@ -334,12 +346,77 @@ class Nemesis:
             lead.kill9()
             self._watch(t_kill, [lead])
             self._hold(3 * ELECTION_TIMEOUT_MAX + 0.2, 3 * ELECTION_TIMEOUT_MAX + 0.5)
+        elif kind == "member_change":
+            a = rng.choice(servers)
+            hosts = [a.name]
+            left = self._leave(a)
+            self._watch(t0, [a])
+            out = self._wait_peers(len(servers) - 1, 30.0)
+            self._hold(*ph)
+            a.start()
+            t_start = time.monotonic()
+            back = self._wait_peers(len(servers), READD_BOUND)
+            detail = (f"left ({'graceful' if left else 'leave failed, killed'}; "
+                      f"{'out of' if out else 'STILL IN'} the configuration), "
+                      + (f"added back {time.monotonic() - t_start:.1f} s after its restart" if back else
+                         f"NOT added back within {READD_BOUND:g} s of its restart"))
+            if not back:
+                self.problems.append(f"member_change: {a.name} {detail}")
+        elif kind == "failpoint":
+            lead = c.leader()
+            a = lead if lead is not None and rng.random() < 0.5 else rng.choice(servers)
+            fp, nth = rng.choice(RAFT_FAILPOINTS), rng.randint(1, 20)
+            hosts = [a.name]
+            a.arm(f"{fp}=kill@{nth}")
+            deadline = time.monotonic() + max(ph[1], 10.0)
+            while a.running and time.monotonic() < deadline:
+                time.sleep(0.02)
+            t_died = time.monotonic()
+            a.disarm()
+            if a.running:
+                time.sleep(0.7)  # it re-reads the file twice a second: disarmed before the heal looks
+                detail = f"{fp}=kill@{nth} not reached"
+            else:
+                detail = f"{fp}=kill@{nth} fired after {t_died - t0:.1f} s"
+                self._watch(t_died, [a])
+                self._hold(0.5, 1.5)
         else:
             raise ValueError(f"unknown fault kind {kind!r}")
         self.heal()
         f = Fault(kind, t0, time.monotonic(), hosts, excuses, detail)
         self.log.append(f)
         return f
+
+    def _leave(self, a: LabAgent) -> bool:
+        """A graceful leave through the agent's HTTP API; it exits once the leave is out. False
+        (and the agent killed) if that did not happen in time."""
+        import httpx
+
+        try:
+            ok = bool(in_ns(a.host, lambda: httpx.put(HTTP + "/v1/agent/leave", timeout=30).status_code, 40) == 200)
+            if a.proc is not None:
+                a.proc.wait(timeout=30)
+        except Exception:  # noqa: BLE001 - reported as a failed leave
+            ok = False
+        if a.running:
+            a.kill9()
+            ok = False
+        return ok
+
+    def _wait_peers(self, n: int, timeout: float) -> bool:
+        """Bounded wait until the leader's Raft configuration holds `n` servers (voters and not)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            lead = self.cluster.leader()
+            if lead is not None:
+                try:
+                    r = self.cluster.get(lead, "/v1/operator/raft/configuration", 2.0)
+                    if r.status_code == 200 and len(r.json()["Servers"]) == n:
+                        return True
+                except Exception:  # noqa: BLE001 - keep polling
+                    pass
+            time.sleep(0.2)
+        return False
 
     def heal(self) -> None:
         self.lab.heal()
@@ -529,6 +606,7 @@ def run(opts: Options, log: Any = print) -> Summary:
                 f"{'quiet' if stable else 'NOT STABLE'} after {q:.1f} s (slowest: {cluster.last_wait})"
                 f"{'' if conv is None else f', catalog {conv}'}"
                 f"{'' if nemesis.watch is None else ', failover ' + ('OPEN' if fo is None else f'{fo:.1f} s')}"
+                f"{f' [{f.detail}]' if kind in ('member_change', 'failpoint') else ''}"
                 f"  t={time.monotonic() - t_start:.0f} s")
         time.sleep(1.0)
         for t in threads:
@@ -567,6 +645,7 @@ def run(opts: Options, log: Any = print) -> Summary:
         summary.raft_lines, summary.raft_elections, summary.raft_terms = raft.lines, raft.elections, raft.terms
         summary.explain = _explain_false_dead(wrong, nemesis.log, cluster.agents, t_start)
         summary.faults = dict(Counter(f.kind for f in nemesis.log))
+        summary.errors += nemesis.problems
         for t in threads:
             if t.error is not None:
                 summary.errors.append(f"{t.thread.name}: {t.error!r}")

@@ -64,7 +64,11 @@ class LabAgent:
         # The delay fault writes "LO HI" (ms) here; the agent re-reads it at most once a second
         # (agent/labdelay.py) and delays its gossip datagrams and Raft frames by that much.
         self.delay_path = self.dir / "delay"
-        self.env = {"MURMUR_LAB_DELAY_FILE": str(self.delay_path), **(env or {})}
+        # The failpoint fault writes a MURMUR_FAILPOINTS spec here ("raft-after-fsync=kill@3");
+        # the running agent arms it within half a second (agent/failpoints.py).
+        self.failpoints_path = self.dir / "failpoints"
+        self.env = {"MURMUR_LAB_DELAY_FILE": str(self.delay_path),
+                    "MURMUR_LAB_FAILPOINTS_FILE": str(self.failpoints_path), **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
         self.paused = False
         self.starts = 0
@@ -110,6 +114,13 @@ class LabAgent:
 
     def undelay(self) -> None:
         self.delay_path.unlink(missing_ok=True)
+
+    def arm(self, spec: str) -> None:
+        self.failpoints_path.write_text(spec + "\n")
+
+    def disarm(self) -> None:
+        """Before any restart: a restarted agent would arm the file's failpoints again."""
+        self.failpoints_path.unlink(missing_ok=True)
 
     def pause(self) -> None:
         if self.running:
