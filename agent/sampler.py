@@ -77,6 +77,7 @@ def start_from_env() -> Sampler | None:
     path = os.environ.get("MURMUR_SAMPLE", "")
     if not path:
         return None
+    path = path.replace("{pid}", str(os.getpid()))  # one report per agent when several share the env
     s = Sampler(path)
     s.start()
     return s
