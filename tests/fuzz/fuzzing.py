@@ -3,7 +3,8 @@
 Every target is a pytest test built by `fuzz(strategy)`: it runs hypothesis batches of examples
 until MURMUR_FUZZ_SECONDS (per target; the CI smoke uses a few seconds, `make fuzz` minutes) have
 passed, then stops. Each example is bounded in time (MURMUR_FUZZ_EXAMPLE_TIMEOUT, SIGALRM): an
-example that takes longer is a hang, and the test fails with `Hung` (hypothesis shrinks it).
+example that uses more CPU than that (or 12x that in wall time) is a hang, and the test fails
+with `Hung` (hypothesis shrinks it).
 
 Hypothesis keeps the failing examples in .hypothesis/ and replays them first on the next run.
 """
@@ -33,19 +34,34 @@ class Hung(Exception):
     """An example did not finish within EXAMPLE_TIMEOUT."""
 
 
+# A wall-clock bound too, for hangs that burn no CPU (a wait that never ends): this many times
+# the CPU bound, so that a loaded box, which delays an example without making it spin, is no hang.
+WALL_FACTOR = 12
+
+
 @contextmanager
 def bounded(seconds: float = EXAMPLE_TIMEOUT) -> Iterator[None]:
-    """Raise Hung in the main thread if the block runs longer than `seconds`."""
-    def on_alarm(signum: int, frame: Any) -> None:
-        raise Hung(f"example still running after {seconds} s")
+    """Raise Hung in the main thread if the block uses more than `seconds` of CPU (the process's
+    user + system time: a spinning decoder) or runs WALL_FACTOR times that in wall time. CPU, not
+    wall time, is the main bound because on a loaded CI box a 5 s wall bound once failed a raft
+    decoder example that passed on every rerun."""
+    def on_cpu(signum: int, frame: Any) -> None:
+        raise Hung(f"example used more than {seconds} s of CPU")
 
-    old = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    def on_wall(signum: int, frame: Any) -> None:
+        raise Hung(f"example still running after {seconds * WALL_FACTOR} s")
+
+    old_prof = signal.signal(signal.SIGPROF, on_cpu)
+    old_alrm = signal.signal(signal.SIGALRM, on_wall)
+    signal.setitimer(signal.ITIMER_PROF, seconds)
+    signal.setitimer(signal.ITIMER_REAL, seconds * WALL_FACTOR)
     try:
         yield
     finally:
+        signal.setitimer(signal.ITIMER_PROF, 0)
         signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
+        signal.signal(signal.SIGPROF, old_prof)
+        signal.signal(signal.SIGALRM, old_alrm)
 
 
 def fuzz(strategy: st.SearchStrategy[Any], seconds: float | None = None
