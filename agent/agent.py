@@ -90,6 +90,12 @@ ANTI_ENTROPY_INTERVAL = 1.0  # seconds between anti-entropy passes (a diff; writ
 ALIAS_WAIT = 30.0  # seconds an alias check's blocking read of another node waits for a change
 REAP_INTERVAL = 30.0  # seconds between reaper passes (Consul's; deregister_critical_service_after is >= 1m)
 RECONCILE_INTERVAL = 1.0  # seconds between the leader's member-list reconcile passes
+# Seconds an API change (a service or check registered or removed, maintenance set) waits for
+# its catalog sync before answering anyway. Long enough that a catalog read right after the answer
+# sees the change on a healthy cluster (py-consul's tests read back at once); short enough that a
+# client agent cut off from its servers still answers, as Consul's does (it answers at once and
+# syncs in the background). The sync goes on after the answer; anti-entropy retries it.
+REQUEST_SYNC_WAIT = 3.0
 
 
 def gossip_config_from(cfg: RuntimeConfig) -> GossipConfig:
@@ -165,6 +171,7 @@ class Agent:
         self.writer: Writer = ServerWriter(self.server) if self.server else ClientWriter(self.remote)
         self.sync_lock = trio.Lock()
         self.sync_wanted = trio.Event()  # set by a check's change; _sync_on_request runs one pass for many
+        self._nursery: trio.Nursery | None = None  # the agent's own, while it runs
         self.checks = CheckRunner(self.local, self._check_changed, self.rng)
         self.metrics = telemetry.install(self)
         self.checks.read_node_checks = self._read_node_checks
@@ -212,6 +219,24 @@ class Agent:
             log.debug("sync deferred: %s", exc)
             return False
         return True
+
+    async def sync_for_request(self, wait: float = REQUEST_SYNC_WAIT) -> None:
+        """Sync after an API change, answering after at most `wait` seconds: the pass runs in the
+        agent's nursery, so a caller that stops waiting does not cancel a write in flight."""
+        if self._nursery is None:
+            await self.sync()
+            return
+        done = trio.Event()
+
+        async def one_pass() -> None:
+            try:
+                await self.sync()
+            finally:
+                done.set()
+
+        self._nursery.start_soon(one_pass)
+        with trio.move_on_after(wait):
+            await done.wait()
 
     async def _check_changed(self) -> None:
         """A check's status or output changed: local aliases follow at once, and the catalog on the
@@ -429,6 +454,7 @@ class Agent:
         self.started_at = trio.current_time()
         self._setup_tls()
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             nursery.start_soon(self._signals, nursery.cancel_scope)
             nursery.start_soon(self.loop_watch.run)
             if failpoints.LAB_FILE:

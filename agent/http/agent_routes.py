@@ -227,13 +227,13 @@ def add_routes(router: Router, agent: Agent) -> None:
         except DefinitionError as exc:
             raise HTTPError(400, f"Invalid service definition: {exc}") from exc
         agent.persist("services", sdef.spec.id, body)
-        await agent.sync()
+        await agent.sync_for_request()
         return Response()
 
     async def deregister_service(req: Request, m: re.Match[str]) -> Response:
         if not agent.remove_service(m["id"]):
             raise HTTPError(404, f"Unknown service ID {m['id']!r}")
-        await agent.sync()
+        await agent.sync_for_request()
         return Response()
 
     async def register_check(req: Request, m: re.Match[str]) -> Response:
@@ -250,19 +250,19 @@ def add_routes(router: Router, agent: Agent) -> None:
         except DefinitionError as exc:
             raise HTTPError(400, f"Invalid check: {exc}") from exc
         agent.persist("checks", defn.id, body)
-        await agent.sync()
+        await agent.sync_for_request()
         return Response()
 
     async def deregister_check(req: Request, m: re.Match[str]) -> Response:
         if not agent.remove_check(m["id"]):
             raise HTTPError(404, f"Unknown check ID {m['id']!r}")
-        await agent.sync()
+        await agent.sync_for_request()
         return Response()
 
     async def set_check(cid: str, status: str, output: str) -> Response:
         if not agent.update_check(cid, status, output):
             raise HTTPError(404, f"Unknown check ID {cid!r}")
-        await agent.sync()
+        await agent.sync_for_request()
         return Response()
 
     async def ttl_update(req: Request, m: re.Match[str]) -> Response:

@@ -35,7 +35,7 @@ def add_routes(router: Router, agent: Agent) -> None:
             agent.maintenance.set_node(enable, req.arg("reason", "") or "", trio.current_time())
         except OSError as exc:
             raise HTTPError(500, f"cannot record the maintenance state: {exc}") from exc
-        await agent.sync()
+        await agent.sync_for_request()
         return Response()
 
     async def service_maintenance(req: Request, m: re.Match[str]) -> Response:
@@ -47,7 +47,7 @@ def add_routes(router: Router, agent: Agent) -> None:
             raise HTTPError(500, f"cannot record the maintenance state: {exc}") from exc
         if not known:
             raise HTTPError(404, f"Unknown service ID {sid!r}")
-        await agent.sync()
+        await agent.sync_for_request()
         return Response()
 
     async def metrics(req: Request, m: re.Match[str]) -> Response:
