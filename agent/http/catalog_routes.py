@@ -203,6 +203,13 @@ def parse_catalog_register(body: Any) -> Register:
     tagged = d.get("taggedaddresses") or {}
     if not isinstance(meta, dict) or not isinstance(tagged, dict):
         raise HTTPError(400, "NodeMeta and TaggedAddresses must be objects")
+    for what, m in (("NodeMeta", meta), ("TaggedAddresses", tagged)):
+        # Consul decodes both into map[string]string: a number, bool or object value is a 400, not
+        # a string we would make up for it.
+        bad = next((k for k, v in m.items() if not isinstance(v, str)), None)
+        if bad is not None:
+            raise HTTPError(400, f"Request decode failed: {what}[{bad!r}] must be a string, "
+                                 f"not {type(m[bad]).__name__}")
     return Register(node=node, address=address, node_id=str(d.get("id") or ""),
                     datacenter=str(d.get("datacenter") or ""),
                     tagged_addresses=tuple(sorted((str(k), str(v)) for k, v in tagged.items())),

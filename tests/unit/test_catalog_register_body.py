@@ -28,3 +28,13 @@ def test_catalog_service_without_any_name_is_a_400() -> None:
 def test_body_datacenter_is_kept_for_the_route_to_check() -> None:
     cmd = parse_catalog_register({"node": "foo", "address": "10.1.10.11", "datacenter": "dc2"})
     assert cmd.datacenter == "dc2"
+
+
+@pytest.mark.parametrize("field,value", [("NodeMeta", {"rack": 7}), ("NodeMeta", {"up": True}),
+                                         ("NodeMeta", {"x": {"y": "z"}}), ("TaggedAddresses", {"lan": None})])
+def test_non_string_node_meta_or_tagged_address_values_are_a_400_not_stringified(field: str, value: dict) -> None:  # type: ignore[type-arg]
+    with pytest.raises(HTTPError) as exc:
+        parse_catalog_register({"Node": "n1", "Address": "a", field: value})
+    assert exc.value.status == 400 and field in str(exc.value)
+    cmd = parse_catalog_register({"Node": "n1", "Address": "a", "NodeMeta": {"rack": "7"}})
+    assert cmd.node_meta == (("rack", "7"),)
