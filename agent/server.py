@@ -88,6 +88,7 @@ class ServerRuntime:
         self.storage: RaftStorage | MemoryStorage | None = None
         self.voters: list[int] = []
         self.bootstrap_voters: list[int] = []  # the configuration this server started the cluster with
+        self._protocol_cache: tuple[tuple[int, int, int], int] | None = None  # (membership key, cluster protocol)
         self.removed_at: dict[int, float] = {}  # raft id -> when an operator removed it (trio time)
         self.addresses: dict[int, tuple[str, int]] = {}  # raft id -> server port address
         self.ready = trio.Event()
@@ -196,8 +197,14 @@ class ServerRuntime:
         alive and failed servers count, left ones do not."""
         from murmur.gossip.membership import State
 
+        ms = self.agent.membership
+        key = (id(ms), ms.table_version if ms is not None else -1, self.agent.cfg.protocol)
+        if self._protocol_cache is not None and self._protocol_cache[0] == key:
+            return self._protocol_cache[1]  # every write asks: scan the members only when they change
         servers = [m.tags for st in (State.ALIVE, State.SUSPECT, State.DEAD) for _, m in self._gossip_servers(st)]
-        return cluster_protocol(self.agent.cfg.protocol, servers)
+        value = cluster_protocol(self.agent.cfg.protocol, servers)
+        self._protocol_cache = (key, value)
+        return value
 
     def left_servers(self) -> set[int]:
         """Raft ids of servers of our datacenter that gossip says left gracefully."""
@@ -304,7 +311,9 @@ class ServerRuntime:
         data = commands.encode(cmd)
         if self.driver is None:
             raise NoLeader("No cluster leader (raft is not bootstrapped yet)")
-        need, cluster = required_protocol(data), self.cluster_protocol()
+        cluster = self.cluster_protocol()
+        # (a cluster at the newest protocol can apply anything: skip the command's decode)
+        need = required_protocol(data) if cluster < PROTOCOL_MAX else cluster
         if need > cluster:
             from .writer import WriteFailed
 

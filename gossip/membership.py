@@ -751,6 +751,12 @@ class Membership:
         return wire.frame_push_pull_packed(join, self.clock.time, self._table_rows().packed, self.event_clock.time,
                                            self.query_clock.time, events)
 
+    @property
+    def table_version(self) -> int:
+        """Changes whenever a member's row (state, incarnation, address, tags) changes: callers
+        may cache what they derive from the member table on it."""
+        return self._table_version
+
     def _table_rows(self) -> _TableRows:
         """Our push-pull rows, by their packed bytes and packed together: built once per table version."""
         cache = self._pp_cache
