@@ -358,6 +358,8 @@ def authorize_command(authz: Authorizer, cmd: commands.Command, store: StateStor
         if cmd.op == ACLOp.INIT:
             return "management (ACL init)"
         return None if authz.scalar("acl", "write") else "acl:write"
+    if isinstance(cmd, commands.Autopilot):
+        return None if authz.scalar("operator", "write") else "operator:write"
     return "management"  # RESTORE and anything newer
 
 

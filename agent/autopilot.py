@@ -1,16 +1,18 @@
 """A small autopilot: its configuration (Consul's JSON shape, CAS on ModifyIndex) and server health.
 
-The configuration is kept per server in `data_dir/autopilot.json` (in memory with --dev); it is
-not replicated: set it on each server (or on the leader, which is the one that acts on it).
+The configuration is replicated, as Consul's is: `PUT /v1/operator/autopilot/configuration` goes
+through the Raft log (an `Autopilot` catalog command) and every server reads it from its store, so
+a new leader acts on the same configuration as the old one. Until the first leader has written it,
+the agent's `autopilot` config block is the configuration (its seed); that leader writes its seed
+with CAS 0, which never overwrites one already there.
 """
 
 from __future__ import annotations
 
-import json
-import os
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from murmur.catalog.commands import Autopilot
 
 if TYPE_CHECKING:
     from .agent import Agent
@@ -29,6 +31,11 @@ _TYPES: dict[str, type | tuple[type, ...]] = {"CleanupDeadServers": bool, "LastC
                                               "MaxTrailingLogs": int, "MinQuorum": int,
                                               "ServerStabilizationTime": str, "RedundancyZoneTag": str,
                                               "DisableUpgradeMigration": bool, "UpgradeVersionTag": str}
+# The agent config block's keys (agent/config.py AutopilotSeed), by Consul's API names.
+_SEED_KEYS = {"CleanupDeadServers": "cleanup_dead_servers", "LastContactThreshold": "last_contact_threshold",
+              "MaxTrailingLogs": "max_trailing_logs", "MinQuorum": "min_quorum",
+              "ServerStabilizationTime": "server_stabilization_time", "RedundancyZoneTag": "redundancy_zone_tag",
+              "DisableUpgradeMigration": "disable_upgrade_migration", "UpgradeVersionTag": "upgrade_version_tag"}
 
 
 # Seconds a server must have been failed in gossip before CleanupDeadServers removes it: long
@@ -42,28 +49,38 @@ class AutopilotError(ValueError):
 
 class AutopilotConfig:
     def __init__(self, agent: Agent) -> None:
-        self.path = Path(agent.cfg.data_dir) / "autopilot.json" if agent.cfg.data_dir and not agent.cfg.dev else None
-        self.values = dict(DEFAULTS)
+        self.agent = agent
+        block = agent.cfg.autopilot
+        self.seed = {**DEFAULTS, **{k: getattr(block, attr) for k, attr in _SEED_KEYS.items()}}
         self.dead_since: dict[int, float] = {}  # raft id -> when (trio time) we first saw it failed
         self.stable_since: dict[int, float] = {}  # learner raft id -> since when (trio time) it is healthy
         self.started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        self.create_index = 1
-        self.modify_index = 1
-        if self.path is not None and self.path.exists():
-            saved = json.loads(self.path.read_text())
-            self.values.update({k: v for k, v in saved.get("config", {}).items() if k in DEFAULTS})
-            self.create_index = int(saved.get("create_index", 1))
-            self.modify_index = int(saved.get("modify_index", 1))
+
+    @property
+    def values(self) -> dict[str, Any]:
+        """What autopilot acts on now: the replicated configuration, else the seed."""
+        stored = self.agent.store.autopilot
+        if stored is None:
+            return dict(self.seed)
+        return {**DEFAULTS, **{k: v for k, v in stored.items() if k in DEFAULTS}}
 
     def as_json(self) -> dict[str, Any]:
-        return {**self.values, "CreateIndex": self.create_index, "ModifyIndex": self.modify_index}
+        created, modified = self.agent.store.autopilot_index
+        return {**self.values, "CreateIndex": created, "ModifyIndex": modified}
 
-    def update(self, body: Any, cas: int | None) -> bool:
-        """Apply a PUT body (keys in any case); with `cas`, only if it matches ModifyIndex."""
+    def seed_command(self) -> Autopilot | None:
+        """The write a leader makes when no configuration is replicated yet (else None)."""
+        if self.agent.store.autopilot is not None:
+            return None
+        return Autopilot(tuple(sorted(self.seed.items())), cas=0)
+
+    def update_command(self, body: Any, cas: int | None) -> Autopilot:
+        """The write for a PUT body (keys in any case, merged over the current configuration);
+        with `cas`, applied only if it matches ModifyIndex. AutopilotError names a bad value."""
         if not isinstance(body, dict):
             raise AutopilotError("Request body must be a JSON object")
         by_lower = {k.lower(): k for k in DEFAULTS}
-        new = dict(self.values)
+        new = self.values
         for k, v in body.items():
             key = by_lower.get(k.lower())
             if key is None:
@@ -73,19 +90,15 @@ class AutopilotConfig:
                 raise AutopilotError(f"{key} must be a non-negative integer")
             if not isinstance(v, want):
                 raise AutopilotError(f"{key} has the wrong type")
+            if key in ("LastContactThreshold", "ServerStabilizationTime"):
+                try:
+                    parse_ms(str(v))
+                except ValueError as exc:
+                    raise AutopilotError(f"{key}: {exc}") from exc
             new[key] = v
-        if cas is not None and cas != self.modify_index:
-            return False
-        self.values = new
-        self.modify_index += 1
-        if self.path is not None:
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"config": self.values, "create_index": self.create_index,
-                                       "modify_index": self.modify_index}))
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
-            tmp.replace(self.path)
-        return True
+        if cas is not None and cas < 0:
+            raise AutopilotError("cas must be an index (0 or more)")
+        return Autopilot(tuple(sorted(new.items())), -1 if cas is None else cas)
 
 
 def parse_ms(text: str) -> float:

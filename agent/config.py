@@ -47,6 +47,7 @@ __all__ = [
     "ACLConfig",
     "ACLTokens",
     "Addresses",
+    "AutopilotSeed",
     "ConfigError",
     "DNSConfig",
     "SOAConfig",
@@ -453,6 +454,29 @@ class Limits:
 
 
 @dataclass
+class AutopilotSeed:
+    """Consul's `autopilot` block: the configuration the first leader writes to the Raft log.
+    After that, `/v1/operator/autopilot/configuration` (replicated) is what counts, as in Consul."""
+
+    # Remove a server gossip has shown failed for 5 minutes (and a non-voter at once). Off: an
+    # operator removes dead servers with `operator raft remove-peer`.
+    cleanup_dead_servers: bool = _opt(True)
+    # A server not heard from within this long is unhealthy (and a non-voter is not promoted).
+    last_contact_threshold: str = _opt("200ms", check=_duration)
+    # A server this many entries behind the leader is unhealthy.
+    max_trailing_logs: int = _opt(250, check=_at_least(0))
+    # CleanupDeadServers never shrinks the voters below this (0: no floor beyond a quorum).
+    min_quorum: int = _opt(0, check=_at_least(0))
+    # How long a new server must stay healthy before it is promoted to voter. Shorter adds
+    # servers sooner; longer keeps a flapping server out of the quorum.
+    server_stabilization_time: str = _opt("10s", check=_duration)
+    # Accepted for Consul compatibility; Enterprise features murmur does not act on.
+    redundancy_zone_tag: str = _opt("")
+    disable_upgrade_migration: bool = _opt(False)
+    upgrade_version_tag: str = _opt("")
+
+
+@dataclass
 class RuntimeConfig:
     """Everything the agent needs to start; see conventions.md (Config) for the key list."""
 
@@ -518,6 +542,7 @@ class RuntimeConfig:
     acl: ACLConfig = _opt(factory=ACLConfig)
     tls: TLSConfig = _opt(factory=TLSConfig)
     limits: Limits = _opt(factory=Limits)
+    autopilot: AutopilotSeed = _opt(factory=AutopilotSeed)
     gossip_lan: GossipLAN = _opt(factory=GossipLAN)
     # Forget a failed member after this long (Consul's 72h). Shorter cleans up after VMs that
     # are gone for good sooner; a member that comes back later simply joins again.
@@ -577,7 +602,7 @@ UNIMPLEMENTED_CONSUL_KEYS: frozenset[str] = frozenset({
     # general
     "advertise_addr_ipv4", "advertise_addr_ipv6", "advertise_addr_wan", "advertise_addr_wan_ipv4",
     "advertise_addr_wan_ipv6", "advertise_addrs", "advertise_reconnect_timeout", "audit", "auto_config",
-    "auto_encrypt", "auto_reload_config", "autopilot", "bootstrap", "cache", "check_output_max_size",
+    "auto_encrypt", "auto_reload_config", "bootstrap", "cache", "check_output_max_size",
     "cloud", "config_entries", "connect", "default_query_time",
     "disable_anonymous_signature", "disable_coordinates", "disable_host_node_id",
     "disable_http_unprintable_char_filter", "disable_keyring_file", "disable_remote_exec",

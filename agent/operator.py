@@ -106,6 +106,7 @@ async def reconcile_loop(server: ServerRuntime) -> None:
         if driver is None or not driver.is_leader or server.agent.leaving:
             continue
         raft = driver.node.raft
+        await _seed_autopilot(server)
         if raft.conf_pending() or raft.lead_transferee:
             continue
         voters = set(raft.voters)
@@ -141,6 +142,21 @@ async def reconcile_loop(server: ServerRuntime) -> None:
                 await change_membership(server, ConfChangeType.ADD_LEARNER, new[0])
         except OperatorError as exc:
             log.warning("reconcile: %s", exc)
+
+
+async def _seed_autopilot(server: ServerRuntime) -> None:
+    """As Consul's leader on taking office: write the agent's `autopilot` block as the replicated
+    configuration if there is none yet (CAS 0, so it never overwrites one)."""
+    from .writer import WriteFailed
+
+    cmd = server.agent.autopilot.seed_command()
+    if cmd is None:
+        return
+    try:
+        if await server.agent.writer.apply(cmd) is True:
+            log.info("autopilot: wrote the initial configuration from this server's config")
+    except WriteFailed as exc:
+        log.debug("autopilot: initial configuration deferred: %s", exc)
 
 
 async def run_on_leader(server: ServerRuntime, action: str, args: dict[str, Any], hops: int = 0) -> Any:

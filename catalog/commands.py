@@ -30,6 +30,9 @@ class CommandType(IntEnum):
     TXN = 5  # several KV operations, all or nothing
     RESTORE = 6  # replace the whole state by a saved one (`PUT /v1/snapshot`): {"d": StateStore.snapshot()}
     ACL = 7  # ACL tokens, policies and roles (protocol 4): {"o": ACLOp, ...}
+    # Autopilot's configuration, replicated as Consul's is: {"c": {ConsulKey: value}, "cas": N}.
+    # Ignorable: a server that predates it skips it and keeps its defaults, as before.
+    AUTOPILOT = IGNORE_FLAG | 8
 
 
 class CommandError(ValueError):
@@ -287,7 +290,16 @@ class ACL:
     create: bool = False
 
 
-Command = Register | Deregister | KV | Session | Txn | Restore | ACL
+@dataclass(frozen=True, slots=True)
+class Autopilot:
+    """Set autopilot's whole configuration (`config`: Consul's keys and JSON values). `cas` -1:
+    unconditionally; 0: only if none is stored yet; N: only if the stored ModifyIndex is N."""
+
+    config: tuple[tuple[str, Any], ...]
+    cas: int = -1
+
+
+Command = Register | Deregister | KV | Session | Txn | Restore | ACL | Autopilot
 
 
 @dataclass(frozen=True, slots=True)
@@ -389,6 +401,8 @@ def encode(cmd: Command) -> bytes:
         return bytes([CommandType.RESTORE]) + bytes(msgpack.packb({"d": cmd.data}))
     if isinstance(cmd, ACL):
         return bytes([CommandType.ACL]) + bytes(msgpack.packb(acl_to_map(cmd)))
+    if isinstance(cmd, Autopilot):
+        return bytes([CommandType.AUTOPILOT]) + bytes(msgpack.packb({"c": dict(cmd.config), "cas": cmd.cas}))
     return bytes([CommandType.DEREGISTER]) + bytes(msgpack.packb(
         {"n": cmd.node, "si": cmd.service_id, "ci": cmd.check_id}))
 
@@ -399,7 +413,7 @@ def decode(data: bytes) -> Command:
         raise CommandError("empty command")
     kind = data[0]
     if kind not in (CommandType.REGISTER, CommandType.DEREGISTER, CommandType.KV, CommandType.SESSION,
-                    CommandType.TXN, CommandType.RESTORE, CommandType.ACL):
+                    CommandType.TXN, CommandType.RESTORE, CommandType.ACL, CommandType.AUTOPILOT):
         raise UnknownCommand(kind)  # a newer command: its body may not be ours to parse
     try:
         body = msgpack.unpackb(data[1:], raw=False, strict_map_key=False)
@@ -450,6 +464,14 @@ def decode(data: bytes) -> Command:
             return Restore(body["d"])
         if kind == CommandType.ACL:
             return acl_from_map(body)
+        if kind == CommandType.AUTOPILOT:
+            conf, cas = body["c"], body.get("cas", -1)
+            if not isinstance(conf, dict) or not all(isinstance(k, str) and isinstance(v, bool | int | str)
+                                                     for k, v in conf.items()):
+                raise TypeError("autopilot config must map names to booleans, integers or strings")
+            if isinstance(cas, bool) or not isinstance(cas, int) or not -1 <= cas < 1 << 63:
+                raise ValueError("autopilot cas must be -1 or an index")
+            return Autopilot(tuple(sorted(conf.items())), cas)
     except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError) as exc:
         raise CommandError(f"malformed {CommandType(kind).name} command: {exc!r}") from exc
     raise UnknownCommand(kind)

@@ -23,6 +23,7 @@ from .commands import (
     ACLRoleSpec,
     ACLTokenSpec,
     ApplyError,
+    Autopilot,
     CheckSpec,
     Deregister,
     KVOp,
@@ -242,6 +243,10 @@ class StateStore:
         self.acl_policies: dict[str, ACLPolicyRecord] = {}
         self.acl_roles: dict[str, ACLRoleRecord] = {}
         self.acl_bootstrap = 0
+        # Autopilot's configuration (Consul's keys), replicated so every server and every future
+        # leader acts on the same one; None until the first leader writes its seed.
+        self.autopilot: dict[str, Any] | None = None
+        self.autopilot_index = (0, 0)  # (CreateIndex, ModifyIndex)
 
     # ---- writes -------------------------------------------------------------------------------
     def apply(self, index: int, data: bytes) -> Any:
@@ -278,6 +283,8 @@ class StateStore:
             return self.replace_all(index, cmd.data)
         if isinstance(cmd, ACL):
             return self._acl(index, cmd)
+        if isinstance(cmd, Autopilot):
+            return self._autopilot(index, cmd)
         self._dirty.clear()
         if isinstance(cmd, Register):
             result = self._register(index, cmd)
@@ -294,6 +301,16 @@ class StateStore:
         for name in self._dirty:
             self.service_index[name] = index
         return result
+
+    def _autopilot(self, index: int, cmd: Autopilot) -> bool:
+        """False (nothing changed) when `cas` does not match; as Consul's CAS on ModifyIndex, with
+        0 meaning "only if there is none yet" (how a leader seeds it without overwriting)."""
+        created, modified = self.autopilot_index
+        if cmd.cas >= 0 and cmd.cas != (modified if self.autopilot is not None else 0):
+            return False
+        self.autopilot = dict(cmd.config)
+        self.autopilot_index = (created if self.autopilot_index[0] else index, index)
+        return True
 
     def _names_on(self, node: str) -> set[str]:
         return {r.spec.name for r in self.services.get(node, {}).values()}
@@ -747,6 +764,8 @@ class StateStore:
             "ar": [acl_role_wire(r) for _, r in sorted(self.acl_roles.items())],
             "ab": self.acl_bootstrap,
         }
+        if self.autopilot is not None:  # (absent: snapshots read by older versions stay as they were)
+            body["apc"] = [dict(sorted(self.autopilot.items())), *self.autopilot_index]
         return bytes(msgpack.packb(body))
 
     def replace_all(self, index: int, data: bytes) -> Any:
@@ -809,6 +828,9 @@ class StateStore:
             role = acl_role_from_wire(row)
             st.acl_roles[role.spec.id] = role
         st.acl_bootstrap = int(body.get("ab", 0))
+        if "apc" in body:
+            conf, created, modified = body["apc"]
+            st.autopilot, st.autopilot_index = dict(conf), (int(created), int(modified))
         return st
 
 

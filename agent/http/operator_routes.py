@@ -10,8 +10,9 @@ the configuration route): remove a server from the Raft configuration, one serve
 200 once the change commits, 500 if it is not a peer (as Consul). A server still alive in gossip
 is added back by the leader: this is for servers that are gone.
 
-`GET`/`PUT /v1/operator/autopilot/configuration[?cas=N]`: Consul's autopilot configuration (per
-server, agent/autopilot.py); PUT answers `true`, or `false` when `cas` does not match ModifyIndex.
+`GET`/`PUT /v1/operator/autopilot/configuration[?cas=N]`: Consul's autopilot configuration,
+replicated through Raft (agent/autopilot.py); PUT answers `true`, or `false` when `cas` does not
+match ModifyIndex.
 `GET /v1/operator/autopilot/health`: OperatorHealthReply from the leader; 429 when unhealthy.
 `GET /v1/operator/usage`: counts from the local catalog (`{"Usage": {dc: {...}}, "Index"}`).
 `/v1/coordinate/*`: Consul's shapes; every node has the origin coordinate until Vivaldi lands.
@@ -24,6 +25,8 @@ from __future__ import annotations
 import re
 import uuid
 from typing import TYPE_CHECKING
+
+from murmur.catalog.commands import ApplyError
 
 from ..autopilot import AutopilotError
 from ..operator import OperatorError, run_on_leader
@@ -97,9 +100,13 @@ def add_routes(router: Router, agent: Agent) -> None:
         except ValueError as exc:
             raise HTTPError(400, f"Invalid cas {raw!r}") from exc
         try:
-            return Response.json(agent.autopilot.update(req.json(), cas))
+            cmd = agent.autopilot.update_command(req.json(), cas)
         except AutopilotError as exc:
             raise HTTPError(400, f"Error parsing autopilot config: {exc}") from exc
+        result = await agent.writer.apply(cmd)  # through the leader and the Raft log, as Consul's
+        if isinstance(result, ApplyError):
+            raise HTTPError(500, result.message)
+        return Response.json(result is True)
 
     async def autopilot_health(req: Request, m: re.Match[str]) -> Response:
         srv = _server(agent)

@@ -7,11 +7,13 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from typing import Any
 
 import httpx
 import pytest
-from e2e.test_raft_cluster import Writer, holds_all, start_servers
+from e2e.test_raft_cluster import Writer, holds_all, leader_proc, start_servers
 from support.procs import wait_for
+from support.servers import kill_leader
 
 pytestmark = pytest.mark.e2e
 
@@ -25,13 +27,50 @@ def peers(s) -> dict[str, bool]:  # type: ignore[no-untyped-def]
         return {}
 
 
+def autopilot(s) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    try:
+        r = httpx.get(s.url + "/v1/operator/autopilot/configuration", timeout=5)
+        return r.json() if r.status_code == 200 else {}
+    except httpx.HTTPError:
+        return {}
+
+
+def test_autopilot_configuration_is_seeded_from_the_config_replicated_and_outlives_the_leader(  # type: ignore[no-untyped-def]
+        tmp_path, start_agent) -> None:
+    """As Consul's: the first leader writes the `autopilot` config block to the Raft log; a PUT on
+    any server goes through the leader (CAS on ModifyIndex); every server, and the next leader,
+    reads the same configuration, and a new leader does not seed over it."""
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "autopilot.toml").write_text('[autopilot]\nserver_stabilization_time = "7s"\nmin_quorum = 2\n')
+    servers = start_servers(tmp_path, start_agent)
+    wait_for(lambda: all(autopilot(s).get("CreateIndex", 0) > 0 for s in servers), 60,
+             what="the leader's seed on every server")
+    assert all(autopilot(s)["ServerStabilizationTime"] == "7s" and autopilot(s)["MinQuorum"] == 2 for s in servers)
+    follower = next(s for s in servers if s is not leader_proc(servers))
+    cur = autopilot(follower)
+    url = follower.url + "/v1/operator/autopilot/configuration"
+    assert httpx.put(url, params={"cas": cur["ModifyIndex"]}, json={"MinQuorum": 3}, timeout=30).json() is True
+    assert httpx.put(url, params={"cas": cur["ModifyIndex"]}, json={"MinQuorum": 4}, timeout=30).json() is False
+    wait_for(lambda: {(autopilot(s).get("MinQuorum"), autopilot(s).get("ModifyIndex")) for s in servers}
+             == {(3, autopilot(servers[0]).get("ModifyIndex"))}, 30, what="MinQuorum 3 on every server")
+    index = autopilot(servers[0])["ModifyIndex"]
+    _, rest = kill_leader(servers)
+    time.sleep(3)  # a few of the new leader's reconcile rounds, which must not seed again
+    for s in rest:
+        got = autopilot(s)
+        assert (got["MinQuorum"], got["ServerStabilizationTime"], got["ModifyIndex"]) == (3, "7s", index), got
+
+
 def test_a_new_server_joins_as_a_non_voter_and_is_promoted(tmp_path, start_agent) -> None:  # type: ignore[no-untyped-def]
     servers = start_servers(tmp_path, start_agent)
     stabilization = 4.0
-    for s in servers:  # autopilot's configuration is per server: set it everywhere
-        r = httpx.put(s.url + "/v1/operator/autopilot/configuration",
-                      json={"ServerStabilizationTime": f"{stabilization:g}s"}, timeout=10)
-        assert r.status_code == 200 and r.json() is True, r.text
+    # Autopilot's configuration is replicated: set once, it holds on every server.
+    r = httpx.put(servers[1].url + "/v1/operator/autopilot/configuration",
+                  json={"ServerStabilizationTime": f"{stabilization:g}s"}, timeout=10)
+    assert r.status_code == 200 and r.json() is True, r.text
+    wait_for(lambda: all(autopilot(s).get("ServerStabilizationTime") == f"{stabilization:g}s" for s in servers), 30,
+             what="the configuration on every server")
     writer = Writer(servers)
     writer.thread.start()
     wait_for(lambda: len(writer.acked) >= 30, 60, what="30 acknowledged writes")
