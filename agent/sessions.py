@@ -88,11 +88,14 @@ async def leader_clocks(agent: Agent, tombstone_ttl: float | None = None) -> Non
     leading = False
     gc_seen = 0
     seen = -1
+    synced: tuple[int, int, int] | None = None  # the store's sessions_version the timers last saw
     while True:
         srv = agent.server
         is_leader = srv is not None and srv.driver is not None and srv.driver.is_leader
         now = trio.current_time()
         store = agent.store
+        if is_leader != leading:
+            synced = None
         if is_leader and not leading:  # fresh timers, full TTL; every tombstone from now
             timers.clear()
             gc.clear()
@@ -103,7 +106,10 @@ async def leader_clocks(agent: Agent, tombstone_ttl: float | None = None) -> Non
             gc.clear()
         leading = is_leader
         if leading:
-            timers.sync(store, now)
+            version = store.sessions_version()
+            if version != synced:  # (a KV write changes no session: no scan of them all)
+                timers.sync(store, now)
+                synced = version
             if store.gc_index != gc_seen:
                 gc.hint(store.gc_index, now)
                 gc_seen = store.gc_index

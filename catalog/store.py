@@ -233,6 +233,7 @@ class StateStore:
         self.kv_floor = 0
         self.sessions: dict[str, SessionRecord] = {}
         self.sessions_index = 0
+        self.sessions_renewed = 0  # the last index that renewed a session (renewals leave sessions_index)
         # key -> (lock delay ns, index): a session holding the key was invalidated at that index.
         # Servers turn it into a deadline on their clock when they apply it (agent/sessions.py).
         self.lock_delays: dict[str, tuple[int, int]] = {}
@@ -513,6 +514,7 @@ class StateStore:
             if sess is None:
                 return False
             self.sessions[cmd.id] = replace(sess, renew_index=index)
+            self.sessions_renewed = index
             return session_wire(self.sessions[cmd.id])
         if sess is None:
             return True  # destroying what is gone is done
@@ -520,6 +522,11 @@ class StateStore:
             return False  # renewed after the timer fired: the renewal wins
         self._destroy_session(index, cmd.id)
         return True
+
+    def sessions_version(self) -> tuple[int, int, int]:
+        """Changes whenever a session is created, renewed or destroyed: the leader's TTL timers
+        resync on it instead of scanning every session after every write."""
+        return (self.sessions_index, self.sessions_renewed, len(self.sessions))
 
     def _create_session(self, index: int, cmd: Session) -> Any:
         if not cmd.id or cmd.id in self.sessions:
@@ -816,6 +823,7 @@ class StateStore:
             rec = session_from_wire(row)
             st.sessions[rec.id] = rec
         st.sessions_index = int(body.get("sx", 0))
+        st.sessions_renewed = max((r.renew_index for r in st.sessions.values()), default=0)
         st.lock_delays.update({k: (int(v[0]), int(v[1])) for k, v in body.get("ld", {}).items()})
         st.gc_index = int(body.get("gc", 0))
         for row in body.get("at", []):

@@ -111,7 +111,7 @@ def test_acknowledged_kv_writes_survive_a_leader_kill_and_a_dead_nodes_lock_is_r
         tmp_path: Path, start_agent) -> None:  # type: ignore[no-untyped-def]
     servers = start_servers(tmp_path, start_agent)
     conf = tmp_path / "conf"
-    client = AgentProc(tmp_path, [conf], ["--join", f"127.0.0.1:{servers[0].serf_port}"], node="c0", dev=False)
+    client = AgentProc(tmp_path, [conf], ["--retry-join", f"127.0.0.1:{servers[0].serf_port}"], node="c0", dev=False)
     client.has_servers = True
     try:
         client.start()

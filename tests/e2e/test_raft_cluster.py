@@ -193,10 +193,6 @@ def run_failpoints(tmp_path, start_agent, failpoints: tuple[str, ...], repeats: 
 
     repeats = int(os.environ.get("MURMUR_FAILPOINT_REPEATS", repeats))
     servers = start_servers(tmp_path, start_agent, snapshot_threshold)
-    for s in servers:
-        # Restarts retry their join: a one-shot --join that times out against a busy s0 made the
-        # restarted agent exit ("could not join any of ...") before its failpoint could fire.
-        s.args = ["--retry-join" if a == "--join" else a for a in s.args]
     writer = Writer(servers)
     writer.thread.start()
     rng = random.Random(11)

@@ -64,7 +64,7 @@ def test_autopilot_configuration_is_seeded_from_the_config_replicated_and_outliv
 
 def test_a_new_server_joins_as_a_non_voter_and_is_promoted(tmp_path, start_agent) -> None:  # type: ignore[no-untyped-def]
     servers = start_servers(tmp_path, start_agent)
-    stabilization = 4.0
+    stabilization = 8.0  # long enough for the checks below to see the non-voter on a loaded box
     # Autopilot's configuration is replicated: set once, it holds on every server.
     r = httpx.put(servers[1].url + "/v1/operator/autopilot/configuration",
                   json={"ServerStabilizationTime": f"{stabilization:g}s"}, timeout=10)
@@ -78,13 +78,14 @@ def test_a_new_server_joins_as_a_non_voter_and_is_promoted(tmp_path, start_agent
     fresh = start_agent(tmp_path / "conf", node="s3", dev=False, wait_leader=False, extra=extra)
     wait_for(lambda: peers(servers[0]).get("s3") is False, 60, what="s3 listed as a non-voter")
     seen_learner = time.monotonic()
+    # While it is a non-voter the quorum is still 2 of 3, and autopilot's health says so. (Asked
+    # first: the CLI below starts a Python process, seconds at load, and the stabilization clock runs.)
+    health = httpx.get(servers[0].url + "/v1/operator/autopilot/health", timeout=10).json()
+    assert {x["Name"]: x["Voter"] for x in health["Servers"]}.get("s3") is False, health
     out = subprocess.run([sys.executable, "-m", "murmur.cli.main", "operator", "raft", "list-peers",
                           "-http-addr", servers[0].url], capture_output=True, text=True, timeout=60)
     row = next((line for line in out.stdout.splitlines() if line.startswith("s3 ")), "")
     assert out.returncode == 0 and row.split()[4] == "false", out.stdout + out.stderr
-    # While it is a non-voter the quorum is still 2 of 3, and autopilot's health says so.
-    health = httpx.get(servers[0].url + "/v1/operator/autopilot/health", timeout=10).json()
-    assert {x["Name"]: x["Voter"] for x in health["Servers"]}.get("s3") is False, health
     wait_for(lambda: all(peers(s).get("s3") is True for s in servers), 60, what="s3 promoted to voter")
     promoted_after = time.monotonic() - seen_learner
     assert promoted_after >= stabilization * 0.5, promoted_after  # not before it was stable (less our polling)

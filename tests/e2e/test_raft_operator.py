@@ -10,6 +10,7 @@ import httpx
 import pytest
 from e2e.test_raft_cluster import Writer, holds_all, leader_of, leader_proc, read_all, start_servers
 from support.procs import wait_for
+from support.servers import rejoin_via
 
 pytestmark = pytest.mark.e2e
 
@@ -141,12 +142,7 @@ def test_grow_to_five_and_shrink_to_three_under_writes(tmp_path, start_agent) ->
     for s in rest:
         s.stop()
     for s, other in ((rest[0], rest[1]), (rest[1], rest[0])):
-        # (the server it first joined through may be gone: retry-join the other survivor)
-        s.args = [a for a in s.args]
-        if "--join" in s.args:
-            k = s.args.index("--join")
-            del s.args[k:k + 2]
-        s.args += ["--retry-join", f"127.0.0.1:{other.serf_port}"]
+        rejoin_via(s, other)  # (the server it first joined through may be gone)
     for s in rest:
         s.wait_leader = False
         s.restart()
@@ -179,10 +175,7 @@ def test_a_server_that_left_and_restarts_is_added_back_at_once(tmp_path, start_a
     assert leaving.proc is not None
     leaving.proc.wait(timeout=60)
     wait_for(lambda: all(peer_count(x) == 2 for x in rest), 60, what="2 peers after the leave")
-    if "--join" in leaving.args:
-        k = leaving.args.index("--join")
-        del leaving.args[k:k + 2]
-    leaving.args += ["--retry-join", f"127.0.0.1:{rest[0].serf_port}"]
+    rejoin_via(leaving, rest[0])
     leaving.wait_leader = False
     leaving.restart()
     # Back in the configuration well inside the 60 s hold (the add itself takes ~1 reconcile round).

@@ -22,6 +22,7 @@ from e2e.test_raft_cluster import (
     start_servers,
 )
 from support.procs import wait_for
+from support.servers import rejoin_via
 
 pytestmark = pytest.mark.e2e
 
@@ -40,10 +41,8 @@ def recover(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def drop_join(s) -> None:  # type: ignore[no-untyped-def]
-    """The servers it joined through are gone: start without --join."""
-    if "--join" in s.args:
-        k = s.args.index("--join")
-        del s.args[k:k + 2]
+    """The servers it joined through are gone: start without joining any."""
+    rejoin_via(s)
 
 
 def test_losing_two_of_three_then_recover_gives_a_working_cluster(tmp_path, start_agent) -> None:  # type: ignore[no-untyped-def]

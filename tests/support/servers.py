@@ -32,7 +32,9 @@ def start_servers(tmp_path: Path, start_agent: Callable[..., AgentProc], snapsho
     for i in range(3):
         extra = ["--server", "--bootstrap-expect", "3"]
         if servers:
-            extra += ["--join", f"127.0.0.1:{servers[0].serf_port}"]
+            # retry-join, not join: a one-shot join that times out against a busy s0 makes the
+            # agent exit at start (as Consul's does), which on a loaded CI box was a flaky start
+            extra += ["--retry-join", f"127.0.0.1:{servers[0].serf_port}"]
         extra += extra_for(i) if extra_for else []
         servers.append(start_agent(conf, node=f"s{i}", dev=False, wait_leader=False, extra=extra))
     wait_for(lambda: len({leader_of(s) for s in servers}) == 1 and leader_of(servers[0]), 60,
@@ -50,3 +52,16 @@ def kill_leader(servers: list[AgentProc]) -> tuple[AgentProc, list[AgentProc]]:
     wait_for(lambda: (lambda ls: ls[0] and ls[0] == ls[1] and ls[0] != lead_addr)(
         [leader_of(s) for s in survivors]), 60, what="a new leader among the survivors")
     return leader, survivors
+
+
+def rejoin_via(s: AgentProc, *others: AgentProc) -> None:
+    """Drop the join flags `s` started with (the servers it joined through may be gone) and
+    retry-join `others` instead (none: start without any)."""
+    args = list(s.args)
+    for flag in ("--join", "--retry-join"):
+        while flag in args:
+            k = args.index(flag)
+            del args[k:k + 2]
+    for o in others:
+        args += ["--retry-join", f"127.0.0.1:{o.serf_port}"]
+    s.args = args

@@ -272,6 +272,25 @@ def test_session_timers_expire_after_twice_the_ttl_and_restart_on_renewal() -> N
     assert timers.next_deadline() is None
 
 
+def test_sessions_version_moves_on_create_renew_and_destroy_only() -> None:
+    """The leader's TTL timers rescan the sessions only when this changes (agent/sessions.py)."""
+    log = with_node()
+    versions = [log.store.sessions_version()]
+    session(log, "a", ttl="10s")
+    versions.append(log.store.sessions_version())
+    log(KV(KVOp.SET, "k", b"v"))  # a plain KV write leaves it
+    assert log.store.sessions_version() == versions[-1]
+    log(Session(SessionOp.RENEW, "a"))
+    versions.append(log.store.sessions_version())
+    log(Session(SessionOp.DESTROY, "a"))
+    versions.append(log.store.sessions_version())
+    assert len(set(versions)) == 4
+    # a snapshot restores to the same version (a resync after install is then not needed)
+    session(log, "b", ttl="10s")
+    log(Session(SessionOp.RENEW, "b"))
+    assert StateStore.restore(log.store.snapshot()).sessions_version() == log.store.sessions_version()
+
+
 def test_lock_delays_start_when_applied() -> None:
     log = with_node()
     session(log, "s", lock_delay=15 * S)
