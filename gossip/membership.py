@@ -30,7 +30,7 @@ from .awareness import Awareness
 from .broadcast import BroadcastQueue
 from .clock import LamportClock
 from .config import GossipConfig
-from .suspicion import Suspicion
+from .suspicion import UNATTRIBUTED, Suspicion
 from .wire import (
     Ack,
     Alive,
@@ -858,7 +858,13 @@ class Membership:
                     self._refute(s.incarnation, declared_dead=True)
             else:
                 # A remote verdict of dead is taken as a suspicion: we give it the chance to refute.
-                self._suspect(Suspect(s.incarnation, s.name, self.name), now)
+                # Unattributed, not ours (memberlist puts its own name here): we have no evidence of
+                # our own, and our word must not count as an independent confirmation at the member
+                # that holds the verdict. A member isolated for a while suspects everyone; its first
+                # push-pulls after the heal would otherwise make each peer "confirm" its suspicions,
+                # collapsing its timers to the minimum (long past) before the suspects can refute:
+                # the soak's false dead of 2026-11-25 (seed 2027).
+                self._suspect(Suspect(s.incarnation, s.name, UNATTRIBUTED), now)
 
     # ---- state transitions ----------------------------------------------------------------------
     def _refute(self, accused: int, declared_dead: bool = False) -> None:

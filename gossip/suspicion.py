@@ -12,6 +12,9 @@ import math
 
 # Times a suspicion's deadline moves by `min` because the suspect talked to us (Suspicion.extend).
 MAX_EXTENSIONS = 2
+# The sender of a suspicion nobody vouches for: a dead or suspect verdict read in a peer's
+# push-pull table. It starts a suspicion but never counts as a confirmation.
+UNATTRIBUTED = ""
 
 
 def remaining_timeout(n: int, k: int, min_t: float, max_t: float) -> float:
@@ -61,7 +64,7 @@ class Suspicion:
 
     def confirm(self, from_node: str) -> bool:
         """Count an independent confirmation; True if it was new (then re-broadcast it)."""
-        if self.n >= self.k or from_node in self.confirmations:
+        if self.n >= self.k or from_node in self.confirmations or from_node == UNATTRIBUTED:
             return False
         self.confirmations.add(from_node)
         self.n += 1

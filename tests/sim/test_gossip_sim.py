@@ -194,6 +194,36 @@ def test_healed_partition_converges_to_one_view(seed: int) -> None:
     print(f"seed {seed}: one view {s.now - 60.0 - healed:.1f} s after the heal")
 
 
+def test_soak_2027_false_dead__an_isolated_members_push_pull_does_not_confirm_its_own_suspicions() -> None:
+    """Found by the 1-hour soak (seed 2027): s2, cut off for 8 s, suspected c3 (Lifeguard: no
+    confirmations, so the 18 s maximum). Just after the heal its first push-pulls carried that
+    suspicion; each peer took it as a suspicion of its own (memberlist names itself as the
+    accuser there) and gossiped it, so s2 counted them as independent confirmations, its timer
+    fell to the 3 s minimum, long past, and it declared c3 dead before c3 could refute. A verdict
+    read in a peer's table is now unattributed and never confirms. Over 8 members on memberlist's
+    local preset, one member isolated for 6-9 s (twice the suspicion minimum and more), 160 runs:
+    no live member is declared dead after the heal (before the fix, 30 of the first 120 runs had one)."""
+    local = GossipConfig.local()
+    wrong = []
+    for seed in range(40):
+        for hold in (6.0, 7.0, 8.0, 9.0):
+            s = Simulation(8, local, seed=seed, converged=True)
+            s.run_until(20.0)
+            names = s.live_names()
+            cut = names[seed % len(names)]
+            s.partition([[cut], [n for n in names if n != cut]])
+            s.run_until(20.0 + hold)
+            healed = s.now
+            s.heal()
+            s.run_until(healed + 40.0)
+            # (the others' verdict on the cut-off member may land just after the heal: its timers
+            # ran while it was cut off, and that verdict is the partition's)
+            wrong += [(seed, hold, r.observer, r.subject, round(r.time - healed, 2)) for r in s.records
+                      if r.kind == EventKind.FAILED and r.time >= healed
+                      and not (r.subject == cut and r.time < healed + 1.0)]
+    assert not wrong, f"live members declared dead after the heal: {wrong[:8]}"
+
+
 # ---- pauses (SIGSTOP / SIGCONT) ------------------------------------------------------------------
 PAUSE_N = 20
 
