@@ -128,7 +128,9 @@ def test_long_sigstop_is_dead_then_alive_soon_after_sigcont(cluster: list[AgentP
              interval=0.05, what="victim alive again everywhere")
     back = time.monotonic() - t0
     print(f"alive everywhere {back:.2f}s after SIGCONT")
-    assert back < 2.0
+    # Typically ~1 s (a probe interval for it to be told, then gossip): 10x slack on a real process,
+    # as the conventions ask; 2 s failed at load ~10 (2.5 s).
+    assert back < 10 * LOCAL.probe_interval
 
 
 def without_join(agent: AgentProc) -> None:

@@ -27,13 +27,18 @@ def holder(a: AgentProc) -> str:
 
 
 def test_lock_excludes_runs_the_child_and_releases(agent: AgentProc, tmp_path: Path) -> None:
-    first = subprocess.Popen(lock_cmd(agent, "app", "sleep 4"), cwd=ROOT, stderr=subprocess.PIPE)
+    # The first child holds the lock until the test lets it go (a file appears; bounded at 60 s),
+    # not for a fixed time: on a loaded box the second CLI's start-up alone took longer than that.
+    release = tmp_path / "release"
+    child = f"for i in $(seq 600); do [ -e {release} ] && exit 0; sleep 0.1; done; exit 9"
+    first = subprocess.Popen(lock_cmd(agent, "app", child), cwd=ROOT, stderr=subprocess.PIPE)
     try:
         wait_for(lambda: holder(agent), 60, what="the first holder")
         # Another holder cannot get it while the first runs (bounded wait, then exit 1)...
         second = subprocess.run(lock_cmd(agent, "-timeout", "1", "app", "true"), cwd=ROOT, capture_output=True,
                                 text=True, timeout=60)
         assert second.returncode == 1 and "timed out" in second.stderr
+        release.touch()
         assert first.wait(timeout=60) == 0
     finally:
         if first.poll() is None:
